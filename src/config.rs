@@ -1,0 +1,415 @@
+//! Configuration: TOML into serde structs, documented defaults, and a `validate()` that
+//! reports every problem at once with its key path.
+//!
+//! What the deployment *is* (its home networks, thresholds, table sizes) lives here; what a
+//! single run chooses (input files, output paths, worker count override) is a CLI flag.
+//! Every field's doc comment gives its unit and default; `systemd/outflow.toml` is the
+//! commented example.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// Errors loading a configuration. Each names the file or the offending keys.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, bad CIDR...).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// The TOML parser's message, which names the key and line.
+        message: String,
+    },
+    /// Values parse but do not make sense together; every problem is listed.
+    #[error("invalid config{}:\n{}", .path.as_deref().map(|p| format!(" file {p}")).unwrap_or_default(), .problems.join("\n"))]
+    Invalid {
+        /// The path given, if any.
+        path: Option<String>,
+        /// One line per problem, each starting with the key path.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Networks that are "ours". Traffic from an address in these to an address outside them
+    /// is outbound. Default: RFC 1918 (10/8, 172.16/12, 192.168/16), CGNAT 100.64/10 and IPv6
+    /// unique-local fc00::/7.
+    pub home_nets: Vec<IpNet>,
+    /// Capture and dispatch settings.
+    pub capture: CaptureConfig,
+    /// Flow table settings.
+    pub flow: FlowConfig,
+    /// Approved destinations that never count as outbound.
+    pub allow: AllowConfig,
+    /// Detector settings.
+    pub detect: DetectConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            home_nets: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "fc00::/7",
+            ]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+            capture: CaptureConfig::default(),
+            flow: FlowConfig::default(),
+            allow: AllowConfig::default(),
+            detect: DetectConfig::default(),
+        }
+    }
+}
+
+/// Capture and dispatch settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Worker threads, each owning a shard of the flows. 0 = one per CPU core. Default 0.
+    pub workers: usize,
+    /// Packets per batch handed from the reader to a worker. Larger batches amortise the
+    /// channel hand-off; smaller ones lower latency. Default 256.
+    pub batch_packets: usize,
+    /// Batches in flight per worker (the bounded queue depth plus the one being filled).
+    /// Default 8.
+    pub batches_per_worker: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            workers: 0,
+            batch_packets: 256,
+            batches_per_worker: 8,
+        }
+    }
+}
+
+/// Flow table settings. Timeouts are in packet time.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Flows each worker can track at once. When full, the least recently seen flow is
+    /// evicted (and counted). Default 262144 (see README for bytes per flow).
+    pub capacity_per_worker: usize,
+    /// Idle timeout of an established TCP connection. Default "10m" (Suricata's default for
+    /// established TCP; long enough for interactive sessions, short enough to bound memory).
+    #[serde(with = "humantime_serde")]
+    pub tcp_timeout: Duration,
+    /// Idle timeout of a TCP flow that never completed its handshake (scans, SYN floods).
+    /// Default "30s".
+    #[serde(with = "humantime_serde")]
+    pub tcp_unestablished_timeout: Duration,
+    /// How long a TCP flow lingers after FIN from both sides or a RST, to count late
+    /// retransmissions and ACKs before its record is written. Default "5s" (Zeek's
+    /// tcp_close_delay).
+    #[serde(with = "humantime_serde")]
+    pub tcp_close_linger: Duration,
+    /// Idle timeout of a UDP flow. Default "1m" (Zeek's udp_inactivity_timeout).
+    #[serde(with = "humantime_serde")]
+    pub udp_timeout: Duration,
+    /// Idle timeout of ICMP and other IP protocols. Default "1m".
+    #[serde(with = "humantime_serde")]
+    pub other_timeout: Duration,
+    /// A flow still active after this long gets an interim record (counters so far), and
+    /// another one each time this much more time passes. Default "30m" (the NetFlow
+    /// active-timeout convention).
+    #[serde(with = "humantime_serde")]
+    pub active_timeout: Duration,
+    /// Bounded map from (addresses, protocol, IP id) to the ports of a datagram's first
+    /// fragment, so later fragments are counted in the right flow. Default 4096 entries.
+    pub fragment_capacity: usize,
+    /// How long a first fragment's ports are remembered. Default "30s" (RFC 791's
+    /// reassembly timer is 15 s; Linux uses 30 s).
+    #[serde(with = "humantime_serde")]
+    pub fragment_timeout: Duration,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            capacity_per_worker: 262_144,
+            tcp_timeout: Duration::from_secs(600),
+            tcp_unestablished_timeout: Duration::from_secs(30),
+            tcp_close_linger: Duration::from_secs(5),
+            udp_timeout: Duration::from_secs(60),
+            other_timeout: Duration::from_secs(60),
+            active_timeout: Duration::from_secs(1800),
+            fragment_capacity: 4096,
+            fragment_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Approved destinations.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AllowConfig {
+    /// Destination networks (e.g. the company's own cloud range, the backup provider) that
+    /// never count as outbound. Default: none.
+    pub dst_cidrs: Vec<IpNet>,
+}
+
+/// Detector settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// One connection uploading a lot, alerted while it is still open.
+    pub large_transfer: LargeTransferConfig,
+}
+
+/// Which byte count a threshold applies to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ByteCount {
+    /// IP bytes: the IP total-length field, headers included (Zeek's `orig_ip_bytes`).
+    #[default]
+    Ip,
+    /// Transport payload bytes only.
+    Payload,
+}
+
+/// Large outbound transfer detector.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LargeTransferConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// Outbound bytes of one connection that raise the first alert. Default 100000000
+    /// (100 MB).
+    pub threshold_bytes: u64,
+    /// The alert also needs more than this many outbound packets, so a few jumbo or
+    /// mis-sized packets cannot trip it. Default 1000.
+    pub min_packets: u64,
+    /// Higher tiers, each alerting once more when crossed. Strictly increasing, above
+    /// `threshold_bytes`. Default [1000000000, 10000000000] (1 GB, 10 GB).
+    pub tiers: Vec<u64>,
+    /// Whether thresholds count IP bytes ("ip") or transport payload ("payload").
+    /// Default "ip".
+    pub count: ByteCount,
+}
+
+impl Default for LargeTransferConfig {
+    fn default() -> Self {
+        LargeTransferConfig {
+            enabled: true,
+            threshold_bytes: 100_000_000,
+            min_packets: 1000,
+            tiers: vec![1_000_000_000, 10_000_000_000],
+            count: ByteCount::Ip,
+        }
+    }
+}
+
+/// Upper bound on the flow table per worker: 2^26 flows is ~13 GiB at the measured size per
+/// flow, more than any 2-socket sensor should hold; a typo like an extra zero is caught.
+const MAX_FLOW_CAPACITY: usize = 1 << 26;
+/// More workers than this is a typo, not a deployment.
+const MAX_WORKERS: usize = 1024;
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: shown.clone(),
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                path: Some(shown.clone()),
+                problems,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        // serde_path_to_error adds the key path (`flow.capacity`) to serde's message, which
+        // otherwise names only the last key.
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = match path.as_str() {
+                "" | "." => inner.to_string(),
+                p => format!("key `{p}`: {inner}"),
+            };
+            ConfigError::Parse {
+                path: "<text>".into(),
+                message,
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values against each other; returns every problem, each prefixed by its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        if self.home_nets.is_empty() {
+            p.push("home_nets: is empty, so no traffic could ever be outbound".to_string());
+        }
+        let c = &self.capture;
+        if c.workers > MAX_WORKERS {
+            p.push(format!(
+                "capture.workers: {} is above the limit {MAX_WORKERS}",
+                c.workers
+            ));
+        }
+        if !(1..=65_536).contains(&c.batch_packets) {
+            p.push(format!(
+                "capture.batch_packets: {} must be 1..=65536",
+                c.batch_packets
+            ));
+        }
+        if !(2..=1024).contains(&c.batches_per_worker) {
+            p.push(format!(
+                "capture.batches_per_worker: {} must be 2..=1024",
+                c.batches_per_worker
+            ));
+        }
+        let f = &self.flow;
+        if !(1..=MAX_FLOW_CAPACITY).contains(&f.capacity_per_worker) {
+            p.push(format!(
+                "flow.capacity_per_worker: {} must be 1..={MAX_FLOW_CAPACITY}",
+                f.capacity_per_worker
+            ));
+        }
+        for (key, d) in [
+            ("flow.tcp_timeout", f.tcp_timeout),
+            (
+                "flow.tcp_unestablished_timeout",
+                f.tcp_unestablished_timeout,
+            ),
+            ("flow.tcp_close_linger", f.tcp_close_linger),
+            ("flow.udp_timeout", f.udp_timeout),
+            ("flow.other_timeout", f.other_timeout),
+            ("flow.active_timeout", f.active_timeout),
+            ("flow.fragment_timeout", f.fragment_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(format!("{key}: must be greater than 0"));
+            }
+        }
+        if !(1..=1 << 20).contains(&f.fragment_capacity) {
+            p.push(format!(
+                "flow.fragment_capacity: {} must be 1..=1048576",
+                f.fragment_capacity
+            ));
+        }
+        let lt = &self.detect.large_transfer;
+        if lt.threshold_bytes == 0 {
+            p.push("detect.large_transfer.threshold_bytes: must be greater than 0".into());
+        }
+        let mut prev = lt.threshold_bytes;
+        for (i, t) in lt.tiers.iter().enumerate() {
+            if *t <= prev {
+                p.push(format!(
+                    "detect.large_transfer.tiers[{i}]: {t} must be above the previous tier / threshold_bytes ({prev})"
+                ));
+            }
+            prev = prev.max(*t);
+        }
+        if lt.tiers.len() > 16 {
+            p.push("detect.large_transfer.tiers: at most 16 tiers".into());
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: None,
+                problems: p,
+            })
+        }
+    }
+
+    /// The effective configuration as TOML (for `outflow check-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Worker count with 0 resolved to the number of CPU cores.
+    pub fn effective_workers(&self) -> usize {
+        match self.capture.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_roundtrip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let back = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn empty_text_is_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[flow]\ncapacity = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capacity"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let e = Config::parse(
+            "home_nets = []\n[flow]\ncapacity_per_worker = 0\ntcp_timeout = \"0s\"\n\
+             [detect.large_transfer]\nthreshold_bytes = 10\ntiers = [5]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "home_nets:",
+            "flow.capacity_per_worker:",
+            "flow.tcp_timeout:",
+            "detect.large_transfer.tiers[0]:",
+        ] {
+            assert!(e.contains(key), "missing {key} in {e}");
+        }
+    }
+
+    #[test]
+    fn bad_cidr_is_refused() {
+        let e = Config::parse("home_nets = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("home_nets"), "{e}");
+    }
+}

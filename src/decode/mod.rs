@@ -1,0 +1,269 @@
+//! Decode: raw frame bytes in, a small `Copy` [`PacketMeta`] out.
+//!
+//! This is the first stage after capture. It peels the link layer (Ethernet II with up to two
+//! VLAN tags, Linux cooked SLL/SLL2, BSD loopback, raw IP), the network layer (IPv4, IPv6 with
+//! extension headers) and the transport header (TCP, UDP, ICMP/ICMPv6), and records what the
+//! flow stage needs: addresses, ports, lengths *as they were on the wire*, TCP flags and where
+//! the payload starts in the captured bytes.
+//!
+//! Header views come from `etherparse` (`*HeaderSlice::from_slice` checks a header's length
+//! once; its accessors cannot fail afterwards). The layering logic is ours because a sensor
+//! must answer questions a generic parser does not: how many bytes crossed the wire even when
+//! the capture was cut by a snaplen, and which fragment belongs to which flow.
+//!
+//! This stage never allocates, never locks, never reads the clock and never panics: every byte
+//! sequence is valid input, and a frame that cannot be decoded returns a [`DecodeError`], a
+//! `Copy` reason that the caller turns into a counter.
+
+mod link;
+mod net;
+mod transport;
+
+pub use link::LinkType;
+
+/// Why a frame could not be decoded. Each reason is a counter in the replay summary and
+/// (later) in `/metrics`; the frame itself is skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecodeError {
+    /// The capture's link type is not one outflow decodes.
+    UnsupportedLinkType,
+    /// The frame ends inside the link-layer header (Ethernet, VLAN tag, cooked header).
+    TruncatedLink,
+    /// A well-formed frame that does not carry IP (ARP, LLDP, STP, ...).
+    NonIp,
+    /// The frame ends inside the IP header.
+    TruncatedIp,
+    /// The IP header contradicts itself: version, header length < 20, total length < header
+    /// length, bad extension-header chain.
+    BadIpHeader,
+    /// The IP length field claims more bytes than the frame carried on the wire.
+    IpLengthExceedsFrame,
+    /// The frame (as captured) ends inside the TCP/UDP/ICMP header.
+    TruncatedTransport,
+    /// The transport header contradicts itself: TCP data offset < 5 or beyond the IP payload,
+    /// UDP length < 8 or beyond the IP payload.
+    BadTransportHeader,
+}
+
+impl DecodeError {
+    /// Every reason, in a stable order (used to lay out counters).
+    pub const ALL: [DecodeError; 8] = [
+        DecodeError::UnsupportedLinkType,
+        DecodeError::TruncatedLink,
+        DecodeError::NonIp,
+        DecodeError::TruncatedIp,
+        DecodeError::BadIpHeader,
+        DecodeError::IpLengthExceedsFrame,
+        DecodeError::TruncatedTransport,
+        DecodeError::BadTransportHeader,
+    ];
+
+    /// Stable snake_case name, used in summaries and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodeError::UnsupportedLinkType => "unsupported_link_type",
+            DecodeError::TruncatedLink => "truncated_link",
+            DecodeError::NonIp => "non_ip",
+            DecodeError::TruncatedIp => "truncated_ip",
+            DecodeError::BadIpHeader => "bad_ip_header",
+            DecodeError::IpLengthExceedsFrame => "ip_length_exceeds_frame",
+            DecodeError::TruncatedTransport => "truncated_transport",
+            DecodeError::BadTransportHeader => "bad_transport_header",
+        }
+    }
+
+    /// Index into a `[u64; DecodeError::ALL.len()]` counter array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// IP protocol numbers outflow treats specially.
+pub mod proto {
+    /// ICMP (IPv4).
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// TCP flag bits as they appear in byte 13 of the TCP header.
+pub mod tcp_flags {
+    /// No more data from sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronise sequence numbers.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push function.
+    pub const PSH: u8 = 0x08;
+    /// Acknowledgment field is significant.
+    pub const ACK: u8 = 0x10;
+    /// Urgent pointer field is significant.
+    pub const URG: u8 = 0x20;
+}
+
+/// Where an IP packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Fragment {
+    /// Not fragmented.
+    #[default]
+    None,
+    /// Offset 0, more fragments follow: carries the transport header and so the ports.
+    First {
+        /// IP identification (IPv4: 16 bits; IPv6 fragment header: 32 bits).
+        id: u32,
+    },
+    /// Offset > 0: no transport header; its ports are those of the `First` fragment with the
+    /// same (addresses, protocol, id), if that was seen.
+    Later {
+        /// IP identification.
+        id: u32,
+    },
+}
+
+/// An IP address in 16 bytes: IPv6 as is, IPv4 in the IPv4-mapped form `::ffff:a.b.c.d`.
+/// One fixed-size representation keeps flow keys `Copy`, hashable and comparable without
+/// branching on the family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Addr(pub [u8; 16]);
+
+impl Addr {
+    /// From the 4 bytes of an IPv4 address.
+    pub fn v4(a: [u8; 4]) -> Addr {
+        let mut b = [0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&a);
+        Addr(b)
+    }
+
+    /// From the 16 bytes of an IPv6 address.
+    pub fn v6(a: [u8; 16]) -> Addr {
+        Addr(a)
+    }
+
+    /// Back to a std address of the given family.
+    pub fn to_ip(self, ipv6: bool) -> std::net::IpAddr {
+        if ipv6 {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(self.0))
+        } else {
+            let [.., a, b, c, d] = self.0;
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d))
+        }
+    }
+
+    /// From a std address (IPv4 is stored mapped).
+    pub fn from_ip(ip: std::net::IpAddr) -> Addr {
+        match ip {
+            std::net::IpAddr::V4(a) => Addr::v4(a.octets()),
+            std::net::IpAddr::V6(a) => Addr::v6(a.octets()),
+        }
+    }
+}
+
+/// What the flow stage needs to know about one decoded packet. `Copy` and allocation-free so
+/// that it can sit in a reusable batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// True for IPv6, false for IPv4.
+    pub ipv6: bool,
+    /// IP protocol (IPv6: the upper-layer protocol after extension headers).
+    pub proto: u8,
+    /// Source port (TCP/UDP), ICMP type, or 0.
+    pub sport: u16,
+    /// Destination port (TCP/UDP), ICMP code, or 0.
+    pub dport: u16,
+    /// Outer and inner 802.1Q VLAN ids, 0 where absent.
+    pub vlan: [u16; 2],
+    /// TCP flags (byte 13), 0 for other protocols.
+    pub tcp_flags: u8,
+    /// Bytes of the IP packet on the wire: the IPv4 total-length field, or 40 + the IPv6
+    /// payload length. This, not the captured length, is what byte counters add up, so a
+    /// small snaplen loses no bytes (Zeek's `orig_ip_bytes` counts the same way).
+    pub ip_len: u32,
+    /// Bytes of transport payload on the wire, from the length fields (TCP: IP payload minus
+    /// the TCP header; UDP: its length field minus 8; other protocols: the IP payload).
+    /// For a non-first fragment it is the fragment's IP payload.
+    pub payload_len: u32,
+    /// Offset of the IP header in the captured frame.
+    pub l3_offset: u16,
+    /// Offset of the transport payload in the captured frame (may be beyond the captured
+    /// length when the snaplen cut it off).
+    pub payload_offset: u16,
+    /// Fragmentation state of the IP packet.
+    pub fragment: Fragment,
+}
+
+/// One end of a conversation: address and port (0 where the protocol has none).
+pub type Endpoint = (Addr, u16);
+
+impl PacketMeta {
+    /// Ports as used in flow keys: ICMP type/code describe a message, not a conversation, so
+    /// all ICMP between two hosts is one flow (its record shows the first message's
+    /// type/code).
+    #[inline]
+    pub fn key_ports(&self) -> (u16, u16) {
+        match self.proto {
+            proto::ICMP | proto::ICMPV6 => (0, 0),
+            _ => (self.sport, self.dport),
+        }
+    }
+
+    /// The packet's two endpoints in canonical (sorted) order, and whether the source is the
+    /// second one. Both directions of a conversation give the same pair, which is what
+    /// makes the flow key and the dispatch hash symmetric.
+    #[inline]
+    pub fn canonical(&self) -> (Endpoint, Endpoint, bool) {
+        let (sp, dp) = self.key_ports();
+        let a = (self.src, sp);
+        let b = (self.dst, dp);
+        if a <= b {
+            (a, b, false)
+        } else {
+            (b, a, true)
+        }
+    }
+
+    /// Direction-free hash of (endpoints, protocol, VLANs): both directions of a flow give
+    /// the same value, so the dispatcher sends them to the same worker. Seeded with a
+    /// constant so a replay is reproducible.
+    #[inline]
+    pub fn symmetric_hash(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let (lo, hi, _) = self.canonical();
+        let mut h = foldhash::fast::FixedState::with_seed(0x6f75_7466_6c6f_7721).build_hasher();
+        lo.hash(&mut h);
+        hi.hash(&mut h);
+        (self.proto, self.ipv6, self.vlan).hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Decodes one captured frame. `data` is what was captured, `wire_len` how long the frame
+/// was on the wire (the pcap record's original length).
+#[inline]
+pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<PacketMeta, DecodeError> {
+    let l2 = link::peel(link, data)?;
+    // Bytes of the frame from the IP header on, on the wire. The captured slice may be
+    // shorter (snaplen); the wire length may not be smaller than what was captured.
+    let wire_ip_len = (wire_len as usize)
+        .max(data.len())
+        .saturating_sub(l2.ip_offset);
+    let ip_data = data.get(l2.ip_offset..).ok_or(DecodeError::TruncatedLink)?;
+    let mut meta = net::decode_ip(l2.ether_type, ip_data, wire_ip_len)?;
+    meta.vlan = l2.vlan;
+    meta.l3_offset = u16::try_from(l2.ip_offset).unwrap_or(u16::MAX);
+    meta.payload_offset = meta.payload_offset.saturating_add(meta.l3_offset);
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+use super::*;
+use etherparse::PacketBuilder;
+use proptest::prelude::*;
+
+fn tcp_v4(payload: usize, flags_syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4([10, 0, 0, 5], [203, 0, 113, 50], 64)
+        .tcp(51234, 443, 1000, 65535);
+    let b = if flags_syn { b.syn() } else { b.ack(1).psh() };
+    let data = vec![0xab; payload];
+    let mut out = Vec::with_capacity(b.size(payload));
+    b.write(&mut out, &data).unwrap();
+    out
+}
+
+#[test]
+fn ethernet_ipv4_tcp() {
+    let f = tcp_v4(100, false);
+    let m = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+    assert_eq!(m.src, Addr::v4([10, 0, 0, 5]));
+    assert_eq!(m.dst, Addr::v4([203, 0, 113, 50]));
+    assert_eq!((m.sport, m.dport, m.proto), (51234, 443, proto::TCP));
+    assert_eq!(m.ip_len, 20 + 20 + 100);
+    assert_eq!(m.payload_len, 100);
+    assert_eq!(m.tcp_flags, tcp_flags::ACK | tcp_flags::PSH);
+    assert_eq!(m.l3_offset, 14);
+    assert_eq!(m.payload_offset, 14 + 40);
+    assert!(!m.ipv6);
+}
+
+#[test]
+fn snaplen_cut_still_counts_wire_bytes() {
+    let f = tcp_v4(1400, false);
+    // Captured 96 bytes of a 1454-byte frame.
+    let m = decode(LinkType::Ethernet, &f[..96], f.len() as u32).unwrap();
+    assert_eq!(m.ip_len, 1440);
+    assert_eq!(m.payload_len, 1400);
+    // Cut inside the TCP header: reported as a capture truncation.
+    assert_eq!(
+        decode(LinkType::Ethernet, &f[..40], f.len() as u32),
+        Err(DecodeError::TruncatedTransport)
+    );
+}
+
+#[test]
+fn vlan_and_qinq() {
+    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+        .double_vlan(
+            etherparse::VlanId::try_new(100).unwrap(),
+            etherparse::VlanId::try_new(42).unwrap(),
+        )
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(1000, 53);
+    let mut f = Vec::new();
+    b.write(&mut f, &[0u8; 30]).unwrap();
+    let m = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+    assert_eq!(m.vlan, [100, 42]);
+    assert_eq!(m.l3_offset, 22);
+    assert_eq!(m.payload_len, 30);
+    // A frame that ends inside a tag.
+    assert_eq!(
+        decode(LinkType::Ethernet, &f[..16], 16),
+        Err(DecodeError::TruncatedLink)
+    );
+}
+
+#[test]
+fn ipv6_with_extension_headers_and_fragments() {
+    // IPv6 / hop-by-hop (8 bytes) / fragment (first, more) / UDP.
+    let mut ip = vec![0x60, 0, 0, 0];
+    let udp_len = 8 + 16;
+    let payload_len = 8 + 8 + udp_len;
+    ip.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    ip.push(0); // next: hop-by-hop
+    ip.push(64);
+    ip.extend_from_slice(&[0xfd; 16]);
+    ip.extend_from_slice(&[0x20; 16]);
+    ip.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]); // HBH -> fragment, PadN
+    ip.extend_from_slice(&[17, 0, 0x00, 0x01, 0, 0, 0, 7]); // fragment: offset 0, M=1, id 7
+    ip.extend_from_slice(&[0x13, 0x88, 0x00, 0x35]);
+    ip.extend_from_slice(&(100u16).to_be_bytes()); // whole datagram's UDP length
+    ip.extend_from_slice(&[0, 0]);
+    ip.extend_from_slice(&[0u8; 16]);
+    let m = decode(LinkType::RawIp, &ip, ip.len() as u32).unwrap();
+    assert!(m.ipv6);
+    assert_eq!(m.proto, proto::UDP);
+    assert_eq!((m.sport, m.dport), (5000, 53));
+    assert_eq!(m.fragment, Fragment::First { id: 7 });
+    assert_eq!(m.ip_len as usize, ip.len());
+    assert_eq!(m.payload_len, 16);
+
+    // The same fragment header with offset 8: no transport header follows.
+    let mut later = ip.clone();
+    later[50] = 0x00;
+    later[51] = 0x40; // offset 8 (units of 8 bytes), M=0
+    let m = decode(LinkType::RawIp, &later, later.len() as u32).unwrap();
+    assert_eq!(m.fragment, Fragment::Later { id: 7 });
+    assert_eq!((m.sport, m.dport), (0, 0));
+    assert_eq!(m.payload_len as usize, udp_len);
+}
+
+#[test]
+fn ipv4_fragments() {
+    let f = tcp_v4(100, false);
+    let mut first = f.clone();
+    first[14 + 6] = 0x20; // MF
+    let m = decode(LinkType::Ethernet, &first, first.len() as u32).unwrap();
+    assert!(matches!(m.fragment, Fragment::First { .. }));
+    assert_eq!(m.sport, 51234);
+    let mut later = f.clone();
+    later[14 + 7] = 10; // offset 80 bytes
+    let m = decode(LinkType::Ethernet, &later, later.len() as u32).unwrap();
+    assert!(matches!(m.fragment, Fragment::Later { .. }));
+    assert_eq!((m.sport, m.dport), (0, 0));
+    assert_eq!(m.payload_len, 120);
+}
+
+#[test]
+fn cooked_and_raw_links() {
+    let eth = tcp_v4(10, true);
+    let ip = &eth[14..];
+    // SLL: packet type, ARPHRD, addr len, addr[8], protocol.
+    let mut sll = vec![0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0x08, 0x00];
+    sll.extend_from_slice(ip);
+    // SLL2: protocol, reserved, ifindex, ARPHRD, packet type, addr len, addr[8].
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+    ];
+    sll2.extend_from_slice(ip);
+    let mut null = vec![2, 0, 0, 0];
+    null.extend_from_slice(ip);
+    let want = decode(LinkType::Ethernet, &eth, eth.len() as u32).unwrap();
+    for (link, f) in [
+        (LinkType::LinuxSll, &sll),
+        (LinkType::LinuxSll2, &sll2),
+        (LinkType::Loopback, &null),
+        (LinkType::RawIp, &ip.to_vec()),
+    ] {
+        let m = decode(link, f, f.len() as u32).unwrap();
+        assert_eq!(
+            (m.src, m.dst, m.sport, m.dport, m.ip_len),
+            (want.src, want.dst, want.sport, want.dport, want.ip_len),
+            "{link:?}"
+        );
+        assert_eq!(m.tcp_flags, tcp_flags::SYN);
+    }
+    assert_eq!(LinkType::from_dlt(276), LinkType::LinuxSll2);
+    assert_eq!(
+        decode(LinkType::from_dlt(147), &eth, eth.len() as u32),
+        Err(DecodeError::UnsupportedLinkType)
+    );
+}
+
+#[test]
+fn malformed_headers_have_reasons() {
+    let f = tcp_v4(0, true);
+    let mut ihl = f.clone();
+    ihl[14] = 0x44; // IHL 4
+    assert_eq!(
+        decode(LinkType::Ethernet, &ihl, ihl.len() as u32),
+        Err(DecodeError::BadIpHeader)
+    );
+    let mut total = f.clone();
+    total[16] = 0;
+    total[17] = 10; // total length 10 < 20
+    assert_eq!(
+        decode(LinkType::Ethernet, &total, total.len() as u32),
+        Err(DecodeError::BadIpHeader)
+    );
+    let mut long = f.clone();
+    long[16] = 0x10; // total length 4096+ > frame
+    assert_eq!(
+        decode(LinkType::Ethernet, &long, long.len() as u32),
+        Err(DecodeError::IpLengthExceedsFrame)
+    );
+    let mut doff = f.clone();
+    doff[14 + 20 + 12] = 0x40; // TCP data offset 4
+    assert_eq!(
+        decode(LinkType::Ethernet, &doff, doff.len() as u32),
+        Err(DecodeError::BadTransportHeader)
+    );
+    let mut arp = f.clone();
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    assert_eq!(
+        decode(LinkType::Ethernet, &arp, arp.len() as u32),
+        Err(DecodeError::NonIp)
+    );
+    assert_eq!(
+        decode(LinkType::Ethernet, &f[..10], 10),
+        Err(DecodeError::TruncatedLink)
+    );
+    assert_eq!(
+        decode(LinkType::Ethernet, &f[..20], 60),
+        Err(DecodeError::TruncatedIp)
+    );
+}
+
+#[test]
+fn symmetric_hash_and_canonical_order() {
+    let f = tcp_v4(10, false);
+    let a = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+    let mut b = a;
+    std::mem::swap(&mut b.src, &mut b.dst);
+    std::mem::swap(&mut b.sport, &mut b.dport);
+    assert_eq!(a.symmetric_hash(), b.symmetric_hash());
+    let (lo, hi, swapped) = a.canonical();
+    let (lo2, hi2, swapped2) = b.canonical();
+    assert_eq!((lo, hi), (lo2, hi2));
+    assert_ne!(swapped, swapped2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Any bytes under any link type: a result, never a panic.
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..6, extra in 0u32..2000) {
+        let link = [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Loopback, LinkType::Unsupported(5)][link];
+        let _ = decode(link, &data, data.len() as u32 + extra);
+    }
+
+    /// Real frames with bytes flipped and cut at any point: never a panic, and a decoded
+    /// packet never claims more IP bytes than the wire carried.
+    #[test]
+    fn mutated_frames_never_panic(payload in 0usize..300, flips in proptest::collection::vec((0usize..400, any::<u8>()), 0..8), cut in 0usize..400) {
+        let mut f = tcp_v4(payload, false);
+        for (at, v) in flips {
+            if let Some(b) = f.get_mut(at) { *b = v; }
+        }
+        let wire = f.len() as u32;
+        let cut = cut.min(f.len());
+        if let Ok(m) = decode(LinkType::Ethernet, &f[..cut], wire) {
+            prop_assert!(m.ip_len as usize + m.l3_offset as usize <= wire as usize);
+            prop_assert!(m.payload_len <= m.ip_len);
+        }
+    }
+
+    /// Both directions of any flow get the same key hash.
+    #[test]
+    fn hash_is_symmetric(a in any::<[u8; 16]>(), b in any::<[u8; 16]>(), sp in any::<u16>(), dp in any::<u16>(), proto in any::<u8>(), v6 in any::<bool>(), vlan in any::<[u16; 2]>()) {
+        let m = PacketMeta { src: Addr(a), dst: Addr(b), sport: sp, dport: dp, proto, ipv6: v6, vlan, ..PacketMeta::default() };
+        let r = PacketMeta { src: Addr(b), dst: Addr(a), sport: dp, dport: sp, ..m };
+        prop_assert_eq!(m.symmetric_hash(), r.symmetric_hash());
+        prop_assert_eq!(m.canonical().0, r.canonical().0);
+    }
+}

@@ -1,0 +1,33 @@
+//! outflow: a packet-capture sensor that detects data exfiltration while it happens.
+//!
+//! ```text
+//!  capture ──> decode ──> flow (per worker) ──> detect ──> alert sinks
+//!  pcap/live   PacketMeta  live counters,       large      JSON lines
+//!  + dispatch  (Copy)      timeouts, eviction   outbound   flow records
+//! ```
+//!
+//! Data moves one way. [`capture`] reads frames into reusable batches and spreads them over
+//! workers by a symmetric flow hash, so both directions of a connection reach one worker;
+//! [`decode`] turns a frame into a small `Copy` [`decode::PacketMeta`]; each worker owns a
+//! fixed-capacity [`flow::FlowTable`] whose per-direction counters are updated on every
+//! packet, and runs the per-flow [`detect`]ors inline, so a large upload alerts on the packet
+//! that crosses the threshold, not when the connection ends. Finished flows and alerts go to
+//! an output thread ([`alert::sink`]) that merges the workers' streams into one deterministic
+//! order.
+//!
+//! Invariants: packet time is the only clock in decode/flow/detect (a replay gives the same
+//! output whatever the number of workers); nothing on the per-packet path allocates, locks or
+//! panics; every table is bounded and every drop or eviction is counted.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod alert;
+pub mod capture;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod flow;
+pub mod gen;
+pub mod replay;
+pub mod worker;
