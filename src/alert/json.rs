@@ -1,0 +1,227 @@
+//! JSON rendering of alerts and flow records. Field names are part of outflow's interface
+//! (SIEM parsers depend on them) and are documented in the README; change them only with a
+//! new name, never by repurposing an old one.
+
+use crate::config::ByteCount;
+use crate::decode::proto;
+use crate::detect::Alert;
+use crate::flow::{FlowRecord, Side};
+use serde::Serialize;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-23T14:20:37.123456Z`.
+pub fn rfc3339(ts_ns: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ts_ns)).to_string()
+}
+
+/// Protocol name as in Zeek's conn.log (`tcp`, `udp`, `icmp`), or the number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMP | proto::ICMPV6 => "icmp".into(),
+        n => n.to_string(),
+    }
+}
+
+/// TCP flags as letters in a fixed order (`S`YN `A`CK `F`IN `R`ST `P`SH `U`RG).
+pub fn flag_letters(f: u8) -> String {
+    use crate::decode::tcp_flags::*;
+    [
+        (SYN, 'S'),
+        (ACK, 'A'),
+        (FIN, 'F'),
+        (RST, 'R'),
+        (PSH, 'P'),
+        (URG, 'U'),
+    ]
+    .iter()
+    .filter(|(b, _)| f & b != 0)
+    .map(|(_, c)| *c)
+    .collect()
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn vlan(v: [u16; 2]) -> Option<Vec<u16>> {
+    match v {
+        [0, 0] => None,
+        [a, 0] => Some(vec![a]),
+        [a, b] => Some(vec![a, b]),
+    }
+}
+
+/// Human-readable byte count (decimal units, like the thresholds).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[derive(Serialize)]
+struct AlertJson<'a> {
+    alert_id: &'a str,
+    ts: String,
+    detector: &'static str,
+    message: String,
+    flow_id: u64,
+    proto: String,
+    src_ip: String,
+    src_port: u16,
+    dst_ip: String,
+    dst_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<Vec<u16>>,
+    src_is_orig: bool,
+    flow_open: bool,
+    flow_start: String,
+    duration: f64,
+    threshold_bytes: u64,
+    threshold_counts: &'static str,
+    tier: u8,
+    out_pkts: u64,
+    out_ip_bytes: u64,
+    out_bytes: u64,
+    in_pkts: u64,
+    in_ip_bytes: u64,
+    in_bytes: u64,
+}
+
+/// One alert as a JSON object (no trailing newline).
+pub fn alert_json(a: &Alert) -> String {
+    let counted = match a.counted {
+        ByteCount::Ip => "ip",
+        ByteCount::Payload => "payload",
+    };
+    let message = format!(
+        "Large outbound transfer: {} → {} sent {} in {:.1} s, connection still open",
+        sock(a.src, a.sport),
+        sock(a.dst, a.dport),
+        human_bytes(match a.counted {
+            ByteCount::Ip => a.out.ip_bytes,
+            ByteCount::Payload => a.out.payload_bytes,
+        }),
+        secs(a.duration_ns())
+    );
+    let j = AlertJson {
+        alert_id: &a.id,
+        ts: rfc3339(a.ts_ns),
+        detector: a.detector.name(),
+        message,
+        flow_id: a.flow_id,
+        proto: proto_name(a.proto),
+        src_ip: a.src.to_string(),
+        src_port: a.sport,
+        dst_ip: a.dst.to_string(),
+        dst_port: a.dport,
+        vlan: vlan(a.vlan),
+        src_is_orig: a.src_is_orig,
+        flow_open: true,
+        flow_start: rfc3339(a.flow_start_ns),
+        duration: secs(a.duration_ns()),
+        threshold_bytes: a.threshold_bytes,
+        threshold_counts: counted,
+        tier: a.tier,
+        out_pkts: a.out.pkts,
+        out_ip_bytes: a.out.ip_bytes,
+        out_bytes: a.out.payload_bytes,
+        in_pkts: a.inbound.pkts,
+        in_ip_bytes: a.inbound.ip_bytes,
+        in_bytes: a.inbound.payload_bytes,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+fn sock(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+#[derive(Serialize)]
+struct FlowJson {
+    flow_id: u64,
+    ts: String,
+    end_ts: String,
+    duration: f64,
+    proto: String,
+    orig_ip: String,
+    orig_port: u16,
+    resp_ip: String,
+    resp_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<Vec<u16>>,
+    orig_pkts: u64,
+    orig_ip_bytes: u64,
+    orig_bytes: u64,
+    resp_pkts: u64,
+    resp_ip_bytes: u64,
+    resp_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orig_flags: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resp_flags: Option<String>,
+    end_reason: &'static str,
+    interim: bool,
+    outbound: Option<&'static str>,
+}
+
+/// One flow record as a JSON object (no trailing newline).
+pub fn flow_json(r: &FlowRecord) -> String {
+    let tcp = r.proto == proto::TCP;
+    let j = FlowJson {
+        flow_id: r.flow_id,
+        ts: rfc3339(r.start_ns),
+        end_ts: rfc3339(r.last_ns),
+        duration: secs(r.duration_ns()),
+        proto: proto_name(r.proto),
+        orig_ip: r.orig_addr.to_ip(r.ipv6).to_string(),
+        orig_port: r.orig_port,
+        resp_ip: r.resp_addr.to_ip(r.ipv6).to_string(),
+        resp_port: r.resp_port,
+        vlan: vlan(r.vlan),
+        orig_pkts: r.orig.pkts,
+        orig_ip_bytes: r.orig.ip_bytes,
+        orig_bytes: r.orig.payload_bytes,
+        resp_pkts: r.resp.pkts,
+        resp_ip_bytes: r.resp.ip_bytes,
+        resp_bytes: r.resp.payload_bytes,
+        orig_flags: tcp.then(|| flag_letters(r.orig_flags)),
+        resp_flags: tcp.then(|| flag_letters(r.resp_flags)),
+        end_reason: r.reason.name(),
+        interim: r.reason == crate::flow::EndReason::ActiveTimeout,
+        outbound: r.outbound.map(|s| match s {
+            Side::Orig => "orig",
+            Side::Resp => "resp",
+        }),
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456Z"
+        );
+        assert_eq!(flag_letters(0x13), "SAF");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(150_000_000), "150.0 MB");
+    }
+}

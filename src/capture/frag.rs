@@ -1,0 +1,114 @@
+//! Ports for IP fragments.
+//!
+//! Only the first fragment of a datagram carries the TCP/UDP header. To count a later
+//! fragment's bytes in the right flow (and send it to the right worker), the reader remembers
+//! the ports of each first fragment, keyed by (addresses, protocol, IP identification), for
+//! a short time. The map is a fixed array of slots indexed by hash, allocated once: a
+//! colliding insert overwrites (and is counted), so a fragment flood cannot grow memory.
+//! A later fragment whose first fragment was not seen (lost, overwritten or arriving out of
+//! order) keeps ports 0: its bytes are counted in a (addresses, protocol, 0, 0) flow rather
+//! than dropped, and counted as orphaned.
+
+use crate::decode::{Addr, Fragment, PacketMeta};
+use std::hash::{BuildHasher, Hash};
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct FragKey {
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+    id: u32,
+    vlan: [u16; 2],
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    key: FragKey,
+    sport: u16,
+    dport: u16,
+    expires_ns: u64,
+    used: bool,
+}
+
+/// Counters of the fragment map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragStats {
+    /// First fragments remembered.
+    pub first: u64,
+    /// Later fragments given their datagram's ports.
+    pub matched: u64,
+    /// Later fragments whose first fragment was not (or no longer) known.
+    pub orphaned: u64,
+    /// Live entries overwritten by a colliding first fragment.
+    pub overwritten: u64,
+}
+
+/// Fixed-capacity map from a fragmented datagram to its ports.
+pub struct FragPorts {
+    slots: Vec<Slot>,
+    mask: usize,
+    timeout_ns: u64,
+    hasher: foldhash::fast::FixedState,
+    /// Counters.
+    pub stats: FragStats,
+}
+
+impl FragPorts {
+    /// A map with at least `capacity` slots (rounded up to a power of two).
+    pub fn new(capacity: usize, timeout_ns: u64) -> FragPorts {
+        let n = capacity.max(1).next_power_of_two();
+        FragPorts {
+            slots: vec![Slot::default(); n],
+            mask: n - 1,
+            timeout_ns,
+            hasher: foldhash::fast::FixedState::with_seed(0x6672_6167),
+            stats: FragStats::default(),
+        }
+    }
+
+    /// Records a first fragment's ports, or fills in a later fragment's.
+    #[inline]
+    pub fn resolve(&mut self, meta: &mut PacketMeta, clock_ns: u64) {
+        let id = match meta.fragment {
+            Fragment::None => return,
+            Fragment::First { id } | Fragment::Later { id } => id,
+        };
+        let key = FragKey {
+            src: meta.src,
+            dst: meta.dst,
+            proto: meta.proto,
+            id,
+            vlan: meta.vlan,
+        };
+        let idx = (self.hasher.hash_one(key) as usize) & self.mask;
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let live = slot.used && slot.expires_ns >= clock_ns;
+        match meta.fragment {
+            Fragment::First { .. } => {
+                if live && slot.key != key {
+                    self.stats.overwritten += 1;
+                }
+                *slot = Slot {
+                    key,
+                    sport: meta.sport,
+                    dport: meta.dport,
+                    expires_ns: clock_ns.saturating_add(self.timeout_ns),
+                    used: true,
+                };
+                self.stats.first += 1;
+            }
+            Fragment::Later { .. } => {
+                if live && slot.key == key {
+                    meta.sport = slot.sport;
+                    meta.dport = slot.dport;
+                    self.stats.matched += 1;
+                } else {
+                    self.stats.orphaned += 1;
+                }
+            }
+            Fragment::None => {}
+        }
+    }
+}

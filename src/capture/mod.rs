@@ -1,0 +1,86 @@
+//! Capture: frames in, batches of decoded packets out to the workers.
+//!
+//! Offline, one reader thread ([`file`]) reads pcap/pcapng files with libpcap, decodes each
+//! frame, gives later IP fragments the ports of their first fragment ([`frag`]), and appends
+//! the packet to the batch of the worker chosen by the packet's symmetric hash. Batches are
+//! allocated once and cycle between the reader and the workers over bounded crossbeam
+//! channels, so steady-state reading allocates nothing per packet.
+//!
+//! The reader also owns the replay clock: the highest packet timestamp seen so far. Every
+//! packet carries it, and every few thousand packets all workers get a batch (possibly
+//! empty) stamped with it, so a worker with no traffic still expires its flows on time.
+
+pub mod file;
+pub mod frag;
+
+use crate::decode::PacketMeta;
+
+/// One packet inside a [`Batch`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchPacket {
+    /// Position of the packet in the whole input (1-based, counting undecodable frames too,
+    /// like Wireshark's frame number when replaying one file).
+    pub seq: u64,
+    /// The packet's own timestamp, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// The replay clock at this packet: max(ts) so far. Timers run on this, so a capture
+    /// whose timestamps step backwards cannot make time run backwards.
+    pub clock_ns: u64,
+    /// Length of the frame on the wire.
+    pub wire_len: u32,
+    /// Offset of the captured bytes in [`Batch::data`].
+    pub data_start: u32,
+    /// Captured length.
+    pub cap_len: u32,
+    /// The decoded headers.
+    pub meta: PacketMeta,
+}
+
+/// A reusable batch of packets for one worker.
+#[derive(Debug)]
+pub struct Batch {
+    /// Captured bytes of the packets, back to back.
+    pub data: Vec<u8>,
+    /// The packets.
+    pub packets: Vec<BatchPacket>,
+    /// Replay clock when the batch was sent: the worker expires timers up to here after the
+    /// packets.
+    pub clock_ns: u64,
+    /// Sequence number of the last frame read before the batch was sent.
+    pub seq: u64,
+    /// Link type of the frames (the file's), needed to write them back out as pcap.
+    pub link: crate::decode::LinkType,
+}
+
+impl Batch {
+    /// An empty batch with room for `packets` packets and `data_bytes` captured bytes.
+    pub fn with_capacity(packets: usize, data_bytes: usize) -> Batch {
+        Batch {
+            data: Vec::with_capacity(data_bytes),
+            packets: Vec::with_capacity(packets),
+            clock_ns: 0,
+            seq: 0,
+            link: crate::decode::LinkType::Ethernet,
+        }
+    }
+
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.packets.clear();
+    }
+
+    /// Whether one more packet of `cap_len` bytes fits without reallocating.
+    pub fn has_room(&self, cap_len: usize) -> bool {
+        self.packets.len() < self.packets.capacity()
+            && self.data.len() + cap_len <= self.data.capacity()
+    }
+
+    /// Captured bytes of a packet of this batch.
+    pub fn bytes(&self, p: &BatchPacket) -> &[u8] {
+        let start = p.data_start as usize;
+        self.data
+            .get(start..start + p.cap_len as usize)
+            .unwrap_or(&[])
+    }
+}

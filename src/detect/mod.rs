@@ -1,0 +1,87 @@
+//! Detectors: flow state and packet time in, `Option<Alert>` out.
+//!
+//! Detectors are synchronous and do no I/O. Per-flow detectors run inline on the worker for
+//! every packet of the flow, so they must cost a comparison or two in the common case and
+//! allocate only when they actually build an alert. Each keeps its per-flow memory in the
+//! flow's latch bits, so an alert fires once per flow and tier.
+
+pub mod large_transfer;
+mod nets;
+
+pub use large_transfer::LargeTransfer;
+pub use nets::{Direction, NetSet};
+
+use crate::decode::Addr;
+use crate::flow::DirCounters;
+use std::net::IpAddr;
+
+/// Which detector raised an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Detector {
+    /// One connection's outbound bytes crossed a threshold while it was open.
+    LargeTransfer,
+}
+
+impl Detector {
+    /// Every detector, in a stable order.
+    pub const ALL: [Detector; 1] = [Detector::LargeTransfer];
+
+    /// Stable snake_case name used in JSON, summaries and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detector::LargeTransfer => "large_outbound_transfer",
+        }
+    }
+}
+
+/// An alert. Built rarely (the only allocation on a worker), rendered as one JSON line by
+/// the output stage; field meanings are documented in the README.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// Stable id: `<flow id>-<detector>-<tier>`; the same input gives the same ids.
+    pub id: String,
+    /// Timestamp of the packet that raised it (ns since the epoch).
+    pub ts_ns: u64,
+    /// Detector.
+    pub detector: Detector,
+    /// The flow's id.
+    pub flow_id: u64,
+    /// IP protocol.
+    pub proto: u8,
+    /// The home host sending the data.
+    pub src: IpAddr,
+    /// Its port.
+    pub sport: u16,
+    /// The external destination.
+    pub dst: IpAddr,
+    /// Its port.
+    pub dport: u16,
+    /// VLAN ids (0 = none).
+    pub vlan: [u16; 2],
+    /// Whether `src` opened the connection.
+    pub src_is_orig: bool,
+    /// Counters src → dst so far.
+    pub out: DirCounters,
+    /// Counters dst → src so far.
+    pub inbound: DirCounters,
+    /// First packet of the flow (ns).
+    pub flow_start_ns: u64,
+    /// Threshold crossed (bytes).
+    pub threshold_bytes: u64,
+    /// Tier: 0 for `threshold_bytes`, 1.. for the configured higher tiers.
+    pub tier: u8,
+    /// Whether the threshold counts IP bytes or payload bytes.
+    pub counted: crate::config::ByteCount,
+}
+
+impl Alert {
+    /// Seconds from the flow's first packet to the alert.
+    pub fn duration_ns(&self) -> u64 {
+        self.ts_ns.saturating_sub(self.flow_start_ns)
+    }
+}
+
+/// Converts a stored address back to std form.
+pub(crate) fn ip(addr: Addr, ipv6: bool) -> IpAddr {
+    addr.to_ip(ipv6)
+}

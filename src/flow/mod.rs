@@ -1,0 +1,106 @@
+//! Flows: direction-free keys, per-flow live counters, and the fixed-capacity table each
+//! worker owns.
+//!
+//! A worker updates its flows on every packet, so these types are built for that path: the
+//! key and counters are plain `Copy` data, the table is allocated once at start-up and never
+//! grows, and all timing uses the packet clock passed in by the caller. Nothing here locks,
+//! allocates after start-up, or reads the wall clock.
+
+mod key;
+mod record;
+mod table;
+
+pub use key::FlowKey;
+pub use record::{EndReason, FlowRecord};
+pub use table::{FlowTable, TimerClass};
+
+/// Packet, IP-byte and payload-byte counters of one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirCounters {
+    /// Packets.
+    pub pkts: u64,
+    /// Sum of IP total lengths (headers included, link layer excluded).
+    pub ip_bytes: u64,
+    /// Sum of transport payload lengths (from the headers' length fields).
+    pub payload_bytes: u64,
+}
+
+/// The two sides of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The side that opened the connection (sent the SYN, or the first packet).
+    Orig,
+    /// The other side.
+    Resp,
+}
+
+/// Coarse TCP connection state, enough to pick a timeout and an end reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TcpState {
+    /// Not TCP.
+    #[default]
+    NotTcp,
+    /// SYN seen, handshake not completed.
+    SynSent,
+    /// SYN-ACK seen, waiting for the final ACK.
+    SynReceived,
+    /// Handshake completed, or the capture joined mid-connection.
+    Established,
+    /// One side sent FIN.
+    HalfClosed,
+    /// Both sides sent FIN.
+    Closed,
+    /// A RST was seen.
+    Reset,
+}
+
+/// Live state of one flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Direction-free key.
+    pub key: FlowKey,
+    /// Unique within a run and independent of the worker count: the sequence number of the
+    /// flow's first packet.
+    pub id: u64,
+    /// True when the originator is the key's `hi` endpoint.
+    pub orig_is_hi: bool,
+    /// Timestamp of the first packet (ns).
+    pub first_ns: u64,
+    /// Latest packet timestamp (ns).
+    pub last_ns: u64,
+    /// Originator → responder counters.
+    pub orig: DirCounters,
+    /// Responder → originator counters.
+    pub resp: DirCounters,
+    /// TCP flags seen from the originator (OR of all).
+    pub orig_flags: u8,
+    /// TCP flags seen from the responder.
+    pub resp_flags: u8,
+    /// TCP state.
+    pub tcp: TcpState,
+    /// ICMP type/code (or ports) of the first packet, as sent by the originator.
+    pub first_ports: (u16, u16),
+    /// Which side is the home host sending to an external one, if any: set at creation by
+    /// the worker from `home_nets` and the allowlist.
+    pub outbound: Option<Side>,
+    /// Per-flow latch bits owned by the detectors (e.g. one bit per large-transfer tier that
+    /// already fired), so each alert fires once per flow and tier.
+    pub latch: u32,
+    /// Clock of the flow's start or its last interim record (ns).
+    pub interim_ns: u64,
+}
+
+impl Flow {
+    /// Counters of one side.
+    pub fn side(&self, side: Side) -> &DirCounters {
+        match side {
+            Side::Orig => &self.orig,
+            Side::Resp => &self.resp,
+        }
+    }
+
+    /// Packets sent by the home side of an outbound flow (0 if not outbound).
+    pub fn out_counters(&self) -> Option<&DirCounters> {
+        self.outbound.map(|s| self.side(s))
+    }
+}

@@ -1,0 +1,288 @@
+//! Replay: runs the whole pipeline over capture files, the same path live capture feeds.
+//!
+//! Threads: one reader (this thread), N workers, one output thread. The reader and the
+//! workers exchange preallocated batches over bounded channels; workers hand events to the
+//! output thread over a bounded channel. In replay nothing may be lost, so a full channel
+//! makes the sender wait (live capture will count and drop instead).
+
+use crate::alert::sink::{Collected, OutMsg, OutputThread, Sinks};
+use crate::capture::file::{check_files, read_files, CaptureError, Dispatcher, ReaderStats};
+use crate::capture::Batch;
+use crate::config::Config;
+use crate::decode::DecodeError;
+use crate::detect::{Alert, Detector};
+use crate::flow::{EndReason, FlowRecord};
+use crate::worker::{EventKey, Worker, WorkerStats};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Errors of a replay run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Reading the input failed.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// An output could not be opened or written.
+    #[error("output: {0}")]
+    Output(#[from] std::io::Error),
+    /// A thread panicked (a bug: please report it with the capture).
+    #[error("internal error: {0} thread panicked")]
+    Panic(&'static str),
+}
+
+/// What to replay and where the results go.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// Configuration.
+    pub config: Config,
+    /// Worker count override (`--workers`); `None` uses the config.
+    pub workers: Option<usize>,
+    /// Capture files, read in order as one capture.
+    pub inputs: Vec<PathBuf>,
+    /// Outputs.
+    pub sinks: Sinks,
+}
+
+/// Result of a replay.
+#[derive(Debug)]
+pub struct ReplayReport {
+    /// Counters.
+    pub summary: Summary,
+    /// Alerts in output order (when `sinks.collect`).
+    pub alerts: Vec<Alert>,
+    /// Flow records in output order (when `sinks.collect`).
+    pub flows: Vec<FlowRecord>,
+}
+
+/// Counters of a whole replay, printed at the end.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Workers used.
+    pub workers: usize,
+    /// Reader counters.
+    pub reader: ReaderStats,
+    /// Sum of the workers' counters.
+    pub flows: WorkerStats,
+    /// Alerts written.
+    pub alerts: u64,
+    /// Flow records written.
+    pub records: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Decode failures of one reason.
+    pub fn decode_errors(&self, e: DecodeError) -> u64 {
+        self.reader
+            .decode_errors
+            .get(e.index())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Flow records with one end reason.
+    pub fn records_by(&self, r: EndReason) -> u64 {
+        EndReason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .and_then(|i| self.flows.records.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Packets per second of wall time.
+    pub fn pps(&self) -> f64 {
+        self.reader.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.reader;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(f, "outflow replay summary")?;
+        writeln!(f, "  files          {}", r.files)?;
+        writeln!(
+            f,
+            "  packets        {} ({} bytes on the wire)",
+            r.frames, r.wire_bytes
+        )?;
+        if let (Some(a), Some(b)) = (r.first_ts_ns, r.last_ts_ns) {
+            writeln!(
+                f,
+                "  capture span   {:.3} s of packet time",
+                b.saturating_sub(a) as f64 / 1e9
+            )?;
+        }
+        writeln!(f, "  decoded        {}", r.decoded)?;
+        let undecoded: u64 = r.decode_errors.iter().sum();
+        writeln!(f, "  not decoded    {undecoded}")?;
+        for e in DecodeError::ALL {
+            let n = self.decode_errors(e);
+            if n > 0 {
+                writeln!(f, "    {:<24} {n}", e.name())?;
+            }
+        }
+        let fr = &r.fragments;
+        if fr.first + fr.matched + fr.orphaned > 0 {
+            writeln!(
+                f,
+                "  ip fragments   {} first, {} matched, {} orphaned",
+                fr.first, fr.matched, fr.orphaned
+            )?;
+        }
+        writeln!(
+            f,
+            "  flows          {} created, at most {} open at once (sum of worker peaks)",
+            self.flows.flows_created, self.flows.peak_flows
+        )?;
+        for reason in EndReason::ALL {
+            let n = self.records_by(reason);
+            if n > 0 {
+                writeln!(f, "    {:<24} {n}", reason.name())?;
+            }
+        }
+        writeln!(f, "  alerts         {}", self.alerts)?;
+        for (i, d) in Detector::ALL.iter().enumerate() {
+            let n = self.flows.alerts.get(i).copied().unwrap_or(0);
+            if n > 0 {
+                writeln!(f, "    {:<24} {n}", d.name())?;
+            }
+        }
+        for e in &r.read_errors {
+            writeln!(f, "  read error     {e}")?;
+        }
+        write!(
+            f,
+            "  throughput     {:.0} packets/s, {:.1} Mbit/s ({} workers, {:.3} s)",
+            self.pps(),
+            r.wire_bytes as f64 * 8.0 / secs / 1e6,
+            self.workers,
+            secs
+        )
+    }
+}
+
+/// Bytes reserved per batch for captured data: room for a full batch of 1500-byte frames,
+/// and at least 256 KiB so jumbo or offloaded 64 KiB frames fit a few at a time.
+fn batch_bytes(packets: usize) -> usize {
+    (packets * 1600).max(256 * 1024)
+}
+
+/// Runs a replay to the end.
+pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    let started = Instant::now();
+    let cfg = &opts.config;
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| cfg.effective_workers())
+        .max(1);
+    check_files(&opts.inputs)?;
+
+    let (out_tx, out_rx) = bounded::<OutMsg>(16_384);
+    let output = OutputThread::prepare(&opts.sinks, workers, out_rx)?;
+    let output = std::thread::Builder::new()
+        .name("outflow-output".into())
+        .spawn(output)?;
+
+    let mut to = Vec::with_capacity(workers);
+    let mut free_rx = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let depth = cfg.capture.batches_per_worker;
+        let (tx, rx) = bounded::<Batch>(depth);
+        let (free_tx, free) = bounded::<Batch>(depth);
+        for _ in 0..depth {
+            let b = Batch::with_capacity(
+                cfg.capture.batch_packets,
+                batch_bytes(cfg.capture.batch_packets),
+            );
+            let _ = free_tx.send(b);
+        }
+        let worker = Worker::new(cfg);
+        let out = out_tx.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("outflow-worker-{id}"))
+                .spawn(move || worker_loop(worker, id, rx, free_tx, out))?,
+        );
+        to.push(tx);
+        free_rx.push(free);
+    }
+    drop(out_tx);
+
+    let mut dispatcher = Dispatcher::new(to, free_rx)?;
+    let read = read_files(&opts.inputs, cfg, &mut dispatcher);
+    drop(dispatcher); // closes the worker channels: workers finish and flush
+
+    let mut flows = WorkerStats::default();
+    for h in handles {
+        let s = h.join().map_err(|_| ReplayError::Panic("worker"))?;
+        add_stats(&mut flows, &s);
+    }
+    let collected: Collected = output.join().map_err(|_| ReplayError::Panic("output"))??;
+    let reader = read?;
+    let summary = Summary {
+        workers,
+        reader,
+        flows,
+        alerts: collected.alert_count,
+        records: collected.flow_count,
+        elapsed: started.elapsed(),
+    };
+    Ok(ReplayReport {
+        summary,
+        alerts: collected.alerts,
+        flows: collected.flows,
+    })
+}
+
+fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
+    sum.packets += s.packets;
+    sum.ip_bytes += s.ip_bytes;
+    sum.flows_created += s.flows_created;
+    sum.peak_flows += s.peak_flows;
+    for (a, b) in sum.records.iter_mut().zip(s.records.iter()) {
+        *a += b;
+    }
+    for (a, b) in sum.alerts.iter_mut().zip(s.alerts.iter()) {
+        *a += b;
+    }
+}
+
+/// A worker thread: batches in, events out, batches back to the reader.
+fn worker_loop(
+    mut w: Worker,
+    id: usize,
+    rx: Receiver<Batch>,
+    free: Sender<Batch>,
+    out: Sender<OutMsg>,
+) -> WorkerStats {
+    for batch in rx.iter() {
+        for p in &batch.packets {
+            w.packet(p);
+        }
+        w.advance(batch.clock_ns);
+        for (k, e) in w.drain() {
+            let _ = out.send(OutMsg::Event(k, e));
+        }
+        let upto = EventKey {
+            time_ns: batch.clock_ns,
+            class: 1,
+            id: batch.seq,
+            sub: u32::MAX,
+        };
+        let _ = out.send(OutMsg::Progress { worker: id, upto });
+        // The reader may already be gone at the end; the batch is then simply dropped.
+        let _ = free.send(batch);
+    }
+    w.finish();
+    for (k, e) in w.drain() {
+        let _ = out.send(OutMsg::Event(k, e));
+    }
+    let _ = out.send(OutMsg::Done { worker: id });
+    w.stats
+}

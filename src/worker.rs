@@ -1,0 +1,354 @@
+//! The per-packet path of one worker: flow lookup, live counters, TCP state, timers, and the
+//! inline per-flow detectors.
+//!
+//! A worker owns its flow table outright; nothing here locks or reads the wall clock. Time is
+//! the replay/capture clock carried by each packet. Output (flow records, alerts) is
+//! appended to a pending buffer with an [`EventKey`] and handed to the output thread after
+//! each batch. The keys are chosen so that every event's key depends only on the input, not
+//! on which worker produced it or when, which is what lets the output thread merge the
+//! workers' streams into the same order for any number of workers:
+//!
+//! - timer expiry of a flow: `(last activity clock + timeout, 0, flow id)`;
+//! - anything caused by a packet (alert, eviction, interim record, port reuse):
+//!   `(packet clock, 1, packet seq, n-th event of that packet)`;
+//! - flows still open at the end: `(MAX, 2, flow id)`.
+
+use crate::capture::BatchPacket;
+use crate::config::Config;
+use crate::decode::{proto, tcp_flags, PacketMeta};
+use crate::detect::{Alert, Detector, Direction, LargeTransfer};
+use crate::flow::{
+    DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, Side, TcpState, TimerClass,
+};
+
+/// Total order of output events; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventKey {
+    /// Clock time (ns) the event belongs to.
+    pub time_ns: u64,
+    /// 0 = timer, 1 = packet, 2 = end of input.
+    pub class: u8,
+    /// Flow id (timer, end) or packet sequence number (packet).
+    pub id: u64,
+    /// Position among the events of the same packet.
+    pub sub: u32,
+}
+
+/// Something a worker produces for the output stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A finished flow, or an interim record of a long one.
+    Flow(FlowRecord),
+    /// An alert.
+    Alert(Box<Alert>),
+}
+
+/// Counters owned by one worker (plain integers, no atomics; read when it finishes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Packets processed.
+    pub packets: u64,
+    /// IP bytes of those packets.
+    pub ip_bytes: u64,
+    /// Flows created.
+    pub flows_created: u64,
+    /// Flow records by [`EndReason`] (indexed like `EndReason::ALL`).
+    pub records: [u64; EndReason::ALL.len()],
+    /// Alerts by [`Detector`] (indexed like `Detector::ALL`).
+    pub alerts: [u64; Detector::ALL.len()],
+    /// Most flows held at once.
+    pub peak_flows: u64,
+}
+
+/// One worker's state.
+pub struct Worker {
+    table: FlowTable,
+    direction: Direction,
+    large: LargeTransfer,
+    active_timeout_ns: u64,
+    pending: Vec<(EventKey, Event)>,
+    /// Counters.
+    pub stats: WorkerStats,
+}
+
+/// Events buffered per batch before they are handed on; sized so a batch never needs more.
+const PENDING_CAPACITY: usize = 4096;
+
+impl Worker {
+    /// A worker with its table allocated.
+    pub fn new(cfg: &Config) -> Worker {
+        let f = &cfg.flow;
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let mut timeouts = [0u64; 5];
+        timeouts[TimerClass::TcpUnestablished as usize] = ns(f.tcp_unestablished_timeout);
+        timeouts[TimerClass::Tcp as usize] = ns(f.tcp_timeout);
+        timeouts[TimerClass::TcpClosing as usize] = ns(f.tcp_close_linger);
+        timeouts[TimerClass::Udp as usize] = ns(f.udp_timeout);
+        timeouts[TimerClass::Other as usize] = ns(f.other_timeout);
+        Worker {
+            table: FlowTable::new(f.capacity_per_worker, timeouts),
+            direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs),
+            large: LargeTransfer::new(&cfg.detect.large_transfer),
+            active_timeout_ns: ns(f.active_timeout),
+            pending: Vec::with_capacity(PENDING_CAPACITY),
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// Flows currently tracked.
+    pub fn active_flows(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The flow table (read-only), for tests and the stats line.
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Events produced since the last drain, in production order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (EventKey, Event)> {
+        self.pending.drain(..)
+    }
+
+    /// Processes one decoded packet.
+    #[inline]
+    pub fn packet(&mut self, p: &BatchPacket) {
+        self.advance(p.clock_ns);
+        let m = &p.meta;
+        self.stats.packets += 1;
+        self.stats.ip_bytes += u64::from(m.ip_len);
+        let (key, src_is_hi) = FlowKey::of(m);
+        let hash = self.table.hash(&key);
+        let mut sub = 0u32;
+
+        let mut slot = self.table.find(hash, &key);
+        if let Some(s) = slot {
+            // A new SYN on a connection that already closed is a new connection that
+            // reuses the port pair: end the old one now rather than merge them.
+            let syn_only = m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+            let closed = self
+                .table
+                .get(s)
+                .is_some_and(|f| matches!(f.tcp, TcpState::Closed | TcpState::Reset));
+            if m.proto == proto::TCP && syn_only && closed {
+                if let Some(old) = self.table.remove(s) {
+                    let reason = closing_reason(&old);
+                    self.emit_record(&old, reason, packet_key(p, &mut sub));
+                }
+                slot = None;
+            }
+        }
+        let slot = match slot {
+            Some(s) => s,
+            None => match self.create(p, key, src_is_hi, hash, &mut sub) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+
+        let active_timeout_ns = self.active_timeout_ns;
+        let Some(flow) = self.table.get_mut(slot) else {
+            return;
+        };
+        let from = if src_is_hi == flow.orig_is_hi {
+            Side::Orig
+        } else {
+            Side::Resp
+        };
+        let (c, flags) = match from {
+            Side::Orig => (&mut flow.orig, &mut flow.orig_flags),
+            Side::Resp => (&mut flow.resp, &mut flow.resp_flags),
+        };
+        count(c, m);
+        *flags |= m.tcp_flags;
+        flow.last_ns = flow.last_ns.max(p.ts_ns);
+        if m.proto == proto::TCP {
+            flow.tcp = tcp_state(flow);
+        }
+        let class = timer_class(flow);
+        let alert = self.large.on_packet(flow, from, p.ts_ns);
+        let interim = p.clock_ns.saturating_sub(flow.interim_ns) >= active_timeout_ns;
+        if interim {
+            flow.interim_ns = p.clock_ns;
+        }
+        let snapshot = *flow;
+        self.table.touch(slot, class, p.clock_ns);
+
+        if let Some(a) = alert {
+            if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {
+                *n += 1;
+            }
+            self.pending
+                .push((packet_key(p, &mut sub), Event::Alert(Box::new(a))));
+        }
+        if interim {
+            self.emit_record(&snapshot, EndReason::ActiveTimeout, packet_key(p, &mut sub));
+        }
+    }
+
+    /// Expires every flow whose idle timeout ends at or before `clock_ns`.
+    #[inline]
+    pub fn advance(&mut self, clock_ns: u64) {
+        while let Some((at, slot)) = self.table.next_expiry() {
+            if at > clock_ns {
+                break;
+            }
+            let closing = self.table.class_of(slot) == Some(TimerClass::TcpClosing);
+            let Some(flow) = self.table.remove(slot) else {
+                break;
+            };
+            let reason = if closing {
+                closing_reason(&flow)
+            } else {
+                EndReason::Idle
+            };
+            let key = EventKey {
+                time_ns: at,
+                class: 0,
+                id: flow.id,
+                sub: 0,
+            };
+            self.emit_record(&flow, reason, key);
+        }
+    }
+
+    /// Ends every open flow (end of input or shutdown).
+    pub fn finish(&mut self) {
+        let slots: Vec<u32> = self.table.slots().collect();
+        for slot in slots {
+            if let Some(flow) = self.table.remove(slot) {
+                let key = EventKey {
+                    time_ns: u64::MAX,
+                    class: 2,
+                    id: flow.id,
+                    sub: 0,
+                };
+                self.emit_record(&flow, EndReason::EndOfInput, key);
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        p: &BatchPacket,
+        key: FlowKey,
+        src_is_hi: bool,
+        hash: u64,
+        sub: &mut u32,
+    ) -> Option<u32> {
+        if self.table.is_full() {
+            let victim = self.table.least_recent()?;
+            if let Some(old) = self.table.remove(victim) {
+                self.emit_record(&old, EndReason::Evicted, packet_key(p, sub));
+            }
+        }
+        let m = &p.meta;
+        // The originator sent the SYN. A SYN-ACK as first packet means we missed the SYN
+        // and the sender is the responder; otherwise the first packet's sender originates.
+        let synack = m.proto == proto::TCP
+            && m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK;
+        let src_is_orig = !synack;
+        let orig_is_hi = src_is_hi == src_is_orig;
+        let (orig, resp) = if src_is_orig {
+            (m.src, m.dst)
+        } else {
+            (m.dst, m.src)
+        };
+        let first_ports = if src_is_orig {
+            (m.sport, m.dport)
+        } else {
+            (m.dport, m.sport)
+        };
+        let flow = Flow {
+            key,
+            id: p.seq,
+            orig_is_hi,
+            first_ns: p.ts_ns,
+            last_ns: p.ts_ns,
+            orig: DirCounters::default(),
+            resp: DirCounters::default(),
+            orig_flags: 0,
+            resp_flags: 0,
+            tcp: if m.proto == proto::TCP {
+                TcpState::SynSent
+            } else {
+                TcpState::NotTcp
+            },
+            first_ports,
+            outbound: self.direction.outbound(orig, resp, m.ipv6),
+            latch: 0,
+            interim_ns: p.clock_ns,
+        };
+        let slot = self
+            .table
+            .insert(hash, flow, timer_class(&flow), p.clock_ns)?;
+        self.stats.flows_created += 1;
+        self.stats.peak_flows = self.stats.peak_flows.max(self.table.len() as u64);
+        Some(slot)
+    }
+
+    fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) {
+        if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
+            self.stats.records[i] += 1;
+        }
+        self.pending
+            .push((key, Event::Flow(FlowRecord::of(flow, reason))));
+    }
+}
+
+#[inline]
+fn count(c: &mut DirCounters, m: &PacketMeta) {
+    c.pkts += 1;
+    c.ip_bytes += u64::from(m.ip_len);
+    c.payload_bytes += u64::from(m.payload_len);
+}
+
+fn packet_key(p: &BatchPacket, sub: &mut u32) -> EventKey {
+    let k = EventKey {
+        time_ns: p.clock_ns,
+        class: 1,
+        id: p.seq,
+        sub: *sub,
+    };
+    *sub += 1;
+    k
+}
+
+/// TCP state from the flags each side has sent so far.
+fn tcp_state(f: &Flow) -> TcpState {
+    let all = f.orig_flags | f.resp_flags;
+    if all & tcp_flags::RST != 0 {
+        TcpState::Reset
+    } else if f.orig_flags & f.resp_flags & tcp_flags::FIN != 0 {
+        TcpState::Closed
+    } else if all & tcp_flags::FIN != 0 {
+        TcpState::HalfClosed
+    } else if f.orig_flags & tcp_flags::SYN == 0 {
+        // Joined mid-connection: treat as established.
+        TcpState::Established
+    } else if f.resp_flags & tcp_flags::SYN == 0 {
+        TcpState::SynSent
+    } else if f.orig_flags & tcp_flags::ACK == 0 {
+        TcpState::SynReceived
+    } else {
+        TcpState::Established
+    }
+}
+
+fn timer_class(f: &Flow) -> TimerClass {
+    match f.tcp {
+        TcpState::NotTcp if f.key.proto == proto::UDP => TimerClass::Udp,
+        TcpState::NotTcp => TimerClass::Other,
+        TcpState::SynSent | TcpState::SynReceived => TimerClass::TcpUnestablished,
+        TcpState::Established | TcpState::HalfClosed => TimerClass::Tcp,
+        TcpState::Closed | TcpState::Reset => TimerClass::TcpClosing,
+    }
+}
+
+fn closing_reason(f: &Flow) -> EndReason {
+    if f.tcp == TcpState::Reset {
+        EndReason::Rst
+    } else {
+        EndReason::Fin
+    }
+}
