@@ -1,0 +1,196 @@
+//! `outflow-gen`: writes the deterministic test captures (see `pcaps/README.md`).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use outflow::gen::{self, Close, Link, PcapWriter, TcpSession};
+
+#[derive(Parser)]
+#[command(
+    name = "outflow-gen",
+    about = "Write deterministic pcap files for outflow's tests, benches and demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The demo capture: a 150 MB upload crossing the 100 MB alert threshold over background
+    /// traffic (pcaps/demo.pcap).
+    Demo { out: PathBuf },
+    /// A large capture of many concurrent mixed flows, for benchmarks.
+    Mixed {
+        /// File size to write: 1G, 500M, 1000000, 64MiB...
+        #[arg(long, value_parser = gen::parse_size)]
+        bytes: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        out: PathBuf,
+    },
+    /// One TCP upload session, 10.0.0.5:51234 -> 203.0.113.50:443 (IPv6: fd00::5 ->
+    /// 2001:db8::50), with handshake and FIN close.
+    Upload {
+        /// Bytes uploaded (TCP payload): 150M, 1000000...
+        #[arg(long, value_parser = gen::parse_size)]
+        bytes: u64,
+        /// Bytes downloaded (TCP payload).
+        #[arg(long, value_parser = gen::parse_size, default_value = "0")]
+        download: u64,
+        #[arg(long, default_value_t = 65_535)]
+        snaplen: u32,
+        /// Payload bytes per full segment.
+        #[arg(long, default_value_t = 1460)]
+        mss: u16,
+        /// VLAN id; repeat for QinQ (outermost first).
+        #[arg(long)]
+        vlan: Vec<u16>,
+        #[arg(long)]
+        ipv6: bool,
+        #[arg(long, value_enum, default_value_t = LinkArg::Ethernet)]
+        link: LinkArg,
+        /// Microseconds between packets.
+        #[arg(long, default_value_t = 10)]
+        gap_us: u64,
+        /// Receiver ACKs once per this many segments.
+        #[arg(long, default_value_t = 2)]
+        ack_every: u32,
+        #[arg(long, value_enum, default_value_t = CloseArg::Fin)]
+        close: CloseArg,
+        /// Start mid-connection (no handshake).
+        #[arg(long)]
+        no_syn: bool,
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LinkArg {
+    Ethernet,
+    Sll,
+    Sll2,
+    Raw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CloseArg {
+    Fin,
+    Rst,
+    None,
+}
+
+fn rate(bytes: u64, started: Instant) -> f64 {
+    bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-9)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    match cli.cmd {
+        Cmd::Demo { out } => {
+            let s = gen::write_demo(&out).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: {} packets, {} bytes, {:.1} s of traffic; big upload {} packets, {} orig IP \
+                 bytes, crosses {} at +{:.3} s, FIN at +{:.3} s",
+                out.display(),
+                s.packets,
+                s.file_bytes,
+                (s.last_ts_ns - s.first_ts_ns) as f64 / 1e9,
+                s.big_upload_packets,
+                s.big_upload.orig_ip_bytes,
+                gen::DEMO_ALERT_IP_BYTES,
+                (s.big_upload_cross_ts_ns - s.first_ts_ns) as f64 / 1e9,
+                (s.big_upload_fin_ts_ns - s.first_ts_ns) as f64 / 1e9,
+            );
+        }
+        Cmd::Mixed { bytes, seed, out } => {
+            let s = gen::write_mixed(&out, bytes, seed)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: {} packets, {} bytes, {} sessions ({} tcp, {} udp, {} ipv6, {} vlan), \
+                 {:.1} s of traffic, written at {:.0} MB/s",
+                out.display(),
+                s.packets,
+                s.file_bytes,
+                s.sessions,
+                s.tcp_sessions,
+                s.udp_exchanges,
+                s.ipv6_sessions,
+                s.vlan_sessions,
+                (s.last_ts_ns.saturating_sub(s.first_ts_ns)) as f64 / 1e9,
+                rate(s.file_bytes, started),
+            );
+        }
+        Cmd::Upload {
+            bytes,
+            download,
+            snaplen,
+            mss,
+            vlan,
+            ipv6,
+            link,
+            gap_us,
+            ack_every,
+            close,
+            no_syn,
+            out,
+        } => {
+            let (client, server): (SocketAddr, SocketAddr) = if ipv6 {
+                ("[fd00::5]:51234".parse()?, "[2001:db8::50]:443".parse()?)
+            } else {
+                ("10.0.0.5:51234".parse()?, "203.0.113.50:443".parse()?)
+            };
+            let mut s = TcpSession::new(client, server, bytes, download);
+            s.link = match link {
+                LinkArg::Ethernet => Link::Ethernet { vlans: vlan },
+                _ if !vlan.is_empty() => anyhow::bail!("--vlan needs --link ethernet"),
+                LinkArg::Sll => Link::Sll,
+                LinkArg::Sll2 => Link::Sll2,
+                LinkArg::Raw => Link::RawIp,
+            };
+            s.mss = mss;
+            s.gap_ns = gap_us * 1_000;
+            s.ack_every = ack_every;
+            s.close = match close {
+                CloseArg::Fin => Close::Fin,
+                CloseArg::Rst => Close::Rst,
+                CloseArg::None => Close::None,
+            };
+            s.syn = !no_syn;
+            let file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut w = PcapWriter::new(
+                BufWriter::with_capacity(4 << 20, file),
+                s.link.linktype(),
+                snaplen,
+            )?;
+            let mut buf = Vec::new();
+            let mut packets = s.packets();
+            while let Some(ts) = packets.next_into(&mut buf) {
+                w.write(ts, &buf)?;
+            }
+            let (n, written) = (w.packets(), w.bytes_written());
+            w.into_inner()?
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", out.display()))?;
+            let e = s.expected();
+            println!(
+                "{}: {} packets, {} bytes; orig {} pkts / {} IP bytes, resp {} pkts / {} IP bytes",
+                out.display(),
+                n,
+                written,
+                e.orig_pkts,
+                e.orig_ip_bytes,
+                e.resp_pkts,
+                e.resp_ip_bytes,
+            );
+        }
+    }
+    Ok(())
+}
