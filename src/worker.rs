@@ -216,14 +216,22 @@ impl Worker {
     pub fn finish(&mut self) {
         let slots: Vec<u32> = self.table.slots().collect();
         for slot in slots {
+            // A connection that already closed ends as it closed, even if its linger had
+            // not run out when the input did.
+            let closing = self.table.class_of(slot) == Some(TimerClass::TcpClosing);
             if let Some(flow) = self.table.remove(slot) {
+                let reason = if closing {
+                    closing_reason(&flow)
+                } else {
+                    EndReason::EndOfInput
+                };
                 let key = EventKey {
                     time_ns: u64::MAX,
                     class: 2,
                     id: flow.id,
                     sub: 0,
                 };
-                self.emit_record(&flow, EndReason::EndOfInput, key);
+                self.emit_record(&flow, reason, key);
             }
         }
     }

@@ -35,7 +35,15 @@ fn snaplen_cut_still_counts_wire_bytes() {
     let m = decode(LinkType::Ethernet, &f[..96], f.len() as u32).unwrap();
     assert_eq!(m.ip_len, 1440);
     assert_eq!(m.payload_len, 1400);
-    // Cut inside the TCP header: reported as a capture truncation.
+    // Cut after the first 14 bytes of the TCP header (options and window lost): the
+    // ports and flags are still there.
+    let m = decode(LinkType::Ethernet, &f[..48], f.len() as u32).unwrap();
+    assert_eq!(
+        (m.sport, m.dport, m.tcp_flags),
+        (51234, 443, tcp_flags::ACK | tcp_flags::PSH)
+    );
+    assert_eq!(m.payload_len, 1400);
+    // Cut inside the TCP header's first 14 bytes: reported as a capture truncation.
     assert_eq!(
         decode(LinkType::Ethernet, &f[..40], f.len() as u32),
         Err(DecodeError::TruncatedTransport)

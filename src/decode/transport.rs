@@ -36,30 +36,25 @@ pub(super) fn decode(
     };
     match ip_proto {
         proto::TCP => {
-            let tcp = TcpHeaderSlice::from_slice(captured).map_err(|e| match e {
-                TcpErr::Len(_) => short,
-                TcpErr::Content(_) => DecodeError::BadTransportHeader,
-            })?;
-            let header_len = tcp.slice().len();
+            let (sport, dport, flags, header_len) = match TcpHeaderSlice::from_slice(captured) {
+                Ok(tcp) => (
+                    tcp.source_port(),
+                    tcp.destination_port(),
+                    flag_byte(&tcp),
+                    tcp.slice().len(),
+                ),
+                Err(TcpErr::Content(_)) => return Err(DecodeError::BadTransportHeader),
+                // A snaplen of 64-68 bytes (tcpdump's old default) often cuts the TCP
+                // options, or with VLAN tags even the window field. Ports and flags sit in
+                // the first 14 bytes, so read those ourselves rather than lose the packet.
+                Err(TcpErr::Len(_)) => tcp_fixed_part(captured, wire).ok_or(short)?,
+            };
             if header_len > wire {
                 return Err(DecodeError::BadTransportHeader);
             }
-            let mut flags = 0u8;
-            for (set, bit) in [
-                (tcp.fin(), super::tcp_flags::FIN),
-                (tcp.syn(), super::tcp_flags::SYN),
-                (tcp.rst(), super::tcp_flags::RST),
-                (tcp.psh(), super::tcp_flags::PSH),
-                (tcp.ack(), super::tcp_flags::ACK),
-                (tcp.urg(), super::tcp_flags::URG),
-            ] {
-                if set {
-                    flags |= bit;
-                }
-            }
             Ok(Transport {
-                sport: tcp.source_port(),
-                dport: tcp.destination_port(),
+                sport,
+                dport,
                 tcp_flags: flags,
                 header_len,
                 payload_len: wire - header_len,
@@ -101,4 +96,43 @@ pub(super) fn decode(
             ..Transport::default()
         }),
     }
+}
+
+/// Flags byte (FIN..URG) from a checked TCP header.
+fn flag_byte(tcp: &TcpHeaderSlice<'_>) -> u8 {
+    use super::tcp_flags::*;
+    let mut flags = 0u8;
+    for (set, bit) in [
+        (tcp.fin(), FIN),
+        (tcp.syn(), SYN),
+        (tcp.rst(), RST),
+        (tcp.psh(), PSH),
+        (tcp.ack(), ACK),
+        (tcp.urg(), URG),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    flags
+}
+
+/// Ports, flags and header length from the first 14 bytes of a TCP header (ports, sequence
+/// and ack numbers, data offset, flags) whose rest was not captured; only when the wire
+/// carried more than the capture holds.
+fn tcp_fixed_part(captured: &[u8], wire: usize) -> Option<(u16, u16, u8, usize)> {
+    if captured.len() >= wire {
+        return None;
+    }
+    let fixed: &[u8; 14] = captured.get(..14)?.try_into().ok()?;
+    let header_len = usize::from(fixed[12] >> 4) * 4;
+    if header_len < 20 {
+        return None;
+    }
+    Some((
+        u16::from_be_bytes([fixed[0], fixed[1]]),
+        u16::from_be_bytes([fixed[2], fixed[3]]),
+        fixed[13] & 0x3f,
+        header_len,
+    ))
 }

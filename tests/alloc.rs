@@ -1,0 +1,110 @@
+//! The per-packet path allocates nothing in steady state: decode, fragment ports, flow
+//! lookup/creation/expiry and the inline detectors run under a counting global allocator.
+
+use etherparse::PacketBuilder;
+use outflow::capture::frag::FragPorts;
+use outflow::capture::BatchPacket;
+use outflow::config::Config;
+use outflow::decode::{decode, LinkType};
+use outflow::worker::Worker;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Frames of `flows` TCP/UDP conversations between home hosts and external ones.
+fn frames(flows: u16, round: u16) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for i in 0..flows {
+        let home = [10, 0, (i >> 8) as u8, i as u8];
+        let ext = [198, 51, 100, (i % 200) as u8];
+        let port = 20_000 + i;
+        let up = PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4(home, ext, 64);
+        let down = PacketBuilder::ethernet2([2; 6], [1; 6]).ipv4(ext, home, 64);
+        let (mut f, mut g) = (Vec::new(), Vec::new());
+        if i % 3 == 0 {
+            up.udp(port, 53).write(&mut f, &[0u8; 600]).unwrap();
+            down.udp(53, port).write(&mut g, &[0u8; 60]).unwrap();
+        } else {
+            let t = up.tcp(port, 443, u32::from(round) * 1000, 1000);
+            let t = if round == 0 { t.syn() } else { t.ack(1) };
+            t.write(&mut f, &[0u8; 600]).unwrap();
+            let r = down
+                .tcp(443, port, 5, 1000)
+                .syn()
+                .ack(u32::from(round) * 1000 + 1);
+            r.write(&mut g, &[0u8; 60]).unwrap();
+        }
+        out.push(f);
+        out.push(g);
+    }
+    out
+}
+
+#[test]
+fn per_packet_path_does_not_allocate() {
+    let mut cfg = Config::default();
+    cfg.flow.capacity_per_worker = 1500; // forces evictions in the measured phase
+    let mut worker = Worker::new(&cfg);
+    let mut frags = FragPorts::new(1024, 30_000_000_000);
+    let warm = frames(1000, 0);
+    let steady = frames(1000, 1);
+    let churn: Vec<Vec<u8>> = frames(2000, 0).into_iter().skip(1000).collect();
+
+    let mut seq = 0u64;
+    let mut run = |worker: &mut Worker, frames: &[Vec<u8>], t0: u64| {
+        for (i, f) in frames.iter().enumerate() {
+            seq += 1;
+            let mut meta = decode(LinkType::Ethernet, f, f.len() as u32).unwrap();
+            let clock = t0 + i as u64 * 1000;
+            frags.resolve(&mut meta, clock);
+            let p = BatchPacket {
+                seq,
+                ts_ns: clock,
+                clock_ns: clock,
+                wire_len: f.len() as u32,
+                data_start: 0,
+                cap_len: f.len() as u32,
+                meta,
+            };
+            worker.packet(&p);
+        }
+        worker.drain().count()
+    };
+
+    run(&mut worker, &warm, 1_000_000_000);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    // Existing flows updated; then new flows evict old ones (table full); then a jump in
+    // time expires the rest by idle timeout.
+    run(&mut worker, &steady, 2_000_000_000);
+    let events = run(&mut worker, &churn, 3_000_000_000);
+    worker.advance(10_000_000_000_000);
+    let expired = worker.drain().count();
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert!(events > 0, "the churn phase must evict flows");
+    assert!(expired > 0, "the time jump must expire flows");
+    assert_eq!(after - before, 0, "allocations on the per-packet path");
+}

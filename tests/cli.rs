@@ -1,0 +1,134 @@
+//! The `outflow` command line: the demo replay, outputs, and errors a person can act on.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn outflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_outflow"))
+}
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/demo.pcap")
+}
+
+#[test]
+fn demo_replay_prints_the_upload_alert_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows.json");
+    let out = outflow()
+        .args([
+            "replay",
+            "--workers",
+            "2",
+            "--alerts-out",
+            "-",
+            "--flows-out",
+        ])
+        .arg(&flows)
+        .arg(demo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let alerts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), 1, "{stdout}");
+    let a = &alerts[0];
+    assert_eq!(a["detector"], "large_outbound_transfer");
+    assert_eq!(a["src_ip"], "10.0.0.5");
+    assert_eq!(a["dst_ip"], "203.0.113.50");
+    assert_eq!(a["dst_port"], 443);
+    assert_eq!(a["flow_open"], true);
+    assert!(a["out_ip_bytes"].as_u64().unwrap() >= 100_000_000);
+    assert!(a["out_pkts"].as_u64().unwrap() > 1000);
+
+    let summary = String::from_utf8(out.stderr).unwrap();
+    for needle in [
+        "packets",
+        "flows",
+        "alerts         1",
+        "not decoded",
+        "throughput",
+    ] {
+        assert!(
+            summary.contains(needle),
+            "summary lacks {needle:?}:\n{summary}"
+        );
+    }
+
+    // The upload's flow record: the alert came before its last packet.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&flows)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let up = records
+        .iter()
+        .find(|r| r["flow_id"] == a["flow_id"])
+        .expect("record of the alerted flow");
+    assert_eq!(up["end_reason"], "fin");
+    assert!(up["orig_ip_bytes"].as_u64().unwrap() > a["out_ip_bytes"].as_u64().unwrap());
+    assert!(a["ts"].as_str().unwrap() < up["end_ts"].as_str().unwrap());
+}
+
+#[test]
+fn check_config_prints_effective_values() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/outflow.toml");
+    let out = outflow().arg("check-config").arg(&cfg).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("threshold_bytes = 100000000"), "{text}");
+    assert!(text.contains("capacity_per_worker = 262144"), "{text}");
+}
+
+#[test]
+fn bad_config_names_every_bad_key_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "home_nets = []\n[flow]\ncapacity_per_worker = 0\n[detect.large_transfer]\ntiers = [5]\n",
+    )
+    .unwrap();
+    let out = outflow().arg("check-config").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for key in [
+        "home_nets",
+        "flow.capacity_per_worker",
+        "detect.large_transfer.tiers[0]",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+    std::fs::write(&p, "[flow]\ncapacity = 5\n").unwrap();
+    let out = outflow()
+        .args(["replay", "--config"])
+        .arg(&p)
+        .arg(demo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("flow.capacity"), "{err}");
+}
+
+#[test]
+fn missing_capture_is_named() {
+    let out = outflow()
+        .args(["replay", "/nonexistent/capture.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
+}

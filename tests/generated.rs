@@ -1,0 +1,562 @@
+//! Replays of generated captures with known contents: exact counters per flow and direction,
+//! alerts at the crossing packet, timeouts, eviction, fragments, link types, snaplen, and the
+//! same output for any number of workers.
+
+mod common;
+
+use outflow::alert::json::{alert_json, flow_json};
+use outflow::config::Config;
+use outflow::decode::{Addr, DecodeError};
+use outflow::flow::{EndReason, FlowRecord};
+use outflow::gen::{
+    fragmented_udp, malformed_frames, merge, write_demo, Close, FlowExpect, Link, Packet,
+    PcapWriter, TcpSession, UdpExchange, DEMO_ALERT_IP_BYTES,
+};
+use outflow::replay::ReplayReport;
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1_700_000_000 * S;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn write(path: &Path, linktype: u32, snaplen: u32, packets: impl Iterator<Item = Packet>) {
+    let mut w = PcapWriter::new(
+        BufWriter::new(File::create(path).unwrap()),
+        linktype,
+        snaplen,
+    )
+    .unwrap();
+    for p in packets {
+        w.write(p.ts_ns, &p.frame).unwrap();
+    }
+    w.into_inner().unwrap();
+}
+
+fn counters(r: &FlowRecord) -> FlowExpect {
+    FlowExpect {
+        orig_pkts: r.orig.pkts,
+        orig_ip_bytes: r.orig.ip_bytes,
+        orig_payload_bytes: r.orig.payload_bytes,
+        resp_pkts: r.resp.pkts,
+        resp_ip_bytes: r.resp.ip_bytes,
+        resp_payload_bytes: r.resp.payload_bytes,
+    }
+}
+
+/// Records whose originator is `client` and responder `server` (and VLANs, if given).
+fn records_of(
+    rep: &ReplayReport,
+    client: SocketAddr,
+    server: SocketAddr,
+    vlan: Option<[u16; 2]>,
+) -> Vec<&FlowRecord> {
+    rep.flows
+        .iter()
+        .filter(|r| {
+            r.orig_addr == Addr::from_ip(client.ip())
+                && r.orig_port == client.port()
+                && r.resp_addr == Addr::from_ip(server.ip())
+                && r.resp_port == server.port()
+                && vlan.is_none_or(|v| v == r.vlan)
+        })
+        .collect()
+}
+
+fn rendered(rep: &ReplayReport) -> (Vec<String>, Vec<String>) {
+    (
+        rep.alerts.iter().map(alert_json).collect(),
+        rep.flows.iter().map(flow_json).collect(),
+    )
+}
+
+fn low_threshold() -> Config {
+    let mut cfg = Config::default();
+    cfg.detect.large_transfer.threshold_bytes = 1_000_000;
+    cfg.detect.large_transfer.min_packets = 100;
+    cfg.detect.large_transfer.tiers = vec![];
+    cfg
+}
+
+/// A mix of sessions; returns them with the VLAN tags each is expected under.
+fn mixed_sessions() -> (Vec<TcpSession>, Vec<UdpExchange>) {
+    let mut tcp = Vec::new();
+    let mut up = TcpSession::new(
+        sa("10.0.0.5:40000"),
+        sa("198.51.100.7:443"),
+        2_000_000,
+        10_000,
+    );
+    up.start_ns = T0;
+    tcp.push(up.clone());
+    // The same 5-tuple reused 1 s after the first connection closed (within the linger).
+    let first_end = up.segments().last().unwrap().ts_ns;
+    let mut again = up.clone();
+    again.start_ns = first_end + S;
+    again.upload = 50_000;
+    tcp.push(again);
+    let mut down = TcpSession::new(
+        sa("10.0.0.6:40001"),
+        sa("198.51.100.8:443"),
+        5_000,
+        3_000_000,
+    );
+    down.start_ns = T0 + 10_000;
+    down.close = Close::Rst;
+    tcp.push(down);
+    let mut v6 = TcpSession::new(sa("[fd00::5]:40002"), sa("[2001:db8::9]:443"), 500_000, 0);
+    v6.start_ns = T0 + 20_000;
+    tcp.push(v6);
+    let mut vlan = TcpSession::new(sa("10.0.1.1:40003"), sa("10.0.1.2:445"), 1_000_000, 2_000);
+    vlan.link = Link::Ethernet { vlans: vec![42] };
+    vlan.start_ns = T0 + 30_000;
+    tcp.push(vlan.clone());
+    // Same addresses and ports on another (QinQ) VLAN: a different flow.
+    let mut qinq = vlan.clone();
+    qinq.link = Link::Ethernet {
+        vlans: vec![100, 42],
+    };
+    qinq.upload = 300_000;
+    tcp.push(qinq);
+    // Capture joins mid-connection: no handshake, no teardown.
+    let mut mid = TcpSession::new(
+        sa("10.0.0.7:40004"),
+        sa("203.0.113.1:22"),
+        1_500_000,
+        40_000,
+    );
+    mid.syn = false;
+    mid.close = Close::None;
+    mid.start_ns = T0 + 40_000;
+    tcp.push(mid);
+    let mut udp = UdpExchange::new(sa("10.0.0.5:5353"), sa("198.51.100.53:53"), 20, 40, 300);
+    udp.start_ns = T0 + 50_000;
+    let mut udp6 = UdpExchange::new(sa("[fd00::5]:6000"), sa("[2001:db8::53]:53"), 5, 60, 120);
+    udp6.start_ns = T0 + 60_000;
+    (tcp, vec![udp, udp6])
+}
+
+fn vlan_of(link: &Link) -> [u16; 2] {
+    match link {
+        Link::Ethernet { vlans } => [
+            vlans.first().copied().unwrap_or(0),
+            vlans.get(1).copied().unwrap_or(0),
+        ],
+        _ => [0, 0],
+    }
+}
+
+fn write_mixed(dir: &Path) -> (PathBuf, Vec<TcpSession>, Vec<UdpExchange>) {
+    let (tcp, udp) = mixed_sessions();
+    let mut streams: Vec<Box<dyn Iterator<Item = Packet>>> = Vec::new();
+    for s in &tcp {
+        streams.push(Box::new(s.packets()));
+    }
+    for u in &udp {
+        streams.push(Box::new(u.packets()));
+    }
+    let path = dir.join("mixed.pcap");
+    write(&path, 1, 65535, merge(streams));
+    (path, tcp, udp)
+}
+
+#[test]
+fn exact_counts_for_every_generated_flow_with_1_and_4_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, tcp, udp) = write_mixed(dir.path());
+    let cfg = low_threshold();
+    let one = common::replay(&cfg, 1, std::slice::from_ref(&path));
+    let four = common::replay(&cfg, 4, std::slice::from_ref(&path));
+    assert_eq!(
+        rendered(&one),
+        rendered(&four),
+        "output differs with 4 workers"
+    );
+
+    for rep in [&one, &four] {
+        // The reused 5-tuple gives two records, in order; the rest one each.
+        let reused = records_of(rep, tcp[0].client, tcp[0].server, None);
+        assert_eq!(reused.len(), 2);
+        assert_eq!(counters(reused[0]), tcp[0].expected());
+        assert_eq!(counters(reused[1]), tcp[1].expected());
+        assert_eq!(reused[0].reason, EndReason::Fin);
+        for s in &tcp[2..] {
+            let r = records_of(rep, s.client, s.server, Some(vlan_of(&s.link)));
+            assert_eq!(r.len(), 1, "{s:?}");
+            assert_eq!(counters(r[0]), s.expected(), "{s:?}");
+        }
+        for u in &udp {
+            let r = records_of(rep, u.client, u.server, None);
+            assert_eq!(r.len(), 1, "{u:?}");
+            assert_eq!(counters(r[0]), u.expected(), "{u:?}");
+        }
+        let reason =
+            |s: &TcpSession| records_of(rep, s.client, s.server, Some(vlan_of(&s.link)))[0].reason;
+        assert_eq!(reason(&tcp[2]), EndReason::Rst);
+        assert_eq!(reason(&tcp[6]), EndReason::EndOfInput);
+        assert_eq!(rep.summary.records, rep.summary.flows.flows_created);
+        assert_eq!(rep.summary.reader.decoded, rep.summary.reader.frames);
+
+        // Alerts: the two uploads from home hosts above 1 MB (one joined mid-connection);
+        // not the download, not the internal VLAN transfers, not the small ones.
+        let alerted: Vec<(String, u16)> = rep
+            .alerts
+            .iter()
+            .map(|a| (a.src.to_string(), a.dport))
+            .collect();
+        assert_eq!(
+            alerted,
+            vec![("10.0.0.5".to_string(), 443), ("10.0.0.7".to_string(), 22)]
+        );
+    }
+}
+
+#[test]
+fn alert_fires_on_the_crossing_packet_while_the_flow_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = low_threshold();
+    let mut s = TcpSession::new(
+        sa("10.0.0.5:40000"),
+        sa("198.51.100.7:443"),
+        3_000_000,
+        1_000,
+    );
+    s.ack_every = 4;
+    let path = dir.path().join("up.pcap");
+    write(&path, 1, 65535, s.packets());
+
+    // Where the client's IP bytes first reach 1 MB with more than 100 packets.
+    let (mut pkts, mut bytes) = (0u64, 0u64);
+    let crossing = s
+        .segments()
+        .filter(|g| g.from_client)
+        .find(|g| {
+            pkts += 1;
+            bytes += u64::from(g.ip_len);
+            bytes >= 1_000_000 && pkts > 100
+        })
+        .unwrap();
+    let rep = common::replay(&cfg, 2, &[path]);
+    assert_eq!(rep.alerts.len(), 1);
+    let a = &rep.alerts[0];
+    assert_eq!(a.ts_ns, crossing.ts_ns);
+    assert_eq!((a.out.pkts, a.out.ip_bytes), (pkts, bytes));
+    assert!(a.out.ip_bytes - u64::from(crossing.ip_len) < 1_000_000);
+    assert_eq!(a.src.to_string(), "10.0.0.5");
+    assert_eq!(a.dst.to_string(), "198.51.100.7");
+    assert!(a.src_is_orig);
+    let record = &rep.flows[0];
+    assert!(
+        a.ts_ns < record.last_ns,
+        "alert must come before the flow ends"
+    );
+    assert_eq!(a.flow_id, record.flow_id);
+}
+
+#[test]
+fn higher_tiers_fire_once_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = low_threshold();
+    cfg.detect.large_transfer.tiers = vec![2_000_000, 4_000_000];
+    let s = TcpSession::new(sa("10.0.0.5:40000"), sa("198.51.100.7:443"), 5_000_000, 0);
+    let path = dir.path().join("tiers.pcap");
+    write(&path, 1, 65535, s.packets());
+    let rep = common::replay(&cfg, 1, &[path]);
+    let tiers: Vec<(u8, u64)> = rep
+        .alerts
+        .iter()
+        .map(|a| (a.tier, a.threshold_bytes))
+        .collect();
+    assert_eq!(tiers, vec![(0, 1_000_000), (1, 2_000_000), (2, 4_000_000)]);
+    assert!(rep.alerts.windows(2).all(|w| w[0].ts_ns < w[1].ts_ns));
+    for a in &rep.alerts {
+        assert!(a.out.ip_bytes >= a.threshold_bytes);
+    }
+}
+
+#[test]
+fn the_upload_side_is_the_home_side_and_allowlists_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    // An external client pulling 2 MB from a home server: the home server is uploading.
+    let mut pull = TcpSession::new(
+        sa("198.51.100.9:50000"),
+        sa("10.0.0.20:8080"),
+        500,
+        2_000_000,
+    );
+    pull.start_ns = T0;
+    // A home host uploading to an allowlisted destination.
+    let mut backup = TcpSession::new(sa("10.0.0.21:50001"), sa("203.0.113.77:443"), 2_000_000, 0);
+    backup.start_ns = T0 + 1_000;
+    let path = dir.path().join("sides.pcap");
+    write(
+        &path,
+        1,
+        65535,
+        merge(vec![pull.packets(), backup.packets()]),
+    );
+    let mut cfg = low_threshold();
+    cfg.allow.dst_cidrs = vec!["203.0.113.0/24".parse().unwrap()];
+    let rep = common::replay(&cfg, 2, &[path]);
+    assert_eq!(rep.alerts.len(), 1);
+    let a = &rep.alerts[0];
+    assert_eq!(
+        (a.src.to_string(), a.sport),
+        ("10.0.0.20".to_string(), 8080)
+    );
+    assert_eq!(a.dst.to_string(), "198.51.100.9");
+    assert!(!a.src_is_orig);
+}
+
+#[test]
+fn snaplen_and_link_type_do_not_change_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = TcpSession::new(
+        sa("10.0.0.5:40000"),
+        sa("198.51.100.7:443"),
+        700_000,
+        30_000,
+    );
+    let links = [
+        Link::Ethernet { vlans: vec![] },
+        Link::Ethernet { vlans: vec![7] },
+        Link::Ethernet {
+            vlans: vec![100, 7],
+        },
+        Link::Sll,
+        Link::Sll2,
+        Link::RawIp,
+    ];
+    for link in links {
+        for snaplen in [65535, 96, 60] {
+            let mut s = base.clone();
+            s.link = link.clone();
+            let path = dir.path().join("l.pcap");
+            write(&path, link.linktype(), snaplen, s.packets());
+            let rep = common::replay(&Config::default(), 1, &[path]);
+            assert_eq!(rep.flows.len(), 1, "{link:?} snaplen {snaplen}");
+            assert_eq!(
+                counters(&rep.flows[0]),
+                base.expected(),
+                "{link:?} snaplen {snaplen}"
+            );
+            assert_eq!(rep.flows[0].vlan, vlan_of(&link));
+        }
+    }
+}
+
+#[test]
+fn malformed_frames_are_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = malformed_frames(7);
+    let path = dir.path().join("bad.pcap");
+    write(
+        &path,
+        1,
+        65535,
+        frames.iter().enumerate().map(|(i, (_, f))| Packet {
+            ts_ns: T0 + i as u64,
+            frame: f.clone(),
+        }),
+    );
+    let rep = common::replay(&Config::default(), 2, &[path]);
+    let s = &rep.summary;
+    let expect = |name: &str| -> Option<DecodeError> {
+        Some(match name {
+            "eth_short" | "vlan_truncated" => DecodeError::TruncatedLink,
+            "unknown_ethertype" | "arp" => DecodeError::NonIp,
+            "ipv4_truncated" | "ipv6_truncated" => DecodeError::TruncatedIp,
+            "ipv4_ihl_lt_5"
+            | "ipv4_total_len_lt_header"
+            | "ip_version_7"
+            | "ipv6_ext_truncated" => DecodeError::BadIpHeader,
+            "ipv4_total_len_gt_frame" => DecodeError::IpLengthExceedsFrame,
+            "tcp_truncated" | "tcp_data_offset_lt_5" | "udp_truncated" | "udp_length_lt_8" => {
+                DecodeError::BadTransportHeader
+            }
+            _ => return None, // random bytes: any outcome, as long as it is counted
+        })
+    };
+    let mut want = [0u64; DecodeError::ALL.len()];
+    for (name, _) in &frames {
+        if let Some(e) = expect(name) {
+            want[e.index()] += 1;
+        }
+    }
+    let random = frames.iter().filter(|(n, _)| expect(n).is_none()).count() as u64;
+    let mut got = s.reader.decode_errors;
+    let extra: u64 = got.iter().sum::<u64>() + s.reader.decoded - want.iter().sum::<u64>();
+    assert_eq!(extra, random, "only the random frames may land anywhere");
+    for (g, w) in got.iter_mut().zip(want.iter()) {
+        assert!(*g >= *w, "{:?} vs {:?}", s.reader.decode_errors, want);
+    }
+    assert_eq!(s.reader.frames, frames.len() as u64);
+}
+
+#[test]
+fn fragments_are_counted_in_their_datagrams_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = SocketAddrV4::new([10, 0, 0, 7].into(), 40001);
+    let srv = SocketAddrV4::new([198, 51, 100, 53].into(), 4500);
+    let in_order = fragmented_udp(c, srv, T0, 0x4d2, 4000, 1480, false);
+    let reversed = fragmented_udp(c, srv, T0 + S, 0x4d3, 4000, 1480, true);
+    let ip_len = |p: &Packet| u64::from(u16::from_be_bytes([p.frame[16], p.frame[17]]));
+    let total: u64 = in_order.iter().map(ip_len).sum();
+    let first_of_reversed = ip_len(reversed.last().unwrap());
+    let path = dir.path().join("frag.pcap");
+    write(&path, 1, 65535, in_order.into_iter().chain(reversed));
+    let rep = common::replay(&Config::default(), 3, &[path]);
+    let f = &rep.summary.reader.fragments;
+    assert_eq!((f.first, f.matched, f.orphaned), (2, 2, 2));
+    // In order: all three fragments in the port flow. Reversed: its two later fragments
+    // arrived before the ports were known and sit in the (0, 0) flow of the address pair.
+    let ported = records_of(&rep, SocketAddr::V4(c), SocketAddr::V4(srv), None);
+    assert_eq!(ported.len(), 1);
+    assert_eq!(ported[0].orig.pkts, 4);
+    assert_eq!(ported[0].orig.ip_bytes, total + first_of_reversed);
+    assert_eq!(
+        ported[0].orig.payload_bytes,
+        4000 + (first_of_reversed - 20 - 8)
+    );
+    let orphan = rep.flows.iter().find(|r| r.orig_port == 0).unwrap();
+    assert_eq!(orphan.orig.pkts, 2);
+}
+
+#[test]
+fn idle_timeouts_interim_records_and_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.flow.active_timeout = std::time::Duration::from_secs(1);
+    // UDP: two bursts on one 5-tuple, 2 minutes apart (idle timeout 1 min): two flows.
+    let mut a = UdpExchange::new(sa("10.0.0.5:5000"), sa("198.51.100.1:53"), 3, 40, 100);
+    a.start_ns = T0;
+    let mut b = a.clone();
+    b.start_ns = T0 + 120 * S;
+    // TCP lasting ~3.5 s of packet time: three interim records, then the final one.
+    let mut slow = TcpSession::new(sa("10.0.0.6:40000"), sa("198.51.100.2:443"), 30 * 1460, 0);
+    slow.gap_ns = 100_000_000;
+    slow.start_ns = T0 + 200 * S;
+    let path = dir.path().join("t.pcap");
+    write(
+        &path,
+        1,
+        65535,
+        merge(vec![
+            Box::new(a.packets()) as Box<dyn Iterator<Item = Packet>>,
+            Box::new(b.packets()),
+            Box::new(slow.packets()),
+        ]),
+    );
+    let rep = common::replay(&cfg, 2, std::slice::from_ref(&path));
+    let udp = records_of(&rep, a.client, a.server, None);
+    assert_eq!(udp.len(), 2);
+    assert_eq!(udp[0].reason, EndReason::Idle);
+    assert_eq!(counters(udp[0]), a.expected());
+    assert_eq!(counters(udp[1]), b.expected());
+    let tcp = records_of(&rep, slow.client, slow.server, None);
+    let interim = tcp
+        .iter()
+        .filter(|r| r.reason == EndReason::ActiveTimeout)
+        .count();
+    let duration = slow.segments().last().unwrap().ts_ns - slow.start_ns;
+    assert_eq!(interim as u64, duration / S);
+    let last = tcp.last().unwrap();
+    assert_eq!(last.reason, EndReason::Fin);
+    assert_eq!(counters(last), slow.expected());
+    assert!(tcp.windows(2).all(|w| w[0].orig.pkts <= w[1].orig.pkts));
+
+    // A table of 4 flows per worker and 12 concurrent exchanges: evictions, but every
+    // packet still ends up in exactly one record.
+    let mut cfg = Config::default();
+    cfg.flow.capacity_per_worker = 4;
+    let mut streams = Vec::new();
+    for i in 0..12u16 {
+        let mut u = UdpExchange::new(
+            SocketAddr::from(([10, 0, 0, 10], 6000 + i)),
+            sa("198.51.100.1:53"),
+            5,
+            40,
+            100,
+        );
+        u.start_ns = T0 + u64::from(i) * 1000;
+        streams.push(u.packets());
+    }
+    write(&path, 1, 65535, merge(streams));
+    let rep = common::replay(&cfg, 1, &[path]);
+    let evicted = rep.summary.records_by(EndReason::Evicted);
+    assert!(evicted > 0);
+    let pkts: u64 = rep.flows.iter().map(|r| r.orig.pkts + r.resp.pkts).sum();
+    assert_eq!(pkts, 12 * 10);
+    assert!(rep.summary.flows.peak_flows <= 4);
+}
+
+#[test]
+fn several_files_replay_as_one_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = write_mixed(dir.path());
+    let whole = common::replay(&low_threshold(), 2, std::slice::from_ref(&path));
+    // Split the same packets over two files at an arbitrary point.
+    let (tcp, udp) = mixed_sessions();
+    let mut streams: Vec<Box<dyn Iterator<Item = Packet>>> = Vec::new();
+    for s in &tcp {
+        streams.push(Box::new(s.packets()));
+    }
+    for u in &udp {
+        streams.push(Box::new(u.packets()));
+    }
+    let all: Vec<Packet> = merge(streams).collect();
+    let (p1, p2) = (dir.path().join("a.pcap"), dir.path().join("b.pcap"));
+    let cut = all.len() / 3;
+    write(
+        &p1,
+        1,
+        65535,
+        all[..cut].iter().map(|p| Packet {
+            ts_ns: p.ts_ns,
+            frame: p.frame.clone(),
+        }),
+    );
+    write(
+        &p2,
+        1,
+        65535,
+        all[cut..].iter().map(|p| Packet {
+            ts_ns: p.ts_ns,
+            frame: p.frame.clone(),
+        }),
+    );
+    let split = common::replay(&low_threshold(), 3, &[p1, p2]);
+    assert_eq!(rendered(&whole), rendered(&split));
+}
+
+#[test]
+fn the_committed_demo_is_the_generators_and_alerts_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.pcap");
+    let demo = write_demo(&path).unwrap();
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/demo.pcap");
+    assert!(
+        std::fs::read(&committed).unwrap() == std::fs::read(&path).unwrap(),
+        "pcaps/demo.pcap differs from `outflow-gen demo`: regenerate it"
+    );
+    let rep = common::replay(&Config::default(), 2, &[committed]);
+    for f in &demo.flows {
+        let vlan = f.vlan.map(|v| [v, 0]);
+        let r = records_of(&rep, f.client, f.server, vlan);
+        assert_eq!(r.len(), 1, "{}", f.name);
+        assert_eq!(counters(r[0]), f.expect, "{}", f.name);
+    }
+    assert_eq!(rep.alerts.len(), 1);
+    let a = &rep.alerts[0];
+    assert_eq!(a.ts_ns, demo.big_upload_cross_ts_ns);
+    assert_eq!(a.out.pkts, demo.big_upload_cross_orig_pkts);
+    assert!(a.out.ip_bytes >= DEMO_ALERT_IP_BYTES);
+    assert!(a.ts_ns < demo.big_upload_fin_ts_ns);
+    let undecoded: u64 = rep.summary.reader.decode_errors.iter().sum();
+    assert_eq!(undecoded as usize, demo.malformed.len());
+}
