@@ -1,0 +1,42 @@
+# outflow — the two quick-start targets are `make demo` and `make test`.
+# Both install what they need on a fresh Debian machine with Rust (libpcap-dev via apt-get
+# when pkg-config cannot find libpcap; rustfmt/clippy via rustup when missing).
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
+BENCH_FILE ?= target/bench/mixed-1g.pcap
+BENCH_SIZE ?= 1G
+
+.PHONY: deps demo test bench bench-e2e clean
+
+deps:
+	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libpcap; then \
+		echo "libpcap not found by pkg-config: installing libpcap-dev"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq pkg-config libpcap-dev; \
+	fi
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+## Replay the bundled demo capture: a 150 MB upload among ordinary traffic.
+demo: deps
+	$(CARGO) build --release --bin outflow
+	./target/release/outflow replay --alerts-out - pcaps/demo.pcap
+
+## Formatting, lints and the whole test suite.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+## Criterion micro-benchmarks (decode + flow update).
+bench: deps
+	$(CARGO) bench --bench pipeline
+
+## End-to-end throughput: ~1 GB mixed capture, libpcap read-only floor vs outflow replay.
+bench-e2e: deps
+	BENCH_FILE=$(BENCH_FILE) BENCH_SIZE=$(BENCH_SIZE) ./scripts/bench-e2e.sh
+
+clean:
+	$(CARGO) clean
