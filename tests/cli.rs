@@ -73,6 +73,8 @@ fn demo_replay_prints_the_upload_alert_and_a_summary() {
         .find(|r| r["flow_id"] == a["flow_id"])
         .expect("record of the alerted flow");
     assert_eq!(up["end_reason"], "fin");
+    assert_eq!(up["state"], "closed");
+    assert_eq!(up["outbound"], "orig");
     assert!(up["orig_ip_bytes"].as_u64().unwrap() > a["out_ip_bytes"].as_u64().unwrap());
     assert!(a["ts"].as_str().unwrap() < up["end_ts"].as_str().unwrap());
 }

@@ -173,6 +173,8 @@ struct FlowJson {
     orig_flags: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resp_flags: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
     end_reason: &'static str,
     interim: bool,
     outbound: Option<&'static str>,
@@ -200,6 +202,7 @@ pub fn flow_json(r: &FlowRecord) -> String {
         resp_bytes: r.resp.payload_bytes,
         orig_flags: tcp.then(|| flag_letters(r.orig_flags)),
         resp_flags: tcp.then(|| flag_letters(r.resp_flags)),
+        state: tcp.then(|| r.tcp.name()),
         end_reason: r.reason.name(),
         interim: r.reason == crate::flow::EndReason::ActiveTimeout,
         outbound: r.outbound.map(|s| match s {

@@ -90,6 +90,21 @@ pub struct Flow {
     pub interim_ns: u64,
 }
 
+impl TcpState {
+    /// Stable snake_case name used in flow records.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::NotTcp => "not_tcp",
+            TcpState::SynSent => "syn_sent",
+            TcpState::SynReceived => "syn_received",
+            TcpState::Established => "established",
+            TcpState::HalfClosed => "half_closed",
+            TcpState::Closed => "closed",
+            TcpState::Reset => "reset",
+        }
+    }
+}
+
 impl Flow {
     /// Counters of one side.
     pub fn side(&self, side: Side) -> &DirCounters {

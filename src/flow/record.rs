@@ -76,6 +76,8 @@ pub struct FlowRecord {
     pub orig_flags: u8,
     /// TCP flags seen from the responder.
     pub resp_flags: u8,
+    /// TCP state when the record was written.
+    pub tcp: super::TcpState,
     /// Why the record was written.
     pub reason: EndReason,
     /// The home side if this was an outbound flow.
@@ -111,6 +113,7 @@ impl FlowRecord {
             resp: flow.resp,
             orig_flags: flow.orig_flags,
             resp_flags: flow.resp_flags,
+            tcp: flow.tcp,
             reason,
             outbound: flow.outbound,
         }
