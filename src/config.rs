@@ -56,6 +56,12 @@ pub struct Config {
     pub allow: AllowConfig,
     /// Detector settings.
     pub detect: DetectConfig,
+    /// Service settings for `outflow run`.
+    pub run: RunConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Where `outflow run` writes alerts and flow records (CLI flags override).
+    pub output: OutputConfig,
 }
 
 impl Default for Config {
@@ -75,6 +81,80 @@ impl Default for Config {
             flow: FlowConfig::default(),
             allow: AllowConfig::default(),
             detect: DetectConfig::default(),
+            run: RunConfig::default(),
+            log: LogConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+/// Service settings for `outflow run`. Changing them needs a restart.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// After opening the capture handles, switch to this user (and its primary group), so
+    /// that parsing hostile traffic never runs as root. Empty = stay. Default "".
+    pub user: String,
+    /// Interval of the stats line (packets, drops by kind, flows, per worker). Default "60s".
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            user: String::new(),
+            stats_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for journald/SIEM ingestion).
+    Json,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// "text" or "json". Default "text".
+    pub format: LogFormat,
+    /// Minimum level: "error", "warn", "info", "debug", "trace", or a tracing filter
+    /// directive. The RUST_LOG environment variable overrides it. Default "info".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Output files of `outflow run`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Alerts as JSON lines, appended; "-" = standard output; empty = none. Default "-".
+    pub alerts: String,
+    /// Flow records as JSON lines, appended; empty = none. Default "".
+    pub flows: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            alerts: "-".into(),
+            flows: String::new(),
         }
     }
 }
@@ -83,8 +163,32 @@ impl Default for Config {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CaptureConfig {
-    /// Worker threads, each owning a shard of the flows. 0 = one per CPU core. Default 0.
+    /// Interface `outflow run` captures from (the mirror/TAP port). Required for `run`.
+    pub interface: String,
+    /// Worker threads, each owning a shard of the flows. Live, each opens its own capture
+    /// handle in one PACKET_FANOUT group. 0 = one per CPU core. Default 0.
     pub workers: usize,
+    /// Bytes captured per packet. Counters use the wire length whatever this is; it bounds
+    /// what later stages (DNS, slices) can see. Default 65535.
+    pub snaplen: u32,
+    /// Kernel ring buffer per capture handle, bytes. Bigger rides out bursts. Default
+    /// 67108864 (64 MiB).
+    pub buffer_bytes: u32,
+    /// Put the interface in promiscuous mode. Default true (a mirror port's traffic is not
+    /// addressed to the sensor).
+    pub promiscuous: bool,
+    /// Deliver each packet as it arrives instead of in blocks: lower alert latency, more CPU.
+    /// Default false.
+    pub immediate: bool,
+    /// Longest wait for a block of packets before the worker wakes up anyway (to tick timers
+    /// and check for shutdown). Default "100ms".
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// BPF filter applied in the kernel (tcpdump syntax), e.g. "not port 22". Default "".
+    pub filter: String,
+    /// PACKET_FANOUT group id, 1..=65535, unique per interface on the host. 0 = derived from
+    /// the process id. Default 0.
+    pub fanout_group: u16,
     /// Packets per batch handed from the reader to a worker. Larger batches amortise the
     /// channel hand-off; smaller ones lower latency. Default 256.
     pub batch_packets: usize,
@@ -96,7 +200,15 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
+            interface: String::new(),
             workers: 0,
+            snaplen: 65535,
+            buffer_bytes: 64 << 20,
+            promiscuous: true,
+            immediate: false,
+            read_timeout: Duration::from_millis(100),
+            filter: String::new(),
+            fanout_group: 0,
             batch_packets: 256,
             batches_per_worker: 8,
         }
@@ -292,6 +404,24 @@ impl Config {
                 "capture.batches_per_worker: {} must be 2..=1024",
                 c.batches_per_worker
             ));
+        }
+        if !(64..=262_144).contains(&c.snaplen) {
+            p.push(format!(
+                "capture.snaplen: {} must be 64..=262144",
+                c.snaplen
+            ));
+        }
+        if c.buffer_bytes < 1 << 20 {
+            p.push(format!(
+                "capture.buffer_bytes: {} is below 1 MiB; the kernel would drop on any burst",
+                c.buffer_bytes
+            ));
+        }
+        if c.read_timeout.is_zero() || c.read_timeout > Duration::from_secs(1) {
+            p.push("capture.read_timeout: must be between 1ms and 1s".into());
+        }
+        if self.run.stats_interval < Duration::from_secs(1) {
+            p.push("run.stats_interval: must be at least 1s".into());
         }
         let f = &self.flow;
         if !(1..=MAX_FLOW_CAPACITY).contains(&f.capacity_per_worker) {

@@ -29,5 +29,7 @@ pub mod decode;
 pub mod detect;
 pub mod flow;
 pub mod gen;
+pub mod pipeline;
 pub mod replay;
+pub mod run;
 pub mod worker;

@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use outflow::alert::{Output, Sinks};
 use outflow::config::Config;
+use outflow::config::LogFormat;
 use outflow::replay::{self, ReplayOptions};
+use outflow::run::{RunOptions, Signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +45,24 @@ enum Command {
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
+    /// Capture live from `capture.interface` as a long-running service (see systemd/).
+    Run {
+        /// Configuration file (TOML); re-read on SIGHUP.
+        #[arg(long)]
+        config: PathBuf,
+        /// Worker threads, overriding capture.workers.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Interface, overriding capture.interface.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Append alerts as JSON lines to FILE (`-` = stdout), overriding output.alerts.
+        #[arg(long, value_name = "FILE|-")]
+        alerts_out: Option<String>,
+        /// Append flow records as JSON lines to FILE, overriding output.flows.
+        #[arg(long, value_name = "FILE|-")]
+        flows_out: Option<String>,
+    },
     /// Validate a configuration file and print the effective values.
     CheckConfig {
         /// Configuration file (TOML).
@@ -67,8 +87,51 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to standard error (journald under systemd), as text or one JSON object per line.
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run {
+            config: path,
+            workers,
+            interface,
+            alerts_out,
+            flows_out,
+        } => {
+            let mut config = Config::load(&path)?;
+            if let Some(w) = workers {
+                anyhow::ensure!(w >= 1, "--workers must be at least 1");
+                config.capture.workers = w;
+            }
+            if let Some(i) = interface {
+                config.capture.interface = i;
+            }
+            init_logging(&config);
+            let signals = Signals::install().context("cannot install signal handlers")?;
+            let report = outflow::run::run(
+                RunOptions {
+                    config_path: path,
+                    config,
+                    alerts_out: alerts_out.as_deref().map(Output::parse),
+                    flows_out: flows_out.as_deref().map(Output::parse),
+                },
+                signals,
+            )?;
+            tracing::info!(capture_mode = report.mode.name(), "stopped");
+            Ok(())
+        }
         Command::Replay {
             config,
             workers,
@@ -81,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
+            init_logging(&config);
             if workers == Some(0) {
                 anyhow::bail!("--workers must be at least 1");
             }
@@ -92,6 +156,8 @@ fn run(cli: Cli) -> Result<()> {
                     alerts: alerts_out.as_deref().map(Output::parse),
                     flows: flows_out.as_deref().map(Output::parse),
                     collect: false,
+                    append: false,
+                    ordered: true,
                 },
             };
             let report = replay::run(&opts).context("replay failed")?;

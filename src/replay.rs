@@ -6,12 +6,14 @@
 //! makes the sender wait (live capture will count and drop instead).
 
 use crate::alert::sink::{Collected, OutMsg, OutputThread, Sinks};
-use crate::capture::file::{check_files, read_files, CaptureError, Dispatcher, ReaderStats};
+use crate::capture::dispatch::{Dispatcher, ReaderStats};
+use crate::capture::file::{check_files, read_files, CaptureError};
 use crate::capture::Batch;
 use crate::config::Config;
 use crate::decode::DecodeError;
 use crate::detect::{Alert, Detector};
 use crate::flow::{EndReason, FlowRecord};
+use crate::pipeline::{Driver, Snapshot};
 use crate::worker::{EventKey, Worker, WorkerStats};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::fmt;
@@ -168,7 +170,7 @@ impl fmt::Display for Summary {
 
 /// Bytes reserved per batch for captured data: room for a full batch of 1500-byte frames,
 /// and at least 256 KiB so jumbo or offloaded 64 KiB frames fit a few at a time.
-fn batch_bytes(packets: usize) -> usize {
+pub(crate) fn batch_bytes(packets: usize) -> usize {
     (packets * 1600).max(256 * 1024)
 }
 
@@ -202,12 +204,11 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             );
             let _ = free_tx.send(b);
         }
-        let worker = Worker::new(cfg);
-        let out = out_tx.clone();
+        let driver = Driver::new(Worker::new(cfg), id, out_tx.clone(), true, None);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("outflow-worker-{id}"))
-                .spawn(move || worker_loop(worker, id, rx, free_tx, out))?,
+                .spawn(move || batch_worker_loop(driver, rx, free_tx, None))?,
         );
         to.push(tx);
         free_rx.push(free);
@@ -221,7 +222,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let mut flows = WorkerStats::default();
     for h in handles {
         let s = h.join().map_err(|_| ReplayError::Panic("worker"))?;
-        add_stats(&mut flows, &s);
+        add_stats(&mut flows, &s.flows);
     }
     let collected: Collected = output.join().map_err(|_| ReplayError::Panic("output"))??;
     let reader = read?;
@@ -240,7 +241,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     })
 }
 
-fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
+pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.packets += s.packets;
     sum.ip_bytes += s.ip_bytes;
     sum.flows_created += s.flows_created;
@@ -253,36 +254,33 @@ fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     }
 }
 
-/// A worker thread: batches in, events out, batches back to the reader.
-fn worker_loop(
-    mut w: Worker,
-    id: usize,
+/// A worker thread fed with batches (replay, and live capture without fanout): batches in,
+/// events out, batches back to the reader. Live, `reload` delivers new configurations
+/// (SIGHUP), applied between batches.
+pub(crate) fn batch_worker_loop(
+    mut d: Driver,
     rx: Receiver<Batch>,
     free: Sender<Batch>,
-    out: Sender<OutMsg>,
-) -> WorkerStats {
+    reload: Option<Receiver<std::sync::Arc<Config>>>,
+) -> Snapshot {
     for batch in rx.iter() {
+        if let Some(cfg) = reload.as_ref().and_then(|r| r.try_recv().ok()) {
+            d.worker.reconfigure(&cfg);
+        }
         for p in &batch.packets {
-            w.packet(p);
+            d.worker.packet(p);
         }
-        w.advance(batch.clock_ns);
-        for (k, e) in w.drain() {
-            let _ = out.send(OutMsg::Event(k, e));
-        }
-        let upto = EventKey {
+        d.worker.advance(batch.clock_ns);
+        d.flush();
+        d.progress(EventKey {
             time_ns: batch.clock_ns,
             class: 1,
             id: batch.seq,
             sub: u32::MAX,
-        };
-        let _ = out.send(OutMsg::Progress { worker: id, upto });
+        });
+        d.publish();
         // The reader may already be gone at the end; the batch is then simply dropped.
         let _ = free.send(batch);
     }
-    w.finish();
-    for (k, e) in w.drain() {
-        let _ = out.send(OutMsg::Event(k, e));
-    }
-    let _ = out.send(OutMsg::Done { worker: id });
-    w.stats
+    d.finish()
 }

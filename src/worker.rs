@@ -95,6 +95,19 @@ impl Worker {
         }
     }
 
+    /// Applies new detector thresholds and allowlists (SIGHUP). Flow state is kept; the
+    /// home/allowlist classification of flows already open is not revisited.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.direction = Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs);
+        self.large = LargeTransfer::new(&cfg.detect.large_transfer);
+    }
+
+    /// Whether events are waiting to be drained.
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Flows currently tracked.
     pub fn active_flows(&self) -> usize {
         self.table.len()

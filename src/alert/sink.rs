@@ -36,12 +36,22 @@ impl Output {
         }
     }
 
-    fn open(&self) -> io::Result<Box<dyn Write + Send>> {
+    fn open(&self, append: bool) -> io::Result<Box<dyn Write + Send>> {
         Ok(match self {
             Output::Stdout => Box::new(io::stdout()),
-            Output::File(p) => Box::new(File::create(p).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create {}: {e}", p.display()))
-            })?),
+            Output::File(p) => {
+                let f = if append {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                } else {
+                    File::create(p)
+                };
+                Box::new(f.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
+                })?)
+            }
         })
     }
 }
@@ -55,6 +65,11 @@ pub struct Sinks {
     pub flows: Option<Output>,
     /// Also keep every alert and record in memory and return them (tests, small replays).
     pub collect: bool,
+    /// Append to existing files (the service) instead of truncating them (replay).
+    pub append: bool,
+    /// Write events in key order (replay: deterministic output). Live capture writes them as
+    /// they come, since waiting for every worker's progress would only add latency.
+    pub ordered: bool,
 }
 
 /// Messages from workers to the output thread.
@@ -114,6 +129,55 @@ const DONE: EventKey = EventKey {
     sub: u32::MAX,
 };
 
+/// The open outputs and what has been written.
+struct Writers {
+    alerts: Option<Box<dyn Write + Send>>,
+    flows: Option<BufWriter<Box<dyn Write + Send>>>,
+    collect: bool,
+    out: Collected,
+    first_error: Option<io::Error>,
+}
+
+impl Writers {
+    fn write(&mut self, ev: Event) {
+        let r = match ev {
+            Event::Alert(a) => {
+                self.out.alert_count += 1;
+                let r = match self.alerts.as_mut() {
+                    Some(w) => writeln!(w, "{}", alert_json(&a)).and_then(|_| w.flush()),
+                    None => Ok(()),
+                };
+                if self.collect {
+                    self.out.alerts.push(*a);
+                }
+                r
+            }
+            Event::Flow(rec) => {
+                self.out.flow_count += 1;
+                let r = match self.flows.as_mut() {
+                    Some(w) => writeln!(w, "{}", flow_json(&rec)),
+                    None => Ok(()),
+                };
+                if self.collect {
+                    self.out.flows.push(rec);
+                }
+                r
+            }
+        };
+        if let Err(e) = r {
+            self.first_error.get_or_insert(e);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(w) = self.flows.as_mut() {
+            if let Err(e) = w.flush() {
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
 /// The output thread's body.
 pub struct OutputThread;
 
@@ -125,13 +189,19 @@ impl OutputThread {
         workers: usize,
         rx: Receiver<OutMsg>,
     ) -> io::Result<impl FnOnce() -> io::Result<Collected> + Send> {
-        let mut alerts = sinks.alerts.as_ref().map(|o| o.open()).transpose()?;
-        let mut flows = sinks
-            .flows
-            .as_ref()
-            .map(|o| o.open().map(|w| BufWriter::with_capacity(1 << 20, w)))
-            .transpose()?;
-        let collect = sinks.collect;
+        let append = sinks.append;
+        let mut w = Writers {
+            alerts: sinks.alerts.as_ref().map(|o| o.open(append)).transpose()?,
+            flows: sinks
+                .flows
+                .as_ref()
+                .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
+                .transpose()?,
+            collect: sinks.collect,
+            out: Collected::default(),
+            first_error: None,
+        };
+        let ordered = sinks.ordered;
         Ok(move || {
             let mut progress = vec![
                 EventKey {
@@ -143,34 +213,16 @@ impl OutputThread {
                 workers
             ];
             let mut heap: BinaryHeap<Reverse<Item>> = BinaryHeap::new();
-            let mut out = Collected::default();
-            let mut write = |ev: Event, out: &mut Collected| -> io::Result<()> {
-                match ev {
-                    Event::Alert(a) => {
-                        out.alert_count += 1;
-                        if let Some(w) = alerts.as_mut() {
-                            writeln!(w, "{}", alert_json(&a))?;
-                            w.flush()?;
-                        }
-                        if collect {
-                            out.alerts.push(*a);
-                        }
-                    }
-                    Event::Flow(r) => {
-                        out.flow_count += 1;
-                        if let Some(w) = flows.as_mut() {
-                            writeln!(w, "{}", flow_json(&r))?;
-                        }
-                        if collect {
-                            out.flows.push(r);
-                        }
-                    }
-                }
-                Ok(())
-            };
-            let mut first_error: Option<io::Error> = None;
             for msg in rx.iter() {
                 match msg {
+                    OutMsg::Event(_, e) if !ordered => {
+                        w.write(e);
+                        // Live: make records visible once the burst is written.
+                        if rx.is_empty() {
+                            w.flush();
+                        }
+                        continue;
+                    }
                     OutMsg::Event(k, e) => heap.push(Reverse(Item(k, e))),
                     OutMsg::Progress { worker, upto } => {
                         if let Some(p) = progress.get_mut(worker) {
@@ -186,26 +238,18 @@ impl OutputThread {
                 let low = progress.iter().min().copied().unwrap_or(DONE);
                 while heap.peek().is_some_and(|Reverse(Item(k, _))| *k <= low) {
                     if let Some(Reverse(Item(_, e))) = heap.pop() {
-                        if let Err(e) = write(e, &mut out) {
-                            first_error.get_or_insert(e);
-                        }
+                        w.write(e);
                     }
                 }
             }
             // All senders gone: whatever is left is final.
             while let Some(Reverse(Item(_, e))) = heap.pop() {
-                if let Err(e) = write(e, &mut out) {
-                    first_error.get_or_insert(e);
-                }
+                w.write(e);
             }
-            if let Some(w) = flows.as_mut() {
-                if let Err(e) = w.flush() {
-                    first_error.get_or_insert(e);
-                }
-            }
-            match first_error {
+            w.flush();
+            match w.first_error {
                 Some(e) => Err(e),
-                None => Ok(out),
+                None => Ok(w.out),
             }
         })
     }

@@ -10,8 +10,10 @@
 //! packet carries it, and every few thousand packets all workers get a batch (possibly
 //! empty) stamped with it, so a worker with no traffic still expires its flows on time.
 
+pub mod dispatch;
 pub mod file;
 pub mod frag;
+pub mod live;
 
 use crate::decode::PacketMeta;
 
@@ -83,4 +85,14 @@ impl Batch {
             .get(start..start + p.cap_len as usize)
             .unwrap_or(&[])
     }
+}
+
+/// A libpcap record's timestamp in ns since the epoch. Handles must be opened with
+/// nanosecond precision, so `tv_usec` holds nanoseconds; times before 1970 clamp to 0.
+#[inline]
+pub fn ts_ns(h: &pcap::PacketHeader) -> u64 {
+    u64::try_from(h.ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(h.ts.tv_usec).unwrap_or(0))
 }

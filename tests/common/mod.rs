@@ -27,6 +27,8 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
             alerts: None,
             flows: None,
             collect: true,
+            append: false,
+            ordered: true,
         },
     })
     .expect("replay")

@@ -1,0 +1,221 @@
+//! Dispatch: decoded packets into per-worker batches, chosen by the symmetric flow hash.
+//!
+//! Used by the offline reader and by live capture when the kernel cannot spread flows over
+//! the workers itself (no `PACKET_FANOUT`). Batches are allocated once and cycle between the
+//! dispatcher and the workers over bounded channels. Offline the dispatcher waits for a free
+//! batch (nothing may be lost); live it never waits: when a worker has no free batch, the
+//! batch being filled is dropped and its packets are counted.
+
+use super::file::CaptureError;
+use super::frag::{FragPorts, FragStats};
+use super::{Batch, BatchPacket};
+use crate::decode::{decode, DecodeError, LinkType};
+use crossbeam_channel::{Receiver, Sender};
+
+/// What the reader saw.
+#[derive(Clone, Debug, Default)]
+pub struct ReaderStats {
+    /// Frames read from the files.
+    pub frames: u64,
+    /// Their wire length in bytes (the records' original length).
+    pub wire_bytes: u64,
+    /// Frames decoded and dispatched to a worker.
+    pub decoded: u64,
+    /// Frames skipped, by reason (indexed like `DecodeError::ALL`).
+    pub decode_errors: [u64; DecodeError::ALL.len()],
+    /// IP fragment bookkeeping.
+    pub fragments: FragStats,
+    /// Files read.
+    pub files: u64,
+    /// Read errors that ended a file early (e.g. a truncated last record), one line each.
+    pub read_errors: Vec<String>,
+    /// First and last packet timestamps (ns).
+    pub first_ts_ns: Option<u64>,
+    /// Last packet timestamp (ns).
+    pub last_ts_ns: Option<u64>,
+}
+
+/// One captured frame as the capture layer hands it over.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// The capture's link type.
+    pub link: LinkType,
+    /// Captured bytes.
+    pub data: &'a [u8],
+    /// Length on the wire (the record's original length).
+    pub wire_len: u32,
+    /// Timestamp, ns since the epoch.
+    pub ts_ns: u64,
+    /// The capture clock (max timestamp so far).
+    pub clock_ns: u64,
+    /// Sequence number of the frame in the input.
+    pub seq: u64,
+}
+
+/// Fills per-worker batches and hands them over. Batches come back from the workers on
+/// `free`, so after start-up nothing is allocated.
+pub struct Dispatcher {
+    to: Vec<Sender<Batch>>,
+    free: Vec<Receiver<Batch>>,
+    filling: Vec<Batch>,
+    lossy: bool,
+    /// Packets dropped because a worker had no free batch (live only).
+    pub dropped: u64,
+}
+
+impl Dispatcher {
+    /// `to[w]` sends batches to worker `w`; `free[w]` returns its used batches. Each free
+    /// channel must already hold at least one batch.
+    pub fn new(
+        to: Vec<Sender<Batch>>,
+        free: Vec<Receiver<Batch>>,
+    ) -> Result<Dispatcher, CaptureError> {
+        let filling = free
+            .iter()
+            .map(|f| f.recv().map_err(|_| CaptureError::WorkersGone))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Dispatcher {
+            to,
+            free,
+            filling,
+            lossy: false,
+            dropped: 0,
+        })
+    }
+
+    /// Live mode: never wait for a worker; drop (and count) a batch instead.
+    pub fn lossy(mut self) -> Dispatcher {
+        self.lossy = true;
+        self
+    }
+
+    /// Decodes a frame and appends it to its worker's batch. Undecodable frames are counted
+    /// in `st` and skipped.
+    #[inline]
+    pub fn dispatch(
+        &mut self,
+        f: &Frame<'_>,
+        frags: &mut FragPorts,
+        st: &mut ReaderStats,
+    ) -> Result<(), CaptureError> {
+        st.frames += 1;
+        let wire_len = f.wire_len.max(f.data.len() as u32);
+        st.wire_bytes += u64::from(wire_len);
+        st.first_ts_ns.get_or_insert(f.ts_ns);
+        st.last_ts_ns = Some(f.ts_ns);
+        let mut meta = match decode(f.link, f.data, wire_len) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(c) = st.decode_errors.get_mut(e.index()) {
+                    *c += 1;
+                }
+                return Ok(());
+            }
+        };
+        frags.resolve(&mut meta, f.clock_ns);
+        st.decoded += 1;
+        let w = (meta.symmetric_hash() % self.workers() as u64) as usize;
+        let bp = BatchPacket {
+            seq: f.seq,
+            ts_ns: f.ts_ns,
+            clock_ns: f.clock_ns,
+            wire_len,
+            data_start: 0,
+            cap_len: 0,
+            meta,
+        };
+        self.push(w, bp, f.data, f.seq)
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.to.len()
+    }
+
+    fn push(
+        &mut self,
+        w: usize,
+        mut p: BatchPacket,
+        bytes: &[u8],
+        seq: u64,
+    ) -> Result<(), CaptureError> {
+        let full = self.filling.get(w).is_none_or(|b| !b.has_room(bytes.len()));
+        if full {
+            self.flush(w, p.clock_ns, seq.saturating_sub(1))?;
+        }
+        let Some(b) = self.filling.get_mut(w) else {
+            return Err(CaptureError::WorkersGone);
+        };
+        // A frame larger than a whole batch's byte budget keeps only what fits; its meta
+        // still carries the wire lengths, so no byte goes uncounted.
+        let room = b.data.capacity() - b.data.len();
+        let keep = bytes.get(..bytes.len().min(room)).unwrap_or(&[]);
+        p.data_start = b.data.len() as u32;
+        p.cap_len = keep.len() as u32;
+        b.data.extend_from_slice(keep);
+        b.packets.push(p);
+        Ok(())
+    }
+
+    fn flush(&mut self, w: usize, clock_ns: u64, seq: u64) -> Result<(), CaptureError> {
+        let (Some(to), Some(free)) = (self.to.get(w), self.free.get(w)) else {
+            return Err(CaptureError::WorkersGone);
+        };
+        let fresh = if self.lossy {
+            match free.try_recv() {
+                Ok(b) => b,
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    // The worker is behind: drop what we filled rather than stall capture.
+                    if let Some(b) = self.filling.get_mut(w) {
+                        self.dropped += b.packets.len() as u64;
+                        b.clear();
+                    }
+                    return Ok(());
+                }
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(CaptureError::WorkersGone)
+                }
+            }
+        } else {
+            free.recv().map_err(|_| CaptureError::WorkersGone)?
+        };
+        let Some(slot) = self.filling.get_mut(w) else {
+            return Err(CaptureError::WorkersGone);
+        };
+        let mut full = std::mem::replace(slot, fresh);
+        full.clock_ns = clock_ns;
+        full.seq = seq;
+        to.send(full).map_err(|_| CaptureError::WorkersGone)?;
+        if let Some(b) = self.filling.get_mut(w) {
+            b.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends every worker its batch (even if empty) stamped with the clock: the tick that
+    /// lets idle workers expire flows and report progress.
+    pub fn flush_all(&mut self, clock_ns: u64, seq: u64) -> Result<(), CaptureError> {
+        for w in 0..self.workers() {
+            self.flush(w, clock_ns, seq)?;
+        }
+        Ok(())
+    }
+
+    /// Switches the link type of the batches (a new file); flushes first if needed.
+    pub fn set_link(
+        &mut self,
+        link: LinkType,
+        clock_ns: u64,
+        seq: u64,
+    ) -> Result<(), CaptureError> {
+        if self.filling.iter().any(|b| b.link != link) {
+            if self.filling.iter().any(|b| !b.packets.is_empty()) {
+                self.flush_all(clock_ns, seq)?;
+            }
+            for b in &mut self.filling {
+                b.link = link;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! Live capture: one libpcap handle per worker, joined in a Linux `PACKET_FANOUT` group.
+//!
+//! The kernel hashes each packet's flow symmetrically (`PACKET_FANOUT_HASH` uses
+//! `__skb_get_hash_symmetric`) and delivers it to one handle of the group, so both
+//! directions of a connection reach the same worker without any user-space dispatch.
+//! `PACKET_FANOUT_FLAG_DEFRAG` makes the kernel reassemble IP fragments before hashing, so
+//! a datagram's fragments cannot be split over workers.
+//!
+//! This is the one module that needs `unsafe`: `setsockopt` on libpcap's socket for the
+//! fanout, and the `setgid`/`setuid` calls that drop root after the handles are open.
+
+use crate::config::CaptureConfig;
+use crate::decode::LinkType;
+use std::io;
+
+/// Errors opening live capture. Each names the interface or filter and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// `capture.interface` is empty.
+    #[error("capture.interface is not set: name the mirror/TAP interface to capture from")]
+    NoInterface,
+    /// The interface does not exist.
+    #[error("capture.interface {iface:?}: no such interface (available: {available})")]
+    NoSuchInterface {
+        /// The configured name.
+        iface: String,
+        /// Interfaces that do exist.
+        available: String,
+    },
+    /// Not allowed to capture.
+    #[error("capture.interface {iface:?}: permission denied: outflow needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode and fanout); run as root or grant them ({message})")]
+    Permission {
+        /// The interface.
+        iface: String,
+        /// libpcap's message.
+        message: String,
+    },
+    /// Any other failure to open or configure the handle.
+    #[error("capture.interface {iface:?}: cannot capture: {message}")]
+    Open {
+        /// The interface.
+        iface: String,
+        /// libpcap's message.
+        message: String,
+    },
+    /// The BPF filter does not compile.
+    #[error("capture.filter {filter:?}: invalid filter: {message}")]
+    Filter {
+        /// The filter text.
+        filter: String,
+        /// libpcap's message.
+        message: String,
+    },
+    /// Dropping privileges failed.
+    #[error("run.user {user:?}: {message}")]
+    User {
+        /// The user.
+        user: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// An open live capture handle.
+pub struct Handle {
+    /// The libpcap capture.
+    pub cap: pcap::Capture<pcap::Active>,
+    /// Its link type.
+    pub link: LinkType,
+    /// Longest wait in [`Handle::wait`], ms.
+    timeout_ms: i32,
+}
+
+fn interfaces() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Opens one capture handle as configured (promiscuous, snaplen, buffer, timeout, filter).
+pub fn open(cfg: &CaptureConfig) -> Result<Handle, LiveError> {
+    let iface = cfg.interface.as_str();
+    if iface.is_empty() {
+        return Err(LiveError::NoInterface);
+    }
+    let known = interfaces();
+    if !known.is_empty() && !known.iter().any(|i| i == iface) {
+        return Err(LiveError::NoSuchInterface {
+            iface: iface.into(),
+            available: known.join(", "),
+        });
+    }
+    let open_err = |e: pcap::Error| {
+        let message = e.to_string();
+        let lower = message.to_lowercase();
+        if lower.contains("permission") || lower.contains("not permitted") {
+            LiveError::Permission {
+                iface: iface.into(),
+                message,
+            }
+        } else if lower.contains("no such device") {
+            LiveError::NoSuchInterface {
+                iface: iface.into(),
+                available: known.join(", "),
+            }
+        } else {
+            LiveError::Open {
+                iface: iface.into(),
+                message,
+            }
+        }
+    };
+    let timeout_ms = i32::try_from(cfg.read_timeout.as_millis())
+        .unwrap_or(1000)
+        .max(1);
+    let mut cap = pcap::Capture::from_device(iface)
+        .map_err(open_err)?
+        .promisc(cfg.promiscuous)
+        .snaplen(i32::try_from(cfg.snaplen).unwrap_or(65535))
+        .buffer_size(i32::try_from(cfg.buffer_bytes).unwrap_or(i32::MAX))
+        .timeout(timeout_ms)
+        .immediate_mode(cfg.immediate)
+        .precision(pcap::Precision::Nano)
+        .open()
+        .map_err(open_err)?;
+    if !cfg.filter.is_empty() {
+        cap.filter(&cfg.filter, true)
+            .map_err(|e| LiveError::Filter {
+                filter: cfg.filter.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    // Non-blocking reads plus our own poll(): libpcap's read timeout on Linux (TPACKET_V3)
+    // does not fire while no packet at all arrives, and a worker must wake up on a quiet
+    // link to expire flows and to notice a shutdown request.
+    let cap = cap.setnonblock().map_err(open_err)?;
+    let link = LinkType::from_dlt(cap.get_datalink().0);
+    Ok(Handle {
+        cap,
+        link,
+        timeout_ms,
+    })
+}
+
+impl Handle {
+    /// Waits until a packet may be readable or the read timeout passes.
+    #[allow(unsafe_code)]
+    pub fn wait(&self) {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.cap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on our stack, count 1; the fd belongs to the open
+        // handle. An EINTR (signal) simply returns early, which is what we want.
+        unsafe {
+            libc::poll(&mut pfd, 1, self.timeout_ms);
+        }
+    }
+}
+
+// From linux/if_packet.h (stable kernel ABI since 3.1 / 3.10 for the flag).
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_HASH: libc::c_int = 0;
+const PACKET_FANOUT_FLAG_DEFRAG: libc::c_int = 0x8000;
+
+/// Joins the handle's socket to fanout group `group` in symmetric-hash mode.
+#[allow(unsafe_code)]
+pub fn join_fanout(h: &Handle, group: u16) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = h.cap.as_raw_fd();
+    let arg: libc::c_int =
+        libc::c_int::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+    // SAFETY: `fd` is the open packet socket owned by the live pcap handle `h`, which
+    // outlives this call; `arg` is a c_int on our stack and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            PACKET_FANOUT,
+            (&arg as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Kernel counters of a handle: (received, dropped for lack of buffer, dropped by the
+/// interface). libpcap accumulates them; `None` if the platform cannot tell.
+pub fn kernel_stats(h: &mut Handle) -> Option<(u64, u64, u64)> {
+    h.cap.stats().ok().map(|s| {
+        (
+            u64::from(s.received),
+            u64::from(s.dropped),
+            u64::from(s.if_dropped),
+        )
+    })
+}
+
+/// Switches the process to `user` (its uid, primary gid, no supplementary groups). Called
+/// after every capture handle is open: capture needs privileges, parsing must not have them.
+#[allow(unsafe_code)]
+pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
+    let fail = |message: String| LiveError::User {
+        user: user.into(),
+        message,
+    };
+    let name = std::ffi::CString::new(user).map_err(|_| fail("contains a NUL byte".into()))?;
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live local (`name`, `pwd`, `buf` with its true
+    // length, `result`); getpwnam_r writes only within them.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(fail("no such user".into()));
+    }
+    let (uid, gid) = (pwd.pw_uid, pwd.pw_gid);
+    // SAFETY: plain syscalls on integers; setgroups gets a null list of length 0.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(fail(format!("setgroups: {}", io::Error::last_os_error())));
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(fail(format!(
+                "setgid({gid}): {}",
+                io::Error::last_os_error()
+            )));
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(fail(format!(
+                "setuid({uid}): {}",
+                io::Error::last_os_error()
+            )));
+        }
+        // Regaining root must now be impossible.
+        if uid != 0 && libc::setuid(0) == 0 {
+            return Err(fail("could regain root after setuid".into()));
+        }
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: libc::passwd is a plain C struct of integers and pointers, for which all-zero
+    // (null pointers) is a valid value; getpwnam_r fills it in.
+    unsafe { std::mem::zeroed() }
+}

@@ -1,0 +1,138 @@
+//! Glue between a worker and the output thread, shared by replay and live capture.
+//!
+//! A [`Driver`] owns one [`Worker`], hands its events to the output thread and publishes its
+//! counters. Offline it waits when the output channel is full (nothing may be lost); live it
+//! never waits: an event that does not fit is dropped and counted, so a slow disk cannot
+//! slow capture. Counters are plain integers on the worker, copied into a shared snapshot
+//! every [`PUBLISH_EVERY`] packets and on every tick, never per packet.
+
+use crate::alert::sink::OutMsg;
+use crate::decode::DecodeError;
+use crate::worker::{EventKey, Worker, WorkerStats};
+use crossbeam_channel::{Sender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// Packets between two publications of a worker's counters.
+pub const PUBLISH_EVERY: u64 = 1024;
+
+/// A worker's counters at one moment, as the stats line and metrics see them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Flow-stage counters.
+    pub flows: WorkerStats,
+    /// Flows in the table now.
+    pub flows_active: u64,
+    /// Flow table capacity.
+    pub flows_capacity: u64,
+    /// Frames seen by this worker's capture handle (live) .
+    pub frames: u64,
+    /// Frames this worker could not decode, by reason (live, fanout mode).
+    pub decode_errors: [u64; DecodeError::ALL.len()],
+    /// Packets the kernel received on this handle (libpcap `ps_recv`).
+    pub kernel_received: u64,
+    /// Packets the kernel dropped for lack of buffer space on this handle (`ps_drop`).
+    pub kernel_dropped: u64,
+    /// Packets the interface or driver dropped (`ps_ifdrop`).
+    pub interface_dropped: u64,
+    /// Events (alerts, flow records) dropped because the output thread was behind.
+    pub events_dropped: u64,
+    /// Packets dropped inside outflow because this worker's queue was full (fallback mode).
+    pub queue_dropped: u64,
+}
+
+/// Where a worker's counters are published; read by the stats line (and later /metrics).
+pub type Published = Arc<Mutex<Snapshot>>;
+
+/// Runs one worker's output side.
+pub struct Driver {
+    /// The worker.
+    pub worker: Worker,
+    id: usize,
+    out: Sender<OutMsg>,
+    lossless: bool,
+    /// Counters the worker itself cannot know (capture side), merged into publications.
+    pub extra: Snapshot,
+    published: Option<Published>,
+}
+
+impl Driver {
+    /// A driver for worker `id`. `lossless` makes it wait for the output thread (replay).
+    pub fn new(
+        worker: Worker,
+        id: usize,
+        out: Sender<OutMsg>,
+        lossless: bool,
+        published: Option<Published>,
+    ) -> Driver {
+        Driver {
+            worker,
+            id,
+            out,
+            lossless,
+            extra: Snapshot::default(),
+            published,
+        }
+    }
+
+    /// Hands the worker's pending events to the output thread.
+    #[inline]
+    pub fn flush(&mut self) {
+        let (out, lossless) = (&self.out, self.lossless);
+        let mut dropped = 0u64;
+        for (k, e) in self.worker.drain() {
+            let msg = OutMsg::Event(k, e);
+            if lossless {
+                let _ = out.send(msg);
+            } else if let Err(TrySendError::Full(_)) = out.try_send(msg) {
+                dropped += 1;
+            }
+        }
+        self.extra.events_dropped += dropped;
+    }
+
+    /// Tells the output thread this worker will produce no event below `upto`.
+    pub fn progress(&mut self, upto: EventKey) {
+        let msg = OutMsg::Progress {
+            worker: self.id,
+            upto,
+        };
+        if self.lossless {
+            let _ = self.out.send(msg);
+        } else {
+            let _ = self.out.try_send(msg);
+        }
+    }
+
+    /// Copies the counters into the shared snapshot.
+    pub fn publish(&mut self) {
+        let Some(p) = &self.published else {
+            return;
+        };
+        let snap = Snapshot {
+            flows: self.worker.stats,
+            flows_active: self.worker.active_flows() as u64,
+            flows_capacity: self.worker.table().capacity() as u64,
+            ..self.extra
+        };
+        if let Ok(mut g) = p.lock() {
+            *g = snap;
+        }
+    }
+
+    /// Ends every open flow, hands everything over and says so. Returns the counters.
+    pub fn finish(mut self) -> Snapshot {
+        self.worker.finish();
+        // The last events are not droppable: wait for room even live.
+        for (k, e) in self.worker.drain() {
+            let _ = self.out.send(OutMsg::Event(k, e));
+        }
+        let _ = self.out.send(OutMsg::Done { worker: self.id });
+        self.publish();
+        Snapshot {
+            flows: self.worker.stats,
+            flows_active: 0,
+            flows_capacity: self.worker.table().capacity() as u64,
+            ..self.extra
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! `outflow run`: live capture as a long-running service, on the same decode → flow →
+//! detect path as replay.
+//!
+//! Threads: N capture workers (each with its own libpcap handle in one `PACKET_FANOUT`
+//! group, so each owns its flows outright), one output thread, and this thread, which waits
+//! for signals and prints the stats line. If the kernel refuses the fanout group, one
+//! capture thread reads the interface and dispatches batches to the workers by symmetric
+//! hash, as replay does; the log and the stats line say which mode runs.
+//!
+//! Time is the packets' time. When no packet arrives for a second, a worker advances its
+//! clock to the wall clock so idle flows still expire on a quiet link. SIGINT/SIGTERM stop
+//! capture, end every open flow and flush the outputs; SIGHUP reloads thresholds and
+//! allowlists without touching flow state.
+
+use crate::alert::sink::{OutMsg, Output, OutputThread, Sinks};
+use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
+use crate::capture::frag::FragPorts;
+use crate::capture::live::{self, Handle, LiveError};
+use crate::capture::{ts_ns, Batch, BatchPacket};
+use crate::config::{Config, ConfigError};
+use crate::decode::{decode, DecodeError};
+use crate::pipeline::{Driver, Published, Snapshot, PUBLISH_EVERY};
+use crate::replay::batch_worker_loop;
+use crate::worker::Worker;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+/// Errors that stop `outflow run` from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Capture could not start.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// An output could not be opened, or a thread not started.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A thread panicked (a bug: please report it).
+    #[error("internal error: {0} thread panicked")]
+    Panic(&'static str),
+}
+
+/// How packets reach the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// One handle per worker in a `PACKET_FANOUT` hash group.
+    Fanout,
+    /// One capture thread dispatching to the workers (fanout unavailable, or one worker).
+    Single,
+}
+
+impl CaptureMode {
+    /// Name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureMode::Fanout => "fanout",
+            CaptureMode::Single => "single",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The config file (re-read on SIGHUP).
+    pub config_path: PathBuf,
+    /// Its current contents.
+    pub config: Config,
+    /// Alerts output (overrides `output.alerts`).
+    pub alerts_out: Option<Output>,
+    /// Flow records output (overrides `output.flows`).
+    pub flows_out: Option<Output>,
+}
+
+/// Process-wide flags set by signal handlers.
+#[derive(Clone, Debug, Default)]
+pub struct Signals {
+    /// SIGINT or SIGTERM arrived.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP arrived (cleared when handled).
+    pub reload: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Installs handlers for SIGINT, SIGTERM and SIGHUP.
+    pub fn install() -> std::io::Result<Signals> {
+        let s = Signals::default();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&s.stop))?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&s.reload))?;
+        Ok(s)
+    }
+}
+
+/// Final counters of a run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// How packets reached the workers.
+    pub mode: CaptureMode,
+    /// Per-worker counters at exit.
+    pub workers: Vec<Snapshot>,
+    /// The capture thread's counters (single mode only).
+    pub reader: Option<Snapshot>,
+}
+
+/// Once a second: tick timers, publish counters, pick up a reload.
+const TICK: Duration = Duration::from_secs(1);
+/// Packets between two looks at the stop flag and the wall clock when traffic never pauses.
+const CHECK_EVERY: u64 = 64;
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn sinks(opts: &RunOptions) -> Sinks {
+    let from_cfg = |s: &str| (!s.is_empty()).then(|| Output::parse(s));
+    Sinks {
+        alerts: opts
+            .alerts_out
+            .clone()
+            .or_else(|| from_cfg(&opts.config.output.alerts)),
+        flows: opts
+            .flows_out
+            .clone()
+            .or_else(|| from_cfg(&opts.config.output.flows)),
+        collect: false,
+        append: true,
+        ordered: false,
+    }
+}
+
+/// Opens `n` handles in one fanout group; `None` if the kernel refuses the group.
+fn open_fanout(cfg: &Config, n: usize) -> Result<Option<Vec<Handle>>, LiveError> {
+    let group = match cfg.capture.fanout_group {
+        0 => (std::process::id() & 0xffff) as u16,
+        g => g,
+    };
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let h = live::open(&cfg.capture)?;
+        if let Err(e) = live::join_fanout(&h, group) {
+            warn!(
+                interface = %cfg.capture.interface,
+                group,
+                handle = i,
+                error = %e,
+                "PACKET_FANOUT unavailable: falling back to one capture thread dispatching to the workers"
+            );
+            return Ok(None);
+        }
+        handles.push(h);
+    }
+    info!(interface = %cfg.capture.interface, workers = n, group, "capturing with PACKET_FANOUT (hash)");
+    Ok(Some(handles))
+}
+
+/// Runs until SIGINT/SIGTERM (or a fatal capture error). Returns the final counters.
+pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
+    let cfg = opts.config.clone();
+    let n = cfg.effective_workers().max(1);
+
+    // Open everything that needs privileges first.
+    let fanout = if n > 1 { open_fanout(&cfg, n)? } else { None };
+    let (mode, mut handles) = match fanout {
+        Some(h) => (CaptureMode::Fanout, h),
+        None => (CaptureMode::Single, vec![live::open(&cfg.capture)?]),
+    };
+    if mode == CaptureMode::Single {
+        info!(interface = %cfg.capture.interface, workers = n, "capturing with one capture thread");
+    }
+    if !cfg.run.user.is_empty() {
+        live::drop_privileges(&cfg.run.user)?;
+        info!(user = %cfg.run.user, "dropped privileges");
+    }
+
+    let (out_tx, out_rx) = bounded::<OutMsg>(16_384);
+    let output = OutputThread::prepare(&sinks(&opts), n, out_rx)?;
+    let output = std::thread::Builder::new()
+        .name("outflow-output".into())
+        .spawn(output)?;
+
+    let published: Vec<Published> = (0..n)
+        .map(|_| Arc::new(Mutex::new(Snapshot::default())))
+        .collect();
+    let mut reloads: Vec<Sender<Arc<Config>>> = Vec::with_capacity(n);
+    let mut workers: Vec<JoinHandle<Snapshot>> = Vec::with_capacity(n);
+    let mut reader: Option<(JoinHandle<Snapshot>, Published)> = None;
+
+    match mode {
+        CaptureMode::Fanout => {
+            for (id, h) in handles.drain(..).enumerate() {
+                let (tx, rx) = bounded(4);
+                reloads.push(tx);
+                let d = Driver::new(
+                    Worker::new(&cfg),
+                    id,
+                    out_tx.clone(),
+                    false,
+                    published.get(id).cloned(),
+                );
+                let ctx = LiveWorker {
+                    id,
+                    n,
+                    stop: Arc::clone(&signals.stop),
+                    reload: rx,
+                    frags: fragments(&cfg),
+                };
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("outflow-worker-{id}"))
+                        .spawn(move || ctx.run(d, h))?,
+                );
+            }
+        }
+        CaptureMode::Single => {
+            let depth = cfg.capture.batches_per_worker;
+            let mut to = Vec::with_capacity(n);
+            let mut free_rx = Vec::with_capacity(n);
+            for id in 0..n {
+                let (tx, rx) = bounded::<Batch>(depth);
+                let (free_tx, free) = bounded::<Batch>(depth);
+                for _ in 0..depth {
+                    let _ = free_tx.send(Batch::with_capacity(
+                        cfg.capture.batch_packets,
+                        crate::replay::batch_bytes(cfg.capture.batch_packets),
+                    ));
+                }
+                let (rtx, rrx) = bounded::<Arc<Config>>(4);
+                reloads.push(rtx);
+                let d = Driver::new(
+                    Worker::new(&cfg),
+                    id,
+                    out_tx.clone(),
+                    false,
+                    published.get(id).cloned(),
+                );
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("outflow-worker-{id}"))
+                        .spawn(move || batch_worker_loop(d, rx, free_tx, Some(rrx)))?,
+                );
+                to.push(tx);
+                free_rx.push(free);
+            }
+            let dispatcher = Dispatcher::new(to, free_rx)
+                .map_err(|e| RunError::Io(std::io::Error::other(e.to_string())))?
+                .lossy();
+            let h = handles.pop().ok_or(RunError::Panic("capture"))?;
+            let pubr: Published = Arc::new(Mutex::new(Snapshot::default()));
+            let ctx = LiveReader {
+                stop: Arc::clone(&signals.stop),
+                frags: fragments(&cfg),
+                published: Arc::clone(&pubr),
+            };
+            reader = Some((
+                std::thread::Builder::new()
+                    .name("outflow-capture".into())
+                    .spawn(move || ctx.run(h, dispatcher))?,
+                pubr,
+            ));
+        }
+    }
+    drop(out_tx);
+
+    // The control loop: signals and the stats line.
+    let mut cfg = cfg;
+    let mut last_stats = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if signals.stop.load(Ordering::Relaxed) {
+            info!("stopping: ending open flows and flushing outputs");
+            break;
+        }
+        if workers.iter().all(|w| w.is_finished()) {
+            error!("all capture workers stopped; exiting");
+            signals.stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            match Config::load(&opts.config_path) {
+                Ok(new) => {
+                    if new.capture != cfg.capture
+                        || new.run != cfg.run
+                        || new.log != cfg.log
+                        || new.output != cfg.output
+                    {
+                        warn!("SIGHUP: capture, run, log and output settings need a restart; applying detector thresholds and allowlists only");
+                    }
+                    let shared = Arc::new(new.clone());
+                    for r in &reloads {
+                        let _ = r.try_send(Arc::clone(&shared));
+                    }
+                    cfg = new;
+                    info!(config = %opts.config_path.display(), "SIGHUP: reloaded detector thresholds and allowlists");
+                }
+                Err(e) => error!("SIGHUP: keeping the running configuration: {e}"),
+            }
+        }
+        if last_stats.elapsed() >= cfg.run.stats_interval {
+            last_stats = Instant::now();
+            let snaps: Vec<Snapshot> = published
+                .iter()
+                .map(|p| p.lock().map(|g| *g).unwrap_or_default())
+                .collect();
+            let rsnap = reader
+                .as_ref()
+                .map(|(_, p)| p.lock().map(|g| *g).unwrap_or_default());
+            log_stats(mode, &snaps, rsnap.as_ref(), false);
+        }
+    }
+
+    // Shutdown: the capture side first, then the workers, then the output.
+    let reader_snap = match reader {
+        Some((h, _)) => Some(h.join().map_err(|_| RunError::Panic("capture"))?),
+        None => None,
+    };
+    let mut finals = Vec::with_capacity(n);
+    for w in workers {
+        finals.push(w.join().map_err(|_| RunError::Panic("worker"))?);
+    }
+    match output.join().map_err(|_| RunError::Panic("output"))? {
+        Ok(c) => info!(
+            alerts = c.alert_count,
+            flow_records = c.flow_count,
+            "outputs flushed"
+        ),
+        Err(e) => error!("output: {e}"),
+    }
+    log_stats(mode, &finals, reader_snap.as_ref(), true);
+    Ok(RunReport {
+        mode,
+        workers: finals,
+        reader: reader_snap,
+    })
+}
+
+fn fragments(cfg: &Config) -> FragPorts {
+    let t = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
+    FragPorts::new(cfg.flow.fragment_capacity, t)
+}
+
+/// The stats line: one per worker, one for the capture thread (single mode) and a total.
+fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>, last: bool) {
+    let kind = if last { "final" } else { "periodic" };
+    let mut total = Snapshot::default();
+    for (i, s) in workers.iter().enumerate() {
+        add(&mut total, s);
+        info!(
+            target: "outflow::stats",
+            kind,
+            capture_mode = mode.name(),
+            worker = i,
+            packets = s.flows.packets,
+            ip_bytes = s.flows.ip_bytes,
+            frames = s.frames,
+            decode_errors = s.decode_errors.iter().sum::<u64>(),
+            kernel_received = s.kernel_received,
+            kernel_dropped = s.kernel_dropped,
+            interface_dropped = s.interface_dropped,
+            events_dropped = s.events_dropped,
+            flows_active = s.flows_active,
+            flows_created = s.flows.flows_created,
+            flows_evicted = s.flows.records[3],
+            alerts = s.flows.alerts.iter().sum::<u64>(),
+            "worker stats"
+        );
+    }
+    if let Some(r) = reader {
+        add(&mut total, r);
+        info!(
+            target: "outflow::stats",
+            kind,
+            capture_mode = mode.name(),
+            frames = r.frames,
+            decode_errors = r.decode_errors.iter().sum::<u64>(),
+            kernel_received = r.kernel_received,
+            kernel_dropped = r.kernel_dropped,
+            interface_dropped = r.interface_dropped,
+            queue_dropped = r.queue_dropped,
+            "capture thread stats"
+        );
+    }
+    let mut reasons = String::new();
+    for e in DecodeError::ALL {
+        let c = total.decode_errors.get(e.index()).copied().unwrap_or(0);
+        if c > 0 {
+            reasons.push_str(&format!("{}={c} ", e.name()));
+        }
+    }
+    info!(
+        target: "outflow::stats",
+        kind,
+        capture_mode = mode.name(),
+        workers = workers.len(),
+        packets = total.flows.packets,
+        frames = total.frames,
+        kernel_dropped = total.kernel_dropped,
+        interface_dropped = total.interface_dropped,
+        queue_dropped = total.queue_dropped,
+        events_dropped = total.events_dropped,
+        decode_errors = reasons.trim_end(),
+        flows_active = total.flows_active,
+        flows_created = total.flows.flows_created,
+        flows_evicted = total.flows.records[3],
+        alerts = total.flows.alerts.iter().sum::<u64>(),
+        "total stats"
+    );
+}
+
+fn add(t: &mut Snapshot, s: &Snapshot) {
+    crate::replay::add_stats(&mut t.flows, &s.flows);
+    t.flows_active += s.flows_active;
+    t.flows_capacity += s.flows_capacity;
+    t.frames += s.frames;
+    for (a, b) in t.decode_errors.iter_mut().zip(s.decode_errors.iter()) {
+        *a += b;
+    }
+    t.kernel_received += s.kernel_received;
+    t.kernel_dropped += s.kernel_dropped;
+    t.interface_dropped += s.interface_dropped;
+    t.events_dropped += s.events_dropped;
+    t.queue_dropped += s.queue_dropped;
+}
+
+/// A capture worker in fanout mode: reads its own handle, decodes, and runs the worker.
+struct LiveWorker {
+    id: usize,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    reload: Receiver<Arc<Config>>,
+    frags: FragPorts,
+}
+
+impl LiveWorker {
+    fn run(mut self, mut d: Driver, mut h: Handle) -> Snapshot {
+        let mut local = 0u64;
+        let mut clock = 0u64;
+        let mut since_check = 0u64;
+        let mut since_publish = 0u64;
+        let mut last_tick = Instant::now();
+        let mut packets_at_tick = 0u64;
+        loop {
+            match h.cap.next_packet() {
+                Ok(pkt) => {
+                    local += 1;
+                    // Sequence numbers interleave the workers, so flow ids stay unique.
+                    let seq = local * self.n as u64 + self.id as u64;
+                    let hdr = *pkt.header;
+                    let ts = ts_ns(&hdr);
+                    clock = clock.max(ts);
+                    d.extra.frames += 1;
+                    let wire_len = hdr.len.max(hdr.caplen);
+                    match decode(h.link, pkt.data, wire_len) {
+                        Ok(mut meta) => {
+                            self.frags.resolve(&mut meta, clock);
+                            d.worker.packet(&BatchPacket {
+                                seq,
+                                ts_ns: ts,
+                                clock_ns: clock,
+                                wire_len,
+                                data_start: 0,
+                                cap_len: hdr.caplen,
+                                meta,
+                            });
+                            if d.worker.has_pending() {
+                                d.flush();
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(c) = d.extra.decode_errors.get_mut(e.index()) {
+                                *c += 1;
+                            }
+                        }
+                    }
+                    since_publish += 1;
+                    if since_publish >= PUBLISH_EVERY {
+                        since_publish = 0;
+                        d.publish();
+                    }
+                    since_check += 1;
+                    if since_check < CHECK_EVERY {
+                        continue;
+                    }
+                    since_check = 0;
+                }
+                // Non-blocking handle: nothing to read right now.
+                Err(pcap::Error::TimeoutExpired) => h.wait(),
+                Err(e) => {
+                    error!(worker = self.id, error = %e, "capture failed; this worker stops");
+                    break;
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                if local == packets_at_tick {
+                    // A quiet second: let wall time move the clock so idle flows expire.
+                    clock = clock.max(wall_ns());
+                }
+                packets_at_tick = local;
+                d.worker.advance(clock);
+                d.flush();
+                if let Some((recv, drop, ifdrop)) = live::kernel_stats(&mut h) {
+                    d.extra.kernel_received = recv;
+                    d.extra.kernel_dropped = drop;
+                    d.extra.interface_dropped = ifdrop;
+                }
+                if let Ok(cfg) = self.reload.try_recv() {
+                    d.worker.reconfigure(&cfg);
+                }
+                d.publish();
+            }
+        }
+        if let Some((recv, drop, ifdrop)) = live::kernel_stats(&mut h) {
+            d.extra.kernel_received = recv;
+            d.extra.kernel_dropped = drop;
+            d.extra.interface_dropped = ifdrop;
+        }
+        d.finish()
+    }
+}
+
+/// The capture thread in single mode: reads the interface and dispatches to the workers.
+struct LiveReader {
+    stop: Arc<AtomicBool>,
+    frags: FragPorts,
+    published: Published,
+}
+
+impl LiveReader {
+    fn run(mut self, mut h: Handle, mut d: Dispatcher) -> Snapshot {
+        let mut st = ReaderStats::default();
+        let mut clock = 0u64;
+        let mut seq = 0u64;
+        let mut since_check = 0u64;
+        let mut last_tick = Instant::now();
+        let mut seq_at_tick = 0u64;
+        loop {
+            let mut timed_out = false;
+            match h.cap.next_packet() {
+                Ok(pkt) => {
+                    seq += 1;
+                    let hdr = *pkt.header;
+                    let ts = ts_ns(&hdr);
+                    clock = clock.max(ts);
+                    let frame = Frame {
+                        link: h.link,
+                        data: pkt.data,
+                        wire_len: hdr.len,
+                        ts_ns: ts,
+                        clock_ns: clock,
+                        seq,
+                    };
+                    if d.dispatch(&frame, &mut self.frags, &mut st).is_err() {
+                        break;
+                    }
+                    since_check += 1;
+                    if since_check < CHECK_EVERY {
+                        continue;
+                    }
+                    since_check = 0;
+                }
+                Err(pcap::Error::TimeoutExpired) => {
+                    timed_out = true;
+                    h.wait();
+                }
+                Err(e) => {
+                    error!(error = %e, "capture failed; stopping");
+                    break;
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let tick = last_tick.elapsed() >= TICK;
+            if tick {
+                last_tick = Instant::now();
+                if seq == seq_at_tick {
+                    clock = clock.max(wall_ns());
+                }
+                seq_at_tick = seq;
+            }
+            // Hand partial batches over on every pause and every second, so alerts do not
+            // wait for a batch to fill on a slow link.
+            if (tick || timed_out) && d.flush_all(clock, seq).is_err() {
+                break;
+            }
+            if tick {
+                let snap = self.snapshot(&mut h, &st, &d);
+                if let Ok(mut g) = self.published.lock() {
+                    *g = snap;
+                }
+            }
+        }
+        let _ = d.flush_all(clock, seq);
+        let snap = self.snapshot(&mut h, &st, &d);
+        drop(d); // closes the worker channels: workers finish
+        snap
+    }
+
+    fn snapshot(&self, h: &mut Handle, st: &ReaderStats, d: &Dispatcher) -> Snapshot {
+        let mut s = Snapshot {
+            frames: st.frames,
+            decode_errors: st.decode_errors,
+            queue_dropped: d.dropped,
+            ..Snapshot::default()
+        };
+        if let Some((recv, drop, ifdrop)) = live::kernel_stats(h) {
+            s.kernel_received = recv;
+            s.kernel_dropped = drop;
+            s.interface_dropped = ifdrop;
+        }
+        s
+    }
+}
