@@ -128,6 +128,9 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {:<24} {n}", e.name())?;
             }
         }
+        if r.bad_timestamps > 0 {
+            writeln!(f, "  bad timestamps {} (skipped)", r.bad_timestamps)?;
+        }
         let fr = &r.fragments;
         if fr.first + fr.matched + fr.orphaned > 0 {
             writeln!(

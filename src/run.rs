@@ -16,7 +16,7 @@ use crate::alert::sink::{OutMsg, Output, OutputThread, Sinks};
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
-use crate::capture::{ts_ns, Batch, BatchPacket};
+use crate::capture::{ts_ns, Batch, BatchPacket, Clock};
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode, DecodeError};
 use crate::pipeline::{Driver, Published, Snapshot, PUBLISH_EVERY};
@@ -444,7 +444,7 @@ struct LiveWorker {
 impl LiveWorker {
     fn run(mut self, mut d: Driver, mut h: Handle) -> Snapshot {
         let mut local = 0u64;
-        let mut clock = 0u64;
+        let mut clock = Clock::default();
         let mut since_check = 0u64;
         let mut since_publish = 0u64;
         let mut last_tick = Instant::now();
@@ -456,17 +456,18 @@ impl LiveWorker {
                     // Sequence numbers interleave the workers, so flow ids stay unique.
                     let seq = local * self.n as u64 + self.id as u64;
                     let hdr = *pkt.header;
-                    let ts = ts_ns(&hdr);
-                    clock = clock.max(ts);
+                    // Kernel timestamps always fit; 0 if one ever did not.
+                    let ts = ts_ns(&hdr).unwrap_or(0);
+                    let now = clock.observe(ts);
                     d.extra.frames += 1;
                     let wire_len = hdr.len.max(hdr.caplen);
                     match decode(h.link, pkt.data, wire_len) {
                         Ok(mut meta) => {
-                            self.frags.resolve(&mut meta, clock);
+                            self.frags.resolve(&mut meta, now);
                             d.worker.packet(&BatchPacket {
                                 seq,
                                 ts_ns: ts,
-                                clock_ns: clock,
+                                clock_ns: now,
                                 wire_len,
                                 data_start: 0,
                                 cap_len: hdr.caplen,
@@ -507,10 +508,10 @@ impl LiveWorker {
                 last_tick = Instant::now();
                 if local == packets_at_tick {
                     // A quiet second: let wall time move the clock so idle flows expire.
-                    clock = clock.max(wall_ns());
+                    clock.advance_to(wall_ns());
                 }
                 packets_at_tick = local;
-                d.worker.advance(clock);
+                d.worker.advance(clock.now());
                 d.flush();
                 if let Some((recv, drop, ifdrop)) = live::kernel_stats(&mut h) {
                     d.extra.kernel_received = recv;
@@ -542,7 +543,7 @@ struct LiveReader {
 impl LiveReader {
     fn run(mut self, mut h: Handle, mut d: Dispatcher) -> Snapshot {
         let mut st = ReaderStats::default();
-        let mut clock = 0u64;
+        let mut clock = Clock::default();
         let mut seq = 0u64;
         let mut since_check = 0u64;
         let mut last_tick = Instant::now();
@@ -553,14 +554,13 @@ impl LiveReader {
                 Ok(pkt) => {
                     seq += 1;
                     let hdr = *pkt.header;
-                    let ts = ts_ns(&hdr);
-                    clock = clock.max(ts);
+                    let ts = ts_ns(&hdr).unwrap_or(0);
                     let frame = Frame {
                         link: h.link,
                         data: pkt.data,
                         wire_len: hdr.len,
                         ts_ns: ts,
-                        clock_ns: clock,
+                        clock_ns: clock.observe(ts),
                         seq,
                     };
                     if d.dispatch(&frame, &mut self.frags, &mut st).is_err() {
@@ -588,13 +588,13 @@ impl LiveReader {
             if tick {
                 last_tick = Instant::now();
                 if seq == seq_at_tick {
-                    clock = clock.max(wall_ns());
+                    clock.advance_to(wall_ns());
                 }
                 seq_at_tick = seq;
             }
             // Hand partial batches over on every pause and every second, so alerts do not
             // wait for a batch to fill on a slow link.
-            if (tick || timed_out) && d.flush_all(clock, seq).is_err() {
+            if (tick || timed_out) && d.flush_all(clock.now(), seq).is_err() {
                 break;
             }
             if tick {
@@ -604,7 +604,7 @@ impl LiveReader {
                 }
             }
         }
-        let _ = d.flush_all(clock, seq);
+        let _ = d.flush_all(clock.now(), seq);
         let snap = self.snapshot(&mut h, &st, &d);
         drop(d); // closes the worker channels: workers finish
         snap

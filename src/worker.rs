@@ -135,18 +135,25 @@ impl Worker {
         let mut sub = 0u32;
 
         let mut slot = self.table.find(hash, &key);
+        let mut carried = None;
         if let Some(s) = slot {
-            // A new SYN on a connection that already closed is a new connection that
-            // reuses the port pair: end the old one now rather than merge them.
+            // A new SYN on a connection that already closed is a new connection reusing
+            // the port pair: end the old one now rather than merge them. Unless its
+            // sequence number continues the old connection: then it is a retransmission
+            // or a forgery the endpoints will ignore, and it stays in the old flow.
             let syn_only = m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-            let closed = self
-                .table
-                .get(s)
-                .is_some_and(|f| matches!(f.tcp, TcpState::Closed | TcpState::Reset));
-            if m.proto == proto::TCP && syn_only && closed {
+            let reuse = m.proto == proto::TCP
+                && syn_only
+                && self.table.get(s).is_some_and(|f| {
+                    matches!(f.tcp, TcpState::Closed | TcpState::Reset)
+                        && !in_window(f.next_seq[sender(f, src_is_hi)], m.tcp_seq)
+                });
+            if reuse {
                 if let Some(old) = self.table.remove(s) {
                     let reason = closing_reason(&old);
                     self.emit_record(&old, reason, packet_key(p, &mut sub));
+                    // The outbound count continues across the reuse (see Flow::carried).
+                    carried = old.out_total().map(|c| (c, old.latch));
                 }
                 slot = None;
             }
@@ -158,6 +165,12 @@ impl Worker {
                 None => return,
             },
         };
+        if let (Some((c, latch)), Some(f)) = (carried, self.table.get_mut(slot)) {
+            if f.outbound.is_some() {
+                f.carried = c;
+                f.latch = latch;
+            }
+        }
 
         let active_timeout_ns = self.active_timeout_ns;
         let Some(flow) = self.table.get_mut(slot) else {
@@ -176,7 +189,7 @@ impl Worker {
         *flags |= m.tcp_flags;
         flow.last_ns = flow.last_ns.max(p.ts_ns);
         if m.proto == proto::TCP {
-            flow.tcp = tcp_state(flow);
+            track_tcp(flow, from, m);
         }
         let class = timer_class(flow);
         let alert = self.large.on_packet(flow, from, p.ts_ns);
@@ -299,6 +312,9 @@ impl Worker {
             outbound: self.direction.outbound(orig, resp, m.ipv6),
             latch: 0,
             interim_ns: p.clock_ns,
+            next_seq: [None; 2],
+            reset: false,
+            carried: DirCounters::default(),
         };
         let slot = self
             .table
@@ -335,18 +351,75 @@ fn packet_key(p: &BatchPacket, sub: &mut u32) -> EventKey {
     k
 }
 
+/// Window within which a RST or SYN sequence number counts as part of a connection: the
+/// largest unscaled TCP window. Endpoints ignore RSTs outside their receive window (RFC 793,
+/// RFC 5961), so the sensor must too, or a forged RST would end the flow it is counting.
+const SEQ_WINDOW: u32 = 65_535;
+
+/// Whether `seq` is within [`SEQ_WINDOW`] of `next` (serial-number arithmetic).
+fn in_window(next: Option<u32>, seq: u32) -> bool {
+    next.is_some_and(|n| {
+        let d = seq.wrapping_sub(n);
+        d <= SEQ_WINDOW || d >= SEQ_WINDOW.wrapping_neg()
+    })
+}
+
+/// Index of the side that sent a packet whose source is the key's `hi` end or not.
+fn sender(f: &Flow, src_is_hi: bool) -> usize {
+    if src_is_hi == f.orig_is_hi {
+        0
+    } else {
+        1
+    }
+}
+
+/// Updates sequence tracking and the TCP state for a packet from `from`.
+fn track_tcp(f: &mut Flow, from: Side, m: &PacketMeta) {
+    let i = Flow::idx(from);
+    let flags = m.tcp_flags;
+    if flags & tcp_flags::RST != 0 {
+        // Honour a RST only if it fits the sender's sequence space (or we have not seen
+        // enough to tell).
+        let next = f.next_seq.get(i).copied().flatten();
+        if next.is_none() || in_window(next, m.tcp_seq) {
+            f.reset = true;
+        }
+    } else if m.payload_len > 0 && f.reset {
+        // Data after a RST: the endpoints did not act on it.
+        f.reset = false;
+    }
+    let len = m
+        .payload_len
+        .wrapping_add(u32::from(flags & tcp_flags::SYN != 0))
+        .wrapping_add(u32::from(flags & tcp_flags::FIN != 0));
+    let end = m.tcp_seq.wrapping_add(len);
+    if let Some(slot) = f.next_seq.get_mut(i) {
+        *slot = Some(match *slot {
+            Some(n) if (end.wrapping_sub(n) as i32) <= 0 => n,
+            _ => end,
+        });
+    }
+    f.tcp = tcp_state(f);
+}
+
 /// TCP state from the flags each side has sent so far.
 fn tcp_state(f: &Flow) -> TcpState {
     let all = f.orig_flags | f.resp_flags;
-    if all & tcp_flags::RST != 0 {
+    if f.reset {
         TcpState::Reset
     } else if f.orig_flags & f.resp_flags & tcp_flags::FIN != 0 {
         TcpState::Closed
     } else if all & tcp_flags::FIN != 0 {
         TcpState::HalfClosed
     } else if f.orig_flags & tcp_flags::SYN == 0 {
-        // Joined mid-connection: treat as established.
-        TcpState::Established
+        // Joined mid-connection. Established once both sides have spoken; until then the
+        // short timeout applies, so a flood of one-packet "mid-stream" flows cannot hold
+        // table slots for the full TCP timeout.
+        if f.orig.pkts > 0 && f.resp.pkts > 0 {
+            TcpState::Established
+        } else {
+            TcpState::SynSent
+        }
     } else if f.resp_flags & tcp_flags::SYN == 0 {
         TcpState::SynSent
     } else if f.orig_flags & tcp_flags::ACK == 0 {

@@ -560,3 +560,61 @@ fn the_committed_demo_is_the_generators_and_alerts_on_time() {
     let undecoded: u64 = rep.summary.reader.decode_errors.iter().sum();
     assert_eq!(undecoded as usize, demo.malformed.len());
 }
+
+/// A sender that forges RST+SYN pairs in the middle of an upload (RSTs the server ignores)
+/// must not restart the outbound count: the alert still fires, once.
+#[test]
+fn forged_rst_and_syn_do_not_restart_the_outbound_count() {
+    use etherparse::PacketBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let s = TcpSession::new(sa("10.0.0.5:40000"), sa("198.51.100.7:443"), 3_000_000, 0);
+    let forge = |ts: u64, seq: u32, syn: bool| {
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 5], [198, 51, 100, 7], 64)
+            .tcp(40000, 443, seq, 0);
+        let b = if syn { b.syn() } else { b.rst() };
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        Packet {
+            ts_ns: ts,
+            frame: f,
+        }
+    };
+    for (name, in_window) in [("out_of_window", false), ("in_window", true)] {
+        let mut out = Vec::new();
+        let mut client_data = 0;
+        for (seg, pkt) in s.segments().zip(s.packets()) {
+            let (ts, next) = (pkt.ts_ns, seg.seq.wrapping_add(seg.payload_len));
+            out.push(pkt);
+            if seg.from_client && seg.payload_len > 0 {
+                client_data += 1;
+                if client_data % 400 == 0 {
+                    let rst_seq = if in_window {
+                        next
+                    } else {
+                        next.wrapping_add(10_000_000)
+                    };
+                    out.push(forge(ts + 1, rst_seq, false));
+                    out.push(forge(ts + 2, next.wrapping_add(0x4000_0000), true));
+                }
+            }
+        }
+        let path = dir.path().join(format!("{name}.pcap"));
+        write(&path, 1, 65535, out.into_iter());
+        let rep = common::replay(&low_threshold(), 2, &[path]);
+        assert_eq!(rep.alerts.len(), 1, "{name}: {:?}", rep.alerts);
+        let a = &rep.alerts[0];
+        let total = a.out.ip_bytes + a.carried.ip_bytes;
+        assert!(total >= 1_000_000, "{name}");
+        assert!(total < 1_000_000 + 1600, "{name}: fired late at {total}");
+        if in_window {
+            // Honoured RSTs split the connection record, but the count carried over.
+            assert!(a.carried.ip_bytes > 0, "{name}");
+            assert!(rep.flows.len() > 1, "{name}");
+        } else {
+            // Out-of-window RSTs are ignored like the endpoints ignore them: one flow.
+            assert_eq!(rep.flows.len(), 1, "{name}");
+            assert_eq!(a.carried.ip_bytes, 0, "{name}");
+        }
+    }
+}

@@ -96,6 +96,12 @@ struct AlertJson<'a> {
     in_pkts: u64,
     in_ip_bytes: u64,
     in_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    reused_tuple_ip_bytes: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// One alert as a JSON object (no trailing newline).
@@ -109,8 +115,8 @@ pub fn alert_json(a: &Alert) -> String {
         sock(a.src, a.sport),
         sock(a.dst, a.dport),
         human_bytes(match a.counted {
-            ByteCount::Ip => a.out.ip_bytes,
-            ByteCount::Payload => a.out.payload_bytes,
+            ByteCount::Ip => a.out.ip_bytes + a.carried.ip_bytes,
+            ByteCount::Payload => a.out.payload_bytes + a.carried.payload_bytes,
         }),
         secs(a.duration_ns())
     );
@@ -139,6 +145,7 @@ pub fn alert_json(a: &Alert) -> String {
         in_pkts: a.inbound.pkts,
         in_ip_bytes: a.inbound.ip_bytes,
         in_bytes: a.inbound.payload_bytes,
+        reused_tuple_ip_bytes: a.carried.ip_bytes,
     };
     serde_json::to_string(&j).unwrap_or_default()
 }

@@ -27,6 +27,8 @@ pub struct ReaderStats {
     pub fragments: FragStats,
     /// Files read.
     pub files: u64,
+    /// Records skipped because their timestamp does not fit (see `capture::ts_ns`).
+    pub bad_timestamps: u64,
     /// Read errors that ended a file early (e.g. a truncated last record), one line each.
     pub read_errors: Vec<String>,
     /// First and last packet timestamps (ns).
@@ -59,6 +61,10 @@ pub struct Dispatcher {
     free: Vec<Receiver<Batch>>,
     filling: Vec<Batch>,
     lossy: bool,
+    /// Seed of the dispatch hash, random per run: which worker a flow lands on must not be
+    /// predictable, or an attacker could aim a flood of flows at the worker holding the
+    /// upload it wants evicted. (Outputs do not depend on it; see `worker`.)
+    seed: u64,
     /// Packets dropped because a worker had no free batch (live only).
     pub dropped: u64,
 }
@@ -79,6 +85,10 @@ impl Dispatcher {
             free,
             filling,
             lossy: false,
+            seed: {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one(0x006f_7574_666c_6f77_u64)
+            },
             dropped: 0,
         })
     }
@@ -114,7 +124,7 @@ impl Dispatcher {
         };
         frags.resolve(&mut meta, f.clock_ns);
         st.decoded += 1;
-        let w = (meta.symmetric_hash() % self.workers() as u64) as usize;
+        let w = (meta.symmetric_hash(self.seed) % self.workers() as u64) as usize;
         let bp = BatchPacket {
             seq: f.seq,
             ts_ns: f.ts_ns,

@@ -53,12 +53,12 @@ pub fn read_files(
     let mut st = ReaderStats::default();
     let frag_timeout = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
     let mut frags = FragPorts::new(cfg.flow.fragment_capacity, frag_timeout);
-    let mut clock = 0u64;
+    let mut clock = super::Clock::default();
     let mut seq = 0u64;
     for path in paths {
         let mut cap = open(path)?;
         let link = LinkType::from_dlt(cap.get_datalink().0);
-        d.set_link(link, clock, seq)?;
+        d.set_link(link, clock.now(), seq)?;
         st.files += 1;
         loop {
             let pkt = match cap.next_packet() {
@@ -71,23 +71,27 @@ pub fn read_files(
             };
             seq += 1;
             let h = pkt.header;
-            let ts_ns = super::ts_ns(h);
-            clock = clock.max(ts_ns);
+            let Some(ts_ns) = super::ts_ns(h) else {
+                st.frames += 1;
+                st.bad_timestamps += 1;
+                continue;
+            };
             let frame = Frame {
                 link,
                 data: pkt.data,
                 wire_len: h.len,
                 ts_ns,
-                clock_ns: clock,
+                clock_ns: clock.observe(ts_ns),
                 seq,
             };
             d.dispatch(&frame, &mut frags, &mut st)?;
             if seq % TICK_EVERY == 0 {
-                d.flush_all(clock, seq)?;
+                d.flush_all(clock.now(), seq)?;
             }
         }
     }
-    d.flush_all(clock, seq)?;
+    d.flush_all(clock.now(), seq)?;
     st.fragments = frags.stats;
+
     Ok(st)
 }

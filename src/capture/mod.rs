@@ -89,10 +89,46 @@ impl Batch {
 
 /// A libpcap record's timestamp in ns since the epoch. Handles must be opened with
 /// nanosecond precision, so `tv_usec` holds nanoseconds; times before 1970 clamp to 0.
+/// `None` for a timestamp past the year 2554 (u64 nanoseconds overflow): such a record is
+/// counted and skipped, since a clock pinned at the end of time would expire every flow
+/// on every packet.
 #[inline]
-pub fn ts_ns(h: &pcap::PacketHeader) -> u64 {
+pub fn ts_ns(h: &pcap::PacketHeader) -> Option<u64> {
     u64::try_from(h.ts.tv_sec)
         .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(h.ts.tv_usec).unwrap_or(0))
+        .checked_mul(1_000_000_000)?
+        .checked_add(u64::try_from(h.ts.tv_usec).unwrap_or(0))
+        .filter(|t| *t < u64::MAX / 2)
+}
+
+/// The capture clock: the highest packet timestamp seen so far, so time never runs
+/// backwards when a capture's timestamps do.
+///
+/// Big forward jumps are followed: real captures contain them (Zeek's `ssh.pcap` merges
+/// sessions from 2011 to 2015 in one file). Live, timestamps come from the sensor's own
+/// kernel, not from the wire, so traffic cannot move this clock; a replayed file is the
+/// analyst's own input. A timestamp that does not fit in u64 nanoseconds is rejected by
+/// [`ts_ns`] before it gets here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    now: u64,
+}
+
+impl Clock {
+    /// The clock after seeing a packet stamped `ts_ns`.
+    #[inline]
+    pub fn observe(&mut self, ts_ns: u64) -> u64 {
+        self.now = self.now.max(ts_ns);
+        self.now
+    }
+
+    /// The current clock.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Moves the clock to at least `ns` (live: wall time on a quiet link).
+    pub fn advance_to(&mut self, ns: u64) {
+        self.now = self.now.max(ns);
+    }
 }

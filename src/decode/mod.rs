@@ -185,6 +185,8 @@ pub struct PacketMeta {
     pub vlan: [u16; 2],
     /// TCP flags (byte 13), 0 for other protocols.
     pub tcp_flags: u8,
+    /// TCP sequence number, 0 for other protocols.
+    pub tcp_seq: u32,
     /// Bytes of the IP packet on the wire: the IPv4 total-length field, or 40 + the IPv6
     /// payload length. This, not the captured length, is what byte counters add up, so a
     /// small snaplen loses no bytes (Zeek's `orig_ip_bytes` counts the same way).
@@ -233,13 +235,13 @@ impl PacketMeta {
     }
 
     /// Direction-free hash of (endpoints, protocol, VLANs): both directions of a flow give
-    /// the same value, so the dispatcher sends them to the same worker. Seeded with a
-    /// constant so a replay is reproducible.
+    /// the same value, so the dispatcher sends them to the same worker. The dispatcher seeds
+    /// it randomly per run, so nobody can aim a flood of flows at one worker.
     #[inline]
-    pub fn symmetric_hash(&self) -> u64 {
+    pub fn symmetric_hash(&self, seed: u64) -> u64 {
         use std::hash::{BuildHasher, Hash, Hasher};
         let (lo, hi, _) = self.canonical();
-        let mut h = foldhash::fast::FixedState::with_seed(0x6f75_7466_6c6f_7721).build_hasher();
+        let mut h = foldhash::fast::FixedState::with_seed(seed).build_hasher();
         lo.hash(&mut h);
         hi.hash(&mut h);
         (self.proto, self.ipv6, self.vlan).hash(&mut h);

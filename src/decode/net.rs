@@ -176,6 +176,7 @@ fn finish(
     meta.sport = t.sport;
     meta.dport = t.dport;
     meta.tcp_flags = t.tcp_flags;
+    meta.tcp_seq = t.tcp_seq;
     meta.payload_len = t.payload_len as u32;
     meta.payload_offset = u16::try_from(l4_offset + t.header_len).unwrap_or(u16::MAX);
     Ok(meta)

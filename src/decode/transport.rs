@@ -10,6 +10,7 @@ pub(super) struct Transport {
     pub sport: u16,
     pub dport: u16,
     pub tcp_flags: u8,
+    pub tcp_seq: u32,
     pub header_len: usize,
     pub payload_len: usize,
 }
@@ -36,11 +37,13 @@ pub(super) fn decode(
     };
     match ip_proto {
         proto::TCP => {
-            let (sport, dport, flags, header_len) = match TcpHeaderSlice::from_slice(captured) {
+            let (sport, dport, flags, seq, header_len) = match TcpHeaderSlice::from_slice(captured)
+            {
                 Ok(tcp) => (
                     tcp.source_port(),
                     tcp.destination_port(),
                     flag_byte(&tcp),
+                    tcp.sequence_number(),
                     tcp.slice().len(),
                 ),
                 Err(TcpErr::Content(_)) => return Err(DecodeError::BadTransportHeader),
@@ -56,6 +59,7 @@ pub(super) fn decode(
                 sport,
                 dport,
                 tcp_flags: flags,
+                tcp_seq: seq,
                 header_len,
                 payload_len: wire - header_len,
             })
@@ -77,6 +81,7 @@ pub(super) fn decode(
                 sport: udp.source_port(),
                 dport: udp.destination_port(),
                 tcp_flags: 0,
+                tcp_seq: 0,
                 header_len: 8,
                 payload_len,
             })
@@ -86,6 +91,7 @@ pub(super) fn decode(
                 sport: u16::from(*ty),
                 dport: u16::from(*code),
                 tcp_flags: 0,
+                tcp_seq: 0,
                 header_len: ICMP_HEADER_LEN.min(wire),
                 payload_len: wire.saturating_sub(ICMP_HEADER_LEN),
             }),
@@ -120,7 +126,7 @@ fn flag_byte(tcp: &TcpHeaderSlice<'_>) -> u8 {
 /// Ports, flags and header length from the first 14 bytes of a TCP header (ports, sequence
 /// and ack numbers, data offset, flags) whose rest was not captured; only when the wire
 /// carried more than the capture holds.
-fn tcp_fixed_part(captured: &[u8], wire: usize) -> Option<(u16, u16, u8, usize)> {
+fn tcp_fixed_part(captured: &[u8], wire: usize) -> Option<(u16, u16, u8, u32, usize)> {
     if captured.len() >= wire {
         return None;
     }
@@ -133,6 +139,7 @@ fn tcp_fixed_part(captured: &[u8], wire: usize) -> Option<(u16, u16, u8, usize)>
         u16::from_be_bytes([fixed[0], fixed[1]]),
         u16::from_be_bytes([fixed[2], fixed[3]]),
         fixed[13] & 0x3f,
+        u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]),
         header_len,
     ))
 }

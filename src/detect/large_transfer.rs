@@ -42,14 +42,14 @@ impl LargeTransfer {
         if !self.enabled || flow.outbound != Some(from) {
             return None;
         }
-        let out = *flow.side(from);
+        let now = *flow.side(from);
         let next = flow.latch.trailing_ones() as usize;
         let threshold = *self.thresholds.get(next)?;
         let bytes = match self.count {
-            ByteCount::Ip => out.ip_bytes,
-            ByteCount::Payload => out.payload_bytes,
+            ByteCount::Ip => now.ip_bytes + flow.carried.ip_bytes,
+            ByteCount::Payload => now.payload_bytes + flow.carried.payload_bytes,
         };
-        if bytes < threshold || out.pkts <= self.min_packets {
+        if bytes < threshold || now.pkts + flow.carried.pkts <= self.min_packets {
             return None;
         }
         // Fire the highest tier crossed; lower ones are latched too, so a flow that crosses
@@ -82,6 +82,7 @@ impl LargeTransfer {
             src_is_orig: from == Side::Orig,
             out: *flow.side(from),
             inbound: *flow.side(to),
+            carried: flow.carried,
             flow_start_ns: flow.first_ns,
             threshold_bytes: self.thresholds.get(tier).copied().unwrap_or(0),
             tier: tier as u8,

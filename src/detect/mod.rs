@@ -64,6 +64,9 @@ pub struct Alert {
     pub out: DirCounters,
     /// Counters dst → src so far.
     pub inbound: DirCounters,
+    /// Outbound counters of earlier connections on the same 5-tuple that were replaced by
+    /// a SYN right after a FIN/RST (zero normally); included in the threshold check.
+    pub carried: DirCounters,
     /// First packet of the flow (ns).
     pub flow_start_ns: u64,
     /// Threshold crossed (bytes).

@@ -88,6 +88,14 @@ pub struct Flow {
     pub latch: u32,
     /// Clock of the flow's start or its last interim record (ns).
     pub interim_ns: u64,
+    /// TCP: the next sequence number each side will send (orig, resp), once seen.
+    pub next_seq: [Option<u32>; 2],
+    /// TCP: a RST that the endpoints appear to have honoured (no data followed it).
+    pub reset: bool,
+    /// Outbound counters of earlier connections on the same 5-tuple that ended by FIN/RST
+    /// less than a linger ago and were replaced by a new SYN. Detectors add them, so a
+    /// forged RST+SYN pair (ignored by the real endpoints) cannot restart the count.
+    pub carried: DirCounters,
 }
 
 impl TcpState {
@@ -114,8 +122,23 @@ impl Flow {
         }
     }
 
-    /// Packets sent by the home side of an outbound flow (0 if not outbound).
-    pub fn out_counters(&self) -> Option<&DirCounters> {
-        self.outbound.map(|s| self.side(s))
+    /// Outbound counters including those carried from a reused 5-tuple, if outbound.
+    pub fn out_total(&self) -> Option<DirCounters> {
+        self.outbound.map(|s| {
+            let c = self.side(s);
+            DirCounters {
+                pkts: c.pkts + self.carried.pkts,
+                ip_bytes: c.ip_bytes + self.carried.ip_bytes,
+                payload_bytes: c.payload_bytes + self.carried.payload_bytes,
+            }
+        })
+    }
+
+    /// Index of a side in per-side arrays.
+    pub fn idx(side: Side) -> usize {
+        match side {
+            Side::Orig => 0,
+            Side::Resp => 1,
+        }
     }
 }
