@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
 BENCH_FILE ?= target/bench/mixed-1g.pcap
 BENCH_SIZE ?= 1G
 
-.PHONY: deps demo test bench bench-e2e clean
+.PHONY: deps test-deps demo test bench bench-e2e clean
 
 deps:
 	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libpcap; then \
@@ -18,13 +18,20 @@ deps:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+## The live-capture test needs tcpreplay and iproute2 (it skips itself when not root).
+test-deps: deps
+	@if [ "$$(id -u)" = 0 ] && { ! command -v tcpreplay >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; }; then \
+		echo "installing tcpreplay and iproute2 for the live-capture test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpreplay iproute2; \
+	fi
+
 ## Replay the bundled demo capture: a 150 MB upload among ordinary traffic.
 demo: deps
 	$(CARGO) build --release --bin outflow
 	./target/release/outflow replay --alerts-out - pcaps/demo.pcap
 
 ## Formatting, lints and the whole test suite.
-test: deps
+test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets

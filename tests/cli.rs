@@ -134,3 +134,85 @@ fn missing_capture_is_named() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
 }
+
+#[test]
+fn run_names_a_missing_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("run.toml");
+    std::fs::write(&p, "[capture]\ninterface = \"nosuchif0\"\n").unwrap();
+    let out = outflow()
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("capture.interface \"nosuchif0\": no such interface"),
+        "{err}"
+    );
+    assert!(err.contains("available: "), "{err}");
+
+    std::fs::write(&p, "[capture]\n").unwrap();
+    let out = outflow()
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("capture.interface is not set"), "{err}");
+}
+
+#[test]
+fn run_names_a_bad_filter() {
+    // Opening lo needs CAP_NET_RAW: only meaningful as root.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    {
+        eprintln!("skipping: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("run.toml");
+    std::fs::write(
+        &p,
+        "[capture]\ninterface = \"lo\"\nworkers = 1\nfilter = \"tcp port\"\n",
+    )
+    .unwrap();
+    let out = outflow()
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("capture.filter \"tcp port\": invalid filter"),
+        "{err}"
+    );
+
+    // Without privileges (setpriv from util-linux drops them): one clear message.
+    std::fs::write(&p, "[capture]\ninterface = \"lo\"\nworkers = 1\n").unwrap();
+    let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.path(), perms).unwrap();
+    let Ok(out) = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_outflow"))
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+    else {
+        eprintln!("skipping the unprivileged case: no setpriv");
+        return;
+    };
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("capture.interface \"lo\": permission denied: outflow needs CAP_NET_RAW"),
+        "{err}"
+    );
+}

@@ -1,0 +1,356 @@
+//! `outflow run` on a real interface: two network namespaces joined by a veth pair, the
+//! sensor capturing on one end with 2 workers, tcpreplay sending a generated capture from the
+//! other. Needs root, `ip` and `tcpreplay`; skipped with the reason printed otherwise. The
+//! namespaces are removed even when an assertion fails (a guard's Drop).
+//!
+//! Both ends live in their own namespaces, so nothing replayed can reach the host's routing
+//! or any real network: frames arrive on the capture veth, are seen by the sensor, and die
+//! there (no addresses, no routes, forwarding off in a fresh namespace).
+
+mod common;
+
+use outflow::gen::{merge, Packet, PcapWriter, TcpSession, UdpExchange};
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Netns {
+    cap: String,
+    send: String,
+}
+
+impl Netns {
+    fn create(tag: &str) -> Option<Netns> {
+        let n = Netns {
+            cap: format!("ofcap-{tag}"),
+            send: format!("ofsnd-{tag}"),
+        };
+        n.cleanup();
+        let ok = [
+            vec!["netns", "add", &n.cap],
+            vec!["netns", "add", &n.send],
+            vec![
+                "link", "add", "ofv0", "type", "veth", "peer", "name", "ofv1",
+            ],
+            vec!["link", "set", "ofv0", "netns", &n.cap],
+            vec!["link", "set", "ofv1", "netns", &n.send],
+        ]
+        .iter()
+        .all(|a| ip(a));
+        if !ok {
+            return None;
+        }
+        for (ns, dev) in [(&n.cap, "ofv0"), (&n.send, "ofv1")] {
+            // No IPv6 on the test link: router solicitations would only add noise.
+            let _ = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw"])
+                .arg(format!("net.ipv6.conf.{dev}.disable_ipv6=1"))
+                .status();
+            ip(&["-n", ns, "link", "set", dev, "mtu", "9000"]);
+            if !ip(&["-n", ns, "link", "set", dev, "up"]) {
+                return None;
+            }
+        }
+        Some(n)
+    }
+
+    fn cleanup(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.cap])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.send])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn can_run() -> Result<(), String> {
+    // SAFETY-free check of root: /proc/self/status Uid line.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        return Err("not root".into());
+    }
+    for tool in ["ip", "tcpreplay"] {
+        if Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Err(format!("{tool} is not installed"));
+        }
+    }
+    if !ip(&["netns", "list"]) {
+        return Err("ip netns is unavailable".into());
+    }
+    Ok(())
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Sensor(Child);
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+fn wait_for(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
+    if let Err(why) = can_run() {
+        eprintln!("skipping live capture test: {why}");
+        return;
+    }
+    let Some(ns) = Netns::create("t1") else {
+        eprintln!("skipping live capture test: cannot create network namespaces");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // One 20 MB upload and 40 small UDP exchanges on distinct ports (spread over workers).
+    let mut up = TcpSession::new(
+        sa("10.0.0.5:51234"),
+        sa("203.0.113.50:443"),
+        20_000_000,
+        20_000,
+    );
+    up.mss = 8960; // jumbo frames: fewer packets to replay
+    up.gap_ns = 100_000;
+    let mut streams: Vec<Box<dyn Iterator<Item = Packet>>> = vec![Box::new(up.packets())];
+    let mut udps = Vec::new();
+    for i in 0..40u16 {
+        let mut u = UdpExchange::new(
+            SocketAddr::from(([10, 0, 0, 9], 30_000 + i)),
+            SocketAddr::from(([198, 51, 100, 1 + (i % 7) as u8], 53)),
+            3,
+            40,
+            200,
+        );
+        u.start_ns = up.start_ns + u64::from(i) * 1_000_000;
+        udps.push(u);
+    }
+    for u in &udps {
+        streams.push(Box::new(u.packets()));
+    }
+    let pcap = dir.path().join("in.pcap");
+    let mut w = PcapWriter::new(
+        BufWriter::new(std::fs::File::create(&pcap).unwrap()),
+        1,
+        65535,
+    )
+    .unwrap();
+    for p in merge(streams) {
+        w.write(p.ts_ns, &p.frame).unwrap();
+    }
+    w.into_inner().unwrap();
+
+    let cfg = dir.path().join("outflow.toml");
+    let write_cfg = |threshold: u64| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[capture]\ninterface = \"ofv0\"\nworkers = 2\n\
+                 [run]\nstats_interval = \"1s\"\n[log]\nformat = \"json\"\n\
+                 [flow]\nudp_timeout = \"1h\"\n\
+                 [detect.large_transfer]\nthreshold_bytes = {threshold}\nmin_packets = 100\ntiers = []\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(50_000_000);
+    let alerts = dir.path().join("alerts.json");
+    let flows = dir.path().join("flows.json");
+    let log = dir.path().join("log.json");
+    let sensor = Sensor(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.cap,
+                env!("CARGO_BIN_EXE_outflow"),
+                "run",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--alerts-out")
+            .arg(&alerts)
+            .arg("--flows-out")
+            .arg(&flows)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(&log, "capturing with", Duration::from_secs(10)),
+        "sensor did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("PACKET_FANOUT"),
+        "expected fanout mode"
+    );
+
+    // SIGHUP: lower the threshold to 10 MB without restarting.
+    write_cfg(10_000_000);
+    signal(&sensor.0, 1);
+    assert!(
+        wait_for(&log, "SIGHUP: reloaded", Duration::from_secs(5)),
+        "reload not logged"
+    );
+    std::thread::sleep(Duration::from_millis(1200)); // workers pick it up on their tick
+
+    let replay = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.send,
+            "tcpreplay",
+            "-q",
+            "-i",
+            "ofv1",
+            "--pps=8000",
+        ])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    // The upload's FIN closes it; wait out the 5 s linger so its record is written.
+    assert!(
+        wait_for(&flows, "\"resp_port\":443", Duration::from_secs(15)),
+        "no flow record for the upload"
+    );
+    signal(&sensor.0, 15);
+    let mut sensor = sensor;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = sensor.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+
+    let json = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let alerts = json(&alerts);
+    let flows = json(&flows);
+    let logs = json(&log);
+
+    // The alert: the reloaded 10 MB threshold, raised while the upload was still open.
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a["threshold_bytes"], 10_000_000);
+    assert_eq!(a["src_ip"], "10.0.0.5");
+    let rec = flows
+        .iter()
+        .find(|f| f["orig_ip"] == "10.0.0.5" && f["resp_port"] == 443)
+        .expect("upload record");
+    assert!(
+        a["ts"].as_str().unwrap() < rec["end_ts"].as_str().unwrap(),
+        "alert {} not before the upload ended {}",
+        a["ts"],
+        rec["end_ts"]
+    );
+
+    // Exact per-flow counters, as the generator defines them.
+    let e = up.expected();
+    let got = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        [
+            got(rec, "orig_pkts"),
+            got(rec, "orig_ip_bytes"),
+            got(rec, "resp_pkts"),
+            got(rec, "resp_ip_bytes")
+        ],
+        [e.orig_pkts, e.orig_ip_bytes, e.resp_pkts, e.resp_ip_bytes]
+    );
+    for u in &udps {
+        let e = u.expected();
+        let r = flows
+            .iter()
+            .find(|f| f["orig_port"] == u.client.port() && f["orig_ip"] == "10.0.0.9")
+            .unwrap_or_else(|| panic!("no record for {}", u.client));
+        assert_eq!(
+            [
+                got(r, "orig_pkts"),
+                got(r, "orig_ip_bytes"),
+                got(r, "resp_pkts"),
+                got(r, "resp_ip_bytes")
+            ],
+            [e.orig_pkts, e.orig_ip_bytes, e.resp_pkts, e.resp_ip_bytes],
+            "{}",
+            u.client
+        );
+    }
+
+    // Both workers got flows, nothing was dropped.
+    let finals: Vec<&serde_json::Value> = logs
+        .iter()
+        .filter(|l| l["message"] == "worker stats" && l["kind"] == "final")
+        .collect();
+    assert_eq!(finals.len(), 2, "{logs:?}");
+    for f in &finals {
+        assert!(f["flows_created"].as_u64().unwrap() > 0, "idle worker: {f}");
+        assert_eq!(f["kernel_dropped"], 0, "{f}");
+        assert_eq!(f["events_dropped"], 0, "{f}");
+    }
+}
