@@ -50,6 +50,8 @@ pub enum RunError {
 /// How packets reach the workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaptureMode {
+    /// One worker reading its own handle (no dispatch, no fanout needed).
+    Direct,
     /// One handle per worker in a `PACKET_FANOUT` hash group.
     Fanout,
     /// One capture thread dispatching to the workers (fanout unavailable, or one worker).
@@ -60,6 +62,7 @@ impl CaptureMode {
     /// Name used in logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
+            CaptureMode::Direct => "direct",
             CaptureMode::Fanout => "fanout",
             CaptureMode::Single => "single",
         }
@@ -170,10 +173,14 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let n = cfg.effective_workers().max(1);
 
     // Open everything that needs privileges first.
-    let fanout = if n > 1 { open_fanout(&cfg, n)? } else { None };
-    let (mode, mut handles) = match fanout {
-        Some(h) => (CaptureMode::Fanout, h),
-        None => (CaptureMode::Single, vec![live::open(&cfg.capture)?]),
+    let (mode, mut handles) = if n == 1 {
+        info!(interface = %cfg.capture.interface, "capturing with one worker reading the interface directly");
+        (CaptureMode::Direct, vec![live::open(&cfg.capture)?])
+    } else {
+        match open_fanout(&cfg, n)? {
+            Some(h) => (CaptureMode::Fanout, h),
+            None => (CaptureMode::Single, vec![live::open(&cfg.capture)?]),
+        }
     };
     if mode == CaptureMode::Single {
         info!(interface = %cfg.capture.interface, workers = n, "capturing with one capture thread");
@@ -197,7 +204,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let mut reader: Option<(JoinHandle<Snapshot>, Published)> = None;
 
     match mode {
-        CaptureMode::Fanout => {
+        CaptureMode::Direct | CaptureMode::Fanout => {
             for (id, h) in handles.drain(..).enumerate() {
                 let (tx, rx) = bounded(4);
                 reloads.push(tx);

@@ -32,6 +32,9 @@ enum Cmd {
         bytes: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Largest TCP payload per segment (small packets for packet-rate tests).
+        #[arg(long)]
+        mss: Option<u16>,
         out: PathBuf,
     },
     /// One TCP upload session, 10.0.0.5:51234 -> 203.0.113.50:443 (IPv6: fd00::5 ->
@@ -109,8 +112,13 @@ fn main() -> Result<()> {
                 (s.big_upload_fin_ts_ns - s.first_ts_ns) as f64 / 1e9,
             );
         }
-        Cmd::Mixed { bytes, seed, out } => {
-            let s = gen::write_mixed(&out, bytes, seed)
+        Cmd::Mixed {
+            bytes,
+            seed,
+            mss,
+            out,
+        } => {
+            let s = gen::write_mixed_mss(&out, bytes, seed, mss.unwrap_or(u16::MAX))
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "{}: {} packets, {} bytes, {} sessions ({} tcp, {} udp, {} ipv6, {} vlan), \

@@ -26,7 +26,7 @@ use std::collections::BinaryHeap;
 
 pub use malformed::malformed_frames;
 pub use scenario::{
-    parse_size, write_demo, write_mixed, DemoSummary, MixedSummary, ScenarioFlow,
+    parse_size, write_demo, write_mixed, write_mixed_mss, DemoSummary, MixedSummary, ScenarioFlow,
     DEMO_ALERT_IP_BYTES, DEMO_SNAPLEN, MIXED_SNAPLEN,
 };
 pub use tcp::{Close, Segment, TcpPackets, TcpSegments, TcpSession};

@@ -357,6 +357,8 @@ struct Mix {
     rng: Rng,
     servers_v4: Vec<Ipv4Addr>,
     summary: MixedSummary,
+    /// Largest TCP segment payload (u16::MAX = the session's own MSS).
+    mss_cap: u16,
 }
 
 impl Mix {
@@ -377,6 +379,7 @@ impl Mix {
         Mix {
             rng,
             servers_v4,
+            mss_cap: u16::MAX,
             summary: MixedSummary {
                 concurrent: MIXED_CONCURRENT,
                 ..MixedSummary::default()
@@ -474,7 +477,7 @@ impl Mix {
         let mut s = TcpSession::new(client, server, up, down);
         s.link = self.link();
         s.start_ns = start_ns;
-        s.mss = mss;
+        s.mss = mss.min(self.mss_cap);
         s.gap_ns = gap;
         s.syn = !(initial && self.rng.chance(30));
         s.close = match self.rng.below(100) {
@@ -518,7 +521,19 @@ impl Mix {
 /// IPv6), servers in public ranges. Ethernet, snaplen 65535, time ordered, deterministic per
 /// `seed`.
 pub fn write_mixed(path: &Path, target_bytes: u64, seed: u64) -> io::Result<MixedSummary> {
+    write_mixed_mss(path, target_bytes, seed, u16::MAX)
+}
+
+/// [`write_mixed`] with TCP segments of at most `mss` payload bytes: small packets, for
+/// packet-rate tests (e.g. `mss` 64 gives ~120-byte frames).
+pub fn write_mixed_mss(
+    path: &Path,
+    target_bytes: u64,
+    seed: u64,
+    mss: u16,
+) -> io::Result<MixedSummary> {
     let mut mix = Mix::new(seed);
+    mix.mss_cap = mss.max(1);
     let mut slots: Vec<Flow> = Vec::with_capacity(MIXED_CONCURRENT);
     let mut heap = BinaryHeap::with_capacity(MIXED_CONCURRENT);
     let mut next_id = 0u64;
