@@ -72,15 +72,18 @@ fn bench(c: &mut Criterion) {
             } else {
                 *m
             };
-            worker.packet(&BatchPacket {
-                seq,
-                ts_ns: clock,
-                clock_ns: clock,
-                wire_len: f.len() as u32,
-                data_start: 0,
-                cap_len: f.len() as u32,
-                meta,
-            });
+            worker.packet(
+                &BatchPacket {
+                    seq,
+                    ts_ns: clock,
+                    clock_ns: clock,
+                    wire_len: f.len() as u32,
+                    data_start: 0,
+                    cap_len: f.len() as u32,
+                    meta,
+                },
+                f,
+            );
         }
         worker.drain().count()
     };

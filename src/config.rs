@@ -56,6 +56,8 @@ pub struct Config {
     pub allow: AllowConfig,
     /// Detector settings.
     pub detect: DetectConfig,
+    /// DNS analysis.
+    pub dns: DnsConfig,
     /// Service settings for `outflow run`.
     pub run: RunConfig,
     /// Logging.
@@ -81,9 +83,118 @@ impl Default for Config {
             flow: FlowConfig::default(),
             allow: AllowConfig::default(),
             detect: DetectConfig::default(),
+            dns: DnsConfig::default(),
             run: RunConfig::default(),
             log: LogConfig::default(),
             output: OutputConfig::default(),
+        }
+    }
+}
+
+/// DNS analysis: tunnelling scores, per-domain rates, NXDOMAIN bursts, IP→name map.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Parse and analyse DNS. Default true.
+    pub enabled: bool,
+    /// UDP and TCP ports carrying DNS. Default [53]; add 5353 for mDNS.
+    pub ports: Vec<u16>,
+    /// Sliding window for per-(client, registered domain) counts. Default "5m".
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A query is suspicious when its subdomain's Shannon entropy (bits per character, dots
+    /// removed) is above this. Default 3.8.
+    pub entropy_threshold: f64,
+    /// ...or its subdomain is longer than this many characters. Default 60.
+    pub length_threshold: usize,
+    /// Tunnel alert: more queries than this from one client to one registered domain within
+    /// the window. Default 500.
+    pub max_queries: u32,
+    /// Tunnel alert: more suspicious queries than this from one client to one registered
+    /// domain within the window. Default 5: the shortest public tunnel capture (an iodine
+    /// handshake, 12 queries) has 6; no benign public capture has more than 1.
+    pub max_suspicious: u32,
+    /// Window for per-client NXDOMAIN counts. Default "5m".
+    #[serde(with = "humantime_serde")]
+    pub nxdomain_window: Duration,
+    /// NXDOMAIN burst alert: more NXDOMAIN responses than this to one client within the
+    /// window. Default 100.
+    pub nxdomain_threshold: u32,
+    /// The same (client, domain, detector) does not alert again within this. Default "1h".
+    #[serde(with = "humantime_serde")]
+    pub suppression: Duration,
+    /// Domains (matched as suffixes on label boundaries) that legitimately use long random
+    /// labels: CDNs, anti-virus reputation lookups, DNS blocklists, reverse DNS. Their queries
+    /// are counted but never alert. Default: see README.
+    pub allow_domains: Vec<String>,
+    /// (client, domain) pairs and NXDOMAIN clients tracked at once. Default 32768.
+    pub pair_capacity: usize,
+    /// (client, resolved IP) → name entries kept for `dst_fqdn`. Default 262144.
+    pub name_map_capacity: usize,
+    /// An answer is remembered at least this long, even with a shorter TTL (clients keep
+    /// using an address after its TTL). Default "5m".
+    #[serde(with = "humantime_serde")]
+    pub name_ttl_min: Duration,
+    /// ...and at most this long. Default "24h".
+    #[serde(with = "humantime_serde")]
+    pub name_ttl_max: Duration,
+    /// A query without a response is logged as unanswered after this. Default "30s".
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// Queries awaiting a response at once. Default 65536.
+    pub transaction_capacity: usize,
+}
+
+/// Registered domains whose subdomains are long and random by design. Sources: Akamai,
+/// CloudFront, Azure/Fastly CDN hostnames; McAfee GTI, Sophos, ESET, Trend Micro file and
+/// URL reputation lookups; Spamhaus, SpamCop, SORBS, Barracuda, URIBL, SURBL blocklists; and
+/// reverse DNS (PTR names are long by construction).
+pub const DEFAULT_DNS_ALLOW: &[&str] = &[
+    "in-addr.arpa",
+    "ip6.arpa",
+    "akamaiedge.net",
+    "akamai.net",
+    "akadns.net",
+    "edgekey.net",
+    "edgesuite.net",
+    "cloudfront.net",
+    "amazonaws.com",
+    "azureedge.net",
+    "trafficmanager.net",
+    "fastly.net",
+    "avts.mcafee.com",
+    "avqs.mcafee.com",
+    "sophosxl.net",
+    "e5.sk",
+    "trendmicro.com",
+    "spamhaus.org",
+    "spamcop.net",
+    "sorbs.net",
+    "barracudacentral.org",
+    "uribl.com",
+    "surbl.org",
+];
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            ports: vec![53],
+            window: Duration::from_secs(300),
+            entropy_threshold: 3.8,
+            length_threshold: 60,
+            max_queries: 500,
+            max_suspicious: 5,
+            nxdomain_window: Duration::from_secs(300),
+            nxdomain_threshold: 100,
+            suppression: Duration::from_secs(3600),
+            allow_domains: DEFAULT_DNS_ALLOW.iter().map(|s| s.to_string()).collect(),
+            pair_capacity: 32_768,
+            name_map_capacity: 262_144,
+            name_ttl_min: Duration::from_secs(300),
+            name_ttl_max: Duration::from_secs(86_400),
+            transaction_timeout: Duration::from_secs(30),
+            transaction_capacity: 65_536,
         }
     }
 }
@@ -148,6 +259,8 @@ pub struct OutputConfig {
     pub alerts: String,
     /// Flow records as JSON lines, appended; empty = none. Default "".
     pub flows: String,
+    /// DNS transactions as JSON lines, appended; empty = none. Default "".
+    pub dns: String,
 }
 
 impl Default for OutputConfig {
@@ -155,6 +268,7 @@ impl Default for OutputConfig {
         OutputConfig {
             alerts: "-".into(),
             flows: String::new(),
+            dns: String::new(),
         }
     }
 }
@@ -419,6 +533,40 @@ impl Config {
         }
         if c.read_timeout.is_zero() || c.read_timeout > Duration::from_secs(1) {
             p.push("capture.read_timeout: must be between 1ms and 1s".into());
+        }
+        let d = &self.dns;
+        if d.ports.is_empty() && d.enabled {
+            p.push("dns.ports: empty while dns.enabled".into());
+        }
+        if d.ports.contains(&0) {
+            p.push("dns.ports: 0 is not a port".into());
+        }
+        for (key, v) in [
+            ("dns.window", d.window),
+            ("dns.nxdomain_window", d.nxdomain_window),
+            ("dns.transaction_timeout", d.transaction_timeout),
+        ] {
+            if v < Duration::from_secs(1) {
+                p.push(format!("{key}: must be at least 1s"));
+            }
+        }
+        if !(0.0..=8.0).contains(&d.entropy_threshold) {
+            p.push(format!(
+                "dns.entropy_threshold: {} must be 0..=8 (bits per character)",
+                d.entropy_threshold
+            ));
+        }
+        if d.name_ttl_min > d.name_ttl_max {
+            p.push("dns.name_ttl_min: above dns.name_ttl_max".into());
+        }
+        for (key, v) in [
+            ("dns.pair_capacity", d.pair_capacity),
+            ("dns.name_map_capacity", d.name_map_capacity),
+            ("dns.transaction_capacity", d.transaction_capacity),
+        ] {
+            if !(1..=1 << 24).contains(&v) {
+                p.push(format!("{key}: {v} must be 1..=16777216"));
+            }
         }
         if self.run.stats_interval < Duration::from_secs(1) {
             p.push("run.stats_interval: must be at least 1s".into());

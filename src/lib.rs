@@ -27,6 +27,7 @@ pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod dns;
 pub mod flow;
 pub mod gen;
 pub mod pipeline;

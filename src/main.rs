@@ -38,6 +38,9 @@ enum Command {
         /// Write one JSON line per finished flow to FILE (or `-`).
         #[arg(long, value_name = "FILE|-")]
         flows_out: Option<String>,
+        /// Write one JSON line per DNS transaction to FILE (or `-`).
+        #[arg(long, value_name = "FILE|-")]
+        dns_out: Option<String>,
         /// Do not print the summary.
         #[arg(long, short)]
         quiet: bool,
@@ -62,6 +65,9 @@ enum Command {
         /// Append flow records as JSON lines to FILE, overriding output.flows.
         #[arg(long, value_name = "FILE|-")]
         flows_out: Option<String>,
+        /// Append DNS transactions as JSON lines to FILE, overriding output.dns.
+        #[arg(long, value_name = "FILE|-")]
+        dns_out: Option<String>,
     },
     /// Validate a configuration file and print the effective values.
     CheckConfig {
@@ -109,6 +115,7 @@ fn run(cli: Cli) -> Result<()> {
             interface,
             alerts_out,
             flows_out,
+            dns_out,
         } => {
             let mut config = Config::load(&path)?;
             if let Some(w) = workers {
@@ -126,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
                     config,
                     alerts_out: alerts_out.as_deref().map(Output::parse),
                     flows_out: flows_out.as_deref().map(Output::parse),
+                    dns_out: dns_out.as_deref().map(Output::parse),
                 },
                 signals,
             )?;
@@ -137,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             alerts_out,
             flows_out,
+            dns_out,
             quiet,
             captures,
         } => {
@@ -155,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
                 sinks: Sinks {
                     alerts: alerts_out.as_deref().map(Output::parse),
                     flows: flows_out.as_deref().map(Output::parse),
+                    dns: dns_out.as_deref().map(Output::parse),
                     collect: false,
                     append: false,
                     ordered: true,

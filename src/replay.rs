@@ -5,13 +5,14 @@
 //! output thread over a bounded channel. In replay nothing may be lost, so a full channel
 //! makes the sender wait (live capture will count and drop instead).
 
-use crate::alert::sink::{Collected, OutMsg, OutputThread, Sinks};
+use crate::alert::sink::{Collected, OutMsg, OutputThread, Sinks, OUT_QUEUE};
 use crate::capture::dispatch::{Dispatcher, ReaderStats};
 use crate::capture::file::{check_files, read_files, CaptureError};
 use crate::capture::Batch;
 use crate::config::Config;
 use crate::decode::DecodeError;
 use crate::detect::{Alert, Detector};
+use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsRecord};
 use crate::flow::{EndReason, FlowRecord};
 use crate::pipeline::{Driver, Snapshot};
 use crate::worker::{EventKey, Worker, WorkerStats};
@@ -56,6 +57,10 @@ pub struct ReplayReport {
     pub alerts: Vec<Alert>,
     /// Flow records in output order (when `sinks.collect`).
     pub flows: Vec<FlowRecord>,
+    /// DNS alerts in output order (when `sinks.collect`).
+    pub dns_alerts: Vec<DnsAlert>,
+    /// DNS transactions in output order (when `sinks.collect`).
+    pub dns_records: Vec<DnsRecord>,
 }
 
 /// Counters of a whole replay, printed at the end.
@@ -69,8 +74,14 @@ pub struct Summary {
     pub flows: WorkerStats,
     /// Alerts written.
     pub alerts: u64,
+    /// Alerts by detector (indexed like `Detector::ALL`).
+    pub alerts_by_detector: [u64; Detector::ALL.len()],
     /// Flow records written.
     pub records: u64,
+    /// DNS transactions written.
+    pub dns_records: u64,
+    /// DNS analyser counters.
+    pub dns: AnalyseStats,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -150,9 +161,23 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {:<24} {n}", reason.name())?;
             }
         }
+        let x = &self.flows.dns;
+        if x.messages + x.malformed + x.truncated_capture > 0 {
+            writeln!(
+                f,
+                "  dns            {} messages, {} malformed, {} cut by snaplen, {} transactions",
+                x.messages, x.malformed, x.truncated_capture, self.dns_records
+            )?;
+            let d = &self.dns;
+            writeln!(
+                f,
+                "    queries {} (suspicious {}, allowlisted {}), NXDOMAIN {}",
+                d.queries, d.suspicious, d.allowlisted, d.nxdomains
+            )?;
+        }
         writeln!(f, "  alerts         {}", self.alerts)?;
         for (i, d) in Detector::ALL.iter().enumerate() {
-            let n = self.flows.alerts.get(i).copied().unwrap_or(0);
+            let n = self.alerts_by_detector.get(i).copied().unwrap_or(0);
             if n > 0 {
                 writeln!(f, "    {:<24} {n}", d.name())?;
             }
@@ -187,8 +212,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         .max(1);
     check_files(&opts.inputs)?;
 
-    let (out_tx, out_rx) = bounded::<OutMsg>(16_384);
-    let output = OutputThread::prepare(&opts.sinks, workers, out_rx)?;
+    let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
+    let output = OutputThread::prepare(&opts.sinks, Some(&cfg.dns), workers, out_rx)?;
     let output = std::thread::Builder::new()
         .name("outflow-output".into())
         .spawn(output)?;
@@ -234,13 +259,18 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         reader,
         flows,
         alerts: collected.alert_count,
+        alerts_by_detector: collected.alerts_by_detector,
         records: collected.flow_count,
+        dns_records: collected.dns_record_count,
+        dns: collected.dns,
         elapsed: started.elapsed(),
     };
     Ok(ReplayReport {
         summary,
         alerts: collected.alerts,
         flows: collected.flows,
+        dns_alerts: collected.dns_alerts,
+        dns_records: collected.dns_records,
     })
 }
 
@@ -255,6 +285,11 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     for (a, b) in sum.alerts.iter_mut().zip(s.alerts.iter()) {
         *a += b;
     }
+    sum.dns.messages += s.dns.messages;
+    sum.dns.malformed += s.dns.malformed;
+    sum.dns.truncated_capture += s.dns.truncated_capture;
+    sum.dns.tcp_abandoned += s.dns.tcp_abandoned;
+    sum.dns.damaged += s.dns.damaged;
 }
 
 /// A worker thread fed with batches (replay, and live capture without fanout): batches in,
@@ -271,7 +306,7 @@ pub(crate) fn batch_worker_loop(
             d.worker.reconfigure(&cfg);
         }
         for p in &batch.packets {
-            d.worker.packet(p);
+            d.worker.packet(p, batch.bytes(p));
         }
         d.worker.advance(batch.clock_ns);
         d.flush();

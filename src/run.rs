@@ -12,7 +12,7 @@
 //! capture, end every open flow and flush the outputs; SIGHUP reloads thresholds and
 //! allowlists without touching flow state.
 
-use crate::alert::sink::{OutMsg, Output, OutputThread, Sinks};
+use crate::alert::sink::{OutMsg, Output, OutputThread, Sinks, OUT_QUEUE};
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub alerts_out: Option<Output>,
     /// Flow records output (overrides `output.flows`).
     pub flows_out: Option<Output>,
+    /// DNS transactions output (overrides `output.dns`).
+    pub dns_out: Option<Output>,
 }
 
 /// Process-wide flags set by signal handlers.
@@ -136,6 +138,10 @@ fn sinks(opts: &RunOptions) -> Sinks {
             .flows_out
             .clone()
             .or_else(|| from_cfg(&opts.config.output.flows)),
+        dns: opts
+            .dns_out
+            .clone()
+            .or_else(|| from_cfg(&opts.config.output.dns)),
         collect: false,
         append: true,
         ordered: false,
@@ -190,8 +196,8 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         info!(user = %cfg.run.user, "dropped privileges");
     }
 
-    let (out_tx, out_rx) = bounded::<OutMsg>(16_384);
-    let output = OutputThread::prepare(&sinks(&opts), n, out_rx)?;
+    let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
+    let output = OutputThread::prepare(&sinks(&opts), Some(&cfg.dns), n, out_rx)?;
     let output = std::thread::Builder::new()
         .name("outflow-output".into())
         .spawn(output)?;
@@ -379,6 +385,8 @@ fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>,
             flows_created = s.flows.flows_created,
             flows_evicted = s.flows.records[3],
             alerts = s.flows.alerts.iter().sum::<u64>(),
+            dns_messages = s.flows.dns.messages,
+            dns_malformed = s.flows.dns.malformed,
             "worker stats"
         );
     }
@@ -420,6 +428,8 @@ fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>,
         flows_created = total.flows.flows_created,
         flows_evicted = total.flows.records[3],
         alerts = total.flows.alerts.iter().sum::<u64>(),
+        dns_messages = total.flows.dns.messages,
+        dns_malformed = total.flows.dns.malformed,
         "total stats"
     );
 }
@@ -471,15 +481,18 @@ impl LiveWorker {
                     match decode(h.link, pkt.data, wire_len) {
                         Ok(mut meta) => {
                             self.frags.resolve(&mut meta, now);
-                            d.worker.packet(&BatchPacket {
-                                seq,
-                                ts_ns: ts,
-                                clock_ns: now,
-                                wire_len,
-                                data_start: 0,
-                                cap_len: hdr.caplen,
-                                meta,
-                            });
+                            d.worker.packet(
+                                &BatchPacket {
+                                    seq,
+                                    ts_ns: ts,
+                                    clock_ns: now,
+                                    wire_len,
+                                    data_start: 0,
+                                    cap_len: hdr.caplen,
+                                    meta,
+                                },
+                                pkt.data,
+                            );
                             if d.worker.has_pending() {
                                 d.flush();
                             }

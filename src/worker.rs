@@ -17,6 +17,8 @@ use crate::capture::BatchPacket;
 use crate::config::Config;
 use crate::decode::{proto, tcp_flags, PacketMeta};
 use crate::detect::{Alert, Detector, Direction, LargeTransfer};
+use crate::dns::extract::ExtractStats;
+use crate::dns::{DnsEvent, DnsExtractor};
 use crate::flow::{
     DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, Side, TcpState, TimerClass,
 };
@@ -35,12 +37,17 @@ pub struct EventKey {
 }
 
 /// Something a worker produces for the output stage.
+// A DNS event is ~1 KiB inline; boxing it would allocate once per DNS packet on the capture
+// path. Events live in preallocated buffers and channel slots, so the size is paid once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A finished flow, or an interim record of a long one.
     Flow(FlowRecord),
     /// An alert.
     Alert(Box<Alert>),
+    /// A DNS message, for the analyser on the output thread.
+    Dns(DnsEvent),
 }
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
@@ -58,6 +65,8 @@ pub struct WorkerStats {
     pub alerts: [u64; Detector::ALL.len()],
     /// Most flows held at once.
     pub peak_flows: u64,
+    /// DNS messages seen by this worker.
+    pub dns: ExtractStats,
 }
 
 /// One worker's state.
@@ -66,6 +75,7 @@ pub struct Worker {
     direction: Direction,
     large: LargeTransfer,
     active_timeout_ns: u64,
+    dns: DnsExtractor,
     pending: Vec<(EventKey, Event)>,
     /// Counters.
     pub stats: WorkerStats,
@@ -90,6 +100,7 @@ impl Worker {
             direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs),
             large: LargeTransfer::new(&cfg.detect.large_transfer),
             active_timeout_ns: ns(f.active_timeout),
+            dns: DnsExtractor::new(cfg.dns.enabled, &cfg.dns.ports),
             pending: Vec::with_capacity(PENDING_CAPACITY),
             stats: WorkerStats::default(),
         }
@@ -123,9 +134,9 @@ impl Worker {
         self.pending.drain(..)
     }
 
-    /// Processes one decoded packet.
+    /// Processes one decoded packet; `frame` is its captured bytes (for DNS).
     #[inline]
-    pub fn packet(&mut self, p: &BatchPacket) {
+    pub fn packet(&mut self, p: &BatchPacket, frame: &[u8]) {
         self.advance(p.clock_ns);
         let m = &p.meta;
         self.stats.packets += 1;
@@ -199,6 +210,14 @@ impl Worker {
         }
         let snapshot = *flow;
         self.table.touch(slot, class, p.clock_ns);
+        if self.dns.is_dns(m) {
+            let pending = &mut self.pending;
+            self.dns
+                .packet(m, frame, p.ts_ns, snapshot.id, from == Side::Orig, |ev| {
+                    pending.push((packet_key(p, &mut sub), Event::Dns(ev)))
+                });
+            self.stats.dns = self.dns.stats;
+        }
 
         if let Some(a) = alert {
             if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {

@@ -90,7 +90,7 @@ fn per_packet_path_does_not_allocate() {
                 cap_len: f.len() as u32,
                 meta,
             };
-            worker.packet(&p);
+            worker.packet(&p, f);
         }
         worker.drain().count()
     };

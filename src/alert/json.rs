@@ -5,6 +5,7 @@
 use crate::config::ByteCount;
 use crate::decode::proto;
 use crate::detect::Alert;
+use crate::dns::analyse::{DnsAlert, DnsRecord};
 use crate::flow::{FlowRecord, Side};
 use serde::Serialize;
 use std::time::{Duration, UNIX_EPOCH};
@@ -98,6 +99,8 @@ struct AlertJson<'a> {
     in_bytes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     reused_tuple_ip_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_fqdn: Option<&'a str>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -110,10 +113,13 @@ pub fn alert_json(a: &Alert) -> String {
         ByteCount::Ip => "ip",
         ByteCount::Payload => "payload",
     };
+    let dst = match &a.dst_fqdn {
+        Some(n) => format!("{} ({n})", sock(a.dst, a.dport)),
+        None => sock(a.dst, a.dport),
+    };
     let message = format!(
-        "Large outbound transfer: {} → {} sent {} in {:.1} s, connection still open",
+        "Large outbound transfer: {} → {dst} sent {} in {:.1} s, connection still open",
         sock(a.src, a.sport),
-        sock(a.dst, a.dport),
         human_bytes(match a.counted {
             ByteCount::Ip => a.out.ip_bytes + a.carried.ip_bytes,
             ByteCount::Payload => a.out.payload_bytes + a.carried.payload_bytes,
@@ -146,6 +152,7 @@ pub fn alert_json(a: &Alert) -> String {
         in_ip_bytes: a.inbound.ip_bytes,
         in_bytes: a.inbound.payload_bytes,
         reused_tuple_ip_bytes: a.carried.ip_bytes,
+        dst_fqdn: a.dst_fqdn.as_deref(),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
@@ -216,6 +223,153 @@ pub fn flow_json(r: &FlowRecord) -> String {
             Side::Orig => "orig",
             Side::Resp => "resp",
         }),
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct DnsAlertJson<'a> {
+    alert_id: &'a str,
+    ts: String,
+    detector: &'static str,
+    reason: &'static str,
+    message: String,
+    src_ip: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    domain: &'a str,
+    window: f64,
+    queries: u64,
+    unique_subdomains: u64,
+    suspicious_queries: u64,
+    nxdomains: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    worst_query: &'a str,
+    worst_entropy: f64,
+    samples: &'a [String],
+}
+
+/// One DNS alert as a JSON object (no trailing newline).
+pub fn dns_alert_json(a: &DnsAlert) -> String {
+    let message = match a.detector {
+        crate::detect::Detector::NxdomainBurst => format!(
+            "NXDOMAIN burst: {} got {} NXDOMAIN answers in {:.0} s",
+            a.client, a.nxdomains, a.window_s
+        ),
+        _ => format!(
+            "DNS tunnelling suspected: {} → {}: {} queries, {} suspicious, ~{} unique subdomains in {:.0} s",
+            a.client, a.domain, a.queries, a.suspicious, a.unique_subdomains, a.window_s
+        ),
+    };
+    let j = DnsAlertJson {
+        alert_id: &a.id,
+        ts: rfc3339(a.ts_ns),
+        detector: a.detector.name(),
+        reason: a.reason,
+        message,
+        src_ip: a.client.to_string(),
+        domain: &a.domain,
+        window: a.window_s,
+        queries: a.queries,
+        unique_subdomains: a.unique_subdomains,
+        suspicious_queries: a.suspicious,
+        nxdomains: a.nxdomains,
+        worst_query: &a.worst_query,
+        worst_entropy: (a.worst_entropy * 1000.0).round() / 1000.0,
+        samples: &a.samples,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+/// DNS response code names (RFC 1035, 2136, 6891).
+pub fn rcode_name(r: u16) -> String {
+    match r {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        6 => "YXDOMAIN".into(),
+        7 => "YXRRSET".into(),
+        8 => "NXRRSET".into(),
+        9 => "NOTAUTH".into(),
+        10 => "NOTZONE".into(),
+        16 => "BADVERS".into(),
+        n => format!("RCODE{n}"),
+    }
+}
+
+#[derive(Serialize)]
+struct DnsRecordJson<'a> {
+    ts: String,
+    flow_id: u64,
+    proto: String,
+    client_ip: String,
+    client_port: u16,
+    server_ip: String,
+    server_port: u16,
+    trans_id: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt: Option<f64>,
+    query: &'a str,
+    qclass: u16,
+    qtype: u16,
+    qtype_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rcode: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rcode_name: Option<String>,
+    aa: bool,
+    tc: bool,
+    rd: bool,
+    ra: bool,
+    answers: &'a [String],
+    ttls: &'a [u32],
+    registered_domain: &'a str,
+    subdomain_entropy: f64,
+    subdomain_length: usize,
+    subdomain_labels: usize,
+    longest_label: usize,
+    suspicious: bool,
+    query_seen: bool,
+    response_seen: bool,
+}
+
+/// One DNS transaction as a JSON object (no trailing newline).
+pub fn dns_record_json(r: &DnsRecord) -> String {
+    let j = DnsRecordJson {
+        ts: rfc3339(r.ts_ns),
+        flow_id: r.flow_id,
+        proto: proto_name(r.proto),
+        client_ip: r.client.to_string(),
+        client_port: r.client_port,
+        server_ip: r.server.to_string(),
+        server_port: r.server_port,
+        trans_id: r.id,
+        rtt: r.rtt_ns.map(secs),
+        query: &r.query,
+        qclass: r.qclass,
+        qtype: r.qtype,
+        qtype_name: match crate::dns::parser::type_name(r.qtype) {
+            "" => format!("TYPE{}", r.qtype),
+            t => t.to_string(),
+        },
+        rcode: r.rcode,
+        rcode_name: r.rcode.map(rcode_name),
+        aa: r.flags & 8 != 0,
+        tc: r.flags & 4 != 0,
+        rd: r.flags & 2 != 0,
+        ra: r.flags & 1 != 0,
+        answers: &r.answers,
+        ttls: &r.ttls,
+        registered_domain: &r.registered_domain,
+        subdomain_entropy: (r.score.entropy * 1000.0).round() / 1000.0,
+        subdomain_length: r.score.length,
+        subdomain_labels: r.score.labels,
+        longest_label: r.score.longest_label,
+        suspicious: r.suspicious,
+        query_seen: r.query_seen,
+        response_seen: r.response_seen,
     };
     serde_json::to_string(&j).unwrap_or_default()
 }

@@ -6,8 +6,10 @@
 //! The written order is thus the key order, which depends only on the input: the same
 //! capture gives byte-identical output for 1 or 16 workers.
 
-use super::json::{alert_json, flow_json};
-use crate::detect::Alert;
+use super::json::{alert_json, dns_alert_json, dns_record_json, flow_json};
+use crate::config::DnsConfig;
+use crate::detect::{Alert, Detector};
+use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
 use crate::flow::FlowRecord;
 use crate::worker::{Event, EventKey};
 use crossbeam_channel::Receiver;
@@ -63,6 +65,8 @@ pub struct Sinks {
     pub alerts: Option<Output>,
     /// Flow records as JSON lines.
     pub flows: Option<Output>,
+    /// DNS transactions as JSON lines.
+    pub dns: Option<Output>,
     /// Also keep every alert and record in memory and return them (tests, small replays).
     pub collect: bool,
     /// Append to existing files (the service) instead of truncating them (replay).
@@ -72,7 +76,13 @@ pub struct Sinks {
     pub ordered: bool,
 }
 
+/// Depth of the worker → output channel. A slot holds one `OutMsg` (~1.1 KiB, the size of
+/// a DNS event), and the channel allocates all slots up front: 4096 slots = 4.6 MiB.
+pub const OUT_QUEUE: usize = 4096;
+
 /// Messages from workers to the output thread.
+// Carries `Event` inline for the same reason as `Event` itself: no allocation per packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum OutMsg {
     /// An event.
@@ -98,10 +108,20 @@ pub struct Collected {
     pub alerts: Vec<Alert>,
     /// Flow records, in output order (only when `collect`).
     pub flows: Vec<FlowRecord>,
-    /// Alerts written.
+    /// DNS alerts, in output order (only when `collect`).
+    pub dns_alerts: Vec<DnsAlert>,
+    /// DNS transaction records, in output order (only when `collect`).
+    pub dns_records: Vec<DnsRecord>,
+    /// Alerts written (flow and DNS).
     pub alert_count: u64,
+    /// Alerts by detector (indexed like `Detector::ALL`).
+    pub alerts_by_detector: [u64; Detector::ALL.len()],
     /// Flow records written.
     pub flow_count: u64,
+    /// DNS transaction records written.
+    pub dns_record_count: u64,
+    /// The DNS analyser's counters.
+    pub dns: AnalyseStats,
 }
 
 struct Item(EventKey, Event);
@@ -133,16 +153,80 @@ const DONE: EventKey = EventKey {
 struct Writers {
     alerts: Option<Box<dyn Write + Send>>,
     flows: Option<BufWriter<Box<dyn Write + Send>>>,
+    dns_out: Option<BufWriter<Box<dyn Write + Send>>>,
+    dns: Option<DnsAnalyser>,
     collect: bool,
     out: Collected,
     first_error: Option<io::Error>,
 }
 
 impl Writers {
+    fn count_alert(&mut self, d: Detector) {
+        self.out.alert_count += 1;
+        if let Some(n) = self.out.alerts_by_detector.get_mut(d as usize) {
+            *n += 1;
+        }
+    }
+
+    fn dns_output(&mut self, o: DnsOutput) {
+        let r = match o {
+            DnsOutput::Alert(a) => {
+                self.count_alert(a.detector);
+                let r = match self.alerts.as_mut() {
+                    Some(w) => writeln!(w, "{}", dns_alert_json(&a)).and_then(|_| w.flush()),
+                    None => Ok(()),
+                };
+                if self.collect {
+                    self.out.dns_alerts.push(a);
+                }
+                r
+            }
+            DnsOutput::Record(rec) => {
+                self.out.dns_record_count += 1;
+                let r = match self.dns_out.as_mut() {
+                    Some(w) => writeln!(w, "{}", dns_record_json(&rec)),
+                    None => Ok(()),
+                };
+                if self.collect {
+                    self.out.dns_records.push(rec);
+                }
+                r
+            }
+        };
+        if let Err(e) = r {
+            self.first_error.get_or_insert(e);
+        }
+    }
+
+    /// End of input: pending DNS transactions are written out.
+    fn finish(&mut self) {
+        if let Some(mut a) = self.dns.take() {
+            let mut outs = Vec::new();
+            a.finish(&mut |o| outs.push(o));
+            self.out.dns = a.stats;
+            for o in outs {
+                self.dns_output(o);
+            }
+        }
+    }
+
     fn write(&mut self, ev: Event) {
         let r = match ev {
-            Event::Alert(a) => {
-                self.out.alert_count += 1;
+            Event::Dns(d) => {
+                let mut outs: Vec<DnsOutput> = Vec::new();
+                if let Some(a) = self.dns.as_mut() {
+                    a.on_event(&d, &mut |o| outs.push(o));
+                }
+                for o in outs {
+                    self.dns_output(o);
+                }
+                Ok(())
+            }
+            Event::Alert(mut a) => {
+                if let Some(d) = self.dns.as_ref() {
+                    a.dst_fqdn = d.fqdn(a.src, a.dst, a.ts_ns).map(str::to_owned);
+                }
+                self.count_alert(a.detector);
                 let r = match self.alerts.as_mut() {
                     Some(w) => writeln!(w, "{}", alert_json(&a)).and_then(|_| w.flush()),
                     None => Ok(()),
@@ -170,7 +254,10 @@ impl Writers {
     }
 
     fn flush(&mut self) {
-        if let Some(w) = self.flows.as_mut() {
+        for w in [self.flows.as_mut(), self.dns_out.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = w.flush() {
                 self.first_error.get_or_insert(e);
             }
@@ -186,6 +273,7 @@ impl OutputThread {
     /// function to run on the output thread.
     pub fn prepare(
         sinks: &Sinks,
+        dns: Option<&DnsConfig>,
         workers: usize,
         rx: Receiver<OutMsg>,
     ) -> io::Result<impl FnOnce() -> io::Result<Collected> + Send> {
@@ -197,6 +285,12 @@ impl OutputThread {
                 .as_ref()
                 .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
                 .transpose()?,
+            dns_out: sinks
+                .dns
+                .as_ref()
+                .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
+                .transpose()?,
+            dns: dns.filter(|c| c.enabled).map(DnsAnalyser::new),
             collect: sinks.collect,
             out: Collected::default(),
             first_error: None,
@@ -246,6 +340,7 @@ impl OutputThread {
             while let Some(Reverse(Item(_, e))) = heap.pop() {
                 w.write(e);
             }
+            w.finish();
             w.flush();
             match w.first_error {
                 Some(e) => Err(e),

@@ -87,6 +87,7 @@ impl LargeTransfer {
             threshold_bytes: self.thresholds.get(tier).copied().unwrap_or(0),
             tier: tier as u8,
             counted: self.count,
+            dst_fqdn: None,
         }
     }
 }

@@ -20,16 +20,26 @@ use std::net::IpAddr;
 pub enum Detector {
     /// One connection's outbound bytes crossed a threshold while it was open.
     LargeTransfer,
+    /// Many or random-looking queries from one client under one registered domain.
+    DnsTunnel,
+    /// A client's NXDOMAIN responses spiked.
+    NxdomainBurst,
 }
 
 impl Detector {
     /// Every detector, in a stable order.
-    pub const ALL: [Detector; 1] = [Detector::LargeTransfer];
+    pub const ALL: [Detector; 3] = [
+        Detector::LargeTransfer,
+        Detector::DnsTunnel,
+        Detector::NxdomainBurst,
+    ];
 
     /// Stable snake_case name used in JSON, summaries and metric labels.
     pub fn name(self) -> &'static str {
         match self {
             Detector::LargeTransfer => "large_outbound_transfer",
+            Detector::DnsTunnel => "dns_tunnel",
+            Detector::NxdomainBurst => "nxdomain_burst",
         }
     }
 }
@@ -75,6 +85,9 @@ pub struct Alert {
     pub tier: u8,
     /// Whether the threshold counts IP bytes or payload bytes.
     pub counted: crate::config::ByteCount,
+    /// The name `src` resolved for `dst` (from DNS answers seen earlier), filled in by the
+    /// output stage.
+    pub dst_fqdn: Option<String>,
 }
 
 impl Alert {

@@ -26,6 +26,7 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
         sinks: Sinks {
             alerts: None,
             flows: None,
+            dns: None,
             collect: true,
             append: false,
             ordered: true,

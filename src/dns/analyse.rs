@@ -1,0 +1,626 @@
+//! The DNS analyser: runs on the output thread, after the ordered merge, so its windows see
+//! queries in input order whatever the number of workers.
+//!
+//! - Per (client, registered domain): a sliding window of [`BUCKETS`] time buckets counting
+//!   queries, suspicious queries and (by linear counting over a 512-bit bitmap per bucket)
+//!   unique subdomains. A tunnel shows as many queries, or many long/high-entropy
+//!   subdomains, under one domain.
+//! - Per client: NXDOMAIN responses in a sliding window (DGA malware, tunnels probing).
+//! - (client, resolved IP) → name, with TTL-bounded expiry, for `dst_fqdn` on flow alerts.
+//! - Query/response matching by (5-tuple, id) into transaction records.
+//!
+//! Every table is bounded by a config key; what does not fit is counted. This thread may
+//! allocate (it owns strings for names and samples), but reuses what it can.
+
+use super::extract::{AnswerData, DnsEvent};
+use super::parser::type_name;
+use super::score::{score, split, Score};
+use crate::config::DnsConfig;
+use crate::decode::Addr;
+use crate::detect::Detector;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+/// Time buckets per sliding window.
+pub const BUCKETS: usize = 10;
+/// Bits of the per-bucket unique-subdomain bitmap (linear counting, Whang et al. 1990):
+/// accurate to a few percent up to ~1000 distinct names per window, 64 bytes per bucket.
+const BITMAP_BITS: usize = 512;
+/// Sample query names carried by an alert.
+pub const SAMPLES: usize = 5;
+
+/// An alert from the DNS analyser.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsAlert {
+    /// Stable id: `<detector>-<client>-<domain>-<ts>`.
+    pub id: String,
+    /// Time of the query (or response) that crossed the threshold (ns).
+    pub ts_ns: u64,
+    /// `DnsTunnel` or `NxdomainBurst`.
+    pub detector: Detector,
+    /// What crossed: `query_rate`, `suspicious_queries` or `nxdomain_burst`.
+    pub reason: &'static str,
+    /// The asking host.
+    pub client: IpAddr,
+    /// The registered domain (tunnel); empty for an NXDOMAIN burst across domains.
+    pub domain: String,
+    /// Queries in the window.
+    pub queries: u64,
+    /// Estimated distinct subdomains in the window.
+    pub unique_subdomains: u64,
+    /// Suspicious queries (entropy or length above threshold) in the window.
+    pub suspicious: u64,
+    /// NXDOMAIN responses in the window.
+    pub nxdomains: u64,
+    /// Window length (s).
+    pub window_s: f64,
+    /// Highest subdomain entropy seen for the pair, and that query.
+    pub worst_entropy: f64,
+    /// The query with the highest entropy.
+    pub worst_query: String,
+    /// Up to [`SAMPLES`] recent query names (suspicious ones preferred).
+    pub samples: Vec<String>,
+}
+
+/// One DNS transaction (query and its response), like a row of Zeek's dns.log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsRecord {
+    /// Time of the query, or of the response when no query was seen (ns).
+    pub ts_ns: u64,
+    /// Flow of the query/response.
+    pub flow_id: u64,
+    /// 17 or 6.
+    pub proto: u8,
+    /// Client.
+    pub client: IpAddr,
+    /// Client port.
+    pub client_port: u16,
+    /// Server.
+    pub server: IpAddr,
+    /// Server port.
+    pub server_port: u16,
+    /// Transaction id.
+    pub id: u16,
+    /// Response time (ns), when both were seen.
+    pub rtt_ns: Option<u64>,
+    /// Query name (lowercase, no trailing dot); empty if none.
+    pub query: String,
+    /// Query class.
+    pub qclass: u16,
+    /// Query type.
+    pub qtype: u16,
+    /// Response code, when a response was seen.
+    pub rcode: Option<u16>,
+    /// AA, TC, RD, RA of the response (or query).
+    pub flags: u8,
+    /// Answers as text (addresses, names, or `<TYPE> <n bytes>`).
+    pub answers: Vec<String>,
+    /// Their TTLs.
+    pub ttls: Vec<u32>,
+    /// Registered domain of the query.
+    pub registered_domain: String,
+    /// Subdomain scores.
+    pub score: Score,
+    /// Entropy or length above the thresholds.
+    pub suspicious: bool,
+    /// Whether a query was seen.
+    pub query_seen: bool,
+    /// Whether a response was seen.
+    pub response_seen: bool,
+}
+
+/// What the analyser produces.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DnsOutput {
+    /// An alert.
+    Alert(DnsAlert),
+    /// A transaction record.
+    Record(DnsRecord),
+}
+
+/// Counters of the analyser.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnalyseStats {
+    /// Queries scored.
+    pub queries: u64,
+    /// Queries above the entropy/length thresholds.
+    pub suspicious: u64,
+    /// Queries for allowlisted domains (counted, never alerted).
+    pub allowlisted: u64,
+    /// Responses seen.
+    pub responses: u64,
+    /// NXDOMAIN responses.
+    pub nxdomains: u64,
+    /// Malformed messages (from the workers).
+    pub malformed: u64,
+    /// New (client, domain) pairs not tracked because the table was full of active pairs.
+    pub pairs_dropped: u64,
+    /// IP→name entries evicted before their TTL because the map was full.
+    pub names_evicted: u64,
+    /// Transactions written without a response (timeout or table full).
+    pub unanswered: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    epoch: u64,
+    queries: u32,
+    suspicious: u32,
+    bits: [u64; BITMAP_BITS / 64],
+}
+
+/// A sliding window as a ring of buckets, each tagged with the epoch it counts.
+#[derive(Clone, Default)]
+struct Window {
+    buckets: [Bucket; BUCKETS],
+}
+
+impl Window {
+    fn bucket(&mut self, epoch: u64) -> &mut Bucket {
+        let i = (epoch % BUCKETS as u64) as usize;
+        let b = &mut self.buckets[i];
+        if b.epoch != epoch {
+            *b = Bucket {
+                epoch,
+                ..Bucket::default()
+            };
+        }
+        b
+    }
+
+    /// (queries, suspicious, unique estimate) over the window ending at `epoch`.
+    fn totals(&self, epoch: u64) -> (u64, u64, u64) {
+        let (mut q, mut s) = (0u64, 0u64);
+        let mut bits = [0u64; BITMAP_BITS / 64];
+        for b in &self.buckets {
+            if b.epoch + (BUCKETS as u64) > epoch && b.epoch <= epoch {
+                q += u64::from(b.queries);
+                s += u64::from(b.suspicious);
+                for (a, x) in bits.iter_mut().zip(b.bits.iter()) {
+                    *a |= x;
+                }
+            }
+        }
+        let zeros = bits.iter().map(|w| w.count_zeros()).sum::<u32>();
+        let m = BITMAP_BITS as f64;
+        let unique = if zeros == 0 {
+            (m * m.ln()) as u64 // saturated: the estimator's upper end
+        } else {
+            (-m * (f64::from(zeros) / m).ln()).round() as u64
+        };
+        (q, s, unique)
+    }
+}
+
+struct Pair {
+    domain: String,
+    window: Window,
+    last_ns: u64,
+    last_alert: [Option<u64>; 2],
+    worst_entropy: f64,
+    worst_query: String,
+    samples: VecDeque<String>,
+}
+
+struct Nx {
+    window: Window,
+    last_ns: u64,
+    last_alert: Option<u64>,
+    samples: VecDeque<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct TxKey {
+    client: Addr,
+    client_port: u16,
+    server: Addr,
+    server_port: u16,
+    proto: u8,
+    id: u16,
+}
+
+/// The analyser's state. See the module documentation.
+pub struct DnsAnalyser {
+    cfg: DnsConfig,
+    bucket_ns: u64,
+    nx_bucket_ns: u64,
+    suppress_ns: u64,
+    /// Keyed by (client, keyed hash of the registered domain): no allocation per query.
+    pairs: HashMap<(Addr, u64), Pair>,
+    /// Fixed seed: the unique-subdomain estimate must not vary from run to run; domain keys
+    /// only need the hash to be unpredictable to outsiders, which a per-build constant
+    /// does not give, so the pair key uses `seeded` below.
+    hasher: foldhash::fast::FixedState,
+    seeded: foldhash::fast::RandomState,
+    clients: HashMap<Addr, Nx>,
+    names: HashMap<(Addr, Addr), (Box<str>, u64)>,
+    name_order: VecDeque<((Addr, Addr), u64)>,
+    pending: HashMap<TxKey, DnsRecord>,
+    pending_order: VecDeque<(u64, TxKey)>,
+    allow: Vec<Vec<u8>>,
+    /// Counters.
+    pub stats: AnalyseStats,
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+}
+
+fn ip(a: Addr, v6: bool) -> IpAddr {
+    a.to_ip(v6)
+}
+
+impl DnsAnalyser {
+    /// An analyser with the given settings.
+    pub fn new(cfg: &DnsConfig) -> DnsAnalyser {
+        DnsAnalyser {
+            bucket_ns: (ns(cfg.window) / BUCKETS as u64).max(1),
+            nx_bucket_ns: (ns(cfg.nxdomain_window) / BUCKETS as u64).max(1),
+            suppress_ns: ns(cfg.suppression),
+            pairs: HashMap::new(),
+            hasher: foldhash::fast::FixedState::with_seed(0x7375_6264_6f6d_6169),
+            seeded: foldhash::fast::RandomState::default(),
+            clients: HashMap::new(),
+            names: HashMap::new(),
+            name_order: VecDeque::new(),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            allow: cfg
+                .allow_domains
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase().into_bytes())
+                .collect(),
+            cfg: cfg.clone(),
+            stats: AnalyseStats::default(),
+        }
+    }
+
+    /// The name `client` resolved for `ip`, if it is still within its TTL at `now_ns`.
+    pub fn fqdn(&self, client: IpAddr, ip: IpAddr, now_ns: u64) -> Option<&str> {
+        let key = (Addr::from_ip(client), Addr::from_ip(ip));
+        self.names
+            .get(&key)
+            .filter(|(_, exp)| *exp >= now_ns)
+            .map(|(n, _)| &**n)
+    }
+
+    fn allowed(&self, name: &[u8]) -> bool {
+        self.allow.iter().any(|a| {
+            name == a.as_slice()
+                || (name.len() > a.len()
+                    && name.ends_with(a)
+                    && name.get(name.len() - a.len() - 1) == Some(&b'.'))
+        })
+    }
+
+    /// Processes one DNS event; alerts and records go to `out`.
+    pub fn on_event(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
+        self.expire_pending(ev.ts_ns, out);
+        if ev.malformed.is_some() {
+            self.stats.malformed += 1;
+            return;
+        }
+        if ev.response {
+            self.on_response(ev, out);
+        } else {
+            self.on_query(ev, out);
+        }
+    }
+
+    fn record_of(&self, ev: &DnsEvent) -> DnsRecord {
+        let name = ev.qname.as_bytes();
+        let sp = split(name);
+        let sc = score(sp.subdomain);
+        DnsRecord {
+            ts_ns: ev.ts_ns,
+            flow_id: ev.flow_id,
+            proto: ev.proto,
+            client: ip(ev.client, ev.ipv6),
+            client_port: ev.client_port,
+            server: ip(ev.server, ev.ipv6),
+            server_port: ev.server_port,
+            id: ev.id,
+            rtt_ns: None,
+            query: String::from_utf8_lossy(name).into_owned(),
+            qclass: ev.qclass,
+            qtype: ev.qtype,
+            rcode: None,
+            flags: ev.flags,
+            answers: Vec::new(),
+            ttls: Vec::new(),
+            registered_domain: String::from_utf8_lossy(sp.registered).into_owned(),
+            suspicious: self.is_suspicious(&sc),
+            score: sc,
+            query_seen: false,
+            response_seen: false,
+        }
+    }
+
+    fn is_suspicious(&self, s: &Score) -> bool {
+        s.entropy > self.cfg.entropy_threshold || s.length > self.cfg.length_threshold
+    }
+
+    fn on_query(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
+        let key = tx_key(ev);
+        let mut rec = self.record_of(ev);
+        rec.query_seen = true;
+        if let Some(old) = self.pending.insert(key, rec) {
+            // Same 5-tuple and id again before an answer: the first one went unanswered.
+            self.stats.unanswered += 1;
+            out(DnsOutput::Record(old));
+        }
+        self.pending_order.push_back((ev.ts_ns, key));
+        while self.pending.len() > self.cfg.transaction_capacity {
+            if !self.pop_pending(out) {
+                break;
+            }
+        }
+        if ev.has_question {
+            self.score_query(ev, out);
+        }
+    }
+
+    fn score_query(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
+        let name = ev.qname.as_bytes();
+        let sp = split(name);
+        let sc = score(sp.subdomain);
+        let suspicious = self.is_suspicious(&sc);
+        self.stats.queries += 1;
+        if suspicious {
+            self.stats.suspicious += 1;
+        }
+        if self.allowed(name) {
+            self.stats.allowlisted += 1;
+            return;
+        }
+        let epoch = ev.ts_ns / self.bucket_ns;
+        let lookup = (ev.client, {
+            use std::hash::BuildHasher;
+            self.seeded.hash_one(sp.registered)
+        });
+        if !self.pairs.contains_key(&lookup) && self.pairs.len() >= self.cfg.pair_capacity {
+            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
+            self.pairs.retain(|_, p| p.last_ns >= horizon);
+            if self.pairs.len() >= self.cfg.pair_capacity {
+                self.stats.pairs_dropped += 1;
+                return;
+            }
+        }
+        let pair = self.pairs.entry(lookup).or_insert_with(|| Pair {
+            domain: String::from_utf8_lossy(sp.registered).into_owned(),
+            window: Window::default(),
+            last_ns: 0,
+            last_alert: [None; 2],
+            worst_entropy: -1.0,
+            worst_query: String::new(),
+            samples: VecDeque::with_capacity(SAMPLES),
+        });
+        pair.last_ns = ev.ts_ns;
+        let b = pair.window.bucket(epoch);
+        b.queries = b.queries.saturating_add(1);
+        if suspicious {
+            b.suspicious = b.suspicious.saturating_add(1);
+        }
+        let h = {
+            use std::hash::BuildHasher;
+            self.hasher.hash_one(sp.subdomain) as usize % BITMAP_BITS
+        };
+        b.bits[h / 64] |= 1 << (h % 64);
+        if sc.entropy > pair.worst_entropy {
+            pair.worst_entropy = sc.entropy;
+            pair.worst_query.clear();
+            pair.worst_query.push_str(&String::from_utf8_lossy(name));
+        }
+        // Keep recent samples, suspicious ones first in line.
+        if suspicious || pair.samples.len() < SAMPLES {
+            if pair.samples.len() == SAMPLES {
+                pair.samples.pop_front();
+            }
+            pair.samples
+                .push_back(String::from_utf8_lossy(name).into_owned());
+        }
+        let (queries, susp, unique) = pair.window.totals(epoch);
+        let reason = if queries > u64::from(self.cfg.max_queries) {
+            Some((0usize, "query_rate"))
+        } else if susp > u64::from(self.cfg.max_suspicious) {
+            Some((1usize, "suspicious_queries"))
+        } else {
+            None
+        };
+        let Some((slot, reason)) = reason else {
+            return;
+        };
+        // Both reasons share the detector; either one re-fires only after the suppression.
+        let recent = pair
+            .last_alert
+            .iter()
+            .flatten()
+            .any(|t| ev.ts_ns < t.saturating_add(self.suppress_ns));
+        if recent {
+            return;
+        }
+        pair.last_alert[slot] = Some(ev.ts_ns);
+        let client = ip(ev.client, ev.ipv6);
+        let domain = pair.domain.clone();
+        self.stats.alerts += 1;
+        out(DnsOutput::Alert(DnsAlert {
+            id: format!("dns_tunnel-{client}-{domain}-{}", ev.ts_ns),
+            ts_ns: ev.ts_ns,
+            detector: Detector::DnsTunnel,
+            reason,
+            client,
+            domain,
+            queries,
+            unique_subdomains: unique,
+            suspicious: susp,
+            nxdomains: 0,
+            window_s: self.cfg.window.as_secs_f64(),
+            worst_entropy: pair.worst_entropy,
+            worst_query: pair.worst_query.clone(),
+            samples: pair.samples.iter().cloned().collect(),
+        }));
+    }
+
+    fn on_response(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
+        self.stats.responses += 1;
+        let key = tx_key(ev);
+        let mut rec = match self.pending.remove(&key) {
+            Some(mut q) => {
+                q.rtt_ns = Some(ev.ts_ns.saturating_sub(q.ts_ns));
+                q
+            }
+            None => self.record_of(ev),
+        };
+        rec.response_seen = true;
+        rec.rcode = Some(ev.rcode);
+        rec.flags = ev.flags;
+        for a in ev.answers.iter().flatten() {
+            rec.answers.push(match a.data {
+                AnswerData::Addr(addr, v6) => addr.to_ip(v6).to_string(),
+                AnswerData::Name { off, len } => {
+                    String::from_utf8_lossy(ev.name_of(off, len)).into_owned()
+                }
+                AnswerData::Other(n) => match type_name(a.rtype) {
+                    "" => format!("TYPE{} {n} bytes", a.rtype),
+                    t => format!("{t} {n} bytes"),
+                },
+            });
+            rec.ttls.push(a.ttl);
+        }
+        // IP → name for the client, from the question's (CNAME-followed) addresses.
+        if ev.has_question {
+            let name: Box<str> = String::from_utf8_lossy(ev.qname.as_bytes()).into();
+            for (addr, _, ttl) in ev.resolved.iter().flatten() {
+                let ttl_ns = u64::from(*ttl).saturating_mul(1_000_000_000);
+                let keep = ttl_ns.clamp(ns(self.cfg.name_ttl_min), ns(self.cfg.name_ttl_max));
+                let exp = ev.ts_ns.saturating_add(keep);
+                let k = (ev.client, *addr);
+                self.names.insert(k, (name.clone(), exp));
+                self.name_order.push_back((k, exp));
+            }
+            while self.names.len() > self.cfg.name_map_capacity {
+                let Some((k, exp)) = self.name_order.pop_front() else {
+                    break;
+                };
+                if self.names.get(&k).is_some_and(|(_, e)| *e == exp) {
+                    self.names.remove(&k);
+                    if exp > ev.ts_ns {
+                        self.stats.names_evicted += 1;
+                    }
+                }
+            }
+            // Keep the order queue from outgrowing the map with superseded entries.
+            while self.name_order.len() > 2 * self.cfg.name_map_capacity.max(1) {
+                self.name_order.pop_front();
+            }
+        }
+        out(DnsOutput::Record(rec));
+        if ev.rcode == 3 {
+            self.nxdomain(ev, out);
+        }
+    }
+
+    fn nxdomain(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
+        self.stats.nxdomains += 1;
+        let name = ev.qname.as_bytes();
+        if self.allowed(name) {
+            return;
+        }
+        if !self.clients.contains_key(&ev.client) && self.clients.len() >= self.cfg.pair_capacity {
+            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.nxdomain_window));
+            self.clients.retain(|_, c| c.last_ns >= horizon);
+            if self.clients.len() >= self.cfg.pair_capacity {
+                self.stats.pairs_dropped += 1;
+                return;
+            }
+        }
+        let epoch = ev.ts_ns / self.nx_bucket_ns;
+        let c = self.clients.entry(ev.client).or_insert_with(|| Nx {
+            window: Window::default(),
+            last_ns: 0,
+            last_alert: None,
+            samples: VecDeque::with_capacity(SAMPLES),
+        });
+        c.last_ns = ev.ts_ns;
+        let b = c.window.bucket(epoch);
+        b.queries = b.queries.saturating_add(1);
+        if c.samples.len() == SAMPLES {
+            c.samples.pop_front();
+        }
+        c.samples
+            .push_back(String::from_utf8_lossy(name).into_owned());
+        let (n, _, _) = c.window.totals(epoch);
+        if n <= u64::from(self.cfg.nxdomain_threshold) {
+            return;
+        }
+        if c.last_alert
+            .is_some_and(|t| ev.ts_ns < t.saturating_add(self.suppress_ns))
+        {
+            return;
+        }
+        c.last_alert = Some(ev.ts_ns);
+        let client = ip(ev.client, ev.ipv6);
+        self.stats.alerts += 1;
+        out(DnsOutput::Alert(DnsAlert {
+            id: format!("nxdomain_burst-{client}-{}", ev.ts_ns),
+            ts_ns: ev.ts_ns,
+            detector: Detector::NxdomainBurst,
+            reason: "nxdomain_burst",
+            client,
+            domain: String::new(),
+            queries: 0,
+            unique_subdomains: 0,
+            suspicious: 0,
+            nxdomains: n,
+            window_s: self.cfg.nxdomain_window.as_secs_f64(),
+            worst_entropy: 0.0,
+            worst_query: String::new(),
+            samples: c.samples.iter().cloned().collect(),
+        }));
+    }
+
+    fn expire_pending(&mut self, now_ns: u64, out: &mut impl FnMut(DnsOutput)) {
+        let timeout = ns(self.cfg.transaction_timeout);
+        while self
+            .pending_order
+            .front()
+            .is_some_and(|(t, _)| t.saturating_add(timeout) <= now_ns)
+        {
+            if !self.pop_pending(out) {
+                break;
+            }
+        }
+    }
+
+    /// Writes out the oldest pending query as unanswered. False when none is left.
+    fn pop_pending(&mut self, out: &mut impl FnMut(DnsOutput)) -> bool {
+        let Some((t, key)) = self.pending_order.pop_front() else {
+            return false;
+        };
+        if self.pending.get(&key).is_some_and(|r| r.ts_ns == t) {
+            if let Some(r) = self.pending.remove(&key) {
+                self.stats.unanswered += 1;
+                out(DnsOutput::Record(r));
+            }
+        }
+        true
+    }
+
+    /// End of input: every pending query is written out, unanswered.
+    pub fn finish(&mut self, out: &mut impl FnMut(DnsOutput)) {
+        while self.pop_pending(out) {}
+    }
+}
+
+fn tx_key(ev: &DnsEvent) -> TxKey {
+    TxKey {
+        client: ev.client,
+        client_port: ev.client_port,
+        server: ev.server,
+        server_port: ev.server_port,
+        proto: ev.proto,
+        id: ev.id,
+    }
+}

@@ -1,0 +1,507 @@
+//! Worker side of DNS: recognise DNS packets, parse them, condense each message into a
+//! fixed-size [`DnsEvent`].
+//!
+//! Runs on the capture path, so it never allocates after start-up: names are written into
+//! inline buffers, answers into a fixed arena, and TCP reassembly uses a pool of buffers
+//! allocated once per worker.
+
+use super::parser::{DnsError, Message, Name, Record};
+use crate::decode::{proto, Addr, PacketMeta};
+
+/// Answers kept per message for the transaction log. Responses with more (round-robin
+/// pools) are counted in `ancount`; the first ones are what analysts read.
+pub const MAX_ANSWERS: usize = 8;
+/// Addresses kept per message for the IP→name map: the A/AAAA records the CNAME chain of
+/// the question leads to.
+pub const MAX_RESOLVED: usize = 8;
+/// Bytes of answer names (CNAME/PTR/NS/MX/SRV targets) kept per message.
+const ARENA: usize = 384;
+/// CNAME hops followed from the question name: real chains are 1–3 long; the bound makes the
+/// walk constant-time on a hostile answer section.
+const MAX_CHAIN: usize = 8;
+
+/// A DNS name as dotted lowercase text, inline.
+#[derive(Clone, Copy)]
+pub struct NameBuf {
+    bytes: [u8; 255],
+    len: u8,
+}
+
+impl Default for NameBuf {
+    fn default() -> Self {
+        NameBuf {
+            bytes: [0; 255],
+            len: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for NameBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl PartialEq for NameBuf {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_bytes() == o.as_bytes()
+    }
+}
+impl Eq for NameBuf {}
+
+impl NameBuf {
+    fn of(name: &Name<'_>) -> NameBuf {
+        let mut n = NameBuf::default();
+        let len = name.write_lower(&mut n.bytes);
+        n.len = u8::try_from(len).unwrap_or(u8::MAX);
+        n
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// One answer record, condensed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerData {
+    /// A or AAAA.
+    Addr(Addr, bool),
+    /// A name target (CNAME, NS, PTR, MX, SRV, DNAME): `len` bytes at `off` in the arena.
+    Name {
+        /// Offset in [`DnsEvent::arena`].
+        off: u16,
+        /// Length.
+        len: u8,
+    },
+    /// Anything else: its rdata length.
+    Other(u16),
+}
+
+/// An answer: type, TTL, data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Record type.
+    pub rtype: u16,
+    /// TTL, seconds.
+    pub ttl: u32,
+    /// Condensed rdata.
+    pub data: AnswerData,
+}
+
+/// One DNS message seen on the wire, condensed on the worker for the analyser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// Packet timestamp (ns).
+    pub ts_ns: u64,
+    /// Flow carrying the message.
+    pub flow_id: u64,
+    /// 17 (UDP) or 6 (TCP).
+    pub proto: u8,
+    /// Address family.
+    pub ipv6: bool,
+    /// The client (asker): source of a query, destination of a response.
+    pub client: Addr,
+    /// Its port.
+    pub client_port: u16,
+    /// The server (resolver).
+    pub server: Addr,
+    /// Its port.
+    pub server_port: u16,
+    /// Why the message did not parse, if it did not (then only the addresses are valid).
+    pub malformed: Option<DnsError>,
+    /// A broken authority/additional section that was tolerated (answers are intact).
+    pub damage: Option<DnsError>,
+    /// Transaction id.
+    pub id: u16,
+    /// QR bit.
+    pub response: bool,
+    /// Opcode.
+    pub opcode: u8,
+    /// Response code (extended by EDNS when present).
+    pub rcode: u16,
+    /// AA, TC, RD, RA flags as bits 3..0.
+    pub flags: u8,
+    /// Whether there was a question.
+    pub has_question: bool,
+    /// First question's name.
+    pub qname: NameBuf,
+    /// First question's type.
+    pub qtype: u16,
+    /// First question's class.
+    pub qclass: u16,
+    /// Answer count from the header.
+    pub ancount: u16,
+    /// The first answers.
+    pub answers: [Option<Answer>; MAX_ANSWERS],
+    /// Names referenced by `answers`.
+    pub arena: [u8; ARENA],
+    /// Addresses the question name resolves to (following CNAMEs), with TTLs.
+    pub resolved: [Option<(Addr, bool, u32)>; MAX_RESOLVED],
+}
+
+impl DnsEvent {
+    /// Text of an answer's name target.
+    pub fn name_of(&self, off: u16, len: u8) -> &[u8] {
+        let off = usize::from(off);
+        self.arena.get(off..off + usize::from(len)).unwrap_or(&[])
+    }
+}
+
+/// Counters of the worker-side DNS stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    /// Messages parsed.
+    pub messages: u64,
+    /// Messages that did not parse (malformed), by the parser's verdict.
+    pub malformed: u64,
+    /// Messages parsed with a broken authority/additional section (answers kept).
+    pub damaged: u64,
+    /// Packets whose DNS payload was cut by the snaplen (not parsed).
+    pub truncated_capture: u64,
+    /// TCP streams whose reassembly was abandoned (gap, oversize message, pool full).
+    pub tcp_abandoned: u64,
+}
+
+/// TCP DNS messages longer than this are not reassembled (counted instead). Zone
+/// transfers aside, responses are a few KB; 16 KiB keeps the pool small.
+const TCP_MSG_MAX: usize = 16 * 1024;
+/// Concurrent TCP DNS streams reassembled per worker; the least recently used is reused.
+const TCP_SLOTS: usize = 32;
+
+struct Slot {
+    flow_id: u64,
+    side: bool,
+    next_seq: u32,
+    len: usize,
+    buf: Box<[u8]>,
+    used: u64,
+    live: bool,
+}
+
+/// Recognises and condenses DNS messages for one worker.
+pub struct DnsExtractor {
+    enabled: bool,
+    ports: Vec<u16>,
+    slots: Vec<Slot>,
+    tick: u64,
+    /// Counters.
+    pub stats: ExtractStats,
+}
+
+impl DnsExtractor {
+    /// An extractor for the given ports (53, and 5353 for mDNS if configured).
+    pub fn new(enabled: bool, ports: &[u16]) -> DnsExtractor {
+        DnsExtractor {
+            enabled,
+            ports: ports.to_vec(),
+            slots: (0..TCP_SLOTS)
+                .map(|_| Slot {
+                    flow_id: 0,
+                    side: false,
+                    next_seq: 0,
+                    len: 0,
+                    buf: vec![0u8; TCP_MSG_MAX + 2].into_boxed_slice(),
+                    used: 0,
+                    live: false,
+                })
+                .collect(),
+            tick: 0,
+            stats: ExtractStats::default(),
+        }
+    }
+
+    /// Whether a packet is DNS by its ports.
+    #[inline]
+    pub fn is_dns(&self, m: &PacketMeta) -> bool {
+        self.enabled
+            && (m.proto == proto::UDP || m.proto == proto::TCP)
+            && self.ports.iter().any(|p| *p == m.sport || *p == m.dport)
+    }
+
+    /// Handles one DNS packet's payload; calls `emit` for each complete message.
+    /// `frame` is the captured frame; `from_orig` tells the TCP side.
+    pub fn packet(
+        &mut self,
+        m: &PacketMeta,
+        frame: &[u8],
+        ts_ns: u64,
+        flow_id: u64,
+        from_orig: bool,
+        mut emit: impl FnMut(DnsEvent),
+    ) {
+        let start = usize::from(m.payload_offset);
+        let wire = m.payload_len as usize;
+        let payload = frame.get(start..).unwrap_or(&[]);
+        let payload = payload.get(..wire.min(payload.len())).unwrap_or(&[]);
+        if payload.len() < wire {
+            self.stats.truncated_capture += 1;
+            return;
+        }
+        if m.proto == proto::UDP {
+            self.message(m, payload, ts_ns, flow_id, &mut emit);
+        } else if !payload.is_empty() {
+            self.tcp(m, payload, ts_ns, flow_id, from_orig, &mut emit);
+        }
+    }
+
+    fn tcp(
+        &mut self,
+        m: &PacketMeta,
+        payload: &[u8],
+        ts_ns: u64,
+        flow_id: u64,
+        side: bool,
+        emit: &mut impl FnMut(DnsEvent),
+    ) {
+        self.tick += 1;
+        let found = self
+            .slots
+            .iter()
+            .position(|s| s.live && s.flow_id == flow_id && s.side == side);
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                // The least recently used slot (or a free one) takes the new stream.
+                let i = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| (s.live, s.used))
+                    .map_or(0, |(i, _)| i);
+                if self.slots.get(i).is_some_and(|s| s.live && s.len > 0) {
+                    self.stats.tcp_abandoned += 1;
+                }
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.flow_id = flow_id;
+                    s.side = side;
+                    s.next_seq = m.tcp_seq;
+                    s.len = 0;
+                    s.live = true;
+                }
+                i
+            }
+        };
+        let tick = self.tick;
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        slot.used = tick;
+        if m.tcp_seq != slot.next_seq {
+            let behind = slot.next_seq.wrapping_sub(m.tcp_seq) as i32;
+            if behind > 0 && (behind as usize) >= payload.len() {
+                return; // a retransmission of what we already have
+            }
+            // A gap: what is buffered can no longer be completed.
+            if slot.len > 0 {
+                self.stats.tcp_abandoned += 1;
+            }
+            slot.len = 0;
+        }
+        slot.next_seq = m.tcp_seq.wrapping_add(payload.len() as u32);
+        let room = slot.buf.len() - slot.len;
+        if payload.len() > room {
+            self.stats.tcp_abandoned += 1;
+            slot.len = 0;
+            return;
+        }
+        if let Some(dst) = slot.buf.get_mut(slot.len..slot.len + payload.len()) {
+            dst.copy_from_slice(payload);
+        }
+        slot.len += payload.len();
+        // Every complete length-prefixed message in the buffer (RFC 1035 §4.2.2).
+        let mut consumed = 0usize;
+        let (mut ok, mut bad, mut abandoned) = (0u64, 0u64, 0u64);
+        loop {
+            let rest = slot.buf.get(consumed..slot.len).unwrap_or(&[]);
+            let Some(&[hi, lo]) = rest.get(..2).and_then(|b| <&[u8; 2]>::try_from(b).ok()) else {
+                break;
+            };
+            let need = usize::from(u16::from_be_bytes([hi, lo]));
+            if need > TCP_MSG_MAX {
+                abandoned += 1;
+                consumed = slot.len;
+                break;
+            }
+            let Some(msg) = rest.get(2..2 + need) else {
+                break;
+            };
+            let ev = condense(m, msg, ts_ns, flow_id);
+            if ev.damage.is_some() {
+                self.stats.damaged += 1;
+            }
+            if ev.malformed.is_some() {
+                bad += 1;
+            } else {
+                ok += 1;
+            }
+            emit(ev);
+            consumed += 2 + need;
+        }
+        if consumed > 0 {
+            slot.buf.copy_within(consumed..slot.len, 0);
+            slot.len -= consumed;
+        }
+        self.stats.messages += ok;
+        self.stats.malformed += bad;
+        self.stats.tcp_abandoned += abandoned;
+    }
+
+    fn message(
+        &mut self,
+        m: &PacketMeta,
+        msg: &[u8],
+        ts_ns: u64,
+        flow_id: u64,
+        emit: &mut impl FnMut(DnsEvent),
+    ) {
+        let ev = condense(m, msg, ts_ns, flow_id);
+        self.count(&ev);
+        emit(ev);
+    }
+
+    fn count(&mut self, ev: &DnsEvent) {
+        if ev.damage.is_some() {
+            self.stats.damaged += 1;
+        }
+        if ev.malformed.is_some() {
+            self.stats.malformed += 1;
+        } else {
+            self.stats.messages += 1;
+        }
+    }
+}
+
+/// Parses one message and condenses it.
+fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
+    let mut ev = DnsEvent {
+        ts_ns,
+        flow_id,
+        proto: m.proto,
+        ipv6: m.ipv6,
+        client: m.src,
+        client_port: m.sport,
+        server: m.dst,
+        server_port: m.dport,
+        malformed: None,
+        damage: None,
+        id: 0,
+        response: false,
+        opcode: 0,
+        rcode: 0,
+        flags: 0,
+        has_question: false,
+        qname: NameBuf::default(),
+        qtype: 0,
+        qclass: 0,
+        ancount: 0,
+        answers: [None; MAX_ANSWERS],
+        arena: [0; ARENA],
+        resolved: [None; MAX_RESOLVED],
+    };
+    let msg = match Message::parse(msg) {
+        Ok(msg) => msg,
+        Err(e) => {
+            ev.malformed = Some(e);
+            return ev;
+        }
+    };
+    ev.id = msg.id();
+    ev.damage = msg.damage();
+    ev.response = msg.is_response();
+    if ev.response {
+        std::mem::swap(&mut ev.client, &mut ev.server);
+        std::mem::swap(&mut ev.client_port, &mut ev.server_port);
+    }
+    ev.opcode = msg.opcode();
+    ev.rcode = msg.rcode();
+    ev.flags = u8::from(msg.aa()) << 3
+        | u8::from(msg.tc()) << 2
+        | u8::from(msg.rd()) << 1
+        | u8::from(msg.ra());
+    ev.ancount = msg.ancount();
+    let question = msg.questions().next();
+    if let Some(q) = &question {
+        ev.has_question = true;
+        ev.qname = NameBuf::of(&q.name);
+        ev.qtype = q.qtype;
+        ev.qclass = q.qclass;
+    }
+
+    // Answers for the log.
+    let mut arena_len = 0usize;
+    for (slot, rec) in ev.answers.iter_mut().zip(msg.answers()) {
+        let data = match (rec.a(), rec.aaaa(), rec.target()) {
+            (Some(a), _, _) => AnswerData::Addr(Addr::v4(a.octets()), false),
+            (_, Some(a), _) => AnswerData::Addr(Addr::v6(a.octets()), true),
+            (_, _, Some(t)) => {
+                let mut tmp = [0u8; 255];
+                let len = t.write_lower(&mut tmp);
+                match (ev.arena.get_mut(arena_len..arena_len + len), tmp.get(..len)) {
+                    (Some(dst), Some(src)) => {
+                        dst.copy_from_slice(src);
+                        let d = AnswerData::Name {
+                            off: arena_len as u16,
+                            len: len as u8,
+                        };
+                        arena_len += len;
+                        d
+                    }
+                    _ => AnswerData::Other(rec.rdata.len() as u16),
+                }
+            }
+            _ => AnswerData::Other(rec.rdata.len() as u16),
+        };
+        *slot = Some(Answer {
+            rtype: rec.rtype,
+            ttl: rec.ttl,
+            data,
+        });
+    }
+
+    // Addresses of the question name, following its CNAME chain.
+    if let Some(q) = question {
+        let mut chain: [Option<Name<'_>>; MAX_CHAIN] = [None; MAX_CHAIN];
+        chain[0] = Some(q.name);
+        let mut links = 1usize;
+        let in_chain = |chain: &[Option<Name<'_>>], r: &Record<'_>| {
+            chain.iter().flatten().any(|n| n.eq_ignore_case(&r.name))
+        };
+        // Each pass can add one link; MAX_CHAIN passes bound the walk.
+        for _ in 0..MAX_CHAIN {
+            let mut grew = false;
+            for r in msg.answers() {
+                if r.rtype == 5 && links < MAX_CHAIN && in_chain(&chain, &r) {
+                    if let Some(t) = r.target() {
+                        if !chain.iter().flatten().any(|n| n.eq_ignore_case(&t)) {
+                            chain[links] = Some(t);
+                            links += 1;
+                            grew = true;
+                        }
+                    }
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        let mut n = 0usize;
+        for r in msg.answers() {
+            if n == MAX_RESOLVED {
+                break;
+            }
+            if !in_chain(&chain, &r) {
+                continue;
+            }
+            let addr = match (r.a(), r.aaaa()) {
+                (Some(a), _) => (Addr::v4(a.octets()), false),
+                (_, Some(a)) => (Addr::v6(a.octets()), true),
+                _ => continue,
+            };
+            ev.resolved[n] = Some((addr.0, addr.1, r.ttl));
+            n += 1;
+        }
+    }
+    ev
+}

@@ -1,0 +1,357 @@
+//! DNS analysis on generated captures: per-domain query rates, suspicious queries, NXDOMAIN
+//! bursts, IP→name enrichment of flow alerts, TCP DNS across segments, and the same output
+//! for any number of workers.
+
+mod common;
+
+use etherparse::PacketBuilder;
+use outflow::alert::json::{alert_json, dns_alert_json, dns_record_json};
+use outflow::config::Config;
+use outflow::detect::Detector;
+use outflow::gen::{merge, Packet, PcapWriter, TcpSession};
+use std::io::BufWriter;
+use std::path::Path;
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1_700_000_000 * S;
+
+fn name(out: &mut Vec<u8>, n: &str) {
+    for l in n.split('.') {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    out.push(0);
+}
+
+/// A DNS message: one question, answers as (owner, type, ttl, rdata).
+fn dns(
+    id: u16,
+    response: bool,
+    rcode: u8,
+    q: &str,
+    qtype: u16,
+    answers: &[(&str, u16, u32, Vec<u8>)],
+) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.push(if response { 0x81 } else { 0x01 });
+    m.push(if response { 0x80 | rcode } else { 0 });
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    name(&mut m, q);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    for (owner, t, ttl, rdata) in answers {
+        name(&mut m, owner);
+        m.extend_from_slice(&t.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&ttl.to_be_bytes());
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(rdata);
+    }
+    m
+}
+
+fn encoded(n: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    name(&mut v, n);
+    v
+}
+
+fn udp(ts: u64, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Packet {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut f, payload)
+        .unwrap();
+    Packet {
+        ts_ns: ts,
+        frame: f,
+    }
+}
+
+const CLIENT: [u8; 4] = [10, 0, 0, 5];
+const RESOLVER: [u8; 4] = [10, 0, 0, 1];
+
+/// `n` query/response pairs for `name_of(i)` spread evenly over `span` seconds.
+fn lookups(n: u32, span: u64, rcode: u8, name_of: impl Fn(u32) -> String) -> Vec<Packet> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let ts = T0 + u64::from(i) * span * S / u64::from(n.max(1));
+        let q = name_of(i);
+        let port = 20_000 + (i % 40_000) as u16;
+        let id = i as u16;
+        v.push(udp(
+            ts,
+            CLIENT,
+            port,
+            RESOLVER,
+            53,
+            &dns(id, false, 0, &q, 1, &[]),
+        ));
+        let ans: Vec<(&str, u16, u32, Vec<u8>)> = if rcode == 0 {
+            vec![(q.as_str(), 1, 300, vec![192, 0, 2, (i % 250) as u8])]
+        } else {
+            vec![]
+        };
+        v.push(udp(
+            ts + 1_000_000,
+            RESOLVER,
+            53,
+            CLIENT,
+            port,
+            &dns(id, true, rcode, &q, 1, &ans),
+        ));
+    }
+    v
+}
+
+fn write(path: &Path, packets: impl Iterator<Item = Packet>) {
+    let mut w = PcapWriter::new(
+        BufWriter::new(std::fs::File::create(path).unwrap()),
+        1,
+        65535,
+    )
+    .unwrap();
+    for p in packets {
+        w.write(p.ts_ns, &p.frame).unwrap();
+    }
+    w.into_inner().unwrap();
+}
+
+#[test]
+fn query_rate_per_domain_alerts_above_500_in_5_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ordinary-looking names (low entropy, short): only the rate can give them away.
+    let host = |i: u32| format!("host{}.updates.example.co.uk", i % 350);
+    for (n, alerts) in [(600u32, 1usize), (400, 0)] {
+        let path = dir.path().join(format!("rate{n}.pcap"));
+        write(&path, lookups(n, 290, 0, host).into_iter());
+        let one = common::replay(&Config::default(), 1, std::slice::from_ref(&path));
+        let tunnel: Vec<_> = one
+            .dns_alerts
+            .iter()
+            .filter(|a| a.detector == Detector::DnsTunnel)
+            .collect();
+        assert_eq!(tunnel.len(), alerts, "{n} queries: {:?}", one.dns_alerts);
+        assert_eq!(one.dns_records.len(), n as usize);
+        assert!(one
+            .dns_records
+            .iter()
+            .all(|r| r.query_seen && r.response_seen));
+        if let Some(a) = tunnel.first() {
+            assert_eq!(a.reason, "query_rate");
+            assert_eq!(a.client.to_string(), "10.0.0.5");
+            // PSL split: the registered domain under co.uk, not "co.uk" or "example.co.uk"'s parent.
+            assert_eq!(a.domain, "example.co.uk");
+            assert_eq!(a.queries, 501, "fires on the 501st query");
+            assert_eq!(a.suspicious, 0);
+            assert!(
+                (330..=370).contains(&a.unique_subdomains),
+                "{}",
+                a.unique_subdomains
+            );
+            assert_eq!(a.samples.len(), 5);
+        }
+        // Same output with 4 workers (queries use 600 different ports: all workers busy).
+        let four = common::replay(&Config::default(), 4, &[path]);
+        let render = |r: &outflow::replay::ReplayReport| {
+            (
+                r.dns_alerts.iter().map(dns_alert_json).collect::<Vec<_>>(),
+                r.dns_records
+                    .iter()
+                    .map(dns_record_json)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(render(&one), render(&four));
+    }
+}
+
+#[test]
+fn suspicious_subdomains_alert_and_allowlist_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    // Base32-looking 40-character labels (entropy ≈ 4.5): 8 of them in a minute.
+    let random = |i: u32| {
+        let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut x = 0x9e37_79b9u64.wrapping_mul(u64::from(i) + 1);
+        let label: String = (0..40)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                alphabet[(x % 32) as usize] as char
+            })
+            .collect();
+        format!("{label}.exfil-c2.net")
+    };
+    let path = dir.path().join("tunnel.pcap");
+    write(&path, lookups(8, 60, 0, random).into_iter());
+    let r = common::replay(&Config::default(), 2, std::slice::from_ref(&path));
+    assert_eq!(r.dns_alerts.len(), 1, "{:?}", r.dns_alerts);
+    let a = &r.dns_alerts[0];
+    assert_eq!(
+        (a.reason, a.domain.as_str()),
+        ("suspicious_queries", "exfil-c2.net")
+    );
+    assert_eq!(
+        (a.queries, a.suspicious),
+        (6, 6),
+        "fires on the 6th suspicious query"
+    );
+    assert!(a.worst_entropy > 4.0);
+    assert!(r.dns_records.iter().all(|d| d.suspicious));
+
+    // The same queries under an allowlisted domain never alert.
+    let mut cfg = Config::default();
+    cfg.dns.allow_domains.push("exfil-c2.net".into());
+    let r = common::replay(&cfg, 2, &[path]);
+    assert!(r.dns_alerts.is_empty());
+    assert_eq!(r.summary.dns.allowlisted, 8);
+}
+
+#[test]
+fn nxdomain_burst_alerts_once_per_suppression_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let dga = |i: u32| format!("q{i}x.example{}.com", i % 97);
+    for (n, alerts) in [(150u32, 1usize), (100, 0)] {
+        let path = dir.path().join(format!("nx{n}.pcap"));
+        write(&path, lookups(n, 200, 3, dga).into_iter());
+        let r = common::replay(&Config::default(), 2, &[path]);
+        let nx: Vec<_> = r
+            .dns_alerts
+            .iter()
+            .filter(|a| a.detector == Detector::NxdomainBurst)
+            .collect();
+        assert_eq!(nx.len(), alerts, "{n} NXDOMAIN");
+        if let Some(a) = nx.first() {
+            assert_eq!(a.nxdomains, 101);
+            assert_eq!(a.client.to_string(), "10.0.0.5");
+        }
+        assert!(r.dns_records.iter().all(|d| d.rcode == Some(3)));
+    }
+}
+
+#[test]
+fn flow_alerts_carry_the_name_the_client_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    // www.example.org CNAME cdn.example.net A 203.0.113.50, then a 3 MB upload to it.
+    let resp = dns(
+        7,
+        true,
+        0,
+        "www.example.org",
+        1,
+        &[
+            ("www.example.org", 5, 60, encoded("cdn.example.net")),
+            ("cdn.example.net", 1, 20, vec![203, 0, 113, 50]),
+        ],
+    );
+    let mut pk = vec![
+        udp(
+            T0,
+            CLIENT,
+            40_000,
+            RESOLVER,
+            53,
+            &dns(7, false, 0, "www.example.org", 1, &[]),
+        ),
+        udp(T0 + 1_000_000, RESOLVER, 53, CLIENT, 40_000, &resp),
+    ];
+    let mut up = TcpSession::new(
+        "10.0.0.5:51000".parse().unwrap(),
+        "203.0.113.50:443".parse().unwrap(),
+        3_000_000,
+        0,
+    );
+    up.start_ns = T0 + S;
+    // Another host uploading to the same address never resolved it: no name.
+    let mut other = up.clone();
+    other.client = "10.0.0.6:51000".parse().unwrap();
+    other.start_ns = T0 + 2 * S;
+    pk.extend(merge(vec![up.packets(), other.packets()]));
+    let path = dir.path().join("enrich.pcap");
+    write(&path, pk.into_iter());
+    let mut cfg = Config::default();
+    cfg.detect.large_transfer.threshold_bytes = 1_000_000;
+    cfg.detect.large_transfer.min_packets = 100;
+    let r = common::replay(&cfg, 2, &[path]);
+    assert_eq!(r.alerts.len(), 2);
+    let by = |src: &str| r.alerts.iter().find(|a| a.src.to_string() == src).unwrap();
+    // The TTL was 20 s but names are kept at least dns.name_ttl_min (5 min).
+    assert_eq!(by("10.0.0.5").dst_fqdn.as_deref(), Some("www.example.org"));
+    assert!(alert_json(by("10.0.0.5")).contains("\"dst_fqdn\":\"www.example.org\""));
+    assert_eq!(by("10.0.0.6").dst_fqdn, None);
+    let rec = &r.dns_records[0];
+    assert_eq!(rec.answers, vec!["cdn.example.net", "203.0.113.50"]);
+    assert_eq!(rec.ttls, vec![60, 20]);
+    assert_eq!(rec.rtt_ns, Some(1_000_000));
+}
+
+#[test]
+fn tcp_dns_is_reassembled_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dns(0x1234, false, 0, "split.example.com", 28, &[]);
+    let a = dns(
+        0x1234,
+        true,
+        0,
+        "split.example.com",
+        28,
+        &[(
+            "split.example.com",
+            28,
+            300,
+            vec![0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        )],
+    );
+    let framed = |m: &[u8]| {
+        let mut v = (m.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(m);
+        v
+    };
+    let (fq, fa) = (framed(&q), framed(&a));
+    let tcp = |ts: u64, from_client: bool, seq: u32, payload: &[u8]| {
+        let (s, sp, d, dp) = if from_client {
+            (CLIENT, 41_000, RESOLVER, 53)
+        } else {
+            (RESOLVER, 53, CLIENT, 41_000)
+        };
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(s, d, 64)
+            .tcp(sp, dp, seq, 65535)
+            .ack(1)
+            .psh()
+            .write(&mut f, payload)
+            .unwrap();
+        Packet {
+            ts_ns: ts,
+            frame: f,
+        }
+    };
+    // The query in one segment; the response split in three, one segment retransmitted.
+    let (a1, rest) = fa.split_at(1);
+    let (a2, a3) = rest.split_at(20);
+    let packets = vec![
+        tcp(T0, true, 1000, &fq),
+        tcp(T0 + 10, false, 5000, a1),
+        tcp(T0 + 20, false, 5001, a2),
+        tcp(T0 + 25, false, 5001, a2),
+        tcp(T0 + 30, false, 5021, a3),
+    ];
+    let path = dir.path().join("tcpdns.pcap");
+    write(&path, packets.into_iter());
+    let r = common::replay(&Config::default(), 1, &[path]);
+    assert_eq!(r.dns_records.len(), 1, "{:?}", r.dns_records);
+    let rec = &r.dns_records[0];
+    assert_eq!(rec.proto, 6);
+    assert_eq!(
+        (rec.query.as_str(), rec.qtype, rec.rcode),
+        ("split.example.com", 28, Some(0))
+    );
+    assert_eq!(rec.answers, vec!["2001:db8::1"]);
+    assert!(rec.query_seen && rec.response_seen);
+}
