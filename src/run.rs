@@ -357,6 +357,15 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     })
 }
 
+/// Copies a handle's kernel counters (libpcap accumulates them) into a snapshot.
+fn kernel_counters(h: &mut Handle, s: &mut Snapshot) {
+    if let Some((recv, drop, ifdrop)) = live::kernel_stats(h) {
+        s.kernel_received = recv;
+        s.kernel_dropped = drop;
+        s.interface_dropped = ifdrop;
+    }
+}
+
 fn fragments(cfg: &Config) -> FragPorts {
     let t = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
     FragPorts::new(cfg.flow.fragment_capacity, t)
@@ -533,22 +542,14 @@ impl LiveWorker {
                 packets_at_tick = local;
                 d.worker.advance(clock.now());
                 d.flush();
-                if let Some((recv, drop, ifdrop)) = live::kernel_stats(&mut h) {
-                    d.extra.kernel_received = recv;
-                    d.extra.kernel_dropped = drop;
-                    d.extra.interface_dropped = ifdrop;
-                }
+                kernel_counters(&mut h, &mut d.extra);
                 if let Ok(cfg) = self.reload.try_recv() {
                     d.worker.reconfigure(&cfg);
                 }
                 d.publish();
             }
         }
-        if let Some((recv, drop, ifdrop)) = live::kernel_stats(&mut h) {
-            d.extra.kernel_received = recv;
-            d.extra.kernel_dropped = drop;
-            d.extra.interface_dropped = ifdrop;
-        }
+        kernel_counters(&mut h, &mut d.extra);
         d.finish()
     }
 }
@@ -637,11 +638,7 @@ impl LiveReader {
             queue_dropped: d.dropped,
             ..Snapshot::default()
         };
-        if let Some((recv, drop, ifdrop)) = live::kernel_stats(h) {
-            s.kernel_received = recv;
-            s.kernel_dropped = drop;
-            s.interface_dropped = ifdrop;
-        }
+        kernel_counters(h, &mut s);
         s
     }
 }

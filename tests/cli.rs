@@ -135,32 +135,30 @@ fn missing_capture_is_named() {
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
 }
 
-#[test]
-fn run_names_a_missing_interface() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("run.toml");
-    std::fs::write(&p, "[capture]\ninterface = \"nosuchif0\"\n").unwrap();
+/// Runs `outflow run` with a config text; returns (exit code, stderr).
+fn run_with(dir: &Path, config: &str) -> (Option<i32>, String) {
+    let p = dir.join("run.toml");
+    std::fs::write(&p, config).unwrap();
     let out = outflow()
         .args(["run", "--config"])
         .arg(&p)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn run_names_a_missing_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_with(dir.path(), "[capture]\ninterface = \"nosuchif0\"\n");
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("capture.interface \"nosuchif0\": no such interface"),
         "{err}"
     );
     assert!(err.contains("available: "), "{err}");
-
-    std::fs::write(&p, "[capture]\n").unwrap();
-    let out = outflow()
-        .args(["run", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, err) = run_with(dir.path(), "[capture]\n");
+    assert_eq!(code, Some(2));
     assert!(err.contains("capture.interface is not set"), "{err}");
 }
 
@@ -176,25 +174,18 @@ fn run_names_a_bad_filter() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("run.toml");
-    std::fs::write(
-        &p,
+    let (code, err) = run_with(
+        dir.path(),
         "[capture]\ninterface = \"lo\"\nworkers = 1\nfilter = \"tcp port\"\n",
-    )
-    .unwrap();
-    let out = outflow()
-        .args(["run", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    );
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("capture.filter \"tcp port\": invalid filter"),
         "{err}"
     );
 
     // Without privileges (setpriv from util-linux drops them): one clear message.
+    let p = dir.path().join("run.toml");
     std::fs::write(&p, "[capture]\ninterface = \"lo\"\nworkers = 1\n").unwrap();
     let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
