@@ -392,6 +392,11 @@ pub struct AllowConfig {
     /// Destination networks (e.g. the company's own cloud range, the backup provider) that
     /// never count as outbound. Default: none.
     pub dst_cidrs: Vec<IpNet>,
+    /// Source networks whose uploads never count (e.g. the backup server). Default: none.
+    pub src_cidrs: Vec<IpNet>,
+    /// Destination domain suffixes (matched on label boundaries against the name the source
+    /// resolved for the destination, from DNS) whose traffic never alerts. Default: none.
+    pub dst_domains: Vec<String>,
 }
 
 /// Detector settings.
@@ -400,6 +405,91 @@ pub struct AllowConfig {
 pub struct DetectConfig {
     /// One connection uploading a lot, alerted while it is still open.
     pub large_transfer: LargeTransferConfig,
+    /// Per (home host, external host) volume windows that emit threshold events.
+    pub host_window: HostWindowConfig,
+    /// Threshold events summed per group over a long window.
+    pub data_leak: DataLeakConfig,
+}
+
+/// Host window: bytes from a home host to one external host within a window.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostWindowConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// Window length. A (source, destination) pair's window opens with its first outbound
+    /// byte and closes `window` later (a tumbling window anchored at the pair's activity,
+    /// so no byte is counted in two events). Default "5m".
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A window whose outbound IP bytes exceed this emits a threshold event carrying all its
+    /// bytes. Default 5000000 (5 MB).
+    pub threshold_bytes: u64,
+    /// (source, destination) pairs tracked at once; the least recently active is dropped
+    /// (and counted) when full. Default 262144.
+    pub capacity: usize,
+}
+
+impl Default for HostWindowConfig {
+    fn default() -> Self {
+        HostWindowConfig {
+            enabled: true,
+            window: Duration::from_secs(300),
+            threshold_bytes: 5_000_000,
+            capacity: 262_144,
+        }
+    }
+}
+
+/// How data-leak totals are grouped.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// One home host to one external host.
+    #[default]
+    SrcDst,
+    /// One home host to any external hosts.
+    Src,
+    /// Any home hosts to one external host.
+    Dst,
+}
+
+/// Data leak: threshold events summed per group over a long window.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataLeakConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// Events older than this drop out of a group's total. Default "24h".
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A group whose total exceeds this alerts. Default 100000000 (100 MB).
+    pub total_bytes: u64,
+    /// "src_dst" (default), "src" or "dst".
+    pub group_by: GroupBy,
+    /// A group alerts again only after this, or once its total has doubled. Default "24h".
+    #[serde(with = "humantime_serde")]
+    pub suppression: Duration,
+    /// Groups tracked at once; the least recently active is dropped (and counted) when
+    /// full. Default 65536.
+    pub capacity: usize,
+    /// Events kept per group; beyond it the oldest two are merged, so the total stays exact
+    /// and memory bounded. Default 1024.
+    pub max_events_per_group: usize,
+}
+
+impl Default for DataLeakConfig {
+    fn default() -> Self {
+        DataLeakConfig {
+            enabled: true,
+            window: Duration::from_secs(86_400),
+            total_bytes: 100_000_000,
+            group_by: GroupBy::SrcDst,
+            suppression: Duration::from_secs(86_400),
+            capacity: 65_536,
+            max_events_per_group: 1024,
+        }
+    }
 }
 
 /// Which byte count a threshold applies to.
@@ -533,6 +623,32 @@ impl Config {
         }
         if c.read_timeout.is_zero() || c.read_timeout > Duration::from_secs(1) {
             p.push("capture.read_timeout: must be between 1ms and 1s".into());
+        }
+        let hw = &self.detect.host_window;
+        if hw.window < Duration::from_secs(1) {
+            p.push("detect.host_window.window: must be at least 1s".into());
+        }
+        if hw.threshold_bytes == 0 {
+            p.push("detect.host_window.threshold_bytes: must be greater than 0".into());
+        }
+        let dl = &self.detect.data_leak;
+        if dl.window < hw.window {
+            p.push("detect.data_leak.window: shorter than detect.host_window.window".into());
+        }
+        if dl.total_bytes == 0 {
+            p.push("detect.data_leak.total_bytes: must be greater than 0".into());
+        }
+        for (key, v) in [
+            ("detect.host_window.capacity", hw.capacity),
+            ("detect.data_leak.capacity", dl.capacity),
+            (
+                "detect.data_leak.max_events_per_group",
+                dl.max_events_per_group,
+            ),
+        ] {
+            if !(2..=1 << 24).contains(&v) {
+                p.push(format!("{key}: {v} must be 2..=16777216"));
+            }
         }
         let d = &self.dns;
         if d.ports.is_empty() && d.enabled {

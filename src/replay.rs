@@ -11,6 +11,7 @@ use crate::capture::file::{check_files, read_files, CaptureError};
 use crate::capture::Batch;
 use crate::config::Config;
 use crate::decode::DecodeError;
+use crate::detect::leak::{LeakAlert, LeakStats};
 use crate::detect::{Alert, Detector};
 use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsRecord};
 use crate::flow::{EndReason, FlowRecord};
@@ -61,6 +62,8 @@ pub struct ReplayReport {
     pub dns_alerts: Vec<DnsAlert>,
     /// DNS transactions in output order (when `sinks.collect`).
     pub dns_records: Vec<DnsRecord>,
+    /// Data-leak alerts in output order (when `sinks.collect`).
+    pub leak_alerts: Vec<LeakAlert>,
 }
 
 /// Counters of a whole replay, printed at the end.
@@ -82,6 +85,10 @@ pub struct Summary {
     pub dns_records: u64,
     /// DNS analyser counters.
     pub dns: AnalyseStats,
+    /// Slow-leak stage counters.
+    pub leak: LeakStats,
+    /// Flow alerts dropped because their destination's name is allowlisted.
+    pub allowlisted_alerts: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -175,6 +182,14 @@ impl fmt::Display for Summary {
                 d.queries, d.suspicious, d.allowlisted, d.nxdomains
             )?;
         }
+        let l = &self.leak;
+        if l.volumes > 0 {
+            writeln!(
+                f,
+                "  slow leaks     {} volume reports, {} threshold events, {} allowlisted",
+                l.volumes, l.threshold_events, l.allowlisted
+            )?;
+        }
         writeln!(f, "  alerts         {}", self.alerts)?;
         for (i, d) in Detector::ALL.iter().enumerate() {
             let n = self.alerts_by_detector.get(i).copied().unwrap_or(0);
@@ -213,7 +228,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     check_files(&opts.inputs)?;
 
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
-    let output = OutputThread::prepare(&opts.sinks, Some(&cfg.dns), workers, out_rx)?;
+    let output = OutputThread::prepare(&opts.sinks, Some(cfg), workers, out_rx)?;
     let output = std::thread::Builder::new()
         .name("outflow-output".into())
         .spawn(output)?;
@@ -263,6 +278,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         records: collected.flow_count,
         dns_records: collected.dns_record_count,
         dns: collected.dns,
+        leak: collected.leak,
+        allowlisted_alerts: collected.allowlisted_alerts,
         elapsed: started.elapsed(),
     };
     Ok(ReplayReport {
@@ -271,6 +288,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         flows: collected.flows,
         dns_alerts: collected.dns_alerts,
         dns_records: collected.dns_records,
+        leak_alerts: collected.leak_alerts,
     })
 }
 

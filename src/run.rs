@@ -197,7 +197,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     }
 
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
-    let output = OutputThread::prepare(&sinks(&opts), Some(&cfg.dns), n, out_rx)?;
+    let output = OutputThread::prepare(&sinks(&opts), Some(&cfg), n, out_rx)?;
     let output = std::thread::Builder::new()
         .name("outflow-output".into())
         .spawn(output)?;

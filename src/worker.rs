@@ -15,7 +15,7 @@
 
 use crate::capture::BatchPacket;
 use crate::config::Config;
-use crate::decode::{proto, tcp_flags, PacketMeta};
+use crate::decode::{proto, tcp_flags, Addr, PacketMeta};
 use crate::detect::{Alert, Detector, Direction, LargeTransfer};
 use crate::dns::extract::ExtractStats;
 use crate::dns::{DnsEvent, DnsExtractor};
@@ -48,7 +48,39 @@ pub enum Event {
     Alert(Box<Alert>),
     /// A DNS message, for the analyser on the output thread.
     Dns(DnsEvent),
+    /// Outbound volume of a flow since its last report, for the cross-flow detectors.
+    Volume(Volume),
 }
+
+/// Bytes a home host sent to (and received from) an external host on one flow since the
+/// last report. Emitted every [`VOLUME_STEP`] outbound bytes, at interim records and at the
+/// flow's end, so the cross-flow stage sees volumes per flow event, never per packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// Timestamp of the packet or timer that triggered the report (ns).
+    pub ts_ns: u64,
+    /// The flow.
+    pub flow_id: u64,
+    /// Address family.
+    pub ipv6: bool,
+    /// The home host.
+    pub src: Addr,
+    /// The external host.
+    pub dst: Addr,
+    /// Its port.
+    pub dport: u16,
+    /// IP bytes home → external since the last report.
+    pub out_bytes: u64,
+    /// IP bytes external → home since the last report.
+    pub in_bytes: u64,
+    /// The flow ended with this report.
+    pub end: bool,
+}
+
+/// Outbound IP bytes between two volume reports of one flow: fine enough that a 5 MB host
+/// window is placed to within 5%, coarse enough to be rare (one event per ~180 full-size
+/// packets of an upload).
+pub const VOLUME_STEP: u64 = 256 * 1024;
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +129,7 @@ impl Worker {
         timeouts[TimerClass::Other as usize] = ns(f.other_timeout);
         Worker {
             table: FlowTable::new(f.capacity_per_worker, timeouts),
-            direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs),
+            direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs),
             large: LargeTransfer::new(&cfg.detect.large_transfer),
             active_timeout_ns: ns(f.active_timeout),
             dns: DnsExtractor::new(cfg.dns.enabled, &cfg.dns.ports),
@@ -109,7 +141,7 @@ impl Worker {
     /// Applies new detector thresholds and allowlists (SIGHUP). Flow state is kept; the
     /// home/allowlist classification of flows already open is not revisited.
     pub fn reconfigure(&mut self, cfg: &Config) {
-        self.direction = Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs);
+        self.direction = Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs);
         self.large = LargeTransfer::new(&cfg.detect.large_transfer);
     }
 
@@ -204,6 +236,11 @@ impl Worker {
         }
         let class = timer_class(flow);
         let alert = self.large.on_packet(flow, from, p.ts_ns);
+        let volume = flow
+            .outbound
+            .is_some_and(|s| flow.side(s).ip_bytes - flow.reported[0] >= VOLUME_STEP)
+            .then(|| report_volume(flow, p.ts_ns, false))
+            .flatten();
         let interim = p.clock_ns.saturating_sub(flow.interim_ns) >= active_timeout_ns;
         if interim {
             flow.interim_ns = p.clock_ns;
@@ -219,6 +256,10 @@ impl Worker {
             self.stats.dns = self.dns.stats;
         }
 
+        if let Some(v) = volume {
+            self.pending
+                .push((packet_key(p, &mut sub), Event::Volume(v)));
+        }
         if let Some(a) = alert {
             if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {
                 *n += 1;
@@ -333,6 +374,7 @@ impl Worker {
             interim_ns: p.clock_ns,
             next_seq: [None; 2],
             reset: false,
+            reported: [0; 2],
             carried: DirCounters::default(),
         };
         let slot = self
@@ -347,9 +389,62 @@ impl Worker {
         if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
             self.stats.records[i] += 1;
         }
+        // The unreported rest of an outbound flow's volume: at its end, or at an interim
+        // record (then the flow in the table must remember it was reported).
+        let end = reason != EndReason::ActiveTimeout;
+        let mut copy = *flow;
+        if let Some(v) = report_volume(&mut copy, flow.last_ns, end) {
+            if !end {
+                if let Some(f) = self.table.find(self.table.hash(&flow.key), &flow.key) {
+                    if let Some(live) = self.table.get_mut(f) {
+                        live.reported = copy.reported;
+                    }
+                }
+            }
+            let vkey = EventKey {
+                sub: key.sub | 0x8000_0000,
+                ..key
+            };
+            self.pending.push((vkey, Event::Volume(v)));
+        }
         self.pending
             .push((key, Event::Flow(FlowRecord::of(flow, reason))));
     }
+}
+
+/// The volume of an outbound flow not yet reported, marked as reported. `None` when there
+/// is nothing to report (or the flow is not outbound).
+fn report_volume(f: &mut Flow, ts_ns: u64, end: bool) -> Option<Volume> {
+    let side = f.outbound?;
+    let other = match side {
+        Side::Orig => Side::Resp,
+        Side::Resp => Side::Orig,
+    };
+    let out = f.side(side).ip_bytes;
+    let inb = f.side(other).ip_bytes;
+    let (d_out, d_in) = (out - f.reported[0], inb - f.reported[1]);
+    if d_out == 0 && d_in == 0 {
+        return None;
+    }
+    f.reported = [out, inb];
+    let k = &f.key;
+    let side_is_hi = (side == Side::Orig) == f.orig_is_hi;
+    let (src, dst, dport) = if side_is_hi {
+        (k.hi, k.lo, k.lo_port)
+    } else {
+        (k.lo, k.hi, k.hi_port)
+    };
+    Some(Volume {
+        ts_ns,
+        flow_id: f.id,
+        ipv6: k.ipv6,
+        src,
+        dst,
+        dport,
+        out_bytes: d_out,
+        in_bytes: d_in,
+        end,
+    })
 }
 
 #[inline]

@@ -4,6 +4,7 @@
 
 use crate::config::ByteCount;
 use crate::decode::proto;
+use crate::detect::leak::LeakAlert;
 use crate::detect::Alert;
 use crate::dns::analyse::{DnsAlert, DnsRecord};
 use crate::flow::{FlowRecord, Side};
@@ -276,6 +277,70 @@ pub fn dns_alert_json(a: &DnsAlert) -> String {
         worst_query: &a.worst_query,
         worst_entropy: (a.worst_entropy * 1000.0).round() / 1000.0,
         samples: &a.samples,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct LeakAlertJson<'a> {
+    alert_id: &'a str,
+    ts: String,
+    detector: &'static str,
+    message: String,
+    group_by: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_ip: Option<String>,
+    total_bytes: u64,
+    threshold_bytes: u64,
+    window: f64,
+    events: u64,
+    peers: u64,
+    first_seen: String,
+    last_seen: String,
+    dst_fqdns: &'a [String],
+}
+
+/// One data-leak alert as a JSON object (no trailing newline).
+pub fn leak_alert_json(a: &LeakAlert) -> String {
+    use crate::config::GroupBy;
+    let who = match (a.src, a.dst) {
+        (Some(s), Some(d)) => format!("{s} → {d}"),
+        (Some(s), None) => format!("{s} → {} destinations", a.peers),
+        (None, Some(d)) => format!("{} sources → {d}", a.peers),
+        (None, None) => String::new(),
+    };
+    let names = if a.fqdns.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", a.fqdns.join(", "))
+    };
+    let j = LeakAlertJson {
+        alert_id: &a.id,
+        ts: rfc3339(a.ts_ns),
+        detector: a.detector.name(),
+        message: format!(
+            "Data leak: {who}{names} {} in {:.0} h ({} threshold events)",
+            human_bytes(a.total_bytes),
+            a.window_s / 3600.0,
+            a.events
+        ),
+        group_by: match a.group_by {
+            GroupBy::SrcDst => "src_dst",
+            GroupBy::Src => "src",
+            GroupBy::Dst => "dst",
+        },
+        src_ip: a.src.map(|i| i.to_string()),
+        dst_ip: a.dst.map(|i| i.to_string()),
+        total_bytes: a.total_bytes,
+        threshold_bytes: a.threshold_bytes,
+        window: a.window_s,
+        events: a.events,
+        peers: a.peers,
+        first_seen: rfc3339(a.first_ns),
+        last_seen: rfc3339(a.last_ns),
+        dst_fqdns: &a.fqdns,
     };
     serde_json::to_string(&j).unwrap_or_default()
 }

@@ -6,8 +6,10 @@
 //! The written order is thus the key order, which depends only on the input: the same
 //! capture gives byte-identical output for 1 or 16 workers.
 
-use super::json::{alert_json, dns_alert_json, dns_record_json, flow_json};
-use crate::config::DnsConfig;
+use super::json::{alert_json, dns_alert_json, dns_record_json, flow_json, leak_alert_json};
+use crate::config::Config;
+use crate::decode::Addr;
+use crate::detect::leak::{LeakAlert, LeakAnalyser, LeakStats};
 use crate::detect::{Alert, Detector};
 use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
 use crate::flow::FlowRecord;
@@ -122,6 +124,12 @@ pub struct Collected {
     pub dns_record_count: u64,
     /// The DNS analyser's counters.
     pub dns: AnalyseStats,
+    /// Data-leak alerts, in output order (only when `collect`).
+    pub leak_alerts: Vec<LeakAlert>,
+    /// The slow-leak stage's counters.
+    pub leak: LeakStats,
+    /// Flow alerts dropped because the destination's name is allowlisted.
+    pub allowlisted_alerts: u64,
 }
 
 struct Item(EventKey, Event);
@@ -155,6 +163,7 @@ struct Writers {
     flows: Option<BufWriter<Box<dyn Write + Send>>>,
     dns_out: Option<BufWriter<Box<dyn Write + Send>>>,
     dns: Option<DnsAnalyser>,
+    leak: Option<LeakAnalyser>,
     collect: bool,
     out: Collected,
     first_error: Option<io::Error>,
@@ -198,8 +207,68 @@ impl Writers {
         }
     }
 
+    fn leak_alert(&mut self, a: LeakAlert) {
+        self.count_alert(a.detector);
+        let r = match self.alerts.as_mut() {
+            Some(w) => writeln!(w, "{}", leak_alert_json(&a)).and_then(|_| w.flush()),
+            None => Ok(()),
+        };
+        if self.collect {
+            self.out.leak_alerts.push(a);
+        }
+        if let Err(e) = r {
+            self.first_error.get_or_insert(e);
+        }
+    }
+
+    /// Moves the slow-leak stage's clock; closes windows that ended.
+    fn advance(&mut self, ts_ns: u64) {
+        let mut alerts = Vec::new();
+        if let Some(l) = self.leak.as_mut() {
+            let dns = self.dns.as_ref();
+            let names = |s: Addr, d: Addr, v6: bool| {
+                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), ts_ns))
+                    .map(str::to_owned)
+            };
+            l.advance(ts_ns, &names, &mut |a| alerts.push(a));
+        }
+        for a in alerts {
+            self.leak_alert(a);
+        }
+    }
+
+    fn volume(&mut self, v: &crate::worker::Volume) {
+        let mut alerts = Vec::new();
+        if let Some(l) = self.leak.as_mut() {
+            let dns = self.dns.as_ref();
+            let names = |s: Addr, d: Addr, v6: bool| {
+                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), v.ts_ns))
+                    .map(str::to_owned)
+            };
+            let fqdn = names(v.src, v.dst, v.ipv6);
+            l.on_volume(v, fqdn.as_deref(), &names, &mut |a| alerts.push(a));
+        }
+        for a in alerts {
+            self.leak_alert(a);
+        }
+    }
+
     /// End of input: pending DNS transactions are written out.
     fn finish(&mut self) {
+        let mut alerts = Vec::new();
+        if let Some(mut l) = self.leak.take() {
+            let dns = self.dns.as_ref();
+            let now = u64::MAX;
+            let names = |s: Addr, d: Addr, v6: bool| {
+                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), now.min(u64::MAX / 2)))
+                    .map(str::to_owned)
+            };
+            l.finish(&names, &mut |a| alerts.push(a));
+            self.out.leak = l.stats;
+        }
+        for a in alerts {
+            self.leak_alert(a);
+        }
         if let Some(mut a) = self.dns.take() {
             let mut outs = Vec::new();
             a.finish(&mut |o| outs.push(o));
@@ -211,7 +280,18 @@ impl Writers {
     }
 
     fn write(&mut self, ev: Event) {
+        let ts = match &ev {
+            Event::Dns(d) => d.ts_ns,
+            Event::Alert(a) => a.ts_ns,
+            Event::Flow(r) => r.last_ns,
+            Event::Volume(v) => v.ts_ns,
+        };
+        self.advance(ts);
         let r = match ev {
+            Event::Volume(v) => {
+                self.volume(&v);
+                Ok(())
+            }
             Event::Dns(d) => {
                 let mut outs: Vec<DnsOutput> = Vec::new();
                 if let Some(a) = self.dns.as_mut() {
@@ -225,6 +305,15 @@ impl Writers {
             Event::Alert(mut a) => {
                 if let Some(d) = self.dns.as_ref() {
                     a.dst_fqdn = d.fqdn(a.src, a.dst, a.ts_ns).map(str::to_owned);
+                }
+                if self
+                    .leak
+                    .as_ref()
+                    .is_some_and(|l| l.allowed(a.dst_fqdn.as_deref()))
+                {
+                    // allow.dst_domains: counted, never alerted.
+                    self.out.allowlisted_alerts += 1;
+                    return;
                 }
                 self.count_alert(a.detector);
                 let r = match self.alerts.as_mut() {
@@ -273,7 +362,7 @@ impl OutputThread {
     /// function to run on the output thread.
     pub fn prepare(
         sinks: &Sinks,
-        dns: Option<&DnsConfig>,
+        cfg: Option<&Config>,
         workers: usize,
         rx: Receiver<OutMsg>,
     ) -> io::Result<impl FnOnce() -> io::Result<Collected> + Send> {
@@ -290,7 +379,16 @@ impl OutputThread {
                 .as_ref()
                 .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
                 .transpose()?,
-            dns: dns.filter(|c| c.enabled).map(DnsAnalyser::new),
+            dns: cfg
+                .filter(|c| c.dns.enabled)
+                .map(|c| DnsAnalyser::new(&c.dns)),
+            leak: cfg.map(|c| {
+                LeakAnalyser::new(
+                    &c.detect.host_window,
+                    &c.detect.data_leak,
+                    &c.allow.dst_domains,
+                )
+            }),
             collect: sinks.collect,
             out: Collected::default(),
             first_error: None,

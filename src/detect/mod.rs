@@ -6,6 +6,7 @@
 //! flow's latch bits, so an alert fires once per flow and tier.
 
 pub mod large_transfer;
+pub mod leak;
 mod nets;
 
 pub use large_transfer::LargeTransfer;
@@ -24,14 +25,17 @@ pub enum Detector {
     DnsTunnel,
     /// A client's NXDOMAIN responses spiked.
     NxdomainBurst,
+    /// A group's threshold events summed past the data-leak total within the long window.
+    DataLeak,
 }
 
 impl Detector {
     /// Every detector, in a stable order.
-    pub const ALL: [Detector; 3] = [
+    pub const ALL: [Detector; 4] = [
         Detector::LargeTransfer,
         Detector::DnsTunnel,
         Detector::NxdomainBurst,
+        Detector::DataLeak,
     ];
 
     /// Stable snake_case name used in JSON, summaries and metric labels.
@@ -40,6 +44,7 @@ impl Detector {
             Detector::LargeTransfer => "large_outbound_transfer",
             Detector::DnsTunnel => "dns_tunnel",
             Detector::NxdomainBurst => "nxdomain_burst",
+            Detector::DataLeak => "data_leak",
         }
     }
 }

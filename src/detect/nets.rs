@@ -31,14 +31,16 @@ impl NetSet {
 pub struct Direction {
     home: NetSet,
     allow_dst: NetSet,
+    allow_src: NetSet,
 }
 
 impl Direction {
-    /// From `home_nets` and `allow.dst_cidrs`.
-    pub fn new(home: &[IpNet], allow_dst: &[IpNet]) -> Direction {
+    /// From `home_nets`, `allow.dst_cidrs` and `allow.src_cidrs`.
+    pub fn new(home: &[IpNet], allow_dst: &[IpNet], allow_src: &[IpNet]) -> Direction {
         Direction {
             home: NetSet::new(home),
             allow_dst: NetSet::new(allow_dst),
+            allow_src: NetSet::new(allow_src),
         }
     }
 
@@ -47,9 +49,12 @@ impl Direction {
     pub fn outbound(&self, orig: Addr, resp: Addr, ipv6: bool) -> Option<Side> {
         let orig_home = self.home.contains(orig, ipv6);
         let resp_home = self.home.contains(resp, ipv6);
+        let ok = |home: Addr, ext: Addr| {
+            !self.allow_dst.contains(ext, ipv6) && !self.allow_src.contains(home, ipv6)
+        };
         match (orig_home, resp_home) {
-            (true, false) if !self.allow_dst.contains(resp, ipv6) => Some(Side::Orig),
-            (false, true) if !self.allow_dst.contains(orig, ipv6) => Some(Side::Resp),
+            (true, false) if ok(orig, resp) => Some(Side::Orig),
+            (false, true) if ok(resp, orig) => Some(Side::Resp),
             _ => None,
         }
     }
@@ -68,6 +73,12 @@ mod tests {
         let d = Direction::new(
             &nets(&["10.0.0.0/8", "fc00::/7"]),
             &nets(&["203.0.113.0/24"]),
+            &nets(&["10.9.9.9/32"]),
+        );
+        // An allowlisted source (the backup server) is never outbound.
+        assert_eq!(
+            d.outbound(Addr::v4([10, 9, 9, 9]), Addr::v4([8, 8, 8, 8]), false),
+            None
         );
         let home = Addr::v4([10, 1, 2, 3]);
         let ext = Addr::v4([198, 51, 100, 1]);

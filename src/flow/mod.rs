@@ -92,6 +92,9 @@ pub struct Flow {
     pub next_seq: [Option<u32>; 2],
     /// TCP: a RST that the endpoints appear to have honoured (no data followed it).
     pub reset: bool,
+    /// IP bytes (outbound, inbound) already reported to the cross-flow stage in volume
+    /// events.
+    pub reported: [u64; 2],
     /// Outbound counters of earlier connections on the same 5-tuple that ended by FIN/RST
     /// less than a linger ago and were replaced by a new SYN. Detectors add them, so a
     /// forged RST+SYN pair (ignored by the real endpoints) cannot restart the count.
