@@ -58,6 +58,8 @@ pub struct Config {
     pub detect: DetectConfig,
     /// DNS analysis.
     pub dns: DnsConfig,
+    /// Snapshots of long-window state.
+    pub state: StateConfig,
     /// Service settings for `outflow run`.
     pub run: RunConfig,
     /// Logging.
@@ -84,6 +86,10 @@ impl Default for Config {
             allow: AllowConfig::default(),
             detect: DetectConfig::default(),
             dns: DnsConfig::default(),
+            state: StateConfig {
+                dir: String::new(),
+                snapshot_interval: default_snapshot_interval(),
+            },
             run: RunConfig::default(),
             log: LogConfig::default(),
             output: OutputConfig::default(),
@@ -409,6 +415,110 @@ pub struct DetectConfig {
     pub host_window: HostWindowConfig,
     /// Threshold events summed per group over a long window.
     pub data_leak: DataLeakConfig,
+    /// Uploads that go out and (almost) nothing comes back.
+    pub asymmetry: AsymmetryConfig,
+    /// A host's daily upload against its own history.
+    pub baseline: BaselineConfig,
+    /// A flow's outbound bytes against the history of its home server's port.
+    pub service_outlier: ServiceOutlierConfig,
+}
+
+/// Asymmetric upload: out/(in+1) above `ratio` with more than `min_out_bytes` out, checked
+/// per flow at its end and per (source, destination) host window when it closes.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsymmetryConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// Out/(in+1) above this is asymmetric. Default 0.8.
+    pub ratio: f64,
+    /// ...with more than this many outbound IP bytes. Default 50000000 (50 MB).
+    pub min_out_bytes: u64,
+}
+
+impl Default for AsymmetryConfig {
+    fn default() -> Self {
+        AsymmetryConfig {
+            enabled: true,
+            ratio: 0.8,
+            min_out_bytes: 50_000_000,
+        }
+    }
+}
+
+/// Upload baseline: each home host's bytes uploaded per day against its previous days.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaselineConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// A day more than this many standard deviations above the host's mean alerts.
+    /// Default 3.0.
+    pub z: f64,
+    /// Days of history kept per host. Default 30.
+    pub days: usize,
+    /// Days of history needed before a host can alert. Default 7.
+    pub min_days: usize,
+    /// Offset of the day boundary from UTC, minutes (e.g. 120 for UTC+2). Default 0.
+    pub utc_offset_minutes: i32,
+    /// Hosts tracked at once. Default 65536.
+    pub capacity: usize,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            enabled: true,
+            z: 3.0,
+            days: 30,
+            min_days: 7,
+            utc_offset_minutes: 0,
+            capacity: 65_536,
+        }
+    }
+}
+
+/// Service outlier: outbound bytes per flow of each home server port.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceOutlierConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// A flow above mean + sigma × std of its port alerts. Default 3.0.
+    pub sigma: f64,
+    /// Flows of history a port needs before it can alert. Default 100.
+    pub min_flows: u64,
+    /// ...and a flow must send at least this many bytes, so tiny ports cannot alert on
+    /// noise. Default 1000000 (1 MB).
+    pub min_out_bytes: u64,
+}
+
+impl Default for ServiceOutlierConfig {
+    fn default() -> Self {
+        ServiceOutlierConfig {
+            enabled: true,
+            sigma: 3.0,
+            min_flows: 100,
+            min_out_bytes: 1_000_000,
+        }
+    }
+}
+
+/// Long-window state that survives restarts.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory for snapshots (24 h totals, baselines, service statistics). Empty = no
+    /// snapshots. The example config uses /var/lib/outflow (systemd StateDirectory).
+    pub dir: String,
+    /// How often `outflow run` writes a snapshot (wall time); also written at shutdown.
+    /// Default "5m".
+    #[serde(with = "humantime_serde", default = "default_snapshot_interval")]
+    pub snapshot_interval: Duration,
+}
+
+fn default_snapshot_interval() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// Host window: bytes from a home host to one external host within a window.
@@ -442,7 +552,7 @@ impl Default for HostWindowConfig {
 }
 
 /// How data-leak totals are grouped.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     /// One home host to one external host.
@@ -649,6 +759,28 @@ impl Config {
             if !(2..=1 << 24).contains(&v) {
                 p.push(format!("{key}: {v} must be 2..=16777216"));
             }
+        }
+        let b = &self.detect.baseline;
+        if b.min_days < 2 || b.min_days > b.days {
+            p.push(format!(
+                "detect.baseline.min_days: {} must be 2..=detect.baseline.days ({})",
+                b.min_days, b.days
+            ));
+        }
+        if !(1..=366).contains(&b.days) {
+            p.push(format!("detect.baseline.days: {} must be 1..=366", b.days));
+        }
+        if b.utc_offset_minutes.abs() > 14 * 60 {
+            p.push("detect.baseline.utc_offset_minutes: must be within ±840".into());
+        }
+        if self.detect.asymmetry.ratio <= 0.0 {
+            p.push("detect.asymmetry.ratio: must be greater than 0".into());
+        }
+        if self.detect.service_outlier.min_flows < 2 {
+            p.push("detect.service_outlier.min_flows: must be at least 2".into());
+        }
+        if self.state.snapshot_interval < Duration::from_secs(1) {
+            p.push("state.snapshot_interval: must be at least 1s".into());
         }
         let d = &self.dns;
         if d.ports.is_empty() && d.enabled {

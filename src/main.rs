@@ -41,6 +41,10 @@ enum Command {
         /// Write one JSON line per DNS transaction to FILE (or `-`).
         #[arg(long, value_name = "FILE|-")]
         dns_out: Option<String>,
+        /// Load long-window state (24 h totals, baselines) from DIR and save it back at the
+        /// end, so consecutive replays behave like one continuous run.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Do not print the summary.
         #[arg(long, short)]
         quiet: bool,
@@ -146,13 +150,19 @@ fn run(cli: Cli) -> Result<()> {
             alerts_out,
             flows_out,
             dns_out,
+            state_dir,
             quiet,
             captures,
         } => {
-            let config = match &config {
+            let mut config = match &config {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
+            if let Some(d) = state_dir {
+                std::fs::create_dir_all(&d)
+                    .with_context(|| format!("cannot create --state-dir {}", d.display()))?;
+                config.state.dir = d.display().to_string();
+            }
             init_logging(&config);
             if workers == Some(0) {
                 anyhow::bail!("--workers must be at least 1");

@@ -69,6 +69,16 @@ pub struct Volume {
     pub dst: Addr,
     /// Its port.
     pub dport: u16,
+    /// The home host's port.
+    pub sport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Whether the home host opened the connection (false: a home server answering).
+    pub home_is_orig: bool,
+    /// The flow's outbound IP bytes so far (all reports included).
+    pub out_total: u64,
+    /// The flow's inbound IP bytes so far.
+    pub in_total: u64,
     /// IP bytes home → external since the last report.
     pub out_bytes: u64,
     /// IP bytes external → home since the last report.
@@ -429,10 +439,10 @@ fn report_volume(f: &mut Flow, ts_ns: u64, end: bool) -> Option<Volume> {
     f.reported = [out, inb];
     let k = &f.key;
     let side_is_hi = (side == Side::Orig) == f.orig_is_hi;
-    let (src, dst, dport) = if side_is_hi {
-        (k.hi, k.lo, k.lo_port)
+    let (src, sport, dst, dport) = if side_is_hi {
+        (k.hi, k.hi_port, k.lo, k.lo_port)
     } else {
-        (k.lo, k.hi, k.hi_port)
+        (k.lo, k.lo_port, k.hi, k.hi_port)
     };
     Some(Volume {
         ts_ns,
@@ -441,6 +451,11 @@ fn report_volume(f: &mut Flow, ts_ns: u64, end: bool) -> Option<Volume> {
         src,
         dst,
         dport,
+        sport,
+        proto: k.proto,
+        home_is_orig: side == Side::Orig,
+        out_total: out,
+        in_total: inb,
         out_bytes: d_out,
         in_bytes: d_in,
         end,

@@ -38,16 +38,32 @@ fn demo_replay_prints_the_upload_alert_and_a_summary() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // The upload alert while it runs; then, when its 5-minute host window closes (here: the
-    // end of the capture), the 150 MB threshold event alone passes the 100 MB data-leak total.
-    assert_eq!(alerts.len(), 2, "{stdout}");
-    let leak = &alerts[1];
-    assert_eq!(leak["detector"], "data_leak");
+    // While the upload runs: the large-transfer alert. When it ends: asymmetric upload (the
+    // flow sent 150 MB and received 88 kB). When its 5-minute host window closes (here: the
+    // end of the capture): asymmetry of the host pair, and a data leak, since the 150 MB
+    // threshold event alone passes the 100 MB daily total.
+    let detectors: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        detectors,
+        [
+            "large_outbound_transfer",
+            "asymmetric_upload",
+            "asymmetric_upload",
+            "data_leak"
+        ],
+        "{stdout}"
+    );
+    let leak = &alerts[3];
     assert_eq!(
         (&leak["src_ip"], &leak["dst_ip"]),
         (&"10.0.0.5".into(), &"203.0.113.50".into())
     );
     assert_eq!(leak["events"], 1);
+    assert_eq!(alerts[1]["scope"], "flow");
+    assert_eq!(alerts[2]["scope"], "window");
     let a = &alerts[0];
     assert_eq!(a["detector"], "large_outbound_transfer");
     assert_eq!(a["src_ip"], "10.0.0.5");
@@ -61,7 +77,7 @@ fn demo_replay_prints_the_upload_alert_and_a_summary() {
     for needle in [
         "packets",
         "flows",
-        "alerts         2",
+        "alerts         4",
         "not decoded",
         "throughput",
     ] {

@@ -51,6 +51,7 @@ fn example_config_is_valid_and_shows_every_key() {
     let mut expected = Config::default();
     expected.capture.interface = "eth1".into();
     expected.output.alerts = "/var/log/outflow/alerts.json".into();
+    expected.state.dir = "/var/lib/outflow".into();
     assert_eq!(cfg, expected);
 }
 

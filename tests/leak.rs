@@ -136,3 +136,174 @@ fn allowlisted_sources_and_destination_names_never_alert() {
         "an allowlisted source is not outbound"
     );
 }
+
+fn with_state(dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.state.dir = dir.display().to_string();
+    cfg
+}
+
+#[test]
+fn a_replay_split_in_two_with_state_gives_the_alerts_of_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = spread(15);
+    let whole = dir.path().join("whole.pcap");
+    write(&whole, &sessions);
+    let all = common::replay(&Config::default(), 2, &[whole]);
+    assert_eq!(all.leak_alerts.len(), 1);
+
+    // The same bursts in two files, split in the middle of the day.
+    let (a, b) = sessions.split_at(9);
+    let (pa, pb) = (dir.path().join("a.pcap"), dir.path().join("b.pcap"));
+    write(&pa, a);
+    write(&pb, b);
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let first = common::replay(&with_state(&state), 2, &[pa]);
+    assert!(first.leak_alerts.is_empty());
+    assert!(state.join("outflow-state.json").exists());
+    let second = common::replay(&with_state(&state), 2, &[pb]);
+    let render = |v: &[outflow::detect::leak::LeakAlert]| {
+        v.iter()
+            .filter(|a| a.detector == outflow::detect::Detector::DataLeak)
+            .map(outflow::alert::json::leak_alert_json)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(render(&second.leak_alerts), render(&all.leak_alerts));
+}
+
+#[test]
+fn a_corrupt_snapshot_is_set_aside_and_the_run_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("outflow-state.json"),
+        b"{\"version\": 1, \"now_ns\": [garbage",
+    )
+    .unwrap();
+    let path = dir.path().join("15h.pcap");
+    write(&path, &spread(15));
+    let r = common::replay(&with_state(&state), 1, &[path]);
+    // 15 bursts make events; the last one's window is still open at the end of the input
+    // and is persisted for the next run instead of being closed.
+    assert_eq!(r.summary.leak.threshold_events, 14);
+    assert_eq!(
+        r.leak_alerts
+            .iter()
+            .filter(|a| a.detector == outflow::detect::Detector::DataLeak)
+            .count(),
+        1
+    );
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "corrupt snapshot not set aside");
+    // A fresh snapshot replaced it, and loads.
+    let text = std::fs::read_to_string(state.join("outflow-state.json")).unwrap();
+    assert!(
+        text.starts_with("{\"version\":1"),
+        "{}",
+        &text[..40.min(text.len())]
+    );
+}
+
+#[test]
+fn a_tenfold_day_after_ten_ordinary_days_is_an_upload_baseline_outlier() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400 * S;
+    let start = 1_700_006_400 * S; // 2023-11-15 00:00 UTC
+    let sizes = [10, 11, 9, 10, 12, 9, 10, 11, 10, 9, 100];
+    let sessions: Vec<TcpSession> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, mb)| {
+            burst(
+                "10.0.0.5:40000",
+                "198.51.100.80:443",
+                *mb,
+                start + i as u64 * day + 12 * 3600 * S,
+            )
+        })
+        .collect();
+    let path = dir.path().join("days.pcap");
+    write(&path, &sessions);
+    let r = common::replay(&Config::default(), 2, &[path]);
+    let base: Vec<_> = r
+        .leak_alerts
+        .iter()
+        .filter(|a| a.detector == outflow::detect::Detector::UploadBaseline)
+        .collect();
+    assert_eq!(base.len(), 1, "{base:?}");
+    let a = base[0];
+    assert_eq!(a.scope, "2023-11-25", "the eleventh day");
+    assert_eq!(a.events, 10, "ten days of history");
+    assert_eq!(a.total_bytes, sessions[10].expected().orig_ip_bytes);
+    assert!(a.z > 3.0 && a.mean > 9.0e6 && a.mean < 11.0e6, "{a:?}");
+}
+
+#[test]
+fn asymmetry_and_service_outliers() {
+    let dir = tempfile::tempdir().unwrap();
+    // 60 MB out and nothing back is asymmetric; 60 MB in is not.
+    let up = burst("10.0.0.5:40000", "198.51.100.90:443", 60, T0);
+    let mut down = TcpSession::new(
+        "10.0.0.6:40001".parse().unwrap(),
+        "198.51.100.91:443".parse().unwrap(),
+        1_000,
+        60 * MB,
+    );
+    down.mss = 8960;
+    down.start_ns = T0;
+    // A home database answering external clients: 120 flows of about 1 MB, then 20 MB.
+    let mut db: Vec<TcpSession> = (0..121u64)
+        .map(|i| {
+            let mut s = TcpSession::new(
+                format!("203.0.113.{}:{}", 1 + i % 200, 50_000 + i)
+                    .parse()
+                    .unwrap(),
+                "10.0.0.20:3306".parse().unwrap(),
+                500,
+                if i == 120 {
+                    20 * MB
+                } else {
+                    MB + (i % 7) * 20_000
+                },
+            );
+            s.mss = 8960;
+            s.start_ns = T0 + 3600 * S + i * 10 * S;
+            s
+        })
+        .collect();
+    db.push(up);
+    db.push(down);
+    let path = dir.path().join("asym.pcap");
+    write(&path, &db);
+    let r = common::replay(&Config::default(), 2, &[path]);
+    let of = |d| {
+        r.leak_alerts
+            .iter()
+            .filter(|a| a.detector == d)
+            .collect::<Vec<_>>()
+    };
+    let asym = of(outflow::detect::Detector::Asymmetry);
+    // Per flow at its end, and per host pair when its window closes: both for the upload.
+    assert_eq!(asym.len(), 2, "{asym:?}");
+    assert!(asym
+        .iter()
+        .all(|a| a.src.unwrap().to_string() == "10.0.0.5"));
+    assert_eq!(
+        asym.iter()
+            .map(|a| a.scope.as_str())
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["flow", "window"].into_iter().collect()
+    );
+    let svc = of(outflow::detect::Detector::ServiceOutlier);
+    assert_eq!(svc.len(), 1, "{svc:?}");
+    assert_eq!(svc[0].port, 3306);
+    assert_eq!(svc[0].events, 120);
+    assert_eq!(svc[0].src.unwrap().to_string(), "10.0.0.20");
+}

@@ -300,13 +300,30 @@ struct LeakAlertJson<'a> {
     first_seen: String,
     last_seen: String,
     dst_fqdns: &'a [String],
+    #[serde(skip_serializing_if = "is_zero")]
+    in_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    std: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    z: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_id: Option<u64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
 }
 
-/// One data-leak alert as a JSON object (no trailing newline).
+/// One alert of the cross-flow stage (data leak, asymmetric upload, upload baseline,
+/// service outlier) as a JSON object (no trailing newline).
 pub fn leak_alert_json(a: &LeakAlert) -> String {
     use crate::config::GroupBy;
+    use crate::detect::Detector;
     let who = match (a.src, a.dst) {
         (Some(s), Some(d)) => format!("{s} → {d}"),
+        (Some(s), None) if a.detector != crate::detect::Detector::DataLeak => s.to_string(),
         (Some(s), None) => format!("{s} → {} destinations", a.peers),
         (None, Some(d)) => format!("{} sources → {d}", a.peers),
         (None, None) => String::new(),
@@ -316,16 +333,45 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
     } else {
         format!(" ({})", a.fqdns.join(", "))
     };
-    let j = LeakAlertJson {
-        alert_id: &a.id,
-        ts: rfc3339(a.ts_ns),
-        detector: a.detector.name(),
-        message: format!(
+    let stats = matches!(
+        a.detector,
+        Detector::UploadBaseline | Detector::ServiceOutlier
+    );
+    let message = match a.detector {
+        Detector::Asymmetry => format!(
+            "Asymmetric upload ({}): {who}{names} sent {}, received {}",
+            a.scope,
+            human_bytes(a.total_bytes),
+            human_bytes(a.in_bytes)
+        ),
+        Detector::UploadBaseline => format!(
+            "Upload baseline: {who} uploaded {} on {}, {:.1} standard deviations above its {}-day mean of {}",
+            human_bytes(a.total_bytes),
+            a.scope,
+            a.z,
+            a.events,
+            human_bytes(a.mean as u64)
+        ),
+        Detector::ServiceOutlier => format!(
+            "Service outlier: {who} sent {} from port {}, mean {} ± {} over {} flows",
+            human_bytes(a.total_bytes),
+            a.port,
+            human_bytes(a.mean as u64),
+            human_bytes(a.std as u64),
+            a.events
+        ),
+        _ => format!(
             "Data leak: {who}{names} {} in {:.0} h ({} threshold events)",
             human_bytes(a.total_bytes),
             a.window_s / 3600.0,
             a.events
         ),
+    };
+    let j = LeakAlertJson {
+        alert_id: &a.id,
+        ts: rfc3339(a.ts_ns),
+        detector: a.detector.name(),
+        message,
         group_by: match a.group_by {
             GroupBy::SrcDst => "src_dst",
             GroupBy::Src => "src",
@@ -341,6 +387,13 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         first_seen: rfc3339(a.first_ns),
         last_seen: rfc3339(a.last_ns),
         dst_fqdns: &a.fqdns,
+        in_bytes: a.in_bytes,
+        mean: stats.then_some(a.mean),
+        std: stats.then_some(a.std),
+        z: stats.then_some(if a.z.is_finite() { a.z } else { f64::MAX }),
+        port: (a.port != 0).then_some(a.port),
+        flow_id: a.flow_id,
+        scope: &a.scope,
     };
     serde_json::to_string(&j).unwrap_or_default()
 }

@@ -78,6 +78,9 @@ pub struct Sinks {
     pub ordered: bool,
 }
 
+/// File name of the state snapshot inside `state.dir`.
+pub const STATE_FILE: &str = "outflow-state.json";
+
 /// Depth of the worker → output channel. A slot holds one `OutMsg` (~1.1 KiB, the size of
 /// a DNS event), and the channel allocates all slots up front: 4096 slots = 4.6 MiB.
 pub const OUT_QUEUE: usize = 4096;
@@ -164,6 +167,10 @@ struct Writers {
     dns_out: Option<BufWriter<Box<dyn Write + Send>>>,
     dns: Option<DnsAnalyser>,
     leak: Option<LeakAnalyser>,
+    /// Where long-window state is persisted (`state.dir`), if anywhere.
+    state: Option<std::path::PathBuf>,
+    snapshot_every: std::time::Duration,
+    last_snapshot: std::time::Instant,
     collect: bool,
     out: Collected,
     first_error: Option<io::Error>,
@@ -221,6 +228,50 @@ impl Writers {
         }
     }
 
+    /// Loads persisted state at start. A corrupt or foreign snapshot is renamed aside with
+    /// a log line and the run starts fresh: state must never stop the sensor.
+    fn load_state(&mut self) {
+        let (Some(l), Some(path)) = (self.leak.as_mut(), self.state.as_ref()) else {
+            return;
+        };
+        match l.load(path) {
+            Ok(true) => tracing::info!(path = %path.display(), "loaded state snapshot"),
+            Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
+            Err(e) => {
+                let aside = path.with_extension(format!(
+                    "corrupt-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ));
+                let moved = std::fs::rename(path, &aside).is_ok();
+                tracing::warn!(
+                    "state snapshot unusable ({e}); {} and starting without history",
+                    if moved {
+                        format!("set aside as {}", aside.display())
+                    } else {
+                        "could not set it aside".to_string()
+                    }
+                );
+                *l = LeakAnalyser::new_like(l);
+            }
+        }
+    }
+
+    /// Live: snapshot every `state.snapshot_interval`.
+    fn maybe_snapshot(&mut self) {
+        let (Some(l), Some(path)) = (self.leak.as_ref(), self.state.as_ref()) else {
+            return;
+        };
+        if self.last_snapshot.elapsed() < self.snapshot_every {
+            return;
+        }
+        self.last_snapshot = std::time::Instant::now();
+        if let Err(e) = l.save(path) {
+            tracing::error!("cannot write the state snapshot: {e}");
+        }
+    }
+
     /// Moves the slow-leak stage's clock; closes windows that ended.
     fn advance(&mut self, ts_ns: u64) {
         let mut alerts = Vec::new();
@@ -256,6 +307,19 @@ impl Writers {
     /// End of input: pending DNS transactions are written out.
     fn finish(&mut self) {
         let mut alerts = Vec::new();
+        if let (Some(path), true) = (self.state.as_ref(), self.leak.is_some()) {
+            let Some(l) = self.leak.take() else {
+                return;
+            };
+            // The state continues in the next run (restart, or the next file with
+            // --state-dir): open windows are persisted, not closed.
+            if let Err(e) = l.save(path) {
+                tracing::error!("cannot write the state snapshot: {e}");
+                self.first_error
+                    .get_or_insert(std::io::Error::other(e.to_string()));
+            }
+            self.out.leak = l.stats;
+        }
         if let Some(mut l) = self.leak.take() {
             let dns = self.dns.as_ref();
             let now = u64::MAX;
@@ -382,18 +446,20 @@ impl OutputThread {
             dns: cfg
                 .filter(|c| c.dns.enabled)
                 .map(|c| DnsAnalyser::new(&c.dns)),
-            leak: cfg.map(|c| {
-                LeakAnalyser::new(
-                    &c.detect.host_window,
-                    &c.detect.data_leak,
-                    &c.allow.dst_domains,
-                )
+            leak: cfg.map(LeakAnalyser::new),
+            state: cfg
+                .filter(|c| !c.state.dir.is_empty())
+                .map(|c| std::path::Path::new(&c.state.dir).join(STATE_FILE)),
+            snapshot_every: cfg.map_or(std::time::Duration::from_secs(300), |c| {
+                c.state.snapshot_interval
             }),
+            last_snapshot: std::time::Instant::now(),
             collect: sinks.collect,
             out: Collected::default(),
             first_error: None,
         };
         let ordered = sinks.ordered;
+        w.load_state();
         Ok(move || {
             let mut progress = vec![
                 EventKey {
@@ -409,6 +475,7 @@ impl OutputThread {
                 match msg {
                     OutMsg::Event(_, e) if !ordered => {
                         w.write(e);
+                        w.maybe_snapshot();
                         // Live: make records visible once the burst is written.
                         if rx.is_empty() {
                             w.flush();

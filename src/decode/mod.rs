@@ -128,7 +128,19 @@ pub enum Fragment {
 /// An IP address in 16 bytes: IPv6 as is, IPv4 in the IPv4-mapped form `::ffff:a.b.c.d`.
 /// One fixed-size representation keeps flow keys `Copy`, hashable and comparable without
 /// branching on the family.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Addr(pub [u8; 16]);
 
 impl Addr {

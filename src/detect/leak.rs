@@ -14,9 +14,13 @@
 //! what is evicted is counted.
 
 use super::Detector;
-use crate::config::{DataLeakConfig, GroupBy, HostWindowConfig};
+use crate::config::{
+    AsymmetryConfig, BaselineConfig, Config, DataLeakConfig, GroupBy, HostWindowConfig,
+    ServiceOutlierConfig,
+};
 use crate::decode::Addr;
 use crate::worker::Volume;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -39,14 +43,15 @@ pub struct ThresholdEvent {
     pub start_ns: u64,
 }
 
-/// A data-leak alert.
-#[derive(Clone, Debug, PartialEq)]
+/// An alert of the cross-flow stage (data leak, asymmetric upload, upload baseline, service
+/// outlier); fields a detector does not use are left at their defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LeakAlert {
     /// Stable id: `data_leak-<group>-<ts>`.
     pub id: String,
     /// Time of the event that carried the total over the threshold (ns).
     pub ts_ns: u64,
-    /// Always `Detector::DataLeak`.
+    /// Which detector.
     pub detector: Detector,
     /// How the group is keyed.
     pub group_by: GroupBy,
@@ -70,6 +75,21 @@ pub struct LeakAlert {
     pub threshold_bytes: u64,
     /// Window (s).
     pub window_s: f64,
+    /// Inbound IP bytes (asymmetry).
+    pub in_bytes: u64,
+    /// Mean and standard deviation of the history compared against (baseline: bytes per
+    /// day; service outlier: bytes per flow of the port).
+    pub mean: f64,
+    /// Standard deviation.
+    pub std: f64,
+    /// How far above the mean, in standard deviations (baseline, service outlier).
+    pub z: f64,
+    /// Home server port (service outlier).
+    pub port: u16,
+    /// The flow, for per-flow alerts.
+    pub flow_id: Option<u64>,
+    /// Asymmetry scope: "flow" or "window"; baseline: the day (YYYY-MM-DD).
+    pub scope: String,
 }
 
 /// Counters of the stage.
@@ -89,20 +109,21 @@ pub struct LeakStats {
     pub alerts: u64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct PairWindow {
     start_ns: u64,
     out: u64,
     inb: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct GroupKey {
     src: Option<Addr>,
     dst: Option<Addr>,
     ipv6: bool,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Group {
     /// (ts, bytes, peer) of the events within the window, oldest first.
     events: VecDeque<(u64, u64, Addr)>,
@@ -111,10 +132,86 @@ struct Group {
     last_alert: Option<(u64, u64)>,
 }
 
-/// The slow-leak stage.
+/// A host's daily upload history.
+#[derive(Clone, Serialize, Deserialize)]
+struct Host {
+    /// Day index of `today`.
+    day: i64,
+    today: u64,
+    /// Totals of the previous days, oldest first (at most `baseline.days`).
+    history: VecDeque<u64>,
+}
+
+/// Running mean and variance (Welford) of outbound bytes per flow of one home server port.
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+struct Welford {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Welford {
+    fn add(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    fn std(&self) -> f64 {
+        if self.n < 2 {
+            0.0
+        } else {
+            (self.m2 / (self.n - 1) as f64).sqrt()
+        }
+    }
+}
+
+/// Version of the snapshot format; a file of another version is set aside, not loaded.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Everything the stage needs to continue after a restart.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    now_ns: u64,
+    pairs: Vec<((Addr, Addr, bool), PairWindow)>,
+    closing: Vec<(u64, (Addr, Addr, bool), u64)>,
+    groups: Vec<(GroupKey, Group)>,
+    hosts: Vec<((Addr, bool), Host)>,
+    services: Vec<((u8, u16), Welford)>,
+}
+
+/// Errors loading a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a snapshot of this version.
+    #[error("{path}: not a valid version-{SNAPSHOT_VERSION} snapshot: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The cross-flow stage: slow leaks, asymmetry, baselines, service outliers.
 pub struct LeakAnalyser {
     hw: HostWindowConfig,
     dl: DataLeakConfig,
+    asym: AsymmetryConfig,
+    base: BaselineConfig,
+    svc: ServiceOutlierConfig,
+    hosts: HashMap<(Addr, bool), Host>,
+    services: HashMap<(u8, u16), Welford>,
     window_ns: u64,
     leak_window_ns: u64,
     suppress_ns: u64,
@@ -143,14 +240,21 @@ pub fn domain_matches(name: &str, suffix: &str) -> bool {
 }
 
 impl LeakAnalyser {
-    /// A stage with the given settings; `allow_domains` is `allow.dst_domains`.
-    pub fn new(hw: &HostWindowConfig, dl: &DataLeakConfig, allow_domains: &[String]) -> Self {
+    /// A stage configured from `detect.*` and `allow.dst_domains`.
+    pub fn new(cfg: &Config) -> Self {
+        let (hw, dl) = (&cfg.detect.host_window, &cfg.detect.data_leak);
+        let allow_domains = &cfg.allow.dst_domains;
         LeakAnalyser {
             window_ns: ns(hw.window),
             leak_window_ns: ns(dl.window),
             suppress_ns: ns(dl.suppression),
             hw: hw.clone(),
             dl: dl.clone(),
+            asym: cfg.detect.asymmetry.clone(),
+            base: cfg.detect.baseline.clone(),
+            svc: cfg.detect.service_outlier.clone(),
+            hosts: HashMap::new(),
+            services: HashMap::new(),
             pairs: HashMap::new(),
             closing: VecDeque::new(),
             groups: HashMap::new(),
@@ -158,6 +262,18 @@ impl LeakAnalyser {
             now_ns: 0,
             stats: LeakStats::default(),
         }
+    }
+
+    /// A fresh stage with the same settings (after an unusable snapshot).
+    pub fn new_like(other: &LeakAnalyser) -> Self {
+        let mut cfg = Config::default();
+        cfg.detect.host_window = other.hw.clone();
+        cfg.detect.data_leak = other.dl.clone();
+        cfg.detect.asymmetry = other.asym.clone();
+        cfg.detect.baseline = other.base.clone();
+        cfg.detect.service_outlier = other.svc.clone();
+        cfg.allow.dst_domains = other.allow_domains.clone();
+        LeakAnalyser::new(&cfg)
     }
 
     /// Whether a destination name is allowlisted.
@@ -176,10 +292,15 @@ impl LeakAnalyser {
     ) {
         self.stats.volumes += 1;
         self.advance(v.ts_ns, names, out);
-        if !self.hw.enabled || self.allowed(fqdn) {
-            if self.allowed(fqdn) {
-                self.stats.allowlisted += 1;
-            }
+        if self.allowed(fqdn) {
+            self.stats.allowlisted += 1;
+            return;
+        }
+        self.count_day(v);
+        if v.end {
+            self.flow_end(v, fqdn, out);
+        }
+        if !self.hw.enabled {
             return;
         }
         let key = (v.src, v.dst, v.ipv6);
@@ -207,6 +328,126 @@ impl LeakAnalyser {
         w.inb = w.inb.saturating_add(v.in_bytes);
     }
 
+    fn day_of(&self, ts_ns: u64) -> i64 {
+        let secs = (ts_ns / 1_000_000_000) as i64 + i64::from(self.base.utc_offset_minutes) * 60;
+        secs.div_euclid(86_400)
+    }
+
+    /// Adds a report's outbound bytes to its host's day.
+    fn count_day(&mut self, v: &Volume) {
+        if !self.base.enabled || v.out_bytes == 0 {
+            return;
+        }
+        let day = self.day_of(v.ts_ns);
+        let key = (v.src, v.ipv6);
+        if !self.hosts.contains_key(&key) && self.hosts.len() >= self.base.capacity {
+            // Full: forget the host idle the longest.
+            if let Some(k) = self
+                .hosts
+                .iter()
+                .min_by_key(|(_, h)| h.day)
+                .map(|(k, _)| *k)
+            {
+                self.hosts.remove(&k);
+            }
+        }
+        let h = self.hosts.entry(key).or_insert_with(|| Host {
+            day,
+            today: 0,
+            history: VecDeque::new(),
+        });
+        if day > h.day {
+            // The day boundary pass normally rolled it already; a late host rolls here.
+            roll(h, day, self.base.days);
+        }
+        if day == h.day {
+            h.today = h.today.saturating_add(v.out_bytes);
+        }
+    }
+
+    /// Evaluates every host's finished day(s) when the clock enters a new day.
+    fn day_boundary(&mut self, new_day: i64, out: &mut impl FnMut(LeakAlert)) {
+        if !self.base.enabled {
+            return;
+        }
+        let mut alerts = Vec::new();
+        let mut keys: Vec<(Addr, bool)> = self.hosts.keys().copied().collect();
+        keys.sort(); // deterministic alert order
+        for k in keys {
+            let Some(h) = self.hosts.get_mut(&k) else {
+                continue;
+            };
+            if h.day >= new_day {
+                continue;
+            }
+            if let Some(a) = judge_day(h, &self.base, k) {
+                alerts.push(a);
+            }
+            roll(h, new_day, self.base.days);
+        }
+        for a in alerts {
+            self.stats.alerts += 1;
+            out(a);
+        }
+    }
+
+    /// Per-flow checks at a flow's end: asymmetry and service outlier.
+    fn flow_end(&mut self, v: &Volume, fqdn: Option<&str>, out: &mut impl FnMut(LeakAlert)) {
+        let ip = |a: Addr| a.to_ip(v.ipv6);
+        if self.asym.enabled && asymmetric(v.out_total, v.in_total, &self.asym) {
+            self.stats.alerts += 1;
+            out(LeakAlert {
+                id: format!("asymmetric_upload-flow-{}", v.flow_id),
+                ts_ns: v.ts_ns,
+                detector: Detector::Asymmetry,
+                src: Some(ip(v.src)),
+                dst: Some(ip(v.dst)),
+                total_bytes: v.out_total,
+                in_bytes: v.in_total,
+                threshold_bytes: self.asym.min_out_bytes,
+                flow_id: Some(v.flow_id),
+                port: v.dport,
+                scope: "flow".into(),
+                fqdns: fqdn.map(|n| vec![n.to_owned()]).unwrap_or_default(),
+                ..LeakAlert::default()
+            });
+        }
+        if self.svc.enabled && !v.home_is_orig {
+            // A home server answering an external client: judge against its port's history,
+            // then learn from this flow.
+            let w = self.services.entry((v.proto, v.sport)).or_default();
+            let x = v.out_total as f64;
+            let std = w.std();
+            if w.n >= self.svc.min_flows
+                && v.out_total >= self.svc.min_out_bytes
+                && x > w.mean + self.svc.sigma * std
+            {
+                self.stats.alerts += 1;
+                out(LeakAlert {
+                    id: format!("service_outlier-{}-{}", v.sport, v.flow_id),
+                    ts_ns: v.ts_ns,
+                    detector: Detector::ServiceOutlier,
+                    src: Some(ip(v.src)),
+                    dst: Some(ip(v.dst)),
+                    total_bytes: v.out_total,
+                    in_bytes: v.in_total,
+                    mean: w.mean,
+                    std,
+                    z: if std > 0.0 {
+                        (x - w.mean) / std
+                    } else {
+                        f64::INFINITY
+                    },
+                    port: v.sport,
+                    flow_id: Some(v.flow_id),
+                    events: w.n,
+                    ..LeakAlert::default()
+                });
+            }
+            w.add(x);
+        }
+    }
+
     /// Closes every window that ended at or before `now_ns`.
     pub fn advance(
         &mut self,
@@ -214,7 +455,12 @@ impl LeakAnalyser {
         names: &dyn Fn(Addr, Addr, bool) -> Option<String>,
         out: &mut impl FnMut(LeakAlert),
     ) {
+        let before = self.day_of(self.now_ns);
         self.now_ns = self.now_ns.max(now_ns);
+        let after = self.day_of(self.now_ns);
+        if after > before && before > 0 {
+            self.day_boundary(after, out);
+        }
         while self
             .closing
             .front()
@@ -244,6 +490,25 @@ impl LeakAnalyser {
             return;
         };
         self.pairs.remove(&key);
+        if self.asym.enabled && asymmetric(w.out, w.inb, &self.asym) {
+            let ip = |a: Addr| a.to_ip(key.2);
+            self.stats.alerts += 1;
+            out(LeakAlert {
+                id: format!("asymmetric_upload-window-{}-{}-{end}", ip(key.0), ip(key.1)),
+                ts_ns: end,
+                detector: Detector::Asymmetry,
+                src: Some(ip(key.0)),
+                dst: Some(ip(key.1)),
+                total_bytes: w.out,
+                in_bytes: w.inb,
+                threshold_bytes: self.asym.min_out_bytes,
+                first_ns: w.start_ns,
+                last_ns: end,
+                window_s: self.hw.window.as_secs_f64(),
+                scope: "window".into(),
+                ..LeakAlert::default()
+            });
+        }
         if w.out <= self.hw.threshold_bytes {
             return;
         }
@@ -374,10 +639,13 @@ impl LeakAnalyser {
             fqdns,
             threshold_bytes: self.dl.total_bytes,
             window_s: self.dl.window.as_secs_f64(),
+            ..LeakAlert::default()
         });
     }
 
-    /// End of input: closes every open window.
+    /// End of input: closes every open window and judges the current day (a partial day
+    /// can only be lower than the full one, so judging it early cannot raise a false
+    /// alert). Not called when the state is persisted for a following run.
     pub fn finish(
         &mut self,
         names: &dyn Fn(Addr, Addr, bool) -> Option<String>,
@@ -387,7 +655,135 @@ impl LeakAnalyser {
             let end = end.min(self.now_ns.max(start));
             self.close(end, key, start, names, out);
         }
+        let next = self.day_of(self.now_ns) + 1;
+        self.day_boundary(next, out);
     }
+
+    /// Writes the state to `path` atomically: a temporary file, fsync, rename, fsync of
+    /// the directory. A crash leaves either the old snapshot or the new one, never half.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), SnapshotError> {
+        use std::io::Write;
+        let io = |source| SnapshotError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            now_ns: self.now_ns,
+            pairs: self.pairs.iter().map(|(k, v)| (*k, *v)).collect(),
+            closing: self.closing.iter().copied().collect(),
+            groups: self.groups.iter().map(|(k, g)| (*k, g.clone())).collect(),
+            hosts: self.hosts.iter().map(|(k, h)| (*k, h.clone())).collect(),
+            services: self.services.iter().map(|(k, w)| (*k, *w)).collect(),
+        };
+        let bytes = serde_json::to_vec(&snap).map_err(|e| io(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads state saved by [`save`](Self::save). A missing file is a fresh start
+    /// (`Ok(false)`); a corrupt or other-version file is an error, which the caller handles
+    /// by setting the file aside.
+    pub fn load(&mut self, path: &std::path::Path) -> Result<bool, SnapshotError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(SnapshotError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let invalid = |reason: String| SnapshotError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(invalid(format!("version {}", snap.version)));
+        }
+        self.now_ns = snap.now_ns;
+        self.pairs = snap.pairs.into_iter().collect();
+        self.closing = snap.closing.into_iter().collect();
+        self.groups = snap.groups.into_iter().collect();
+        self.hosts = snap.hosts.into_iter().collect();
+        self.services = snap.services.into_iter().collect();
+        Ok(true)
+    }
+}
+
+/// out/(in+1) above the ratio with enough out.
+fn asymmetric(out: u64, inb: u64, c: &AsymmetryConfig) -> bool {
+    out > c.min_out_bytes && out as f64 / (inb as f64 + 1.0) > c.ratio
+}
+
+/// Moves a host to `day`: today's total joins the history, with zero days for any gap.
+fn roll(h: &mut Host, day: i64, keep: usize) {
+    let gap = (day - h.day).clamp(0, keep as i64 + 1);
+    for i in 0..gap {
+        h.history.push_back(if i == 0 { h.today } else { 0 });
+        while h.history.len() > keep {
+            h.history.pop_front();
+        }
+    }
+    h.day = day;
+    h.today = 0;
+}
+
+/// The baseline verdict on a host's finished day.
+fn judge_day(h: &Host, c: &BaselineConfig, key: (Addr, bool)) -> Option<LeakAlert> {
+    let n = h.history.len();
+    if n < c.min_days || h.today == 0 {
+        return None;
+    }
+    let mean = h.history.iter().map(|x| *x as f64).sum::<f64>() / n as f64;
+    let var = h
+        .history
+        .iter()
+        .map(|x| (*x as f64 - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1).max(1) as f64;
+    let std = var.sqrt();
+    let x = h.today as f64;
+    // A perfectly regular host (std 0) has no spread to measure against: any day above its
+    // constant counts as an outlier.
+    let z = if std > 0.0 {
+        (x - mean) / std
+    } else if x > mean {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    if z <= c.z {
+        return None;
+    }
+    let ip = key.0.to_ip(key.1);
+    let day_start = h.day * 86_400 - i64::from(c.utc_offset_minutes) * 60;
+    let date = crate::alert::json::rfc3339(u64::try_from(day_start).unwrap_or(0) * 1_000_000_000);
+    let date = date.get(..10).unwrap_or("").to_string();
+    Some(LeakAlert {
+        id: format!("upload_baseline-{ip}-{date}"),
+        ts_ns: u64::try_from(day_start + 86_400).unwrap_or(0) * 1_000_000_000,
+        detector: Detector::UploadBaseline,
+        src: Some(ip),
+        total_bytes: h.today,
+        mean,
+        std,
+        z,
+        events: n as u64,
+        scope: date,
+        ..LeakAlert::default()
+    })
 }
 
 #[cfg(test)]

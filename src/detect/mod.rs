@@ -17,8 +17,10 @@ use crate::flow::DirCounters;
 use std::net::IpAddr;
 
 /// Which detector raised an alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Detector {
+    /// (Default only for empty alert structs.)
+    #[default]
     /// One connection's outbound bytes crossed a threshold while it was open.
     LargeTransfer,
     /// Many or random-looking queries from one client under one registered domain.
@@ -27,15 +29,24 @@ pub enum Detector {
     NxdomainBurst,
     /// A group's threshold events summed past the data-leak total within the long window.
     DataLeak,
+    /// A flow or host pair uploads a lot and receives almost nothing.
+    Asymmetry,
+    /// A host's daily upload is an outlier against its own history.
+    UploadBaseline,
+    /// A flow's outbound bytes are an outlier for its home server's port.
+    ServiceOutlier,
 }
 
 impl Detector {
     /// Every detector, in a stable order.
-    pub const ALL: [Detector; 4] = [
+    pub const ALL: [Detector; 7] = [
         Detector::LargeTransfer,
         Detector::DnsTunnel,
         Detector::NxdomainBurst,
         Detector::DataLeak,
+        Detector::Asymmetry,
+        Detector::UploadBaseline,
+        Detector::ServiceOutlier,
     ];
 
     /// Stable snake_case name used in JSON, summaries and metric labels.
@@ -45,6 +56,9 @@ impl Detector {
             Detector::DnsTunnel => "dns_tunnel",
             Detector::NxdomainBurst => "nxdomain_burst",
             Detector::DataLeak => "data_leak",
+            Detector::Asymmetry => "asymmetric_upload",
+            Detector::UploadBaseline => "upload_baseline",
+            Detector::ServiceOutlier => "service_outlier",
         }
     }
 }
