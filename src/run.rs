@@ -283,7 +283,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             ));
         }
     }
-    drop(out_tx);
+    let reload_out = out_tx;
 
     // The control loop: signals and the stats line.
     let mut cfg = cfg;
@@ -313,6 +313,8 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                     for r in &reloads {
                         let _ = r.try_send(Arc::clone(&shared));
                     }
+                    // The DNS and cross-flow analysers live on the output thread.
+                    let _ = reload_out.send(OutMsg::Reload(Arc::clone(&shared)));
                     cfg = new;
                     info!(config = %opts.config_path.display(), "SIGHUP: reloaded detector thresholds and allowlists");
                 }
@@ -333,6 +335,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     }
 
     // Shutdown: the capture side first, then the workers, then the output.
+    drop(reload_out);
     let reader_snap = match reader {
         Some((h, _)) => Some(h.join().map_err(|_| RunError::Panic("capture"))?),
         None => None,

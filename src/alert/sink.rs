@@ -99,6 +99,8 @@ pub enum OutMsg {
         /// Its progress key.
         upto: EventKey,
     },
+    /// New thresholds and allowlists for the analysers on the output thread (SIGHUP).
+    Reload(std::sync::Arc<Config>),
     /// Worker `worker` has finished.
     Done {
         /// Worker index.
@@ -486,6 +488,14 @@ impl OutputThread {
                     OutMsg::Progress { worker, upto } => {
                         if let Some(p) = progress.get_mut(worker) {
                             *p = upto;
+                        }
+                    }
+                    OutMsg::Reload(cfg) => {
+                        if let Some(d) = w.dns.as_mut() {
+                            d.reconfigure(&cfg.dns);
+                        }
+                        if let Some(l) = w.leak.as_mut() {
+                            l.reconfigure(&cfg);
                         }
                     }
                     OutMsg::Done { worker } => {

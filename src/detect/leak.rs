@@ -105,6 +105,8 @@ pub struct LeakStats {
     pub pairs_evicted: u64,
     /// Groups dropped because the data-leak table was full.
     pub groups_evicted: u64,
+    /// Hosts whose baseline was dropped because the table was full.
+    pub hosts_evicted: u64,
     /// Data-leak alerts.
     pub alerts: u64,
 }
@@ -262,6 +264,20 @@ impl LeakAnalyser {
             now_ns: 0,
             stats: LeakStats::default(),
         }
+    }
+
+    /// Applies new thresholds and allowlists (SIGHUP) and keeps all state.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let fresh = LeakAnalyser::new(cfg);
+        self.hw = fresh.hw;
+        self.dl = fresh.dl;
+        self.asym = fresh.asym;
+        self.base = fresh.base;
+        self.svc = fresh.svc;
+        self.window_ns = fresh.window_ns;
+        self.leak_window_ns = fresh.leak_window_ns;
+        self.suppress_ns = fresh.suppress_ns;
+        self.allow_domains = fresh.allow_domains;
     }
 
     /// A fresh stage with the same settings (after an unusable snapshot).

@@ -277,6 +277,17 @@ impl DnsAnalyser {
         }
     }
 
+    /// Applies new thresholds and allowlist (SIGHUP); windows, names and pending
+    /// transactions are kept.
+    pub fn reconfigure(&mut self, cfg: &DnsConfig) {
+        let fresh = DnsAnalyser::new(cfg);
+        self.bucket_ns = fresh.bucket_ns;
+        self.nx_bucket_ns = fresh.nx_bucket_ns;
+        self.suppress_ns = fresh.suppress_ns;
+        self.allow = fresh.allow;
+        self.cfg = fresh.cfg;
+    }
+
     /// The name `client` resolved for `ip`, if it is still within its TTL at `now_ns`.
     pub fn fqdn(&self, client: IpAddr, ip: IpAddr, now_ns: u64) -> Option<&str> {
         let key = (Addr::from_ip(client), Addr::from_ip(ip));
