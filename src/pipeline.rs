@@ -12,6 +12,9 @@ use crate::worker::{EventKey, Worker, WorkerStats};
 use crossbeam_channel::{Sender, TrySendError};
 use std::sync::{Arc, Mutex};
 
+/// Longest a worker waits to hand over an alert when the output queue is full.
+pub const ALERT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Packets between two publications of a worker's counters.
 pub const PUBLISH_EVERY: u64 = 1024;
 
@@ -34,8 +37,11 @@ pub struct Snapshot {
     pub kernel_dropped: u64,
     /// Packets the interface or driver dropped (`ps_ifdrop`).
     pub interface_dropped: u64,
-    /// Events (alerts, flow records) dropped because the output thread was behind.
+    /// Events (flow records, DNS messages, volume reports) dropped because the output
+    /// thread was behind.
     pub events_dropped: u64,
+    /// Alerts dropped after waiting [`ALERT_WAIT`] for the output thread.
+    pub alerts_dropped: u64,
     /// Packets dropped inside outflow because this worker's queue was full (fallback mode).
     pub queue_dropped: u64,
 }
@@ -79,15 +85,24 @@ impl Driver {
     pub fn flush(&mut self) {
         let (out, lossless) = (&self.out, self.lossless);
         let mut dropped = 0u64;
+        let mut alerts_dropped = 0u64;
         for (k, e) in self.worker.drain() {
+            let alert = matches!(e, crate::worker::Event::Alert(_));
             let msg = OutMsg::Event(k, e);
             if lossless {
                 let _ = out.send(msg);
+            } else if alert {
+                // An alert fires once (its latch is set): it may wait for room behind a
+                // flood of DNS events and flow records, briefly, rather than be lost.
+                if out.send_timeout(msg, ALERT_WAIT).is_err() {
+                    alerts_dropped += 1;
+                }
             } else if let Err(TrySendError::Full(_)) = out.try_send(msg) {
                 dropped += 1;
             }
         }
         self.extra.events_dropped += dropped;
+        self.extra.alerts_dropped += alerts_dropped;
     }
 
     /// Tells the output thread this worker will produce no event below `upto`.

@@ -45,6 +45,11 @@ pub enum RunError {
     /// A thread panicked (a bug: please report it).
     #[error("internal error: {0} thread panicked")]
     Panic(&'static str),
+    /// Every capture worker stopped (the interface went away or failed).
+    #[error(
+        "capture.interface {0:?}: capture stopped (interface gone or failed); outputs were flushed"
+    )]
+    CaptureLost(String),
 }
 
 /// How packets reach the workers.
@@ -288,6 +293,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     // The control loop: signals and the stats line.
     let mut cfg = cfg;
     let mut last_stats = Instant::now();
+    let mut capture_lost = false;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         if signals.stop.load(Ordering::Relaxed) {
@@ -297,6 +303,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         if workers.iter().all(|w| w.is_finished()) {
             error!("all capture workers stopped; exiting");
             signals.stop.store(true, Ordering::Relaxed);
+            capture_lost = true;
             break;
         }
         if signals.reload.swap(false, Ordering::Relaxed) {
@@ -353,6 +360,10 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         Err(e) => error!("output: {e}"),
     }
     log_stats(mode, &finals, reader_snap.as_ref(), true);
+    if capture_lost {
+        // Non-zero exit, so systemd's Restart=on-failure brings the sensor back.
+        return Err(RunError::CaptureLost(cfg.capture.interface.clone()));
+    }
     Ok(RunReport {
         mode,
         workers: finals,
@@ -393,6 +404,7 @@ fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>,
             kernel_dropped = s.kernel_dropped,
             interface_dropped = s.interface_dropped,
             events_dropped = s.events_dropped,
+            alerts_dropped = s.alerts_dropped,
             flows_active = s.flows_active,
             flows_created = s.flows.flows_created,
             flows_evicted = s.flows.records[3],
@@ -435,6 +447,7 @@ fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>,
         interface_dropped = total.interface_dropped,
         queue_dropped = total.queue_dropped,
         events_dropped = total.events_dropped,
+        alerts_dropped = total.alerts_dropped,
         decode_errors = reasons.trim_end(),
         flows_active = total.flows_active,
         flows_created = total.flows.flows_created,
@@ -458,6 +471,7 @@ fn add(t: &mut Snapshot, s: &Snapshot) {
     t.kernel_dropped += s.kernel_dropped;
     t.interface_dropped += s.interface_dropped;
     t.events_dropped += s.events_dropped;
+    t.alerts_dropped += s.alerts_dropped;
     t.queue_dropped += s.queue_dropped;
 }
 

@@ -355,3 +355,143 @@ fn tcp_dns_is_reassembled_across_segments() {
     assert_eq!(rec.answers, vec!["2001:db8::1"]);
     assert!(rec.query_seen && rec.response_seen);
 }
+
+/// Review findings: the name map keeps a name through re-resolutions at capacity, and a
+/// slow upload is named by the answer in force when it started, even after the TTL.
+#[test]
+fn enrichment_survives_map_churn_and_slow_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer = |id: u16, port: u16, ts: u64, name: &str, ip: [u8; 4]| {
+        vec![
+            udp(
+                ts,
+                CLIENT,
+                port,
+                RESOLVER,
+                53,
+                &dns(id, false, 0, name, 1, &[]),
+            ),
+            udp(
+                ts + 1_000_000,
+                RESOLVER,
+                53,
+                CLIENT,
+                port,
+                &dns(id, true, 0, name, 1, &[(name, 1, 60, ip.to_vec())]),
+            ),
+        ]
+    };
+    let mut pk = Vec::new();
+    for i in 0..5u16 {
+        pk.extend(answer(
+            i,
+            30_000 + i,
+            T0 + u64::from(i) * S,
+            "popular.example.com",
+            [192, 0, 2, 1],
+        ));
+    }
+    pk.extend(answer(
+        9,
+        30_100,
+        T0 + 10 * S,
+        "evil.example",
+        [203, 0, 113, 66],
+    ));
+    // 1.5 MB at one segment per 0.4 s: crosses 1 MB about 4.8 minutes after its start,
+    // far beyond the 60 s TTL.
+    let mut up = TcpSession::new(
+        "10.0.0.5:51000".parse().unwrap(),
+        "203.0.113.66:443".parse().unwrap(),
+        1_500_000,
+        0,
+    );
+    up.start_ns = T0 + 11 * S;
+    up.gap_ns = 400_000_000;
+    pk.extend(up.packets());
+    let path = dir.path().join("churn.pcap");
+    write(&path, pk.into_iter());
+    let mut cfg = Config::default();
+    cfg.dns.name_map_capacity = 3;
+    cfg.dns.name_ttl_min = std::time::Duration::from_secs(60);
+    cfg.detect.large_transfer.threshold_bytes = 1_000_000;
+    cfg.detect.large_transfer.min_packets = 100;
+    let r = common::replay(&cfg, 2, &[path]);
+    assert_eq!(r.alerts.len(), 1);
+    assert!(
+        r.alerts[0].ts_ns > up.start_ns + 120 * S,
+        "the alert comes late"
+    );
+    assert_eq!(r.alerts[0].dst_fqdn.as_deref(), Some("evil.example"));
+}
+
+/// Many interleaved TCP DNS streams, each message in its own segment: parsed without
+/// reassembly slots, so every worker count gives every transaction.
+#[test]
+fn interleaved_tcp_dns_streams_do_not_depend_on_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let framed = |m: &[u8]| {
+        let mut v = (m.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(m);
+        v
+    };
+    let seg = |ts: u64, port: u16, to_server: bool, seq: u32, payload: &[u8]| {
+        let (s, sp, d, dp) = if to_server {
+            (CLIENT, port, RESOLVER, 53)
+        } else {
+            (RESOLVER, 53, CLIENT, port)
+        };
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(s, d, 64)
+            .tcp(sp, dp, seq, 65535)
+            .ack(1)
+            .psh()
+            .write(&mut f, payload)
+            .unwrap();
+        Packet {
+            ts_ns: ts,
+            frame: f,
+        }
+    };
+    let mut pk = Vec::new();
+    for i in 0..200u16 {
+        let name = format!("n{i}.example.com");
+        pk.push(seg(
+            T0 + u64::from(i),
+            42_000 + i,
+            true,
+            1,
+            &framed(&dns(i, false, 0, &name, 1, &[])),
+        ));
+    }
+    for i in 0..200u16 {
+        let name = format!("n{i}.example.com");
+        let a = dns(
+            i,
+            true,
+            0,
+            &name,
+            1,
+            &[(name.as_str(), 1, 60, vec![192, 0, 2, 9])],
+        );
+        pk.push(seg(
+            T0 + 1000 + u64::from(i),
+            42_000 + i,
+            false,
+            1,
+            &framed(&a),
+        ));
+    }
+    let path = dir.path().join("tcpmix.pcap");
+    write(&path, pk.into_iter());
+    for workers in [1, 4] {
+        let r = common::replay(&Config::default(), workers, std::slice::from_ref(&path));
+        let answered = r
+            .dns_records
+            .iter()
+            .filter(|d| d.query_seen && d.response_seen)
+            .count();
+        assert_eq!(answered, 200, "{workers} workers");
+    }
+}

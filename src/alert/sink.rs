@@ -369,8 +369,10 @@ impl Writers {
                 Ok(())
             }
             Event::Alert(mut a) => {
+                // The name in force when the connection started: a slow upload may alert long
+                // after the answer's TTL ran out.
                 if let Some(d) = self.dns.as_ref() {
-                    a.dst_fqdn = d.fqdn(a.src, a.dst, a.ts_ns).map(str::to_owned);
+                    a.dst_fqdn = d.fqdn(a.src, a.dst, a.flow_start_ns).map(str::to_owned);
                 }
                 if self
                     .leak

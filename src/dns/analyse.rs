@@ -240,6 +240,8 @@ pub struct DnsAnalyser {
     pending: HashMap<TxKey, DnsRecord>,
     pending_order: VecDeque<(u64, TxKey)>,
     allow: Vec<Vec<u8>>,
+    last_pair_sweep: u64,
+    last_client_sweep: u64,
     /// Counters.
     pub stats: AnalyseStats,
 }
@@ -272,6 +274,8 @@ impl DnsAnalyser {
                 .iter()
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase().into_bytes())
                 .collect(),
+            last_pair_sweep: 0,
+            last_client_sweep: 0,
             cfg: cfg.clone(),
             stats: AnalyseStats::default(),
         }
@@ -363,6 +367,14 @@ impl DnsAnalyser {
             out(DnsOutput::Record(old));
         }
         self.pending_order.push_back((ev.ts_ns, key));
+        if self.pending_order.len() > 2 * self.cfg.transaction_capacity.max(1) {
+            // Answered and repeated queries leave stale order entries: rebuild from the live
+            // ones (amortised O(log n) per query) so the queue stays bounded.
+            let mut live: Vec<(u64, TxKey)> =
+                self.pending.iter().map(|(k, r)| (r.ts_ns, *k)).collect();
+            live.sort_by_key(|(t, k)| (*t, k.client_port, k.id));
+            self.pending_order = live.into_iter().collect();
+        }
         while self.pending.len() > self.cfg.transaction_capacity {
             if !self.pop_pending(out) {
                 break;
@@ -392,8 +404,13 @@ impl DnsAnalyser {
             self.seeded.hash_one(sp.registered)
         });
         if !self.pairs.contains_key(&lookup) && self.pairs.len() >= self.cfg.pair_capacity {
-            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
-            self.pairs.retain(|_, p| p.last_ns >= horizon);
+            // Sweep idle pairs at most once per bucket: a flood of new domains on a full
+            // table must not cost an O(n) sweep per query.
+            if ev.ts_ns >= self.last_pair_sweep.saturating_add(self.bucket_ns) {
+                self.last_pair_sweep = ev.ts_ns;
+                let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
+                self.pairs.retain(|_, p| p.last_ns >= horizon);
+            }
             if self.pairs.len() >= self.cfg.pair_capacity {
                 self.stats.pairs_dropped += 1;
                 return;
@@ -522,9 +539,14 @@ impl DnsAnalyser {
                     }
                 }
             }
-            // Keep the order queue from outgrowing the map with superseded entries.
-            while self.name_order.len() > 2 * self.cfg.name_map_capacity.max(1) {
-                self.name_order.pop_front();
+            // Superseded entries (a name re-resolved) pile up in the order queue; when it
+            // reaches twice the map, rebuild it from the live entries, oldest first, so no
+            // live key is ever left without its order entry (it could not be evicted).
+            if self.name_order.len() > 2 * self.cfg.name_map_capacity.max(1) {
+                let mut live: Vec<((Addr, Addr), u64)> =
+                    self.names.iter().map(|(k, (_, e))| (*k, *e)).collect();
+                live.sort_by_key(|(k, e)| (*e, *k));
+                self.name_order = live.into_iter().collect();
             }
         }
         out(DnsOutput::Record(rec));
@@ -540,8 +562,11 @@ impl DnsAnalyser {
             return;
         }
         if !self.clients.contains_key(&ev.client) && self.clients.len() >= self.cfg.pair_capacity {
-            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.nxdomain_window));
-            self.clients.retain(|_, c| c.last_ns >= horizon);
+            if ev.ts_ns >= self.last_client_sweep.saturating_add(self.nx_bucket_ns) {
+                self.last_client_sweep = ev.ts_ns;
+                let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.nxdomain_window));
+                self.clients.retain(|_, c| c.last_ns >= horizon);
+            }
             if self.clients.len() >= self.cfg.pair_capacity {
                 self.stats.pairs_dropped += 1;
                 return;

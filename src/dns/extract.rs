@@ -19,6 +19,12 @@ const ARENA: usize = 384;
 /// CNAME hops followed from the question name: real chains are 1–3 long; the bound makes the
 /// walk constant-time on a hostile answer section.
 const MAX_CHAIN: usize = 8;
+/// Answer records considered for the CNAME chain: a chain and its addresses come first in
+/// real responses; the bound keeps a hostile answer section cheap.
+const CHAIN_RECORDS: usize = 16;
+/// Messages taken from one TCP segment: a jumbo segment of 14-byte messages would
+/// otherwise turn into hundreds of events; the rest are counted in `tcp_capped`.
+const MAX_MSGS_PER_SEGMENT: usize = 64;
 
 /// A DNS name as dotted lowercase text, inline.
 #[derive(Clone, Copy)]
@@ -162,13 +168,15 @@ pub struct ExtractStats {
     pub truncated_capture: u64,
     /// TCP streams whose reassembly was abandoned (gap, oversize message, pool full).
     pub tcp_abandoned: u64,
+    /// TCP DNS messages skipped because one segment carried more than the cap.
+    pub tcp_capped: u64,
 }
 
 /// TCP DNS messages longer than this are not reassembled (counted instead). Zone
 /// transfers aside, responses are a few KB; 16 KiB keeps the pool small.
 const TCP_MSG_MAX: usize = 16 * 1024;
 /// Concurrent TCP DNS streams reassembled per worker; the least recently used is reused.
-const TCP_SLOTS: usize = 32;
+const TCP_SLOTS: usize = 128;
 
 struct Slot {
     flow_id: u64,
@@ -260,6 +268,25 @@ impl DnsExtractor {
             .slots
             .iter()
             .position(|s| s.live && s.flow_id == flow_id && s.side == side);
+        if found.is_none() && whole_messages(payload) {
+            // The common case: the segment holds complete messages only. Parse them in place
+            // without taking a reassembly slot, so many concurrent streams do not evict each
+            // other (and the result does not depend on which worker holds which stream).
+            let mut rest = payload;
+            let mut taken = 0usize;
+            while let Some((msg, next)) = split_message(rest) {
+                rest = next;
+                if taken == MAX_MSGS_PER_SEGMENT {
+                    self.stats.tcp_capped += 1;
+                    continue;
+                }
+                taken += 1;
+                let ev = condense(m, msg, ts_ns, flow_id);
+                self.count(&ev);
+                emit(ev);
+            }
+            return;
+        }
         let idx = match found {
             Some(i) => i,
             None => {
@@ -312,7 +339,7 @@ impl DnsExtractor {
         slot.len += payload.len();
         // Every complete length-prefixed message in the buffer (RFC 1035 §4.2.2).
         let mut consumed = 0usize;
-        let (mut ok, mut bad, mut abandoned) = (0u64, 0u64, 0u64);
+        let (mut ok, mut bad, mut abandoned, mut taken, mut capped) = (0u64, 0u64, 0u64, 0, 0u64);
         loop {
             let rest = slot.buf.get(consumed..slot.len).unwrap_or(&[]);
             let Some(&[hi, lo]) = rest.get(..2).and_then(|b| <&[u8; 2]>::try_from(b).ok()) else {
@@ -327,6 +354,12 @@ impl DnsExtractor {
             let Some(msg) = rest.get(2..2 + need) else {
                 break;
             };
+            consumed += 2 + need;
+            if taken == MAX_MSGS_PER_SEGMENT {
+                capped += 1;
+                continue;
+            }
+            taken += 1;
             let ev = condense(m, msg, ts_ns, flow_id);
             if ev.damage.is_some() {
                 self.stats.damaged += 1;
@@ -337,7 +370,6 @@ impl DnsExtractor {
                 ok += 1;
             }
             emit(ev);
-            consumed += 2 + need;
         }
         if consumed > 0 {
             slot.buf.copy_within(consumed..slot.len, 0);
@@ -346,6 +378,7 @@ impl DnsExtractor {
         self.stats.messages += ok;
         self.stats.malformed += bad;
         self.stats.tcp_abandoned += abandoned;
+        self.stats.tcp_capped += capped;
     }
 
     fn message(
@@ -371,6 +404,27 @@ impl DnsExtractor {
             self.stats.messages += 1;
         }
     }
+}
+
+/// The first length-prefixed message of a TCP DNS stream and the bytes after it.
+fn split_message(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&[hi, lo], rest) = b.split_first_chunk::<2>()?;
+    let n = usize::from(u16::from_be_bytes([hi, lo]));
+    (n <= rest.len()).then(|| rest.split_at(n))
+}
+
+/// Whether `b` is exactly a sequence of complete length-prefixed messages.
+fn whole_messages(mut b: &[u8]) -> bool {
+    if b.is_empty() {
+        return false;
+    }
+    while !b.is_empty() {
+        match split_message(b) {
+            Some((_, rest)) => b = rest,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Parses one message and condenses it.
@@ -460,25 +514,35 @@ fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
         });
     }
 
-    // Addresses of the question name, following its CNAME chain.
+    // Addresses of the question name, following its CNAME chain. Only the first
+    // CHAIN_RECORDS answers are considered, each owner name is lowered to text once, and
+    // links are compared as bytes: a hostile answer section (a reversed chain among
+    // look-alike names) costs at most CHAIN_RECORDS × MAX_CHAIN short comparisons instead of
+    // a quadratic number of compressed-name walks.
     if let Some(q) = question {
-        let mut chain: [Option<Name<'_>>; MAX_CHAIN] = [None; MAX_CHAIN];
-        chain[0] = Some(q.name);
+        let mut owners = [NameBuf::default(); CHAIN_RECORDS];
+        let mut recs: [Option<Record<'_>>; CHAIN_RECORDS] = [None; CHAIN_RECORDS];
+        for ((o, slot), r) in owners.iter_mut().zip(recs.iter_mut()).zip(msg.answers()) {
+            *o = NameBuf::of(&r.name);
+            *slot = Some(r);
+        }
+        let mut chain = [NameBuf::default(); MAX_CHAIN];
+        chain[0] = NameBuf::of(&q.name);
         let mut links = 1usize;
-        let in_chain = |chain: &[Option<Name<'_>>], r: &Record<'_>| {
-            chain.iter().flatten().any(|n| n.eq_ignore_case(&r.name))
-        };
         // Each pass can add one link; MAX_CHAIN passes bound the walk.
         for _ in 0..MAX_CHAIN {
             let mut grew = false;
-            for r in msg.answers() {
-                if r.rtype == 5 && links < MAX_CHAIN && in_chain(&chain, &r) {
-                    if let Some(t) = r.target() {
-                        if !chain.iter().flatten().any(|n| n.eq_ignore_case(&t)) {
-                            chain[links] = Some(t);
-                            links += 1;
-                            grew = true;
-                        }
+            for (o, r) in owners.iter().zip(recs.iter()) {
+                let Some(r) = r else { break };
+                if r.rtype != 5 || links >= MAX_CHAIN || !chain[..links].contains(o) {
+                    continue;
+                }
+                if let Some(t) = r.target() {
+                    let t = NameBuf::of(&t);
+                    if !chain[..links].contains(&t) {
+                        chain[links] = t;
+                        links += 1;
+                        grew = true;
                     }
                 }
             }
@@ -487,11 +551,12 @@ fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
             }
         }
         let mut n = 0usize;
-        for r in msg.answers() {
+        for (o, r) in owners.iter().zip(recs.iter()) {
+            let Some(r) = r else { break };
             if n == MAX_RESOLVED {
                 break;
             }
-            if !in_chain(&chain, &r) {
+            if !chain[..links].contains(o) {
                 continue;
             }
             let addr = match (r.a(), r.aaaa()) {

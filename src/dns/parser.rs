@@ -1,7 +1,9 @@
 //! DNS wire format: a zero-copy, bounded parser (RFC 1035 §4, RFC 3596 AAAA, RFC 6891 EDNS).
 //!
-//! [`Message::parse`] checks the 12-byte header, checks the four record counts against the
-//! bytes that remain, then walks every question and resource record exactly once. It follows
+//! [`Message::parse`] checks the 12-byte header, checks the question and answer counts against
+//! the bytes that remain, then walks every question and resource record exactly once. A bad
+//! record in the authority or additional section does not reject the message: that section
+//! ends at its last good record and [`Message::damage`] says why. `parse` follows
 //! and validates every name (owner names, and the names inside CNAME, NS, PTR, DNAME, MX and
 //! SRV rdata), checks every RDLENGTH against the message and every TXT character-string against
 //! its rdata. After that nothing can fail: the accessors and iterators of [`Message`], [`Name`]
@@ -23,9 +25,10 @@
 //!   contains it (and at or after the header). The starts of successive runs of one name
 //!   therefore strictly decrease, so a loop cannot be written; [`MAX_POINTER_HOPS`] also caps
 //!   pointer-to-pointer chains, so one name costs at most 127 labels + 128 hops = 255 steps.
-//! * Counts are checked against the remaining bytes before any walking (a question takes at
-//!   least 5 bytes, a record at least 11), so the number of records walked is bounded by the
-//!   message length: at most (65 535 − 12) / 11 = 5 956 records, each with at most two names
+//! * Question and answer counts are checked against the remaining bytes before any walking (a
+//!   question takes at least 5 bytes, a record at least 11), and the authority and additional
+//!   walks stop at their first bad record, so every record walked consumed at least 11 bytes:
+//!   at most (65 535 − 12) / 11 = 5 956 records per message, each with at most two names
 //!   (owner and rdata target). A 64 KiB message crafted for the worst case costs about 3 million
 //!   label steps, a few milliseconds; a real message costs a few dozen.
 
