@@ -365,8 +365,8 @@ mod tests {
     fn memory_per_flow_is_bounded() {
         let t = FlowTable::new(1 << 20, [1; CLASSES]);
         let per_flow = t.memory_bytes() / (1 << 20);
-        // Measured 2026-11-23: 224 bytes per flow (Entry 200 + free list 4 + index 20).
-        assert!(per_flow <= 240, "{per_flow} bytes per flow");
+        // Measured 2026-11-23: 240 bytes per flow (Entry 216 + free list 4 + index 20).
+        assert!(per_flow <= 256, "{per_flow} bytes per flow");
         println!(
             "bytes per flow: {per_flow} (entry {})",
             std::mem::size_of::<Entry>()
