@@ -463,6 +463,10 @@ impl OutputThread {
             first_error: None,
         };
         let ordered = sinks.ordered;
+        let want_records = w.dns_out.is_some() || w.collect;
+        if let Some(d) = w.dns.as_mut() {
+            d.set_records(want_records);
+        }
         w.load_state();
         Ok(move || {
             let mut progress = vec![

@@ -242,6 +242,9 @@ pub struct DnsAnalyser {
     allow: Vec<Vec<u8>>,
     last_pair_sweep: u64,
     last_client_sweep: u64,
+    /// Whether transaction records are wanted (a DNS log or collection). Without them the
+    /// analyser skips query/response matching and builds no strings per message.
+    records: bool,
     /// Counters.
     pub stats: AnalyseStats,
 }
@@ -276,9 +279,15 @@ impl DnsAnalyser {
                 .collect(),
             last_pair_sweep: 0,
             last_client_sweep: 0,
+            records: true,
             cfg: cfg.clone(),
             stats: AnalyseStats::default(),
         }
+    }
+
+    /// Turns transaction records on or off (off when nothing would write them).
+    pub fn set_records(&mut self, on: bool) {
+        self.records = on;
     }
 
     /// Applies new thresholds and allowlist (SIGHUP); windows, names and pending
@@ -358,6 +367,12 @@ impl DnsAnalyser {
     }
 
     fn on_query(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
+        if !self.records {
+            if ev.has_question {
+                self.score_query(ev, out);
+            }
+            return;
+        }
         let key = tx_key(ev);
         let mut rec = self.record_of(ev);
         rec.query_seen = true;
@@ -493,6 +508,13 @@ impl DnsAnalyser {
 
     fn on_response(&mut self, ev: &DnsEvent, out: &mut impl FnMut(DnsOutput)) {
         self.stats.responses += 1;
+        if !self.records {
+            self.learn_names(ev);
+            if ev.rcode == 3 {
+                self.nxdomain(ev, out);
+            }
+            return;
+        }
         let key = tx_key(ev);
         let mut rec = match self.pending.remove(&key) {
             Some(mut q) => {
@@ -517,8 +539,16 @@ impl DnsAnalyser {
             });
             rec.ttls.push(a.ttl);
         }
-        // IP → name for the client, from the question's (CNAME-followed) addresses.
-        if ev.has_question {
+        self.learn_names(ev);
+        out(DnsOutput::Record(rec));
+        if ev.rcode == 3 {
+            self.nxdomain(ev, out);
+        }
+    }
+
+    /// IP → name for the client, from the question's (CNAME-followed) addresses.
+    fn learn_names(&mut self, ev: &DnsEvent) {
+        if ev.has_question && ev.resolved.iter().any(Option::is_some) {
             let name: Box<str> = String::from_utf8_lossy(ev.qname.as_bytes()).into();
             for (addr, _, ttl) in ev.resolved.iter().flatten() {
                 let ttl_ns = u64::from(*ttl).saturating_mul(1_000_000_000);
@@ -548,10 +578,6 @@ impl DnsAnalyser {
                 live.sort_by_key(|(k, e)| (*e, *k));
                 self.name_order = live.into_iter().collect();
             }
-        }
-        out(DnsOutput::Record(rec));
-        if ev.rcode == 3 {
-            self.nxdomain(ev, out);
         }
     }
 

@@ -406,6 +406,18 @@ impl DnsExtractor {
     }
 }
 
+/// FNV-1a over a name's lowercase labels (with a separator), for cheap comparisons.
+fn name_hash(n: &Name<'_>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for label in n.labels() {
+        for &b in label {
+            h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ u64::from(b'.')).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// The first length-prefixed message of a TCP DNS stream and the bytes after it.
 fn split_message(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&[hi, lo], rest) = b.split_first_chunk::<2>()?;
@@ -514,33 +526,40 @@ fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
         });
     }
 
-    // Addresses of the question name, following its CNAME chain. Only the first
-    // CHAIN_RECORDS answers are considered, each owner name is lowered to text once, and
-    // links are compared as bytes: a hostile answer section (a reversed chain among
-    // look-alike names) costs at most CHAIN_RECORDS × MAX_CHAIN short comparisons instead of
-    // a quadratic number of compressed-name walks.
-    if let Some(q) = question {
-        let mut owners = [NameBuf::default(); CHAIN_RECORDS];
+    // Addresses of the question name, following its CNAME chain (responses only). Only the
+    // first CHAIN_RECORDS answers are considered; names are compared by a hash of their
+    // lowercase labels computed once per record, confirmed with a byte comparison on a
+    // match. A hostile answer section (a reversed chain among look-alike names) thus costs
+    // a bounded number of hash comparisons instead of a quadratic number of name walks, and
+    // nothing large is initialised per message.
+    if let (Some(q), true) = (question, ev.response && ev.ancount > 0) {
+        let mut owners = [0u64; CHAIN_RECORDS];
         let mut recs: [Option<Record<'_>>; CHAIN_RECORDS] = [None; CHAIN_RECORDS];
         for ((o, slot), r) in owners.iter_mut().zip(recs.iter_mut()).zip(msg.answers()) {
-            *o = NameBuf::of(&r.name);
+            *o = name_hash(&r.name);
             *slot = Some(r);
         }
-        let mut chain = [NameBuf::default(); MAX_CHAIN];
-        chain[0] = NameBuf::of(&q.name);
+        let mut chain: [Option<(u64, Name<'_>)>; MAX_CHAIN] = [None; MAX_CHAIN];
+        chain[0] = Some((name_hash(&q.name), q.name));
         let mut links = 1usize;
+        let linked = |chain: &[Option<(u64, Name<'_>)>], h: u64, n: &Name<'_>| {
+            chain
+                .iter()
+                .flatten()
+                .any(|(ch, cn)| *ch == h && cn.eq_ignore_case(n))
+        };
         // Each pass can add one link; MAX_CHAIN passes bound the walk.
         for _ in 0..MAX_CHAIN {
             let mut grew = false;
             for (o, r) in owners.iter().zip(recs.iter()) {
                 let Some(r) = r else { break };
-                if r.rtype != 5 || links >= MAX_CHAIN || !chain[..links].contains(o) {
+                if r.rtype != 5 || links >= MAX_CHAIN || !linked(&chain[..links], *o, &r.name) {
                     continue;
                 }
                 if let Some(t) = r.target() {
-                    let t = NameBuf::of(&t);
-                    if !chain[..links].contains(&t) {
-                        chain[links] = t;
+                    let th = name_hash(&t);
+                    if !linked(&chain[..links], th, &t) {
+                        chain[links] = Some((th, t));
                         links += 1;
                         grew = true;
                     }
@@ -556,14 +575,14 @@ fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
             if n == MAX_RESOLVED {
                 break;
             }
-            if !chain[..links].contains(o) {
-                continue;
-            }
             let addr = match (r.a(), r.aaaa()) {
                 (Some(a), _) => (Addr::v4(a.octets()), false),
                 (_, Some(a)) => (Addr::v6(a.octets()), true),
                 _ => continue,
             };
+            if !linked(&chain[..links], *o, &r.name) {
+                continue;
+            }
             ev.resolved[n] = Some((addr.0, addr.1, r.ttl));
             n += 1;
         }
