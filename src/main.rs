@@ -178,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                     collect: false,
                     append: false,
                     ordered: true,
+                    published: None,
                 },
             };
             let report = replay::run(&opts).context("replay failed")?;

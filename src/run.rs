@@ -12,7 +12,7 @@
 //! capture, end every open flow and flush the outputs; SIGHUP reloads thresholds and
 //! allowlists without touching flow state.
 
-use crate::alert::sink::{OutMsg, Output, OutputThread, Sinks, OUT_QUEUE};
+use crate::alert::sink::{OutMsg, Output, OutputCounters, OutputThread, Sinks, OUT_QUEUE};
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
@@ -150,6 +150,7 @@ fn sinks(opts: &RunOptions) -> Sinks {
         collect: false,
         append: true,
         ordered: false,
+        published: None,
     }
 }
 
@@ -202,7 +203,10 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     }
 
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
-    let output = OutputThread::prepare(&sinks(&opts), Some(&cfg), n, out_rx)?;
+    let out_counters = Arc::new(Mutex::new(OutputCounters::default()));
+    let mut out_sinks = sinks(&opts);
+    out_sinks.published = Some(Arc::clone(&out_counters));
+    let output = OutputThread::prepare(&out_sinks, Some(&cfg), n, out_rx)?;
     let output = std::thread::Builder::new()
         .name("outflow-output".into())
         .spawn(output)?;
@@ -338,6 +342,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                 .as_ref()
                 .map(|(_, p)| p.lock().map(|g| *g).unwrap_or_default());
             log_stats(mode, &snaps, rsnap.as_ref(), false);
+            log_output_stats(&out_counters, false);
         }
     }
 
@@ -360,6 +365,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         Err(e) => error!("output: {e}"),
     }
     log_stats(mode, &finals, reader_snap.as_ref(), true);
+    log_output_stats(&out_counters, true);
     if capture_lost {
         // Non-zero exit, so systemd's Restart=on-failure brings the sensor back.
         return Err(RunError::CaptureLost(cfg.capture.interface.clone()));
@@ -456,6 +462,32 @@ fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>,
         dns_messages = total.flows.dns.messages,
         dns_malformed = total.flows.dns.malformed,
         "total stats"
+    );
+}
+
+/// The output side of the stats line: alerts written, DNS analyser and cross-flow tables
+/// (including every drop and eviction they counted).
+fn log_output_stats(c: &Mutex<OutputCounters>, last: bool) {
+    let c = c.lock().map(|g| *g).unwrap_or_default();
+    info!(
+        target: "outflow::stats",
+        kind = if last { "final" } else { "periodic" },
+        alerts = c.alerts_by_detector.iter().sum::<u64>(),
+        flow_records = c.flow_records,
+        dns_records = c.dns_records,
+        allowlisted_alerts = c.allowlisted_alerts,
+        dns_queries = c.dns.queries,
+        dns_suspicious = c.dns.suspicious,
+        dns_nxdomains = c.dns.nxdomains,
+        dns_pairs_dropped = c.dns.pairs_dropped,
+        dns_names_evicted = c.dns.names_evicted,
+        dns_unanswered = c.dns.unanswered,
+        volume_reports = c.leak.volumes,
+        threshold_events = c.leak.threshold_events,
+        host_pairs_evicted = c.leak.pairs_evicted,
+        leak_groups_evicted = c.leak.groups_evicted,
+        baseline_hosts_evicted = c.leak.hosts_evicted,
+        "output stats"
     );
 }
 

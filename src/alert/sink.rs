@@ -76,6 +76,25 @@ pub struct Sinks {
     /// Write events in key order (replay: deterministic output). Live capture writes them as
     /// they come, since waiting for every worker's progress would only add latency.
     pub ordered: bool,
+    /// Where the output thread publishes its counters (live stats line), if anywhere.
+    pub published: Option<std::sync::Arc<std::sync::Mutex<OutputCounters>>>,
+}
+
+/// The output thread's counters: what was written, and the analysers' tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputCounters {
+    /// Alerts written, by detector (indexed like `Detector::ALL`).
+    pub alerts_by_detector: [u64; Detector::ALL.len()],
+    /// Flow records written.
+    pub flow_records: u64,
+    /// DNS transactions written.
+    pub dns_records: u64,
+    /// Flow alerts silenced by `allow.dst_domains`.
+    pub allowlisted_alerts: u64,
+    /// DNS analyser counters (queries, suspicious, NXDOMAIN, table drops...).
+    pub dns: AnalyseStats,
+    /// Cross-flow stage counters (volumes, threshold events, evictions...).
+    pub leak: LeakStats,
 }
 
 /// File name of the state snapshot inside `state.dir`.
@@ -176,6 +195,8 @@ struct Writers {
     collect: bool,
     out: Collected,
     first_error: Option<io::Error>,
+    published: Option<std::sync::Arc<std::sync::Mutex<OutputCounters>>>,
+    since_publish: u32,
 }
 
 impl Writers {
@@ -257,6 +278,29 @@ impl Writers {
                 );
                 *l = LeakAnalyser::new_like(l);
             }
+        }
+    }
+
+    /// Copies the counters to the shared place every 256 events (and at the end).
+    fn publish(&mut self, force: bool) {
+        self.since_publish += 1;
+        if !force && self.since_publish < 256 {
+            return;
+        }
+        self.since_publish = 0;
+        let Some(p) = &self.published else {
+            return;
+        };
+        let c = OutputCounters {
+            alerts_by_detector: self.out.alerts_by_detector,
+            flow_records: self.out.flow_count,
+            dns_records: self.out.dns_record_count,
+            allowlisted_alerts: self.out.allowlisted_alerts,
+            dns: self.dns.as_ref().map_or(self.out.dns, |d| d.stats),
+            leak: self.leak.as_ref().map_or(self.out.leak, |l| l.stats),
+        };
+        if let Ok(mut g) = p.lock() {
+            *g = c;
         }
     }
 
@@ -459,6 +503,8 @@ impl OutputThread {
             }),
             last_snapshot: std::time::Instant::now(),
             collect: sinks.collect,
+            published: sinks.published.clone(),
+            since_publish: 0,
             out: Collected::default(),
             first_error: None,
         };
@@ -484,6 +530,7 @@ impl OutputThread {
                     OutMsg::Event(_, e) if !ordered => {
                         w.write(e);
                         w.maybe_snapshot();
+                        w.publish(false);
                         // Live: make records visible once the burst is written.
                         if rx.is_empty() {
                             w.flush();
@@ -523,6 +570,7 @@ impl OutputThread {
             }
             w.finish();
             w.flush();
+            w.publish(true);
             match w.first_error {
                 Some(e) => Err(e),
                 None => Ok(w.out),

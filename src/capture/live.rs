@@ -69,6 +69,9 @@ pub struct Handle {
     pub link: LinkType,
     /// Longest wait in [`Handle::wait`], ms.
     timeout_ms: i32,
+    /// libpcap's counters are u32 and wrap after 4 G packets; this accumulates them.
+    last: [u32; 3],
+    totals: [u64; 3],
 }
 
 fn interfaces() -> Vec<String> {
@@ -145,6 +148,8 @@ pub fn open(cfg: &CaptureConfig) -> Result<Handle, LiveError> {
         cap,
         link,
         timeout_ms,
+        last: [0; 3],
+        totals: [0; 3],
     })
 }
 
@@ -196,16 +201,26 @@ pub fn join_fanout(h: &Handle, group: u16) -> io::Result<()> {
     }
 }
 
-/// Kernel counters of a handle: (received, dropped for lack of buffer, dropped by the
-/// interface). libpcap accumulates them; `None` if the platform cannot tell.
+/// Kernel counters of a handle since it opened: (received, dropped for lack of buffer,
+/// dropped by the interface). libpcap reports them as u32, which a sensor running for months
+/// overflows, so the deltas are accumulated in u64 (read at least once per wrap: every
+/// second in practice). `None` if the platform cannot tell.
 pub fn kernel_stats(h: &mut Handle) -> Option<(u64, u64, u64)> {
-    h.cap.stats().ok().map(|s| {
-        (
-            u64::from(s.received),
-            u64::from(s.dropped),
-            u64::from(s.if_dropped),
-        )
-    })
+    let s = h.cap.stats().ok()?;
+    accumulate(
+        &mut h.last,
+        &mut h.totals,
+        [s.received, s.dropped, s.if_dropped],
+    );
+    Some((h.totals[0], h.totals[1], h.totals[2]))
+}
+
+/// Adds the u32 deltas since `last` (wrapping) to `totals`.
+fn accumulate(last: &mut [u32; 3], totals: &mut [u64; 3], now: [u32; 3]) {
+    for ((t, l), n) in totals.iter_mut().zip(last.iter_mut()).zip(now) {
+        *t += u64::from(n.wrapping_sub(*l));
+        *l = n;
+    }
 }
 
 /// Switches the process to `user` (its uid, primary gid, no supplementary groups). Called
@@ -265,4 +280,15 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
     // SAFETY: libc::passwd is a plain C struct of integers and pointers, for which all-zero
     // (null pointers) is a valid value; getpwnam_r fills it in.
     unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_counters_survive_u32_wrap() {
+        let (mut last, mut totals) = ([0u32; 3], [0u64; 3]);
+        super::accumulate(&mut last, &mut totals, [u32::MAX - 5, 10, 0]);
+        super::accumulate(&mut last, &mut totals, [4, 12, 0]);
+        assert_eq!(totals, [u64::from(u32::MAX) + 5, 12, 0]);
+    }
 }

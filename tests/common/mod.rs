@@ -30,6 +30,7 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
             collect: true,
             append: false,
             ordered: true,
+            published: None,
         },
     })
     .expect("replay")
