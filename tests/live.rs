@@ -354,7 +354,11 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         .find(|l| l["message"] == "output stats" && l["kind"] == "final")
         .expect("final output stats line");
     assert!(out["alerts"].as_u64().unwrap() >= 1, "{out}");
-    assert_eq!(out["flow_records"].as_u64().unwrap(), flows.len() as u64, "{out}");
+    assert_eq!(
+        out["flow_records"].as_u64().unwrap(),
+        flows.len() as u64,
+        "{out}"
+    );
     assert!(out["volume_reports"].as_u64().unwrap() > 0, "{out}");
     for f in &finals {
         assert!(f["flows_created"].as_u64().unwrap() > 0, "idle worker: {f}");
