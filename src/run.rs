@@ -674,6 +674,8 @@ impl LiveReader {
                 }
             }
         }
+        // Shutdown: the last partial batches must reach the workers, so wait for room.
+        d.set_lossy(false);
         let _ = d.flush_all(clock.now(), seq);
         let snap = self.snapshot(&mut h, &st, &d);
         drop(d); // closes the worker channels: workers finish

@@ -99,6 +99,11 @@ impl Dispatcher {
         self
     }
 
+    /// Switches between live (drop when a worker is behind) and lossless hand-off.
+    pub fn set_lossy(&mut self, lossy: bool) {
+        self.lossy = lossy;
+    }
+
     /// Decodes a frame and appends it to its worker's batch. Undecodable frames are counted
     /// in `st` and skipped.
     #[inline]
