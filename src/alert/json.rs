@@ -287,7 +287,8 @@ struct LeakAlertJson<'a> {
     ts: String,
     detector: &'static str,
     message: String,
-    group_by: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     src_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,8 +298,10 @@ struct LeakAlertJson<'a> {
     window: f64,
     events: u64,
     peers: u64,
-    first_seen: String,
-    last_seen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<String>,
     dst_fqdns: &'a [String],
     #[serde(skip_serializing_if = "is_zero")]
     in_bytes: u64,
@@ -372,11 +375,11 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         ts: rfc3339(a.ts_ns),
         detector: a.detector.name(),
         message,
-        group_by: match a.group_by {
+        group_by: (a.detector == Detector::DataLeak).then_some(match a.group_by {
             GroupBy::SrcDst => "src_dst",
             GroupBy::Src => "src",
             GroupBy::Dst => "dst",
-        },
+        }),
         src_ip: a.src.map(|i| i.to_string()),
         dst_ip: a.dst.map(|i| i.to_string()),
         total_bytes: a.total_bytes,
@@ -384,8 +387,8 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         window: a.window_s,
         events: a.events,
         peers: a.peers,
-        first_seen: rfc3339(a.first_ns),
-        last_seen: rfc3339(a.last_ns),
+        first_seen: (a.first_ns > 0).then(|| rfc3339(a.first_ns)),
+        last_seen: (a.last_ns > 0).then(|| rfc3339(a.last_ns)),
         dst_fqdns: &a.fqdns,
         in_bytes: a.in_bytes,
         mean: stats.then_some(a.mean),
