@@ -217,6 +217,29 @@ pub(crate) fn batch_bytes(packets: usize) -> usize {
     (packets * 1600).max(256 * 1024)
 }
 
+/// The channels between the reader and one worker: batches to it, and its free list back,
+/// already holding `capture.batches_per_worker` preallocated batches.
+pub(crate) fn batch_channels(
+    cfg: &Config,
+) -> (
+    Sender<Batch>,
+    Receiver<Batch>,
+    Sender<Batch>,
+    Receiver<Batch>,
+) {
+    let depth = cfg.capture.batches_per_worker;
+    let (tx, rx) = bounded::<Batch>(depth);
+    let (free_tx, free) = bounded::<Batch>(depth);
+    for _ in 0..depth {
+        let b = Batch::with_capacity(
+            cfg.capture.batch_packets,
+            batch_bytes(cfg.capture.batch_packets),
+        );
+        let _ = free_tx.send(b);
+    }
+    (tx, rx, free_tx, free)
+}
+
 /// Runs a replay to the end.
 pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
@@ -237,16 +260,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let mut free_rx = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for id in 0..workers {
-        let depth = cfg.capture.batches_per_worker;
-        let (tx, rx) = bounded::<Batch>(depth);
-        let (free_tx, free) = bounded::<Batch>(depth);
-        for _ in 0..depth {
-            let b = Batch::with_capacity(
-                cfg.capture.batch_packets,
-                batch_bytes(cfg.capture.batch_packets),
-            );
-            let _ = free_tx.send(b);
-        }
+        let (tx, rx, free_tx, free) = batch_channels(cfg);
         let driver = Driver::new(Worker::new(cfg), id, out_tx.clone(), true, None);
         handles.push(
             std::thread::Builder::new()

@@ -16,7 +16,7 @@ use crate::alert::sink::{OutMsg, Output, OutputCounters, OutputThread, Sinks, OU
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
-use crate::capture::{ts_ns, Batch, BatchPacket, Clock};
+use crate::capture::{ts_ns, BatchPacket, Clock};
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode, DecodeError};
 use crate::pipeline::{Driver, Published, Snapshot, PUBLISH_EVERY};
@@ -217,19 +217,24 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let mut reloads: Vec<Sender<Arc<Config>>> = Vec::with_capacity(n);
     let mut workers: Vec<JoinHandle<Snapshot>> = Vec::with_capacity(n);
     let mut reader: Option<(JoinHandle<Snapshot>, Published)> = None;
+    // A live worker's driver (output hand-off never waits) and its reload channel.
+    let mut live_driver = |id: usize| {
+        let (tx, rx) = bounded::<Arc<Config>>(4);
+        reloads.push(tx);
+        let d = Driver::new(
+            Worker::new(&cfg),
+            id,
+            out_tx.clone(),
+            false,
+            published.get(id).cloned(),
+        );
+        (d, rx)
+    };
 
     match mode {
         CaptureMode::Direct | CaptureMode::Fanout => {
             for (id, h) in handles.drain(..).enumerate() {
-                let (tx, rx) = bounded(4);
-                reloads.push(tx);
-                let d = Driver::new(
-                    Worker::new(&cfg),
-                    id,
-                    out_tx.clone(),
-                    false,
-                    published.get(id).cloned(),
-                );
+                let (d, rx) = live_driver(id);
                 let ctx = LiveWorker {
                     id,
                     n,
@@ -245,27 +250,11 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             }
         }
         CaptureMode::Single => {
-            let depth = cfg.capture.batches_per_worker;
             let mut to = Vec::with_capacity(n);
             let mut free_rx = Vec::with_capacity(n);
             for id in 0..n {
-                let (tx, rx) = bounded::<Batch>(depth);
-                let (free_tx, free) = bounded::<Batch>(depth);
-                for _ in 0..depth {
-                    let _ = free_tx.send(Batch::with_capacity(
-                        cfg.capture.batch_packets,
-                        crate::replay::batch_bytes(cfg.capture.batch_packets),
-                    ));
-                }
-                let (rtx, rrx) = bounded::<Arc<Config>>(4);
-                reloads.push(rtx);
-                let d = Driver::new(
-                    Worker::new(&cfg),
-                    id,
-                    out_tx.clone(),
-                    false,
-                    published.get(id).cloned(),
-                );
+                let (tx, rx, free_tx, free) = crate::replay::batch_channels(&cfg);
+                let (d, rrx) = live_driver(id);
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("outflow-worker-{id}"))
