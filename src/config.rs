@@ -66,6 +66,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Where `outflow run` writes alerts and flow records (CLI flags override).
     pub output: OutputConfig,
+    /// The HTTP server: /metrics, /healthz and the analyst API.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             run: RunConfig::default(),
             log: LogConfig::default(),
             output: OutputConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -267,6 +270,11 @@ pub struct OutputConfig {
     pub flows: String,
     /// DNS transactions as JSON lines, appended; empty = none. Default "".
     pub dns: String,
+    /// Alerts held per sink while it is failing (syslog server down, disk full); beyond
+    /// this the newest are dropped and counted. Default 4096.
+    pub sink_queue: usize,
+    /// Alerts as syslog messages (RFC 5424).
+    pub syslog: SyslogConfig,
 }
 
 impl Default for OutputConfig {
@@ -275,6 +283,59 @@ impl Default for OutputConfig {
             alerts: "-".into(),
             flows: String::new(),
             dns: String::new(),
+            sink_queue: 4096,
+            syslog: SyslogConfig::default(),
+        }
+    }
+}
+
+/// Alerts to a syslog server or the local syslog socket, RFC 5424 framed.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// Where to send: `udp://host:port`, `tcp://host:port` (RFC 6587 octet counting) or
+    /// `unix:///dev/log`; empty = no syslog. Default "".
+    pub target: String,
+    /// Facility name: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron,
+    /// authpriv, ftp, ntp, security, console, local0..local7. Default "local0".
+    pub facility: String,
+    /// APP-NAME field. Default "outflow".
+    pub app_name: String,
+    /// HOSTNAME field; empty = this machine's host name. Default "".
+    pub hostname: String,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            target: String::new(),
+            facility: "local0".into(),
+            app_name: "outflow".into(),
+            hostname: String::new(),
+        }
+    }
+}
+
+/// The HTTP server of `outflow run` (and of `outflow replay --http`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on; empty = no HTTP server. A non-loopback address
+    /// requires a token. Default "127.0.0.1:9760".
+    pub listen: String,
+    /// Bearer token required by /api/* (not /metrics or /healthz). The environment variable
+    /// OUTFLOW_HTTP_TOKEN overrides it, so the secret can stay out of the file. Default "".
+    pub token: String,
+    /// Alerts kept in memory for /api/alerts (newest win). Default 10000.
+    pub alerts_kept: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9760".into(),
+            token: String::new(),
+            alerts_kept: 10_000,
         }
     }
 }
@@ -863,6 +924,49 @@ impl Config {
         }
         if lt.tiers.len() > 16 {
             p.push("detect.large_transfer.tiers: at most 16 tiers".into());
+        }
+        let o = &self.output;
+        if !(1..=1 << 20).contains(&o.sink_queue) {
+            p.push(format!(
+                "output.sink_queue: {} must be 1..=1048576",
+                o.sink_queue
+            ));
+        }
+        if let Err(e) = crate::alert::syslog::Target::parse(&o.syslog.target) {
+            p.push(format!("output.syslog.target: {e}"));
+        }
+        if crate::alert::syslog::facility_code(&o.syslog.facility).is_none() {
+            p.push(format!(
+                "output.syslog.facility: unknown facility {:?} (kern, user, daemon, auth, local0..local7, ...)",
+                o.syslog.facility
+            ));
+        }
+        if !crate::alert::syslog::valid_header_field(&o.syslog.app_name, 48) {
+            p.push(
+                "output.syslog.app_name: must be 1..=48 printable ASCII characters, no spaces"
+                    .into(),
+            );
+        }
+        if !o.syslog.hostname.is_empty()
+            && !crate::alert::syslog::valid_header_field(&o.syslog.hostname, 255)
+        {
+            p.push(
+                "output.syslog.hostname: must be 1..=255 printable ASCII characters, no spaces"
+                    .into(),
+            );
+        }
+        let h = &self.http;
+        if !h.listen.is_empty() && h.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!(
+                "http.listen: {:?} is not an address:port such as 127.0.0.1:9760 or [::1]:9760",
+                h.listen
+            ));
+        }
+        if !(1..=1_000_000).contains(&h.alerts_kept) {
+            p.push(format!(
+                "http.alerts_kept: {} must be 1..=1000000",
+                h.alerts_kept
+            ));
         }
         if p.is_empty() {
             Ok(())

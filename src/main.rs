@@ -6,10 +6,13 @@ use clap::{Parser, Subcommand};
 use outflow::alert::{Output, Sinks};
 use outflow::config::Config;
 use outflow::config::LogFormat;
+use outflow::http::HttpServer;
 use outflow::replay::{self, ReplayOptions};
 use outflow::run::{RunOptions, Signals};
+use outflow::telemetry::Telemetry;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -45,10 +48,22 @@ enum Command {
         /// end, so consecutive replays behave like one continuous run.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Also send alerts to syslog (RFC 5424): udp://host:port, tcp://host:port or
+        /// unix:///dev/log; facility, app name and host name come from output.syslog.
+        #[arg(long, value_name = "TARGET")]
+        syslog: Option<String>,
+        /// Serve /metrics, /healthz and the API on ADDR (e.g. 127.0.0.1:9760, port 0 = any
+        /// free port; the address is logged) while replaying; the token comes from http.token
+        /// or OUTFLOW_HTTP_TOKEN.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// Keep the HTTP server up after the replay ends, until SIGINT or SIGTERM.
+        #[arg(long, requires = "http")]
+        serve: bool,
         /// Do not print the summary.
         #[arg(long, short)]
         quiet: bool,
-        /// Capture files.
+        /// Capture files (`-` = standard input, e.g. from `tcpdump -w -`).
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
@@ -151,6 +166,9 @@ fn run(cli: Cli) -> Result<()> {
             flows_out,
             dns_out,
             state_dir,
+            syslog,
+            http,
+            serve,
             quiet,
             captures,
         } => {
@@ -167,6 +185,29 @@ fn run(cli: Cli) -> Result<()> {
             if workers == Some(0) {
                 anyhow::bail!("--workers must be at least 1");
             }
+            let mut syslog_cfg = None;
+            if let Some(target) = syslog {
+                config.output.syslog.target = target;
+                config.validate().context("--syslog")?;
+                syslog_cfg = Some(config.output.syslog.clone());
+            }
+            let n = workers.unwrap_or_else(|| config.effective_workers()).max(1);
+            let telemetry = http
+                .as_ref()
+                .map(|_| Telemetry::new("replay", n, config.http.alerts_kept));
+            let server = match (&http, &telemetry) {
+                (Some(addr), Some(t)) => {
+                    let token = std::env::var(outflow::http::TOKEN_ENV)
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .or_else(|| {
+                            (!config.http.token.is_empty()).then(|| config.http.token.clone())
+                        });
+                    Some(HttpServer::start_with(addr, token, Arc::clone(t))?)
+                }
+                _ => None,
+            };
+            let sink_queue = config.output.sink_queue;
             let opts = ReplayOptions {
                 config,
                 workers,
@@ -178,12 +219,25 @@ fn run(cli: Cli) -> Result<()> {
                     collect: false,
                     append: false,
                     ordered: true,
-                    published: None,
+                    syslog: syslog_cfg,
+                    sink_queue,
+                    telemetry,
                 },
             };
             let report = replay::run(&opts).context("replay failed")?;
             if !quiet {
                 eprintln!("{}", report.summary);
+            }
+            if let (true, Some(server)) = (serve, server) {
+                let signals = Signals::install().context("cannot install signal handlers")?;
+                tracing::info!(
+                    "replay finished; serving http://{}/ until SIGINT or SIGTERM",
+                    server.addr()
+                );
+                while !signals.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                server.stop();
             }
             Ok(())
         }

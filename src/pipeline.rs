@@ -8,9 +8,12 @@
 
 use crate::alert::sink::OutMsg;
 use crate::decode::DecodeError;
+use crate::telemetry::{mono_ns, new_histogram, record, WorkerShared};
 use crate::worker::{EventKey, Worker, WorkerStats};
 use crossbeam_channel::{Sender, TrySendError};
-use std::sync::{Arc, Mutex};
+use hdrhistogram::Histogram;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Longest a worker waits to hand over an alert when the output queue is full.
 pub const ALERT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
@@ -46,8 +49,8 @@ pub struct Snapshot {
     pub queue_dropped: u64,
 }
 
-/// Where a worker's counters are published; read by the stats line (and later /metrics).
-pub type Published = Arc<Mutex<Snapshot>>;
+/// Where a worker's counters are published; read by the stats line and /metrics.
+pub type Published = Arc<WorkerShared>;
 
 /// Runs one worker's output side.
 pub struct Driver {
@@ -59,6 +62,13 @@ pub struct Driver {
     /// Counters the worker itself cannot know (capture side), merged into publications.
     pub extra: Snapshot,
     published: Option<Published>,
+    /// Worker time per packet (ns) since the last publication.
+    processing: Histogram<u64>,
+    /// The newest top-flows request answered.
+    top_served: u64,
+    /// When the packets being processed were read (see [`mono_ns`]); stamped on alerts
+    /// for the detection-latency metric. 0 = stamp at hand-over.
+    pub read_mono_ns: u64,
 }
 
 impl Driver {
@@ -77,6 +87,17 @@ impl Driver {
             lossless,
             extra: Snapshot::default(),
             published,
+            processing: new_histogram(),
+            top_served: 0,
+            read_mono_ns: 0,
+        }
+    }
+
+    /// Records that `packets` packets took `ns` nanoseconds of this worker's time.
+    #[inline]
+    pub fn record_processing(&mut self, ns: u64, packets: u64) {
+        if let Some(per) = ns.checked_div(packets) {
+            record(&mut self.processing, per, packets);
         }
     }
 
@@ -86,8 +107,14 @@ impl Driver {
         let (out, lossless) = (&self.out, self.lossless);
         let mut dropped = 0u64;
         let mut alerts_dropped = 0u64;
-        for (k, e) in self.worker.drain() {
-            let alert = matches!(e, crate::worker::Event::Alert(_));
+        let read_ns = self.read_mono_ns;
+        for (k, mut e) in self.worker.drain() {
+            let alert = if let crate::worker::Event::Alert(a) = &mut e {
+                a.read_mono_ns = if read_ns == 0 { mono_ns() } else { read_ns };
+                true
+            } else {
+                false
+            };
             let msg = OutMsg::Event(k, e);
             if lossless {
                 let _ = out.send(msg);
@@ -118,7 +145,8 @@ impl Driver {
         }
     }
 
-    /// Copies the counters into the shared snapshot.
+    /// Copies the counters and the processing-time histogram into the shared place, and
+    /// answers a pending top-flows request. One lock each per publication, never per packet.
     pub fn publish(&mut self) {
         let Some(p) = &self.published else {
             return;
@@ -129,8 +157,34 @@ impl Driver {
             flows_capacity: self.worker.table().capacity() as u64,
             ..self.extra
         };
-        if let Ok(mut g) = p.lock() {
+        if let Ok(mut g) = p.snap.lock() {
             *g = snap;
+        }
+        if !self.processing.is_empty() {
+            if let Ok(mut h) = p.processing.lock() {
+                let _ = h.add(&self.processing);
+            }
+            self.processing.reset();
+        }
+        if let Some((generation, by)) = p.top.pending(self.top_served) {
+            self.top_served = generation;
+            let flows = self.worker.top_flows(by, crate::telemetry::TOP_MAX);
+            if let Ok(mut a) = p.top.answer.lock() {
+                a.generation = generation;
+                a.flows = flows;
+            }
+        }
+    }
+
+    /// Answers a pending top-flows request without publishing anything else (an idle
+    /// worker calls this while it waits for packets).
+    pub fn serve_top(&mut self) {
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|p| p.top.pending(self.top_served).is_some())
+        {
+            self.publish();
         }
     }
 
@@ -143,6 +197,9 @@ impl Driver {
         }
         let _ = self.out.send(OutMsg::Done { worker: self.id });
         self.publish();
+        if let Some(p) = &self.published {
+            p.alive.store(false, Ordering::Relaxed);
+        }
         Snapshot {
             flows: self.worker.stats,
             flows_active: 0,

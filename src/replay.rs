@@ -249,6 +249,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         .unwrap_or_else(|| cfg.effective_workers())
         .max(1);
     check_files(&opts.inputs)?;
+    let telemetry = opts.sinks.telemetry.clone();
 
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
     let output = OutputThread::prepare(&opts.sinks, Some(cfg), workers, out_rx)?;
@@ -261,7 +262,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let mut handles = Vec::with_capacity(workers);
     for id in 0..workers {
         let (tx, rx, free_tx, free) = batch_channels(cfg);
-        let driver = Driver::new(Worker::new(cfg), id, out_tx.clone(), true, None);
+        let shared = telemetry.as_ref().and_then(|t| t.workers.get(id).cloned());
+        let driver = Driver::new(Worker::new(cfg), id, out_tx.clone(), true, shared);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("outflow-worker-{id}"))
@@ -283,6 +285,18 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     }
     let collected: Collected = output.join().map_err(|_| ReplayError::Panic("output"))??;
     let reader = read?;
+    if let Some(t) = &telemetry {
+        if let Ok(mut s) = t.reader.snap.lock() {
+            s.frames = reader.frames;
+            s.decode_errors = reader.decode_errors;
+        }
+        t.reader
+            .alive
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // Only now: /healthz saying "finished" promises final counters.
+        t.capturing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     let summary = Summary {
         workers,
         reader,
@@ -309,6 +323,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
 pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.packets += s.packets;
     sum.ip_bytes += s.ip_bytes;
+    sum.wire_bytes += s.wire_bytes;
     sum.flows_created += s.flows_created;
     sum.peak_flows += s.peak_flows;
     for (a, b) in sum.records.iter_mut().zip(s.records.iter()) {
@@ -333,14 +348,30 @@ pub(crate) fn batch_worker_loop(
     free: Sender<Batch>,
     reload: Option<Receiver<std::sync::Arc<Config>>>,
 ) -> Snapshot {
-    for batch in rx.iter() {
+    loop {
+        let batch = match rx.recv_timeout(IDLE_POLL) {
+            Ok(b) => b,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Idle (a slow link, or a capture arriving on a pipe): still answer
+                // top-flows requests.
+                d.serve_top();
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         if let Some(cfg) = reload.as_ref().and_then(|r| r.try_recv().ok()) {
             d.worker.reconfigure(&cfg);
         }
+        let started = Instant::now();
         for p in &batch.packets {
             d.worker.packet(p, batch.bytes(p));
         }
         d.worker.advance(batch.clock_ns);
+        d.record_processing(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            batch.packets.len() as u64,
+        );
+        d.read_mono_ns = batch.read_mono_ns;
         d.flush();
         d.progress(EventKey {
             time_ns: batch.clock_ns,
@@ -354,3 +385,6 @@ pub(crate) fn batch_worker_loop(
     }
     d.finish()
 }
+
+/// How long an idle batch worker waits before checking for top-flows requests.
+const IDLE_POLL: Duration = Duration::from_millis(50);

@@ -19,8 +19,10 @@ use crate::capture::live::{self, Handle, LiveError};
 use crate::capture::{ts_ns, BatchPacket, Clock};
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode, DecodeError};
+use crate::http::HttpServer;
 use crate::pipeline::{Driver, Published, Snapshot, PUBLISH_EVERY};
 use crate::replay::batch_worker_loop;
+use crate::telemetry::Telemetry;
 use crate::worker::Worker;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
@@ -45,6 +47,9 @@ pub enum RunError {
     /// A thread panicked (a bug: please report it).
     #[error("internal error: {0} thread panicked")]
     Panic(&'static str),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// Every capture worker stopped (the interface went away or failed).
     #[error(
         "capture.interface {0:?}: capture stopped (interface gone or failed); outputs were flushed"
@@ -132,6 +137,10 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn sinks(opts: &RunOptions) -> Sinks {
     let from_cfg = |s: &str| (!s.is_empty()).then(|| Output::parse(s));
     Sinks {
@@ -150,7 +159,9 @@ fn sinks(opts: &RunOptions) -> Sinks {
         collect: false,
         append: true,
         ordered: false,
-        published: None,
+        syslog: Some(opts.config.output.syslog.clone()),
+        sink_queue: opts.config.output.sink_queue,
+        telemetry: None,
     }
 }
 
@@ -202,18 +213,23 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         info!(user = %cfg.run.user, "dropped privileges");
     }
 
+    let telemetry = Telemetry::new("live", n, cfg.http.alerts_kept);
+    // Bound before capture starts, so a port in use or a missing token stops the start.
+    let http = if cfg.http.listen.is_empty() {
+        None
+    } else {
+        Some(HttpServer::start(&cfg.http, Arc::clone(&telemetry))?)
+    };
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
-    let out_counters = Arc::new(Mutex::new(OutputCounters::default()));
+    let out_counters = Arc::clone(&telemetry.output);
     let mut out_sinks = sinks(&opts);
-    out_sinks.published = Some(Arc::clone(&out_counters));
+    out_sinks.telemetry = Some(Arc::clone(&telemetry));
     let output = OutputThread::prepare(&out_sinks, Some(&cfg), n, out_rx)?;
     let output = std::thread::Builder::new()
         .name("outflow-output".into())
         .spawn(output)?;
 
-    let published: Vec<Published> = (0..n)
-        .map(|_| Arc::new(Mutex::new(Snapshot::default())))
-        .collect();
+    let published: Vec<Published> = telemetry.workers.clone();
     let mut reloads: Vec<Sender<Arc<Config>>> = Vec::with_capacity(n);
     let mut workers: Vec<JoinHandle<Snapshot>> = Vec::with_capacity(n);
     let mut reader: Option<(JoinHandle<Snapshot>, Published)> = None;
@@ -267,7 +283,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                 .map_err(|e| RunError::Io(std::io::Error::other(e.to_string())))?
                 .lossy();
             let h = handles.pop().ok_or(RunError::Panic("capture"))?;
-            let pubr: Published = Arc::new(Mutex::new(Snapshot::default()));
+            let pubr: Published = Arc::clone(&telemetry.reader);
             let ctx = LiveReader {
                 stop: Arc::clone(&signals.stop),
                 frags: fragments(&cfg),
@@ -325,17 +341,18 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             last_stats = Instant::now();
             let snaps: Vec<Snapshot> = published
                 .iter()
-                .map(|p| p.lock().map(|g| *g).unwrap_or_default())
+                .map(|p| p.snap.lock().map(|g| *g).unwrap_or_default())
                 .collect();
             let rsnap = reader
                 .as_ref()
-                .map(|(_, p)| p.lock().map(|g| *g).unwrap_or_default());
+                .map(|(_, p)| p.snap.lock().map(|g| *g).unwrap_or_default());
             log_stats(mode, &snaps, rsnap.as_ref(), false);
             log_output_stats(&out_counters, false);
         }
     }
 
     // Shutdown: the capture side first, then the workers, then the output.
+    telemetry.capturing.store(false, Ordering::Relaxed);
     drop(reload_out);
     let reader_snap = match reader {
         Some((h, _)) => Some(h.join().map_err(|_| RunError::Panic("capture"))?),
@@ -355,6 +372,9 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     }
     log_stats(mode, &finals, reader_snap.as_ref(), true);
     log_output_stats(&out_counters, true);
+    if let Some(h) = http {
+        h.stop();
+    }
     if capture_lost {
         // Non-zero exit, so systemd's Restart=on-failure brings the sensor back.
         return Err(RunError::CaptureLost(cfg.capture.interface.clone()));
@@ -513,10 +533,15 @@ impl LiveWorker {
         let mut since_publish = 0u64;
         let mut last_tick = Instant::now();
         let mut packets_at_tick = 0u64;
+        // Processing time is measured per group of up to CHECK_EVERY packets read back to
+        // back (two clock reads per group, not per packet).
+        let mut group_start = Instant::now();
+        let mut group_n = 0u64;
         loop {
             match h.cap.next_packet() {
                 Ok(pkt) => {
                     local += 1;
+                    group_n += 1;
                     // Sequence numbers interleave the workers, so flow ids stay unique.
                     let seq = local * self.n as u64 + self.id as u64;
                     let hdr = *pkt.header;
@@ -560,9 +585,17 @@ impl LiveWorker {
                         continue;
                     }
                     since_check = 0;
+                    d.record_processing(elapsed_ns(group_start), group_n);
+                    group_start = Instant::now();
+                    group_n = 0;
                 }
                 // Non-blocking handle: nothing to read right now.
-                Err(pcap::Error::TimeoutExpired) => h.wait(),
+                Err(pcap::Error::TimeoutExpired) => {
+                    d.record_processing(elapsed_ns(group_start), group_n);
+                    group_n = 0;
+                    h.wait();
+                    group_start = Instant::now();
+                }
                 Err(e) => {
                     error!(worker = self.id, error = %e, "capture failed; this worker stops");
                     break;
@@ -658,7 +691,7 @@ impl LiveReader {
             }
             if tick {
                 let snap = self.snapshot(&mut h, &st, &d);
-                if let Ok(mut g) = self.published.lock() {
+                if let Ok(mut g) = self.published.snap.lock() {
                     *g = snap;
                 }
             }

@@ -99,6 +99,8 @@ pub struct WorkerStats {
     pub packets: u64,
     /// IP bytes of those packets.
     pub ip_bytes: u64,
+    /// Wire bytes of those packets (frame length on the wire).
+    pub wire_bytes: u64,
     /// Flows created.
     pub flows_created: u64,
     /// Flow records by [`EndReason`] (indexed like `EndReason::ALL`).
@@ -171,6 +173,37 @@ impl Worker {
         &self.table
     }
 
+    /// The `limit` active outbound flows ranking highest by `by`, best first (the live
+    /// "what is leaving right now" view). Scans the table: called only on request.
+    pub fn top_flows(
+        &self,
+        by: crate::telemetry::TopBy,
+        limit: usize,
+    ) -> Vec<crate::telemetry::TopFlow> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // A min-heap of the best `limit` seen so far: O(n log limit), no big sort.
+        let mut heap: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::new();
+        for slot in self.table.slots() {
+            let Some(f) = self.table.get(slot) else {
+                continue;
+            };
+            let Some(top) = top_flow(f) else {
+                continue;
+            };
+            heap.push(Reverse((top.rank(by), top.flow_id, slot)));
+            if heap.len() > limit {
+                heap.pop();
+            }
+        }
+        let mut out: Vec<crate::telemetry::TopFlow> = heap
+            .into_iter()
+            .filter_map(|Reverse((_, _, slot))| self.table.get(slot).and_then(top_flow))
+            .collect();
+        out.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
+        out
+    }
+
     /// Events produced since the last drain, in production order.
     pub fn drain(&mut self) -> std::vec::Drain<'_, (EventKey, Event)> {
         self.pending.drain(..)
@@ -183,6 +216,7 @@ impl Worker {
         let m = &p.meta;
         self.stats.packets += 1;
         self.stats.ip_bytes += u64::from(m.ip_len);
+        self.stats.wire_bytes += u64::from(p.wire_len);
         let (key, src_is_hi) = FlowKey::of(m);
         let hash = self.table.hash(&key);
         let mut sub = 0u32;
@@ -420,6 +454,30 @@ impl Worker {
         self.pending
             .push((key, Event::Flow(FlowRecord::of(flow, reason))));
     }
+}
+
+/// An outbound flow as the top-flows view shows it; `None` if it is not outbound.
+fn top_flow(f: &Flow) -> Option<crate::telemetry::TopFlow> {
+    let side = f.outbound?;
+    let other = match side {
+        Side::Orig => Side::Resp,
+        Side::Resp => Side::Orig,
+    };
+    let (src, sport, dst, dport) = crate::detect::large_transfer::endpoints(f, side);
+    Some(crate::telemetry::TopFlow {
+        flow_id: f.id,
+        proto: f.key.proto,
+        src,
+        sport,
+        dst,
+        dport,
+        vlan: f.key.vlan,
+        first_ns: f.first_ns,
+        last_ns: f.last_ns,
+        out: f.out_total().unwrap_or_default(),
+        inbound: *f.side(other),
+        state: tcp_state(f).name(),
+    })
 }
 
 /// The volume of an outbound flow not yet reported, marked as reported. `None` when there

@@ -4,7 +4,10 @@
 //! This stage runs on its own thread, off the per-packet path: it may allocate and block on
 //! I/O, but never slows a worker (workers only hand it events over a channel).
 
+pub mod deliver;
 pub mod json;
+pub mod record;
 pub mod sink;
+pub mod syslog;
 
 pub use sink::{OutMsg, Output, OutputThread, Sinks};

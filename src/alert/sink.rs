@@ -6,20 +6,26 @@
 //! The written order is thus the key order, which depends only on the input: the same
 //! capture gives byte-identical output for 1 or 16 workers.
 
+use super::deliver::{JsonLinesFile, Mode, SinkHandle};
 use super::json::{alert_json, dns_alert_json, dns_record_json, flow_json, leak_alert_json};
-use crate::config::Config;
+use super::record::AlertRecord;
+use super::syslog::SyslogTransport;
+use crate::config::{Config, SyslogConfig};
 use crate::decode::Addr;
 use crate::detect::leak::{LeakAlert, LeakAnalyser, LeakStats};
 use crate::detect::{Alert, Detector};
 use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
 use crate::flow::FlowRecord;
+use crate::telemetry::{mono_ns, new_histogram, record, Telemetry};
 use crate::worker::{Event, EventKey};
 use crossbeam_channel::Receiver;
+use hdrhistogram::Histogram;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where a JSON-lines stream goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +46,8 @@ impl Output {
         }
     }
 
-    fn open(&self, append: bool) -> io::Result<Box<dyn Write + Send>> {
+    /// Opens the stream: a file is appended to or truncated.
+    pub fn open(&self, append: bool) -> io::Result<Box<dyn Write + Send>> {
         Ok(match self {
             Output::Stdout => Box::new(io::stdout()),
             Output::File(p) => {
@@ -76,9 +83,24 @@ pub struct Sinks {
     /// Write events in key order (replay: deterministic output). Live capture writes them as
     /// they come, since waiting for every worker's progress would only add latency.
     pub ordered: bool,
-    /// Where the output thread publishes its counters (live stats line), if anywhere.
-    pub published: Option<std::sync::Arc<std::sync::Mutex<OutputCounters>>>,
+    /// Alerts to syslog too (RFC 5424), if set and its target is not empty.
+    pub syslog: Option<SyslogConfig>,
+    /// Alerts held per sink while it is failing (live; replay waits instead).
+    pub sink_queue: usize,
+    /// Where the output thread publishes its counters, alerts and latency (stats line,
+    /// /metrics, /api/alerts), if anywhere.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
+
+/// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
+pub const OUTPUT_TABLES: [&str; 6] = [
+    crate::dns::analyse::DNS_TABLES[0],
+    crate::dns::analyse::DNS_TABLES[1],
+    crate::dns::analyse::DNS_TABLES[2],
+    crate::detect::leak::LEAK_TABLES[0],
+    crate::detect::leak::LEAK_TABLES[1],
+    crate::detect::leak::LEAK_TABLES[2],
+];
 
 /// The output thread's counters: what was written, and the analysers' tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +117,8 @@ pub struct OutputCounters {
     pub dns: AnalyseStats,
     /// Cross-flow stage counters (volumes, threshold events, evictions...).
     pub leak: LeakStats,
+    /// (entries, capacity, evictions) of each table named in [`OUTPUT_TABLES`].
+    pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
 }
 
 /// File name of the state snapshot inside `state.dir`.
@@ -183,7 +207,11 @@ const DONE: EventKey = EventKey {
 
 /// The open outputs and what has been written.
 struct Writers {
-    alerts: Option<Box<dyn Write + Send>>,
+    /// Alert sinks (JSON lines, syslog), each on its own thread.
+    sinks: Vec<SinkHandle>,
+    telemetry: Option<Arc<Telemetry>>,
+    /// Detection latency since the last publication (ns).
+    latency: Histogram<u64>,
     flows: Option<BufWriter<Box<dyn Write + Send>>>,
     dns_out: Option<BufWriter<Box<dyn Write + Send>>>,
     dns: Option<DnsAnalyser>,
@@ -195,11 +223,30 @@ struct Writers {
     collect: bool,
     out: Collected,
     first_error: Option<io::Error>,
-    published: Option<std::sync::Arc<std::sync::Mutex<OutputCounters>>>,
     since_publish: u32,
+    /// The tables' occupancy at the last publication.
+    tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
 }
 
 impl Writers {
+    /// Hands one rendered alert to every sink and the API's store.
+    fn deliver(&mut self, rec: AlertRecord) {
+        if rec.read_mono_ns != 0 {
+            record(
+                &mut self.latency,
+                mono_ns().saturating_sub(rec.read_mono_ns),
+                1,
+            );
+        }
+        let rec = Arc::new(rec);
+        for s in &self.sinks {
+            s.deliver(Arc::clone(&rec));
+        }
+        if let Some(t) = &self.telemetry {
+            t.store.push(rec);
+        }
+    }
+
     fn count_alert(&mut self, d: Detector) {
         self.out.alert_count += 1;
         if let Some(n) = self.out.alerts_by_detector.get_mut(d as usize) {
@@ -211,14 +258,16 @@ impl Writers {
         let r = match o {
             DnsOutput::Alert(a) => {
                 self.count_alert(a.detector);
-                let r = match self.alerts.as_mut() {
-                    Some(w) => writeln!(w, "{}", dns_alert_json(&a)).and_then(|_| w.flush()),
-                    None => Ok(()),
-                };
+                self.deliver(AlertRecord::from_json(
+                    a.detector,
+                    a.ts_ns,
+                    dns_alert_json(&a),
+                    0,
+                ));
                 if self.collect {
                     self.out.dns_alerts.push(a);
                 }
-                r
+                Ok(())
             }
             DnsOutput::Record(rec) => {
                 self.out.dns_record_count += 1;
@@ -239,15 +288,14 @@ impl Writers {
 
     fn leak_alert(&mut self, a: LeakAlert) {
         self.count_alert(a.detector);
-        let r = match self.alerts.as_mut() {
-            Some(w) => writeln!(w, "{}", leak_alert_json(&a)).and_then(|_| w.flush()),
-            None => Ok(()),
-        };
+        self.deliver(AlertRecord::from_json(
+            a.detector,
+            a.ts_ns,
+            leak_alert_json(&a),
+            0,
+        ));
         if self.collect {
             self.out.leak_alerts.push(a);
-        }
-        if let Err(e) = r {
-            self.first_error.get_or_insert(e);
         }
     }
 
@@ -288,9 +336,21 @@ impl Writers {
             return;
         }
         self.since_publish = 0;
-        let Some(p) = &self.published else {
+        let Some(t) = &self.telemetry else {
             return;
         };
+        // After `finish` the analysers are gone: keep their last occupancy.
+        let mut tables = self.tables;
+        if let Some(d) = self.dns.as_ref() {
+            for (t, v) in tables.iter_mut().zip(d.tables()) {
+                *t = v;
+            }
+        }
+        if let Some(l) = self.leak.as_ref() {
+            for (t, v) in tables.iter_mut().skip(3).zip(l.tables()) {
+                *t = v;
+            }
+        }
         let c = OutputCounters {
             alerts_by_detector: self.out.alerts_by_detector,
             flow_records: self.out.flow_count,
@@ -298,9 +358,17 @@ impl Writers {
             allowlisted_alerts: self.out.allowlisted_alerts,
             dns: self.dns.as_ref().map_or(self.out.dns, |d| d.stats),
             leak: self.leak.as_ref().map_or(self.out.leak, |l| l.stats),
+            tables,
         };
-        if let Ok(mut g) = p.lock() {
+        self.tables = tables;
+        if let Ok(mut g) = t.output.lock() {
             *g = c;
+        }
+        if !self.latency.is_empty() {
+            if let Ok(mut h) = t.latency.lock() {
+                let _ = h.add(&self.latency);
+            }
+            self.latency.reset();
         }
     }
 
@@ -428,14 +496,17 @@ impl Writers {
                     return;
                 }
                 self.count_alert(a.detector);
-                let r = match self.alerts.as_mut() {
-                    Some(w) => writeln!(w, "{}", alert_json(&a)).and_then(|_| w.flush()),
-                    None => Ok(()),
-                };
+                let read = std::mem::take(&mut a.read_mono_ns);
+                self.deliver(AlertRecord::from_json(
+                    a.detector,
+                    a.ts_ns,
+                    alert_json(&a),
+                    read,
+                ));
                 if self.collect {
                     self.out.alerts.push(*a);
                 }
-                r
+                Ok(())
             }
             Event::Flow(rec) => {
                 self.out.flow_count += 1;
@@ -451,6 +522,16 @@ impl Writers {
         };
         if let Err(e) = r {
             self.first_error.get_or_insert(e);
+        }
+    }
+
+    /// Stops the sink threads (replay: after they wrote everything) and keeps the first
+    /// error of a sink that must not lose alerts.
+    fn close_sinks(&mut self) {
+        for s in self.sinks.drain(..) {
+            if let Some(e) = s.close() {
+                self.first_error.get_or_insert(e);
+            }
         }
     }
 
@@ -479,8 +560,31 @@ impl OutputThread {
         rx: Receiver<OutMsg>,
     ) -> io::Result<impl FnOnce() -> io::Result<Collected> + Send> {
         let append = sinks.append;
+        // Replay must write every alert in order and fail loudly; live must never wait.
+        let mode = if sinks.ordered {
+            Mode::Lossless
+        } else {
+            Mode::Lossy
+        };
+        let queue = sinks.sink_queue.max(1);
+        let mut handles = Vec::new();
+        if let Some(o) = &sinks.alerts {
+            let t = JsonLinesFile::open(o, append)?;
+            handles.push(SinkHandle::spawn(Box::new(t), mode, queue)?);
+        }
+        if let Some(c) = sinks.syslog.as_ref().filter(|c| !c.target.is_empty()) {
+            let t = SyslogTransport::new(c)?;
+            handles.push(SinkHandle::spawn(Box::new(t), mode, queue)?);
+        }
+        if let Some(t) = &sinks.telemetry {
+            if let Ok(mut g) = t.sinks.lock() {
+                g.extend(handles.iter().map(|h| (h.name(), h.counters())));
+            }
+        }
         let mut w = Writers {
-            alerts: sinks.alerts.as_ref().map(|o| o.open(append)).transpose()?,
+            sinks: handles,
+            telemetry: sinks.telemetry.clone(),
+            latency: new_histogram(),
             flows: sinks
                 .flows
                 .as_ref()
@@ -503,8 +607,8 @@ impl OutputThread {
             }),
             last_snapshot: std::time::Instant::now(),
             collect: sinks.collect,
-            published: sinks.published.clone(),
             since_publish: 0,
+            tables: [(0, 0, 0); OUTPUT_TABLES.len()],
             out: Collected::default(),
             first_error: None,
         };
@@ -544,6 +648,10 @@ impl OutputThread {
                         }
                     }
                     OutMsg::Reload(cfg) => {
+                        // SIGHUP: logrotate has moved the alert file; start a new one.
+                        for s in &w.sinks {
+                            s.reopen();
+                        }
                         if let Some(d) = w.dns.as_mut() {
                             d.reconfigure(&cfg.dns);
                         }
@@ -568,8 +676,10 @@ impl OutputThread {
             while let Some(Reverse(Item(_, e))) = heap.pop() {
                 w.write(e);
             }
+            w.publish(true);
             w.finish();
             w.flush();
+            w.close_sinks();
             w.publish(true);
             match w.first_error {
                 Some(e) => Err(e),

@@ -165,6 +165,9 @@ impl Dispatcher {
         // still carries the wire lengths, so no byte goes uncounted.
         let room = b.data.capacity() - b.data.len();
         let keep = bytes.get(..bytes.len().min(room)).unwrap_or(&[]);
+        if b.packets.is_empty() {
+            b.read_mono_ns = crate::telemetry::mono_ns();
+        }
         p.data_start = b.data.len() as u32;
         p.cap_len = keep.len() as u32;
         b.data.extend_from_slice(keep);

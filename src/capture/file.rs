@@ -26,7 +26,10 @@ pub enum CaptureError {
 /// Checks that every file opens as a capture, so a typo fails before anything runs.
 pub fn check_files(paths: &[PathBuf]) -> Result<(), CaptureError> {
     for p in paths {
-        open(p)?;
+        // `-` is standard input: it can be opened only once, by the reader.
+        if p.as_os_str() != "-" {
+            open(p)?;
+        }
     }
     Ok(())
 }

@@ -52,6 +52,9 @@ pub struct Batch {
     pub seq: u64,
     /// Link type of the frames (the file's), needed to write them back out as pcap.
     pub link: crate::decode::LinkType,
+    /// When its first packet was read ([`crate::telemetry::mono_ns`]): the start of the
+    /// detection-latency measurement for alerts it triggers. One clock read per batch.
+    pub read_mono_ns: u64,
 }
 
 impl Batch {
@@ -63,6 +66,7 @@ impl Batch {
             clock_ns: 0,
             seq: 0,
             link: crate::decode::LinkType::Ethernet,
+            read_mono_ns: 0,
         }
     }
 

@@ -88,12 +88,13 @@ impl LargeTransfer {
             tier: tier as u8,
             counted: self.count,
             dst_fqdn: None,
+            read_mono_ns: 0,
         }
     }
 }
 
 /// (src, sport, dst, dport) with `src` being side `from`.
-fn endpoints(flow: &Flow, from: Side) -> (std::net::IpAddr, u16, std::net::IpAddr, u16) {
+pub(crate) fn endpoints(flow: &Flow, from: Side) -> (std::net::IpAddr, u16, std::net::IpAddr, u16) {
     let k = &flow.key;
     let from_is_hi = (from == Side::Orig) == flow.orig_is_hi;
     if from_is_hi {

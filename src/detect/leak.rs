@@ -205,6 +205,9 @@ pub enum SnapshotError {
     },
 }
 
+/// Names of the tables [`LeakAnalyser::tables`] reports, as metric labels.
+pub const LEAK_TABLES: [&str; 3] = ["leak_pairs", "leak_groups", "leak_hosts"];
+
 /// The cross-flow stage: slow leaks, asymmetry, baselines, service outliers.
 pub struct LeakAnalyser {
     hw: HostWindowConfig,
@@ -290,6 +293,29 @@ impl LeakAnalyser {
         cfg.detect.service_outlier = other.svc.clone();
         cfg.allow.dst_domains = other.allow_domains.clone();
         LeakAnalyser::new(&cfg)
+    }
+
+    /// Occupancy of the bounded tables, in the order of [`LEAK_TABLES`]: (entries,
+    /// capacity, entries evicted because the table was full).
+    pub fn tables(&self) -> [(u64, u64, u64); 3] {
+        let n = |x: usize| x as u64;
+        [
+            (
+                n(self.pairs.len()),
+                n(self.hw.capacity),
+                self.stats.pairs_evicted,
+            ),
+            (
+                n(self.groups.len()),
+                n(self.dl.capacity),
+                self.stats.groups_evicted,
+            ),
+            (
+                n(self.hosts.len()),
+                n(self.base.capacity),
+                self.stats.hosts_evicted,
+            ),
+        ]
     }
 
     /// Whether a destination name is allowlisted.

@@ -107,6 +107,10 @@ pub struct Alert {
     /// The name `src` resolved for `dst` (from DNS answers seen earlier), filled in by the
     /// output stage.
     pub dst_fqdn: Option<String>,
+    /// When outflow read the packets that made it fire ([`crate::telemetry::mono_ns`]),
+    /// for the detection-latency metric. Transient: the output stage zeroes it once
+    /// recorded, so equal alerts compare equal whatever the timing.
+    pub read_mono_ns: u64,
 }
 
 impl Alert {

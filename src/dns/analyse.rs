@@ -118,6 +118,9 @@ pub enum DnsOutput {
     Record(DnsRecord),
 }
 
+/// Names of the tables [`DnsAnalyser::tables`] reports, as metric labels.
+pub const DNS_TABLES: [&str; 3] = ["dns_windows", "dns_names", "dns_transactions"];
+
 /// Counters of the analyser.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AnalyseStats {
@@ -258,6 +261,25 @@ fn ip(a: Addr, v6: bool) -> IpAddr {
 }
 
 impl DnsAnalyser {
+    /// Occupancy of the bounded tables, in the order of [`DNS_TABLES`]: (entries,
+    /// capacity, entries evicted or refused because the table was full).
+    pub fn tables(&self) -> [(u64, u64, u64); 3] {
+        let n = |x: usize| x as u64;
+        [
+            (
+                n(self.pairs.len()),
+                n(self.cfg.pair_capacity),
+                self.stats.pairs_dropped,
+            ),
+            (
+                n(self.names.len()),
+                n(self.cfg.name_map_capacity),
+                self.stats.names_evicted,
+            ),
+            (n(self.pending.len()), n(self.cfg.transaction_capacity), 0),
+        ]
+    }
+
     /// An analyser with the given settings.
     pub fn new(cfg: &DnsConfig) -> DnsAnalyser {
         DnsAnalyser {

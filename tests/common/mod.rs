@@ -30,8 +30,144 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
             collect: true,
             append: false,
             ordered: true,
-            published: None,
+            syslog: None,
+            sink_queue: 4096,
+            telemetry: None,
         },
     })
     .expect("replay")
+}
+
+/// A running `outflow` process with its HTTP server, for tests that talk to it over HTTP.
+pub struct Sensor {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where its HTTP server listens.
+    pub addr: std::net::SocketAddr,
+    /// Everything it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Sensor {
+    /// Starts `outflow <args> --http 127.0.0.1:0`-style commands: `args` must contain the
+    /// subcommand and an `--http` address; waits for the "listening on http://ADDR/" line.
+    /// Standard input is piped (see [`Sensor::stdin`]), standard output discarded.
+    pub fn start(args: &[&str]) -> Sensor {
+        Sensor::start_env(args, &[])
+    }
+
+    /// As [`Sensor::start`], with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Sensor {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outflow"))
+            .args(args)
+            .env_remove("OUTFLOW_HTTP_TOKEN")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn outflow");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l2 = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr: String = rest.chars().take_while(|c| *c != '/').collect();
+                    let _ = tx.send(addr);
+                }
+                let mut g = l2.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "outflow did not start its HTTP server:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Sensor { child, addr, log }
+    }
+
+    /// The process's standard input (e.g. to feed `replay -` a capture piece by piece).
+    pub fn stdin(&mut self) -> &mut std::process::ChildStdin {
+        self.child.stdin.as_mut().expect("stdin")
+    }
+
+    /// GET `path` with an optional bearer token: (status, content type, body).
+    pub fn get_with(&self, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(20)))
+            .build()
+            .into();
+        let url = format!("http://{}{}", self.addr, path);
+        let mut req = agent.get(&url);
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.call().expect("HTTP request");
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .expect("body");
+        (status, ctype, body)
+    }
+
+    /// GET `path` without a token: (status, body as text).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let (s, _, b) = self.get_with(path, None);
+        (s, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Waits until /healthz says the replay is over (`"capturing": false`).
+    pub fn wait_finished(&self) {
+        let start = std::time::Instant::now();
+        loop {
+            let (_, body) = self.get("/healthz");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("healthz JSON");
+            if v["capturing"] == serde_json::Value::Bool(false) {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "replay did not finish: {body}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

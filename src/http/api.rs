@@ -1,0 +1,309 @@
+//! `/healthz`, `/api/alerts` and `/api/flows/top`.
+//!
+//! Query strings are parsed strictly: an unknown parameter or a bad value is a 400 with a
+//! JSON error naming it, because a silently ignored typo (`detecter=`) would show an analyst
+//! the wrong alerts.
+
+use super::{authorize, ApiError, AppState};
+use crate::detect::Detector;
+use crate::telemetry::{AlertQuery, TopBy, TopFlow};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most alerts one `/api/alerts` call returns.
+pub const MAX_ALERTS: usize = 10_000;
+/// Default `limit` of `/api/alerts` and `/api/flows/top`.
+pub const DEFAULT_LIMIT: usize = 100;
+/// How long `/api/flows/top` waits for the workers to answer.
+const TOP_WAIT: Duration = Duration::from_secs(2);
+/// Window over which /healthz decides whether drops are rising.
+const DROP_WINDOW: Duration = Duration::from_secs(60);
+/// Interval of the drop samples behind it.
+const DROP_SAMPLE: Duration = Duration::from_secs(5);
+
+fn json_ok(v: &serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// Parses a query string into pairs, refusing parameters not in `allowed` and repeats.
+fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter {k:?}; this endpoint takes: {}",
+                allowed.join(", ")
+            )));
+        }
+        if out.iter().any(|(x, _)| *x == k) {
+            return Err(ApiError::bad_request(format!(
+                "parameter {k:?} given twice"
+            )));
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+fn get<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str())
+}
+
+fn limit(p: &[(String, String)], max: usize) -> Result<usize, ApiError> {
+    match get(p, "limit") {
+        None => Ok(DEFAULT_LIMIT.min(max)),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit: {v:?} must be a whole number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// `since=`: RFC 3339 (`2026-11-23T10:00:00Z`), Unix seconds (`1795000000.5`), or a
+/// duration back from now (`15m`, `2h`).
+fn parse_since(v: &str) -> Option<u64> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(v) {
+        return t
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok());
+    }
+    if let Ok(s) = v.parse::<f64>() {
+        // Finite and before 2286: the conversion to ns cannot overflow.
+        return (0.0..1e10).contains(&s).then_some((s * 1e9) as u64);
+    }
+    let d = humantime::parse_duration(v).ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(now.saturating_sub(d).as_nanos()).ok()
+}
+
+/// `GET /api/alerts?since=&detector=&src=&limit=`: recent alerts, newest first.
+pub(super) async fn alerts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let p = params(raw.as_deref(), &["since", "detector", "src", "limit"])?;
+    let mut q = AlertQuery {
+        limit: limit(&p, MAX_ALERTS)?,
+        ..AlertQuery::default()
+    };
+    if let Some(v) = get(&p, "since") {
+        q.since_ns = Some(parse_since(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "since: {v:?} is not an RFC 3339 time, Unix seconds or a duration such as 15m"
+            ))
+        })?);
+    }
+    if let Some(v) = get(&p, "detector") {
+        let d = Detector::ALL
+            .iter()
+            .find(|d| d.name() == v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
+                ApiError::bad_request(format!(
+                    "detector: unknown {v:?}; one of {}",
+                    names.join(", ")
+                ))
+            })?;
+        q.detector = Some(d.name());
+    }
+    if let Some(v) = get(&p, "src") {
+        q.src = Some(
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("src: {v:?} is not an IP address")))?,
+        );
+    }
+    let found = state.telemetry.store.query(&q);
+    // The alerts are already JSON: splice them in rather than parse and re-encode.
+    let mut body =
+        String::with_capacity(64 + found.iter().map(|a| a.json.len() + 1).sum::<usize>());
+    body.push_str(&format!(
+        "{{\"count\":{},\"held\":{},\"alerts\":[",
+        found.len(),
+        state.telemetry.store.len()
+    ));
+    for (i, a) in found.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&a.json);
+    }
+    body.push_str("]}");
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+fn top_json(f: &TopFlow) -> serde_json::Value {
+    let ts = crate::alert::json::rfc3339;
+    json!({
+        "flow_id": f.flow_id,
+        "proto": crate::alert::json::proto_name(f.proto),
+        "src_ip": f.src.to_string(),
+        "src_port": f.sport,
+        "dst_ip": f.dst.to_string(),
+        "dst_port": f.dport,
+        "vlan": match f.vlan { [0, 0] => json!(null), [a, 0] => json!([a]), [a, b] => json!([a, b]) },
+        "state": f.state,
+        "first_seen": ts(f.first_ns),
+        "last_seen": ts(f.last_ns),
+        "duration": f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9,
+        "out_pkts": f.out.pkts,
+        "out_ip_bytes": f.out.ip_bytes,
+        "out_bytes": f.out.payload_bytes,
+        "in_pkts": f.inbound.pkts,
+        "in_ip_bytes": f.inbound.ip_bytes,
+        "in_bytes": f.inbound.payload_bytes,
+    })
+}
+
+/// `GET /api/flows/top?by=out_bytes&limit=`: the active outbound flows ranking highest, with
+/// their live counters. Each worker ranks its own table when asked (see
+/// [`crate::telemetry`]); workers that do not answer within 2 s are reported, not waited for.
+pub(super) async fn top_flows(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let p = params(raw.as_deref(), &["by", "limit"])?;
+    let n = limit(&p, crate::telemetry::TOP_MAX)?;
+    let by = match get(&p, "by") {
+        None => TopBy::OutBytes,
+        Some(v) => TopBy::parse(v).ok_or_else(|| {
+            let names: Vec<&str> = TopBy::ALL.iter().map(|b| b.name()).collect();
+            ApiError::bad_request(format!("by: unknown {v:?}; one of {}", names.join(", ")))
+        })?,
+    };
+    let t = &state.telemetry;
+    let generation = t.top_generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let asked: Vec<usize> = (0..t.workers.len())
+        .filter(|&i| {
+            t.workers
+                .get(i)
+                .is_some_and(|w| w.alive.load(Ordering::Relaxed))
+        })
+        .collect();
+    for &i in &asked {
+        if let Some(w) = t.workers.get(i) {
+            w.top.request(generation, by);
+        }
+    }
+    let deadline = Instant::now() + TOP_WAIT;
+    let mut flows: Vec<TopFlow> = Vec::new();
+    let mut answered = 0usize;
+    let mut pending = asked.clone();
+    loop {
+        pending.retain(|&i| {
+            let Some(w) = t.workers.get(i) else {
+                return false;
+            };
+            let Ok(a) = w.top.answer.lock() else {
+                return true;
+            };
+            if a.generation >= generation {
+                flows.extend(a.flows.iter().cloned());
+                answered += 1;
+                false
+            } else {
+                // A worker that ended meanwhile has no flows left to show.
+                w.alive.load(Ordering::Relaxed)
+            }
+        });
+        if pending.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flows.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
+    flows.truncate(n);
+    Ok(json_ok(&json!({
+        "by": by.name(),
+        "workers": t.workers.len(),
+        "workers_answered": answered,
+        "workers_not_answered": pending.len(),
+        "count": flows.len(),
+        "flows": flows.iter().map(top_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// Samples the total drops every 5 s for /healthz's "drops rising".
+pub(super) async fn sample_drops(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(DROP_SAMPLE);
+    loop {
+        tick.tick().await;
+        let d = state.telemetry.drops();
+        if let Ok(mut h) = state.drop_history.lock() {
+            h.push_back((Instant::now(), d));
+            while h
+                .front()
+                .is_some_and(|(t, _)| t.elapsed() > DROP_WINDOW + DROP_SAMPLE)
+            {
+                h.pop_front();
+            }
+        }
+    }
+}
+
+/// `GET /healthz`: 200 while the sensor works (capturing with every worker alive, or a
+/// replay that finished cleanly), 503 otherwise; the body says why.
+pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let t = &state.telemetry;
+    let capturing = t.capturing.load(Ordering::Relaxed);
+    let alive = t.workers_alive();
+    let drops = t.drops();
+    let oldest = state
+        .drop_history
+        .lock()
+        .ok()
+        .and_then(|h| h.front().copied());
+    let rising = oldest.is_some_and(|(_, d)| drops > d);
+    let snaps = t.snapshots();
+    let packets: u64 = snaps.iter().map(|s| s.flows.packets).sum();
+    let (status, code) = if t.mode == "live" && (!capturing || alive < t.workers.len()) {
+        ("down", StatusCode::SERVICE_UNAVAILABLE)
+    } else if t.mode == "replay" && !capturing {
+        ("finished", StatusCode::OK)
+    } else if rising {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ok", StatusCode::OK)
+    };
+    let uptime = t.started.elapsed().map_or(0.0, |d| d.as_secs_f64());
+    let body = json!({
+        "status": status,
+        "mode": t.mode,
+        "capturing": capturing,
+        "workers": t.workers.len(),
+        "workers_alive": alive,
+        "packets": packets,
+        "drops": drops,
+        "drops_rising": rising,
+        "alerts_held": t.store.len(),
+        "uptime_seconds": (uptime * 1000.0).round() / 1000.0,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,432 @@
+//! `GET /metrics`: the Prometheus text exposition, built at scrape time.
+//!
+//! Nothing here is updated per packet: workers and the output thread publish plain
+//! counters and HdrHistograms (see [`crate::telemetry`]), and a scrape reads those copies,
+//! sums them and encodes them with the `prometheus` crate's data model and text encoder.
+//! Building the families from the published values (rather than registering live
+//! `prometheus` counters) keeps atomics off the hot path. Names and labels are documented in
+//! `docs/metrics.md`; every label value comes from a fixed set, never from traffic.
+
+use super::AppState;
+use crate::decode::DecodeError;
+use crate::detect::Detector;
+use crate::flow::EndReason;
+use crate::pipeline::Snapshot;
+use crate::telemetry::Telemetry;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hdrhistogram::Histogram;
+use prometheus::proto::{
+    Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
+};
+use prometheus::{Encoder, TextEncoder};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Quantiles exported for the latency summaries.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+pub(super) async fn handler(State(state): State<Arc<AppState>>) -> Response {
+    let families = gather(&state.telemetry);
+    let encoder = TextEncoder::new();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    match encoder.encode(&families, &mut buf) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            buf,
+        )
+            .into_response(),
+        Err(e) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// One family under construction.
+struct Family(MetricFamily);
+
+impl Family {
+    fn new(name: &str, help: &str, kind: MetricType) -> Family {
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(kind);
+        Family(f)
+    }
+
+    fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+        labels
+            .iter()
+            .map(|(n, v)| {
+                let mut l = LabelPair::default();
+                l.set_name((*n).to_string());
+                l.set_value((*v).to_string());
+                l
+            })
+            .collect()
+    }
+
+    fn counter(mut self, labels: &[(&str, &str)], v: u64) -> Family {
+        let mut c = Counter::default();
+        c.set_value(v as f64);
+        let mut m = Metric::from_label(Self::labels(labels));
+        m.set_counter(c);
+        self.0.mut_metric().push(m);
+        self
+    }
+
+    fn gauge(mut self, labels: &[(&str, &str)], v: f64) -> Family {
+        let mut g = Gauge::default();
+        g.set_value(v);
+        let mut m = Metric::from_label(Self::labels(labels));
+        m.set_gauge(g);
+        self.0.mut_metric().push(m);
+        self
+    }
+
+    /// A summary from a nanosecond histogram, exported in seconds.
+    fn summary_ns(mut self, h: &Histogram<u64>) -> Family {
+        let mut s = Summary::default();
+        s.set_sample_count(h.len());
+        // HdrHistogram keeps no exact sum; mean × count is exact to its precision (2
+        // significant digits), which is what the quantiles have too.
+        s.set_sample_sum(h.mean() * h.len() as f64 / 1e9);
+        s.set_quantile(
+            QUANTILES
+                .iter()
+                .map(|q| {
+                    let mut x = Quantile::default();
+                    x.set_quantile(*q);
+                    x.set_value(if h.is_empty() {
+                        0.0
+                    } else {
+                        h.value_at_quantile(*q) as f64 / 1e9
+                    });
+                    x
+                })
+                .collect(),
+        );
+        let mut m = Metric::default();
+        m.set_summary(s);
+        self.0.mut_metric().push(m);
+        self
+    }
+}
+
+/// Reads a mutex, or the default if it was poisoned (a panicked thread must not take the
+/// metrics down with it).
+fn read<T: Copy + Default>(m: &std::sync::Mutex<T>) -> T {
+    m.lock().map_or_else(|_| T::default(), |g| *g)
+}
+
+/// Builds every family from what the pipeline published.
+pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
+    let reader = read(&t.reader.snap);
+    let workers: Vec<Snapshot> = t.workers.iter().map(|w| read(&w.snap)).collect();
+    let all: Vec<&Snapshot> = std::iter::once(&reader).chain(workers.iter()).collect();
+    let sum = |f: &dyn Fn(&Snapshot) -> u64| all.iter().map(|s| f(s)).sum::<u64>();
+    let out = read(&*t.output);
+    let mut fams: Vec<Family> = Vec::with_capacity(40);
+
+    let version = env!("CARGO_PKG_VERSION");
+    fams.push(
+        Family::new(
+            "outflow_build_info",
+            "Build information; always 1.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[("version", version)], 1.0),
+    );
+    let started = t
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    fams.push(
+        Family::new(
+            "outflow_start_time_seconds",
+            "Unix time the process started.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], started),
+    );
+    fams.push(
+        Family::new(
+            "outflow_capturing",
+            "1 while packets are being read (live: capture open; replay: until the end of input).",
+            MetricType::GAUGE,
+        )
+        .gauge(
+            &[],
+            f64::from(u8::from(t.capturing.load(Ordering::Relaxed))),
+        ),
+    );
+    fams.push(
+        Family::new("outflow_workers", "Workers configured.", MetricType::GAUGE)
+            .gauge(&[], t.workers.len() as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_workers_alive",
+            "Workers still running.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], t.workers_alive() as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_frames_total",
+            "Frames read from the capture, decodable or not.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], sum(&|s| s.frames)),
+    );
+
+    let ids: Vec<String> = (0..workers.len()).map(|i| i.to_string()).collect();
+    let per_worker = |name: &str, help: &str, kind: MetricType, f: &dyn Fn(&Snapshot) -> u64| {
+        let mut fam = Family::new(name, help, kind);
+        for (id, s) in ids.iter().zip(&workers) {
+            fam = match kind {
+                MetricType::GAUGE => fam.gauge(&[("worker", id)], f(s) as f64),
+                _ => fam.counter(&[("worker", id)], f(s)),
+            };
+        }
+        fam
+    };
+    fams.push(per_worker(
+        "outflow_packets_total",
+        "Packets decoded and processed by the worker.",
+        MetricType::COUNTER,
+        &|s| s.flows.packets,
+    ));
+    fams.push(per_worker(
+        "outflow_bytes_total",
+        "Wire bytes of the packets the worker processed.",
+        MetricType::COUNTER,
+        &|s| s.flows.wire_bytes,
+    ));
+    fams.push(
+        Family::new(
+            "outflow_kernel_received_total",
+            "Packets the kernel delivered to outflow's capture handles (libpcap ps_recv).",
+            MetricType::COUNTER,
+        )
+        .counter(&[], sum(&|s| s.kernel_received)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_kernel_drops_total",
+            "Packets lost before outflow saw them: kernel buffer full (kernel) or dropped by the interface or driver (interface).",
+            MetricType::COUNTER,
+        )
+        .counter(&[("where", "kernel")], sum(&|s| s.kernel_dropped))
+        .counter(&[("where", "interface")], sum(&|s| s.interface_dropped)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_internal_drops_total",
+            "Packets (worker_queue) or events and alerts (event_queue, alert_queue) outflow dropped because the next stage was full.",
+            MetricType::COUNTER,
+        )
+        .counter(&[("reason", "worker_queue")], sum(&|s| s.queue_dropped))
+        .counter(&[("reason", "event_queue")], sum(&|s| s.events_dropped))
+        .counter(&[("reason", "alert_queue")], sum(&|s| s.alerts_dropped)),
+    );
+    let mut decode = Family::new(
+        "outflow_decode_failures_total",
+        "Frames that could not be decoded, by reason.",
+        MetricType::COUNTER,
+    );
+    for e in DecodeError::ALL {
+        decode = decode.counter(
+            &[("reason", e.name())],
+            sum(&|s| s.decode_errors.get(e.index()).copied().unwrap_or(0)),
+        );
+    }
+    fams.push(decode);
+    fams.push(per_worker(
+        "outflow_flows_active",
+        "Flows in the worker's table now.",
+        MetricType::GAUGE,
+        &|s| s.flows_active,
+    ));
+    fams.push(per_worker(
+        "outflow_flows_created_total",
+        "Flows created.",
+        MetricType::COUNTER,
+        &|s| s.flows.flows_created,
+    ));
+    let mut ended = Family::new(
+        "outflow_flows_ended_total",
+        "Flow records by end reason.",
+        MetricType::COUNTER,
+    );
+    for (i, r) in EndReason::ALL.iter().enumerate() {
+        ended = ended.counter(
+            &[("reason", r.name())],
+            sum(&|s| s.flows.records.get(i).copied().unwrap_or(0)),
+        );
+    }
+    fams.push(ended);
+    let evicted_idx = EndReason::ALL
+        .iter()
+        .position(|r| *r == EndReason::Evicted)
+        .unwrap_or(usize::MAX);
+    fams.push(
+        Family::new(
+            "outflow_flows_evicted_total",
+            "Flows evicted because the flow table was full.",
+            MetricType::COUNTER,
+        )
+        .counter(
+            &[],
+            sum(&|s| s.flows.records.get(evicted_idx).copied().unwrap_or(0)),
+        ),
+    );
+    let mut alerts = Family::new(
+        "outflow_alerts_total",
+        "Alerts written, by detector.",
+        MetricType::COUNTER,
+    );
+    for (i, d) in Detector::ALL.iter().enumerate() {
+        alerts = alerts.counter(
+            &[("detector", d.name())],
+            out.alerts_by_detector.get(i).copied().unwrap_or(0),
+        );
+    }
+    fams.push(alerts);
+    fams.push(
+        Family::new(
+            "outflow_alerts_allowlisted_total",
+            "Flow alerts silenced by allow.dst_domains.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], out.allowlisted_alerts),
+    );
+    fams.push(
+        Family::new(
+            "outflow_dns_messages_total",
+            "DNS messages parsed.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], sum(&|s| s.flows.dns.messages)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_dns_malformed_total",
+            "DNS messages that did not parse.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], sum(&|s| s.flows.dns.malformed)),
+    );
+
+    // Bounded tables: the flow tables (summed over workers) and the output thread's.
+    let mut entries = Family::new(
+        "outflow_table_entries",
+        "Entries in a bounded table now.",
+        MetricType::GAUGE,
+    );
+    let mut capacity = Family::new(
+        "outflow_table_capacity",
+        "Capacity of a bounded table.",
+        MetricType::GAUGE,
+    );
+    let mut evictions = Family::new(
+        "outflow_table_evictions_total",
+        "Entries evicted (or refused) because a bounded table was full.",
+        MetricType::COUNTER,
+    );
+    let flow_evicted = sum(&|s| s.flows.records.get(evicted_idx).copied().unwrap_or(0));
+    let tables = std::iter::once((
+        "flows",
+        (
+            sum(&|s| s.flows_active),
+            sum(&|s| s.flows_capacity),
+            flow_evicted,
+        ),
+    ))
+    .chain(
+        crate::alert::sink::OUTPUT_TABLES
+            .iter()
+            .copied()
+            .zip(out.tables.iter().copied()),
+    );
+    for (name, (n, cap, ev)) in tables {
+        entries = entries.gauge(&[("table", name)], n as f64);
+        capacity = capacity.gauge(&[("table", name)], cap as f64);
+        evictions = evictions.counter(&[("table", name)], ev);
+    }
+    fams.extend([entries, capacity, evictions]);
+
+    // Alert sinks.
+    let sinks = t.sinks.lock().map(|g| g.clone()).unwrap_or_default();
+    let mut delivered = Family::new(
+        "outflow_sink_alerts_total",
+        "Alerts a sink delivered.",
+        MetricType::COUNTER,
+    );
+    let mut failures = Family::new(
+        "outflow_sink_failures_total",
+        "Failed delivery attempts (each retry counts).",
+        MetricType::COUNTER,
+    );
+    let mut dropped = Family::new(
+        "outflow_sink_dropped_total",
+        "Alerts a sink gave up on (queue full, or unsent at shutdown).",
+        MetricType::COUNTER,
+    );
+    let mut queued = Family::new(
+        "outflow_sink_queued",
+        "Alerts waiting in a sink's queue.",
+        MetricType::GAUGE,
+    );
+    let mut up = Family::new(
+        "outflow_sink_up",
+        "1 if the sink's last delivery attempt succeeded.",
+        MetricType::GAUGE,
+    );
+    for (name, c) in &sinks {
+        let l = [("sink", *name)];
+        delivered = delivered.counter(&l, c.delivered.load(Ordering::Relaxed));
+        failures = failures.counter(&l, c.failures.load(Ordering::Relaxed));
+        dropped = dropped.counter(&l, c.dropped.load(Ordering::Relaxed));
+        queued = queued.gauge(&l, c.queued.load(Ordering::Relaxed) as f64);
+        up = up.gauge(&l, f64::from(u8::from(c.up.load(Ordering::Relaxed))));
+    }
+    fams.extend([delivered, failures, dropped, queued, up]);
+
+    // Latencies: merge the workers' histograms (each has the same bounds).
+    let mut processing = crate::telemetry::new_histogram();
+    for w in &t.workers {
+        if let Ok(h) = w.processing.lock() {
+            let _ = processing.add(&*h);
+        }
+    }
+    fams.push(
+        Family::new(
+            "outflow_packet_processing_seconds",
+            "Worker time per packet (decode, flow update, detection), averaged over each batch.",
+            MetricType::SUMMARY,
+        )
+        .summary_ns(&processing),
+    );
+    let latency = t
+        .latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| crate::telemetry::new_histogram());
+    fams.push(
+        Family::new(
+            "outflow_detection_latency_seconds",
+            "From reading the packet that made a flow alert fire to the alert reaching the sinks.",
+            MetricType::SUMMARY,
+        )
+        .summary_ns(&latency),
+    );
+
+    // Families with no sample (no sink configured) are left out: the text format has no
+    // way to say "zero series" and Prometheus treats that as absent anyway.
+    fams.into_iter()
+        .map(|f| f.0)
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+}

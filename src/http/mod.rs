@@ -1,0 +1,241 @@
+//! The HTTP server: `/metrics` for Prometheus, `/healthz` for probes, `/api/*` for analysts.
+//!
+//! It runs on its own thread with a single-threaded tokio runtime (axum on hyper), reading
+//! only what the pipeline publishes in [`Telemetry`]: it never touches a worker's state
+//! directly, so a slow or hostile client can cost the HTTP thread time but never capture.
+//! The API requires a bearer token whenever one is configured, and the server refuses to
+//! listen on a non-loopback address without one. TLS is left to a reverse proxy (see
+//! `deploy/README.md`).
+
+pub mod api;
+pub mod metrics;
+
+use crate::config::HttpConfig;
+use crate::telemetry::Telemetry;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Environment variable holding the API token (overrides `http.token`).
+pub const TOKEN_ENV: &str = "OUTFLOW_HTTP_TOKEN";
+
+/// Why the HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// `http.listen` is not an address.
+    #[error("http.listen: {0:?} is not an address:port such as 127.0.0.1:9760")]
+    BadAddress(String),
+    /// Non-loopback without a token.
+    #[error(
+        "http.listen {0} is not a loopback address: set http.token or the {TOKEN_ENV} \
+         environment variable, so the API is not open to the network"
+    )]
+    TokenRequired(SocketAddr),
+    /// Binding failed (in use, no permission, no such address).
+    #[error("http.listen {addr}: cannot listen: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime or thread could not start.
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the handlers share.
+pub struct AppState {
+    /// The pipeline's published state.
+    pub telemetry: Arc<Telemetry>,
+    /// Bearer token for /api/*, if any.
+    pub token: Option<String>,
+    /// Recent (time, total drops) samples for "drops rising" in /healthz.
+    pub drop_history: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+}
+
+/// A running HTTP server.
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Binds `cfg.listen` (the token from `cfg.token` or [`TOKEN_ENV`]) and serves on a
+    /// new thread. Binding happens here, so a port in use is reported before capture
+    /// starts.
+    pub fn start(cfg: &HttpConfig, telemetry: Arc<Telemetry>) -> Result<HttpServer, HttpError> {
+        let token = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| (!cfg.token.is_empty()).then(|| cfg.token.clone()));
+        Self::start_with(&cfg.listen, token, telemetry)
+    }
+
+    /// As [`HttpServer::start`] with an explicit address and token.
+    pub fn start_with(
+        listen: &str,
+        token: Option<String>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<HttpServer, HttpError> {
+        let addr: SocketAddr = listen
+            .parse()
+            .map_err(|_| HttpError::BadAddress(listen.to_string()))?;
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(HttpError::TokenRequired(addr));
+        }
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| HttpError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            telemetry,
+            token,
+            drop_history: Mutex::default(),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("outflow-http".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("HTTP server: {e}");
+                            return;
+                        }
+                    };
+                    tokio::spawn(api::sample_drops(Arc::clone(&state)));
+                    let app = router(state);
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!("HTTP server stopped: {e}");
+                    }
+                });
+            })?;
+        tracing::info!("HTTP server listening on http://{addr}/");
+        Ok(HttpServer {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and joins the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::handler))
+        .route("/healthz", get(api::healthz))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/flows/top", get(api::top_flows))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A JSON error body: `{"error": "..."}` with the status.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// An API error: its status and a message for the JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// 400 with a message naming the parameter.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = error(self.status, self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"outflow\""),
+            );
+        }
+        r
+    }
+}
+
+/// Checks the bearer token of an /api request. Compared in constant time, so the
+/// response time does not tell an attacker how much of a guess was right.
+pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(want) = state.token.as_deref() else {
+        return Ok(());
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = got.is_some_and(|g| {
+        g.len() == want.len()
+            && g.bytes()
+                .zip(want.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or wrong bearer token (Authorization: Bearer <http.token>)".into(),
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! What the running pipeline shares with the outside: counters, histograms, recent alerts and
+//! the live top-flows view, read by the stats line, `/metrics`, `/healthz` and `/api/*`.
+//!
+//! Workers own their state outright and never lock per packet. They keep counters and a
+//! processing-time histogram as plain fields and copy them into a [`WorkerShared`] every
+//! [`crate::pipeline::PUBLISH_EVERY`] packets or batch; readers (the HTTP thread) merge the
+//! copies at scrape time. The top-flows view is pulled, not pushed: an HTTP request raises a
+//! generation number, each worker notices it between batches, ranks its own table and
+//! answers; so the cost of scanning a table is paid only when someone asks.
+
+use crate::alert::deliver::SinkCounters;
+use crate::alert::record::AlertRecord;
+use crate::alert::sink::OutputCounters;
+use crate::pipeline::Snapshot;
+use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Monotonic nanoseconds since the first call in this process (never 0 after the first
+/// call returns, so 0 can mean "unknown").
+pub fn mono_ns() -> u64 {
+    let e = EPOCH.get_or_init(Instant::now);
+    u64::try_from(e.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Longest time a histogram records: one hour, in nanoseconds. Longer values are clamped.
+const HIST_MAX_NS: u64 = 3_600_000_000_000;
+
+/// A nanosecond histogram with 2 significant digits from 1 ns to one hour (~36 KiB).
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that satisfy hdrhistogram's only requirements (low >= 1,
+    // high >= 2 * low, sigfig <= 5): construction depends on no input and cannot fail.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 2).expect("constant histogram bounds are valid")
+}
+
+/// Records `count` observations of `ns` nanoseconds, clamped into the histogram's range.
+pub fn record(h: &mut Histogram<u64>, ns: u64, count: u64) {
+    let _ = h.record_n(ns.clamp(1, HIST_MAX_NS), count);
+}
+
+/// Which counter ranks `/api/flows/top`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopBy {
+    /// Outbound IP bytes (including those carried over from a reused 5-tuple).
+    OutBytes,
+    /// Outbound packets.
+    OutPackets,
+    /// Inbound IP bytes.
+    InBytes,
+    /// Age of the flow.
+    Duration,
+}
+
+impl TopBy {
+    /// All choices, in their wire order.
+    pub const ALL: [TopBy; 4] = [
+        TopBy::OutBytes,
+        TopBy::OutPackets,
+        TopBy::InBytes,
+        TopBy::Duration,
+    ];
+
+    /// Query-string name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopBy::OutBytes => "out_bytes",
+            TopBy::OutPackets => "out_packets",
+            TopBy::InBytes => "in_bytes",
+            TopBy::Duration => "duration",
+        }
+    }
+
+    /// Parses a query-string name.
+    pub fn parse(s: &str) -> Option<TopBy> {
+        TopBy::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    fn code(self) -> u64 {
+        self as u64
+    }
+
+    fn from_code(c: u64) -> TopBy {
+        TopBy::ALL
+            .get(usize::try_from(c).unwrap_or(0))
+            .copied()
+            .unwrap_or(TopBy::OutBytes)
+    }
+}
+
+/// Most flows one worker returns for one top-flows request.
+pub const TOP_MAX: usize = 1000;
+
+/// One active outbound flow as the top-flows view shows it, oriented home → outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopFlow {
+    /// Flow id.
+    pub flow_id: u64,
+    /// IP protocol number.
+    pub proto: u8,
+    /// The home host sending out.
+    pub src: IpAddr,
+    /// Its port.
+    pub sport: u16,
+    /// The outside destination.
+    pub dst: IpAddr,
+    /// Its port.
+    pub dport: u16,
+    /// VLAN ids (0 = none).
+    pub vlan: [u16; 2],
+    /// First packet, Unix ns.
+    pub first_ns: u64,
+    /// Last packet so far, Unix ns.
+    pub last_ns: u64,
+    /// Outbound counters, including those carried from a reused 5-tuple.
+    pub out: crate::flow::DirCounters,
+    /// Inbound counters.
+    pub inbound: crate::flow::DirCounters,
+    /// TCP state name.
+    pub state: &'static str,
+}
+
+impl TopFlow {
+    /// The value ranked by `by`.
+    pub fn rank(&self, by: TopBy) -> u64 {
+        match by {
+            TopBy::OutBytes => self.out.ip_bytes,
+            TopBy::OutPackets => self.out.pkts,
+            TopBy::InBytes => self.inbound.ip_bytes,
+            TopBy::Duration => self.last_ns.saturating_sub(self.first_ns),
+        }
+    }
+}
+
+/// A worker's answer to the latest top-flows request it saw.
+#[derive(Debug, Default)]
+pub struct TopAnswer {
+    /// The request it answers.
+    pub generation: u64,
+    /// Its best flows, best first, at most [`TOP_MAX`].
+    pub flows: Vec<TopFlow>,
+}
+
+/// Request/answer slot for the top-flows view of one worker.
+#[derive(Debug, Default)]
+pub struct TopSlot {
+    /// `generation << 8 | TopBy code` of the newest request.
+    wanted: AtomicU64,
+    /// The newest answer.
+    pub answer: Mutex<TopAnswer>,
+}
+
+impl TopSlot {
+    /// Raises a request; returns its generation.
+    pub fn request(&self, generation: u64, by: TopBy) -> u64 {
+        self.wanted
+            .store(generation << 8 | by.code(), Ordering::Release);
+        generation
+    }
+
+    /// The newest request (generation, ranking), or None if none is pending beyond `served`.
+    pub fn pending(&self, served: u64) -> Option<(u64, TopBy)> {
+        let w = self.wanted.load(Ordering::Acquire);
+        let generation = w >> 8;
+        (generation > served).then(|| (generation, TopBy::from_code(w & 0xff)))
+    }
+}
+
+/// One worker's (or capture thread's) published state.
+#[derive(Debug)]
+pub struct WorkerShared {
+    /// Counters at the last publication.
+    pub snap: Mutex<Snapshot>,
+    /// Worker time per packet, in ns, merged from the worker at each publication.
+    pub processing: Mutex<Histogram<u64>>,
+    /// Top-flows requests and answers.
+    pub top: TopSlot,
+    /// False once the worker's thread has ended.
+    pub alive: AtomicBool,
+}
+
+impl Default for WorkerShared {
+    fn default() -> Self {
+        WorkerShared {
+            snap: Mutex::default(),
+            processing: Mutex::new(new_histogram()),
+            top: TopSlot::default(),
+            alive: AtomicBool::new(true),
+        }
+    }
+}
+
+/// Recent alerts for `/api/alerts`, newest last; bounded.
+#[derive(Debug)]
+pub struct AlertStore {
+    kept: usize,
+    alerts: Mutex<VecDeque<Arc<AlertRecord>>>,
+}
+
+/// Filters of an `/api/alerts` query.
+#[derive(Clone, Debug, Default)]
+pub struct AlertQuery {
+    /// Only alerts at or after this time (Unix ns).
+    pub since_ns: Option<u64>,
+    /// Only this detector (its name).
+    pub detector: Option<&'static str>,
+    /// Only alerts whose source is this address.
+    pub src: Option<IpAddr>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+impl AlertStore {
+    /// A store keeping the newest `kept` alerts.
+    pub fn new(kept: usize) -> AlertStore {
+        AlertStore {
+            kept: kept.max(1),
+            alerts: Mutex::new(VecDeque::with_capacity(kept.clamp(1, 65_536))),
+        }
+    }
+
+    /// Adds an alert, forgetting the oldest beyond the bound.
+    pub fn push(&self, a: Arc<AlertRecord>) {
+        if let Ok(mut g) = self.alerts.lock() {
+            while g.len() >= self.kept {
+                g.pop_front();
+            }
+            g.push_back(a);
+        }
+    }
+
+    /// Alerts held now.
+    pub fn len(&self) -> usize {
+        self.alerts.lock().map_or(0, |g| g.len())
+    }
+
+    /// Whether no alert is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The matching alerts, newest first.
+    pub fn query(&self, q: &AlertQuery) -> Vec<Arc<AlertRecord>> {
+        let Ok(g) = self.alerts.lock() else {
+            return Vec::new();
+        };
+        g.iter()
+            .rev()
+            .filter(|a| q.since_ns.is_none_or(|s| a.ts_ns >= s))
+            .filter(|a| q.detector.is_none_or(|d| a.detector.name() == d))
+            .filter(|a| q.src.is_none_or(|s| a.src == Some(s)))
+            .take(q.limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Everything the pipeline shares with the stats line and the HTTP server.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// "replay" or "live".
+    pub mode: &'static str,
+    /// One entry per worker.
+    pub workers: Vec<Arc<WorkerShared>>,
+    /// The capture thread (live single mode) or the file reader (replay): frames, decode
+    /// failures, kernel counters, queue drops. Workers reading their own handles (fanout)
+    /// publish those in their own snapshots instead.
+    pub reader: Arc<WorkerShared>,
+    /// The output thread's counters.
+    pub output: Arc<Mutex<OutputCounters>>,
+    /// Detection latency (ns), recorded by the output thread.
+    pub latency: Arc<Mutex<Histogram<u64>>>,
+    /// Alert sinks and their counters, registered by the output thread.
+    pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
+    /// Recent alerts.
+    pub store: Arc<AlertStore>,
+    /// True while packets are being read.
+    pub capturing: AtomicBool,
+    /// Process start.
+    pub started: SystemTime,
+    /// Top-flows request generations.
+    pub top_generation: AtomicU64,
+}
+
+impl Telemetry {
+    /// Shared state for `workers` workers, keeping `alerts_kept` alerts for the API.
+    pub fn new(mode: &'static str, workers: usize, alerts_kept: usize) -> Arc<Telemetry> {
+        let _ = mono_ns(); // start the monotonic epoch
+        Arc::new(Telemetry {
+            mode,
+            workers: (0..workers).map(|_| Arc::default()).collect(),
+            reader: Arc::default(),
+            output: Arc::default(),
+            latency: Arc::new(Mutex::new(new_histogram())),
+            sinks: Mutex::default(),
+            store: Arc::new(AlertStore::new(alerts_kept)),
+            capturing: AtomicBool::new(true),
+            started: SystemTime::now(),
+            top_generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Workers whose thread is still running.
+    pub fn workers_alive(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.alive.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Every snapshot: the reader's first, then the workers'.
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        std::iter::once(&self.reader)
+            .chain(self.workers.iter())
+            .map(|w| w.snap.lock().map_or_else(|_| Snapshot::default(), |g| *g))
+            .collect()
+    }
+
+    /// Packets lost: kernel, interface and every internal drop, summed.
+    pub fn drops(&self) -> u64 {
+        self.snapshots()
+            .iter()
+            .map(|s| {
+                s.kernel_dropped
+                    + s.interface_dropped
+                    + s.queue_dropped
+                    + s.events_dropped
+                    + s.alerts_dropped
+            })
+            .sum()
+    }
+}

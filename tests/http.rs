@@ -1,0 +1,609 @@
+//! The HTTP server and the alert sinks, end to end through the `outflow` binary: /metrics
+//! scraped with a real client and parsed with a Prometheus text parser, compared with an
+//! in-process replay of the same capture; /api/alerts and /api/flows/top; the 400/401/404
+//! paths; syslog received on a loopback UDP socket and checked field by field.
+
+mod common;
+
+use common::Sensor;
+use outflow::config::Config;
+use outflow::flow::{EndReason, Side};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/demo.pcap")
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Scrapes /metrics: (name, sorted labels) → value; summaries as name{quantile} plus
+/// `_sum`/`_count`.
+fn scrape(s: &Sensor) -> HashMap<String, f64> {
+    let (status, ctype, body) = s.get_with("/metrics", None);
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let body = String::from_utf8(body).expect("UTF-8");
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format");
+    let mut out = HashMap::new();
+    for sample in parsed.samples {
+        let mut labels: Vec<(String, String)> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.sort();
+        let l = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => {
+                out.insert(format!("{}{{{l}}}", sample.metric), v);
+            }
+            prometheus_parse::Value::Summary(qs) => {
+                for q in qs {
+                    out.insert(
+                        format!("{}{{quantile={}}}", sample.metric, q.quantile),
+                        q.count,
+                    );
+                }
+            }
+            prometheus_parse::Value::Histogram(_) => panic!("no histograms expected"),
+        }
+    }
+    out
+}
+
+fn metric(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("metric {key} missing; have {:?}", m.keys()))
+}
+
+#[test]
+fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts_file = dir.path().join("alerts.json");
+    let s = Sensor::start(&[
+        "replay",
+        "--workers",
+        "2",
+        "--http",
+        "127.0.0.1:0",
+        "--serve",
+        "--alerts-out",
+        alerts_file.to_str().unwrap(),
+        demo().to_str().unwrap(),
+    ]);
+    s.wait_finished();
+    let m = scrape(&s);
+
+    // The same capture in-process: every counter must agree exactly.
+    let r = common::replay(&Config::default(), 2, &[demo()]);
+    let sum = &r.summary;
+    let per_worker: f64 = (0..2)
+        .map(|w| metric(&m, &format!("outflow_packets_total{{worker={w}}}")))
+        .sum();
+    assert_eq!(per_worker as u64, sum.flows.packets);
+    let bytes: f64 = (0..2)
+        .map(|w| metric(&m, &format!("outflow_bytes_total{{worker={w}}}")))
+        .sum();
+    assert_eq!(bytes as u64, sum.flows.wire_bytes);
+    assert_eq!(
+        metric(&m, "outflow_frames_total{}") as u64,
+        sum.reader.frames
+    );
+    assert_eq!(sum.reader.frames, 20_633);
+    for e in outflow::decode::DecodeError::ALL {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("outflow_decode_failures_total{{reason={}}}", e.name())
+            ) as u64,
+            sum.decode_errors(e),
+            "{}",
+            e.name()
+        );
+    }
+    for r in EndReason::ALL {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("outflow_flows_ended_total{{reason={}}}", r.name())
+            ) as u64,
+            sum.records_by(r),
+            "{}",
+            r.name()
+        );
+    }
+    let created: f64 = (0..2)
+        .map(|w| metric(&m, &format!("outflow_flows_created_total{{worker={w}}}")))
+        .sum();
+    assert_eq!(created as u64, sum.flows.flows_created);
+    for (i, d) in outflow::detect::Detector::ALL.iter().enumerate() {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("outflow_alerts_total{{detector={}}}", d.name())
+            ) as u64,
+            sum.alerts_by_detector[i],
+            "{}",
+            d.name()
+        );
+    }
+    assert_eq!(sum.alerts, 4);
+    assert_eq!(
+        metric(&m, "outflow_dns_messages_total{}") as u64,
+        sum.flows.dns.messages
+    );
+    assert_eq!(
+        metric(&m, "outflow_dns_malformed_total{}") as u64,
+        sum.flows.dns.malformed
+    );
+    assert_eq!(metric(&m, "outflow_capturing{}"), 0.0);
+    assert_eq!(metric(&m, "outflow_workers{}"), 2.0);
+    assert_eq!(metric(&m, "outflow_workers_alive{}"), 0.0);
+    assert_eq!(metric(&m, "outflow_sink_alerts_total{sink=file}"), 4.0);
+    assert_eq!(metric(&m, "outflow_sink_failures_total{sink=file}"), 0.0);
+    assert_eq!(metric(&m, "outflow_sink_up{sink=file}"), 1.0);
+    assert_eq!(
+        metric(&m, "outflow_table_capacity{table=flows}") as usize,
+        2 * Config::default().flow.capacity_per_worker
+    );
+    assert_eq!(
+        metric(&m, "outflow_table_capacity{table=dns_names}") as usize,
+        Config::default().dns.name_map_capacity
+    );
+    // Every processed packet is in the processing-time summary; the one flow alert (the
+    // large transfer) in the detection-latency summary.
+    assert_eq!(
+        metric(&m, "outflow_packet_processing_seconds_count{}") as u64,
+        sum.flows.packets
+    );
+    assert_eq!(
+        metric(&m, "outflow_detection_latency_seconds_count{}") as u64,
+        1
+    );
+    let p50 = metric(&m, "outflow_packet_processing_seconds{quantile=0.5}");
+    let p999 = metric(&m, "outflow_packet_processing_seconds{quantile=0.999}");
+    assert!(p50 > 0.0 && p50 <= p999 && p999 < 1.0, "{p50} {p999}");
+    // No label carries an address.
+    let (_, body) = s.get("/metrics");
+    assert!(!body.contains("10.0.0.5") && !body.contains("203.0.113"));
+
+    // /api/alerts: the same JSON objects as the alert file, newest first.
+    let file_lines: Vec<serde_json::Value> = std::fs::read_to_string(&alerts_file)
+        .unwrap()
+        .lines()
+        .map(json)
+        .collect();
+    assert_eq!(file_lines.len(), 4);
+    let (status, body) = s.get("/api/alerts");
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["count"], 4);
+    let api: Vec<serde_json::Value> = v["alerts"].as_array().unwrap().clone();
+    let mut newest_first = file_lines.clone();
+    newest_first.reverse();
+    assert_eq!(api, newest_first);
+
+    let count = |q: &str| {
+        let (status, body) = s.get(&format!("/api/alerts?{q}"));
+        assert_eq!(status, 200, "{q}: {body}");
+        json(&body)["count"].as_u64().unwrap()
+    };
+    assert_eq!(count("detector=data_leak"), 1);
+    assert_eq!(count("detector=asymmetric_upload"), 2);
+    assert_eq!(count("detector=dns_tunnel"), 0);
+    assert_eq!(count("src=10.0.0.5"), 4);
+    assert_eq!(count("src=10.0.0.6"), 0);
+    assert_eq!(count("limit=1"), 1);
+    assert_eq!(count("since=2023-11-14T22:00:00Z"), 4);
+    assert_eq!(count("since=2030-01-01T00:00:00Z"), 0);
+    assert_eq!(count("since=1700000000"), 4);
+    assert_eq!(count("since=1h"), 0, "replayed alerts are from 2023");
+    let (_, body) = s.get("/api/alerts?limit=1");
+    assert_eq!(json(&body)["alerts"][0], newest_first[0]);
+
+    // Bad parameters: 400 with a JSON error naming the parameter.
+    for (q, word) in [
+        ("detector=nope", "detector"),
+        ("src=10.0.0", "src"),
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("limit=10001", "limit"),
+        ("since=yesterday-ish", "since"),
+        ("sorce=10.0.0.5", "sorce"),
+        ("limit=1&limit=2", "limit"),
+    ] {
+        let (status, body) = s.get(&format!("/api/alerts?{q}"));
+        assert_eq!(status, 400, "{q}: {body}");
+        let e = json(&body)["error"].as_str().unwrap().to_string();
+        assert!(e.contains(word), "{q}: {e}");
+    }
+    for q in ["by=bytes", "limit=0", "limit=1001", "x=1"] {
+        let (status, body) = s.get(&format!("/api/flows/top?{q}"));
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(json(&body)["error"].is_string());
+    }
+    for path in ["/api", "/api/alert", "/metrics/x", "/", "/api/flows"] {
+        let (status, body) = s.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(json(&body)["error"].is_string());
+    }
+    let (status, body) = s.get("/healthz");
+    assert_eq!(status, 200);
+    let h = json(&body);
+    assert_eq!(h["status"], "finished");
+    assert_eq!(h["packets"], sum.flows.packets);
+    assert_eq!(h["drops"], 0);
+    assert_eq!(h["alerts_held"], 4);
+
+    // The replay over, no flow is active.
+    let (status, body) = s.get("/api/flows/top");
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["count"], 0);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn the_api_needs_the_token_when_one_is_set() {
+    let token = "s3cret-token-for-tests";
+    let s = Sensor::start_env(
+        &[
+            "replay",
+            "--http",
+            "127.0.0.1:0",
+            "--serve",
+            demo().to_str().unwrap(),
+        ],
+        &[("OUTFLOW_HTTP_TOKEN", token)],
+    );
+    s.wait_finished();
+    for path in ["/api/alerts", "/api/flows/top", "/api/alerts?limit=x"] {
+        let (status, _, body) = s.get_with(path, None);
+        assert_eq!(status, 401, "{path}");
+        assert!(json(&String::from_utf8_lossy(&body))["error"].is_string());
+        let (status, _, _) = s.get_with(path, Some("s3cret-token-for-test"));
+        assert_eq!(status, 401, "{path}: a prefix of the token");
+        let (status, _, _) = s.get_with(path, Some("s3cret-token-for-tests-and-more"));
+        assert_eq!(status, 401, "{path}: longer than the token");
+    }
+    let (status, _, body) = s.get_with("/api/alerts", Some(token));
+    assert_eq!(status, 200);
+    assert_eq!(json(&String::from_utf8_lossy(&body))["count"], 4);
+    // A bad parameter is still a 400 once authorised.
+    let (status, _, _) = s.get_with("/api/alerts?limit=x", Some(token));
+    assert_eq!(status, 400);
+    // Metrics and health stay open for Prometheus and probes.
+    assert_eq!(s.get("/metrics").0, 200);
+    assert_eq!(s.get("/healthz").0, 200);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_non_loopback_listener_without_a_token_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(["replay", "--http", "0.0.0.0:0", demo().to_str().unwrap()])
+        .env_remove("OUTFLOW_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.token") && err.contains("OUTFLOW_HTTP_TOKEN"),
+        "{err}"
+    );
+    // A port already taken is named too.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(["replay", "--http", &addr, demo().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&addr) && err.contains("cannot listen"),
+        "{err}"
+    );
+}
+
+/// Splits a classic pcap into its global header and records.
+fn pcap_records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let head = bytes[..24].to_vec();
+    let le = bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let mut recs = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let f = &bytes[at + 8..at + 12];
+        let caplen = if le {
+            u32::from_le_bytes([f[0], f[1], f[2], f[3]])
+        } else {
+            u32::from_be_bytes([f[0], f[1], f[2], f[3]])
+        } as usize;
+        recs.push(bytes[at..at + 16 + caplen].to_vec());
+        at += 16 + caplen;
+    }
+    (head, recs)
+}
+
+#[test]
+fn top_flows_shows_an_upload_while_it_is_still_open() {
+    // The demo capture arrives on standard input, like `tcpdump -w - | outflow replay -`.
+    // With one packet per batch, the worker has processed every packet but the last
+    // written (a batch is handed over when the next packet arrives).
+    let bytes = std::fs::read(demo()).unwrap();
+    let (head, recs) = pcap_records(&bytes);
+    assert_eq!(recs.len(), 20_633);
+    let n = 19_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        "[capture]\nbatch_packets = 1\nbatches_per_worker = 4\n",
+    )
+    .unwrap();
+    let mut s = Sensor::start(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--http",
+        "127.0.0.1:0",
+        "--serve",
+        "-",
+    ]);
+    {
+        let w = s.stdin();
+        w.write_all(&head).unwrap();
+        for r in &recs[..=n] {
+            w.write_all(r).unwrap();
+        }
+        w.flush().unwrap();
+    }
+
+    // Expected: the outbound flows still open after the first n packets, from a replay of
+    // exactly those packets (their end-of-input records).
+    let prefix = dir.path().join("prefix.pcap");
+    let mut p = head.clone();
+    for r in &recs[..n] {
+        p.extend_from_slice(r);
+    }
+    std::fs::write(&prefix, &p).unwrap();
+    let mut cfg_one = Config::default();
+    cfg_one.capture.batch_packets = 1;
+    let r = common::replay(&cfg_one, 1, &[prefix]);
+    let mut open: Vec<_> = r
+        .flows
+        .iter()
+        .filter(|f| f.reason == EndReason::EndOfInput && f.outbound.is_some())
+        .collect();
+    let out_of = |f: &outflow::flow::FlowRecord| match f.outbound {
+        Some(Side::Orig) => f.orig,
+        _ => f.resp,
+    };
+    open.sort_by_key(|f| std::cmp::Reverse(out_of(f).ip_bytes));
+    assert!(!open.is_empty());
+    let upload = open[0];
+    assert!(out_of(upload).ip_bytes > 50_000_000, "{upload:?}");
+
+    let start = std::time::Instant::now();
+    let top = loop {
+        let (status, body) = s.get("/api/flows/top?by=out_bytes&limit=10");
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        let seen = v["flows"][0]["out_pkts"].as_u64().unwrap_or(0);
+        if seen == out_of(upload).pkts {
+            break v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the worker never caught up: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(top["workers_answered"], 1);
+    assert_eq!(top["count"].as_u64().unwrap() as usize, open.len().min(10));
+    let f = &top["flows"][0];
+    let out = out_of(upload);
+    let inb = match upload.outbound {
+        Some(Side::Orig) => upload.resp,
+        _ => upload.orig,
+    };
+    assert_eq!(f["flow_id"], upload.flow_id);
+    assert_eq!(f["src_ip"], "10.0.0.5");
+    assert_eq!(f["dst_ip"], "203.0.113.50");
+    assert_eq!(f["out_pkts"], out.pkts);
+    assert_eq!(f["out_ip_bytes"], out.ip_bytes);
+    assert_eq!(f["out_bytes"], out.payload_bytes);
+    assert_eq!(f["in_pkts"], inb.pkts);
+    assert_eq!(f["in_ip_bytes"], inb.ip_bytes);
+    assert_eq!(f["state"], "established");
+    // Every listed flow agrees with its end-of-input record, in descending order.
+    let listed = top["flows"].as_array().unwrap();
+    for (l, want) in listed.iter().zip(&open) {
+        assert_eq!(l["flow_id"], want.flow_id);
+        assert_eq!(l["out_ip_bytes"], out_of(want).ip_bytes);
+    }
+    // The large-transfer alert already fired while the upload is open.
+    let (_, body) = s.get("/api/alerts?detector=large_outbound_transfer");
+    let a = json(&body);
+    assert_eq!(a["count"], 1);
+    assert_eq!(a["alerts"][0]["flow_open"], true);
+    assert_eq!(s.get("/healthz").0, 200);
+    assert_eq!(json(&s.get("/healthz").1)["capturing"], true);
+
+    // The rest of the capture; at its end nothing is open any more.
+    {
+        let w = s.stdin();
+        for r in &recs[n + 1..] {
+            w.write_all(r).unwrap();
+        }
+    }
+    drop(s.child.stdin.take());
+    s.wait_finished();
+    let (_, body) = s.get("/api/flows/top");
+    assert_eq!(json(&body)["count"], 0);
+    assert!(s.stop().success());
+}
+
+/// One RFC 5424 message, split into its fields.
+struct Syslog {
+    pri: u8,
+    version: String,
+    timestamp: String,
+    hostname: String,
+    app: String,
+    procid: String,
+    msgid: String,
+    sd: HashMap<String, String>,
+    sd_id: String,
+    msg: String,
+}
+
+fn parse_5424(m: &[u8]) -> Syslog {
+    let text = std::str::from_utf8(m).expect("UTF-8");
+    assert!(text.starts_with('<'), "{text}");
+    let close = text.find('>').unwrap();
+    let pri: u8 = text[1..close].parse().unwrap();
+    let mut rest = &text[close + 1..];
+    let mut next = || {
+        let (a, b) = rest.split_once(' ').unwrap();
+        rest = b;
+        a.to_string()
+    };
+    let (version, timestamp, hostname, app, procid, msgid) =
+        (next(), next(), next(), next(), next(), next());
+    // Structured data: [id k="v" ...] with \" \\ \] escapes.
+    assert!(rest.starts_with('['), "{rest}");
+    let b = rest.as_bytes();
+    let mut i = 1;
+    let id_end = rest[1..].find(' ').unwrap() + 1;
+    let sd_id = rest[1..id_end].to_string();
+    i = i.max(id_end);
+    let mut sd = HashMap::new();
+    loop {
+        if b[i] == b']' {
+            i += 1;
+            break;
+        }
+        assert_eq!(b[i], b' ');
+        let eq = rest[i..].find('=').unwrap() + i;
+        let key = rest[i + 1..eq].to_string();
+        assert_eq!(b[eq + 1], b'"');
+        let mut j = eq + 2;
+        let mut val = Vec::new();
+        while b[j] != b'"' {
+            if b[j] == b'\\' {
+                j += 1;
+            }
+            val.push(b[j]);
+            j += 1;
+        }
+        sd.insert(key, String::from_utf8(val).unwrap());
+        i = j + 1;
+    }
+    let msg = &rest[i..];
+    let msg = msg.strip_prefix(' ').expect("space before MSG");
+    let msg = msg
+        .strip_prefix('\u{feff}')
+        .expect("BOM before a UTF-8 MSG");
+    Syslog {
+        pri,
+        version,
+        timestamp,
+        hostname,
+        app,
+        procid,
+        msgid,
+        sd,
+        sd_id,
+        msg: msg.to_string(),
+    }
+}
+
+#[test]
+fn alerts_reach_syslog_over_udp_as_rfc5424() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let target = format!("udp://{}", sock.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        "[output.syslog]\nfacility = \"local3\"\nhostname = \"sensor-7\"\n",
+    )
+    .unwrap();
+    let alerts_file = dir.path().join("alerts.json");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args([
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--syslog",
+            &target,
+            "--alerts-out",
+            alerts_file.to_str().unwrap(),
+            demo().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let alerts: Vec<serde_json::Value> = std::fs::read_to_string(&alerts_file)
+        .unwrap()
+        .lines()
+        .map(json)
+        .collect();
+    assert_eq!(alerts.len(), 4);
+    let mut buf = vec![0u8; 65_536];
+    for a in &alerts {
+        let n = sock.recv(&mut buf).expect("a syslog datagram per alert");
+        let m = parse_5424(&buf[..n]);
+        let detector = a["detector"].as_str().unwrap();
+        let severity = m.pri % 8;
+        assert_eq!(m.pri / 8, 19, "local3");
+        let want_sev = match detector {
+            "data_leak" | "dns_tunnel" => 2,
+            _ => 4,
+        };
+        assert_eq!(severity, want_sev, "{detector}");
+        assert_eq!(m.version, "1");
+        assert_eq!(m.timestamp, a["ts"].as_str().unwrap());
+        assert_eq!(m.hostname, "sensor-7");
+        assert_eq!(m.app, "outflow");
+        assert!(m.procid.parse::<u32>().is_ok(), "{}", m.procid);
+        assert_eq!(m.msgid, detector);
+        assert_eq!(m.sd_id, "outflow@32473");
+        assert_eq!(m.sd["alert_id"], a["alert_id"].as_str().unwrap());
+        assert_eq!(m.sd["detector"], detector);
+        assert_eq!(m.sd["src_ip"], "10.0.0.5");
+        assert_eq!(m.sd["dst_ip"], "203.0.113.50");
+        if detector == "large_outbound_transfer" {
+            assert_eq!(m.sd["src_port"], a["src_port"].to_string());
+            assert_eq!(m.sd["dst_port"], "443");
+            assert_eq!(m.sd["proto"], "tcp");
+            assert_eq!(m.sd["flow_id"], a["flow_id"].to_string());
+            assert_eq!(m.sd["bytes"], a["out_bytes"].to_string());
+        }
+        assert_eq!(m.msg, a["message"].as_str().unwrap());
+        assert!(
+            m.msg.contains("10.0.0.5") && m.msg.contains(" → 203.0.113.50"),
+            "{}",
+            m.msg
+        );
+    }
+}
