@@ -24,6 +24,17 @@ test-deps: deps
 		echo "installing tcpreplay and iproute2 for the live-capture test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpreplay iproute2; \
 	fi
+## tests/monitoring.rs checks deploy/prometheus/ with promtool. It is taken out of Debian's
+## prometheus package without installing that (no service started, no web-UI dependencies):
+## one static binary in target/tools.
+	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x target/tools/promtool ]; then \
+		echo "fetching promtool from Debian's prometheus package into target/tools"; \
+		rm -rf target/tools/deb && mkdir -p target/tools/deb && cd target/tools/deb && \
+		{ apt-get download prometheus >/dev/null 2>&1 || \
+		  { $(SUDO) apt-get update -qq && apt-get download prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb x && cp x/usr/bin/promtool ../promtool && \
+		cd .. && rm -rf deb || echo "promtool unavailable: tests/monitoring.rs will skip its promtool checks"; \
+	fi
 
 ## Replay the bundled demo capture: a 150 MB upload among ordinary traffic.
 demo: deps

@@ -53,6 +53,10 @@ impl Netns {
                 return None;
             }
         }
+        // The sensor's HTTP server listens on the capture namespace's own loopback.
+        if !ip(&["-n", &n.cap, "link", "set", "lo", "up"]) {
+            return None;
+        }
         Some(n)
     }
 
@@ -139,6 +143,48 @@ fn wait_for(path: &Path, needle: &str, timeout: Duration) -> bool {
     false
 }
 
+/// GET `url` from inside network namespace `ns` (the sensor's HTTP server listens on that
+/// namespace's loopback): a thread enters the namespace (`setns` affects only the calling
+/// thread) and makes the request there.
+fn get_in_netns(ns: &str, url: &str) -> (u16, String) {
+    let (ns, url) = (ns.to_string(), url.to_string());
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns handle");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid namespace fd we own; CLONE_NEWNET moves this thread only.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut r = agent
+            .get(&url)
+            .call()
+            .expect("HTTP request in the namespace");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    })
+    .join()
+    .expect("request thread")
+}
+
+/// Value of one sample (`name{labels}` exactly as exposed) in a Prometheus text body.
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
+}
+
+fn sum_samples(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[test]
 fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     if let Err(why) = can_run() {
@@ -183,8 +229,10 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         65535,
     )
     .unwrap();
+    let mut sent = 0u64;
     for p in merge(streams) {
         w.write(p.ts_ns, &p.frame).unwrap();
+        sent += 1;
     }
     w.into_inner().unwrap();
 
@@ -195,6 +243,7 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
             format!(
                 "[capture]\ninterface = \"ofv0\"\nworkers = 2\n\
                  [run]\nstats_interval = \"1s\"\n[log]\nformat = \"json\"\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\n\
                  [flow]\nudp_timeout = \"1h\"\n\
                  [detect.large_transfer]\nthreshold_bytes = {threshold}\nmin_packets = 100\ntiers = []\n"
             ),
@@ -236,6 +285,23 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         "expected fanout mode"
     );
 
+    assert!(
+        wait_for(&log, "listening on http://", Duration::from_secs(5)),
+        "no HTTP server"
+    );
+    let base = {
+        let l = std::fs::read_to_string(&log).unwrap();
+        let at = l.find("listening on http://").unwrap() + "listening on http://".len();
+        let hostport: String = l[at..].chars().take_while(|c| *c != '/').collect();
+        format!("http://{hostport}")
+    };
+
+    // logrotate: the alert file is moved away before the SIGHUP; the sensor must reopen the
+    // path, so the alert lands in a new file and the moved one stays as it was.
+    std::fs::write(&alerts, "").ok();
+    let rotated = dir.path().join("alerts.json.1");
+    std::fs::rename(&alerts, &rotated).unwrap();
+
     // SIGHUP: lower the threshold to 10 MB without restarting.
     write_cfg(10_000_000);
     signal(&sensor.0, 1);
@@ -269,6 +335,56 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         wait_for(&flows, "\"resp_port\":443", Duration::from_secs(15)),
         "no flow record for the upload"
     );
+
+    // While it runs: health, metrics and the open UDP flows over HTTP.
+    let (status, body) = get_in_netns(&ns.cap, &format!("{base}/healthz"));
+    assert_eq!(status, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["mode"], "live");
+    assert_eq!(h["capturing"], true);
+    assert_eq!(h["workers_alive"], 2);
+    assert_eq!(h["drops"], 0);
+    let (status, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert_eq!(sample(&m, "outflow_capturing"), 1.0);
+    assert_eq!(sample(&m, "outflow_workers_alive"), 2.0);
+    assert_eq!(
+        sample(
+            &m,
+            "outflow_alerts_total{detector=\"large_outbound_transfer\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "outflow_kernel_drops_total{where=\"kernel\"}"),
+        0.0
+    );
+    let processed = sum_samples(&m, "outflow_packets_total");
+    assert!(
+        processed >= sent as f64 && sample(&m, "outflow_kernel_received_total") >= processed,
+        "sent {sent}, processed {processed}"
+    );
+    assert_eq!(sample(&m, "outflow_sink_alerts_total{sink=\"file\"}"), 1.0);
+    assert!(sample(&m, "outflow_packet_processing_seconds_count") >= sent as f64);
+    assert_eq!(sample(&m, "outflow_detection_latency_seconds_count"), 1.0);
+    let (status, body) = get_in_netns(&ns.cap, &format!("{base}/api/flows/top?limit=100"));
+    assert_eq!(status, 200, "{body}");
+    let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(top["workers_answered"], 2, "{top}");
+    // The 40 UDP exchanges are still open (udp_timeout 1h), each with its exact counters.
+    let listed = top["flows"].as_array().unwrap();
+    for u in &udps {
+        let e = u.expected();
+        let f = listed
+            .iter()
+            .find(|f| f["src_port"] == u.client.port() && f["src_ip"] == "10.0.0.9")
+            .unwrap_or_else(|| panic!("{} not in the top flows: {top}", u.client));
+        assert_eq!(f["out_pkts"], e.orig_pkts);
+        assert_eq!(f["out_ip_bytes"], e.orig_ip_bytes);
+        assert_eq!(f["in_pkts"], e.resp_pkts);
+        assert_eq!(f["in_ip_bytes"], e.resp_ip_bytes);
+    }
+
     signal(&sensor.0, 15);
     let mut sensor = sensor;
     let t = Instant::now();
@@ -295,7 +411,9 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     let flows = json(&flows);
     let logs = json(&log);
 
-    // The alert: the reloaded 10 MB threshold, raised while the upload was still open.
+    // The alert: the reloaded 10 MB threshold, raised while the upload was still open, in
+    // the file reopened after the rotation.
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
     assert_eq!(a["threshold_bytes"], 10_000_000);

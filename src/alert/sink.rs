@@ -634,9 +634,10 @@ impl OutputThread {
                     OutMsg::Event(_, e) if !ordered => {
                         w.write(e);
                         w.maybe_snapshot();
-                        w.publish(false);
-                        // Live: make records visible once the burst is written.
-                        if rx.is_empty() {
+                        // Live: make records and counters visible once the burst is written.
+                        let idle = rx.is_empty();
+                        w.publish(idle);
+                        if idle {
                             w.flush();
                         }
                         continue;
@@ -669,7 +670,11 @@ impl OutputThread {
                 while heap.peek().is_some_and(|Reverse(Item(k, _))| *k <= low) {
                     if let Some(Reverse(Item(_, e))) = heap.pop() {
                         w.write(e);
+                        w.publish(false);
                     }
+                }
+                if rx.is_empty() {
+                    w.publish(true);
                 }
             }
             // All senders gone: whatever is left is final.
