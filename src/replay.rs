@@ -289,6 +289,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         if let Ok(mut s) = t.reader.snap.lock() {
             s.frames = reader.frames;
             s.decode_errors = reader.decode_errors;
+            s.fragments = reader.fragment_table;
         }
         t.reader
             .alive

@@ -614,6 +614,7 @@ impl LiveWorker {
                 d.worker.advance(clock.now());
                 d.flush();
                 kernel_counters(&mut h, &mut d.extra);
+                d.extra.fragments = self.frags.occupancy(clock.now());
                 if let Ok(cfg) = self.reload.try_recv() {
                     d.worker.reconfigure(&cfg);
                 }
@@ -690,7 +691,7 @@ impl LiveReader {
                 break;
             }
             if tick {
-                let snap = self.snapshot(&mut h, &st, &d);
+                let snap = self.snapshot(&mut h, &st, &d, clock.now());
                 if let Ok(mut g) = self.published.snap.lock() {
                     *g = snap;
                 }
@@ -699,13 +700,20 @@ impl LiveReader {
         // Shutdown: the last partial batches must reach the workers, so wait for room.
         d.set_lossy(false);
         let _ = d.flush_all(clock.now(), seq);
-        let snap = self.snapshot(&mut h, &st, &d);
+        let snap = self.snapshot(&mut h, &st, &d, clock.now());
         drop(d); // closes the worker channels: workers finish
         snap
     }
 
-    fn snapshot(&self, h: &mut Handle, st: &ReaderStats, d: &Dispatcher) -> Snapshot {
+    fn snapshot(
+        &self,
+        h: &mut Handle,
+        st: &ReaderStats,
+        d: &Dispatcher,
+        clock_ns: u64,
+    ) -> Snapshot {
         let mut s = Snapshot {
+            fragments: self.frags.occupancy(clock_ns),
             frames: st.frames,
             decode_errors: st.decode_errors,
             queue_dropped: d.dropped,

@@ -168,6 +168,11 @@ impl Worker {
         self.table.len()
     }
 
+    /// DNS-over-TCP reassembly slots: (busy, capacity, abandoned).
+    pub fn dns_tcp_slots(&self) -> (u64, u64, u64) {
+        self.dns.tcp_slots()
+    }
+
     /// The flow table (read-only), for tests and the stats line.
     pub fn table(&self) -> &FlowTable {
         &self.table

@@ -161,6 +161,15 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
         metric(&m, "outflow_table_capacity{table=dns_names}") as usize,
         Config::default().dns.name_map_capacity
     );
+    assert_eq!(
+        metric(&m, "outflow_table_capacity{table=fragments}") as usize,
+        Config::default().flow.fragment_capacity.next_power_of_two()
+    );
+    assert_eq!(metric(&m, "outflow_table_capacity{table=dns_tcp}"), 256.0);
+    assert_eq!(
+        metric(&m, "outflow_table_evictions_total{table=fragments}") as u64,
+        sum.reader.fragments.overwritten
+    );
     // Every processed packet is in the processing-time summary; the one flow alert (the
     // large transfer) in the detection-latency summary.
     assert_eq!(
@@ -597,7 +606,7 @@ fn alerts_reach_syslog_over_udp_as_rfc5424() {
             assert_eq!(m.sd["dst_port"], "443");
             assert_eq!(m.sd["proto"], "tcp");
             assert_eq!(m.sd["flow_id"], a["flow_id"].to_string());
-            assert_eq!(m.sd["bytes"], a["out_bytes"].to_string());
+            assert_eq!(m.sd["bytes"], a["out_ip_bytes"].to_string());
         }
         assert_eq!(m.msg, a["message"].as_str().unwrap());
         assert!(

@@ -33,7 +33,7 @@ pub struct AlertRecord {
     pub fqdn: Option<String>,
     /// Flow id (flow alerts and per-flow cross-flow alerts).
     pub flow_id: Option<u64>,
-    /// Bytes the alert is about (outbound bytes of the flow, or the window's total).
+    /// Bytes the alert is about (outbound IP bytes of the flow, or the window's total).
     pub bytes: Option<u64>,
     /// The whole alert as one JSON object, no trailing newline.
     pub json: String,
@@ -73,7 +73,7 @@ impl AlertRecord {
             proto: s("proto"),
             fqdn,
             flow_id: u("flow_id"),
-            bytes: u("out_bytes").or_else(|| u("total_bytes")),
+            bytes: u("out_ip_bytes").or_else(|| u("total_bytes")),
             json,
             read_mono_ns,
         }

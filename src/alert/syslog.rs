@@ -553,7 +553,7 @@ mod tests {
                 "dst_port": 443,
                 "proto": "tcp",
                 "dst_fqdn": "a\"b]c\\d.example",
-                "out_bytes": 2_000_000_000u64,
+                "out_ip_bytes": 2_000_000_000u64,
                 "flow_id": 42,
             })
             .to_string(),

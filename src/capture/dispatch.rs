@@ -15,6 +15,8 @@ use crossbeam_channel::{Receiver, Sender};
 /// What the reader saw.
 #[derive(Clone, Debug, Default)]
 pub struct ReaderStats {
+    /// The fragment map at the end: (live entries, capacity, live entries overwritten).
+    pub fragment_table: (u64, u64, u64),
     /// Frames read from the files.
     pub frames: u64,
     /// Their wire length in bytes (the records' original length).

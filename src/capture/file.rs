@@ -95,6 +95,7 @@ pub fn read_files(
     }
     d.flush_all(clock.now(), seq)?;
     st.fragments = frags.stats;
+    st.fragment_table = frags.occupancy(clock.now());
 
     Ok(st)
 }

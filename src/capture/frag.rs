@@ -66,6 +66,17 @@ impl FragPorts {
         }
     }
 
+    /// (entries not yet expired at `clock_ns`, capacity, live entries overwritten) for the
+    /// table metrics. Scans the slots: called once per publication, not per packet.
+    pub fn occupancy(&self, clock_ns: u64) -> (u64, u64, u64) {
+        let live = self
+            .slots
+            .iter()
+            .filter(|s| s.used && s.expires_ns >= clock_ns)
+            .count();
+        (live as u64, self.slots.len() as u64, self.stats.overwritten)
+    }
+
     /// Records a first fragment's ports, or fills in a later fragment's.
     #[inline]
     pub fn resolve(&mut self, meta: &mut PacketMeta, clock_ns: u64) {

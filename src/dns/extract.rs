@@ -220,6 +220,16 @@ impl DnsExtractor {
         }
     }
 
+    /// TCP reassembly slots: (holding part of a message, capacity, streams abandoned).
+    pub fn tcp_slots(&self) -> (u64, u64, u64) {
+        let busy = self.slots.iter().filter(|s| s.live && s.len > 0).count();
+        (
+            busy as u64,
+            self.slots.len() as u64,
+            self.stats.tcp_abandoned,
+        )
+    }
+
     /// Whether a packet is DNS by its ports.
     #[inline]
     pub fn is_dns(&self, m: &PacketMeta) -> bool {

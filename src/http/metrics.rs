@@ -336,14 +336,33 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         MetricType::COUNTER,
     );
     let flow_evicted = sum(&|s| s.flows.records.get(evicted_idx).copied().unwrap_or(0));
-    let tables = std::iter::once((
-        "flows",
+    let tables = [
         (
-            sum(&|s| s.flows_active),
-            sum(&|s| s.flows_capacity),
-            flow_evicted,
+            "flows",
+            (
+                sum(&|s| s.flows_active),
+                sum(&|s| s.flows_capacity),
+                flow_evicted,
+            ),
         ),
-    ))
+        (
+            "fragments",
+            (
+                sum(&|s| s.fragments.0),
+                sum(&|s| s.fragments.1),
+                sum(&|s| s.fragments.2),
+            ),
+        ),
+        (
+            "dns_tcp",
+            (
+                sum(&|s| s.dns_tcp.0),
+                sum(&|s| s.dns_tcp.1),
+                sum(&|s| s.dns_tcp.2),
+            ),
+        ),
+    ]
+    .into_iter()
     .chain(
         crate::alert::sink::OUTPUT_TABLES
             .iter()
