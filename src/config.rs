@@ -68,6 +68,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// The HTTP server: /metrics, /healthz and the analyst API.
     pub http: HttpConfig,
+    /// Pcap slices of flagged flows.
+    pub slice: SliceConfig,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             log: LogConfig::default(),
             output: OutputConfig::default(),
             http: HttpConfig::default(),
+            slice: SliceConfig::default(),
         }
     }
 }
@@ -312,6 +315,54 @@ impl Default for SyslogConfig {
             facility: "local0".into(),
             app_name: "outflow".into(),
             hostname: String::new(),
+        }
+    }
+}
+
+/// Pcap slices: each worker's ring of recent packets, and one pcap per flagged flow.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SliceConfig {
+    /// Where slices are written (one `<alert_id>.pcap` and `<alert_id>.json` each); empty =
+    /// no slices (the rings still serve `/api/pcap`). Default "".
+    pub dir: String,
+    /// Bytes of recent packets each worker keeps (one preallocated ring); 0 = no ring, no
+    /// slices, no /api/pcap. Default 64 MiB.
+    pub ring_bytes: usize,
+    /// Most bytes kept of any packet. Default 65535.
+    pub snaplen: u32,
+    /// A flow's first this many packets are kept up to `snaplen`. Default 100.
+    pub full_packets: u64,
+    /// After them, payload bytes kept per packet (headers are always kept), so a huge upload
+    /// gives a small slice that still shows every packet. Default 64.
+    pub payload_bytes: u32,
+    /// A slice stops growing at this size. Default 100 MB.
+    pub max_bytes: u64,
+    /// A slice stops recording this long after its alert. Default "1h".
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Oldest slices are deleted when `dir` holds more than this. Default 10 GB.
+    pub max_disk_bytes: u64,
+    /// Slices older than this are deleted. Default "7d".
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Flows one worker records at once; more alerts get only their ring packets. Default 64.
+    pub max_recording: usize,
+}
+
+impl Default for SliceConfig {
+    fn default() -> Self {
+        SliceConfig {
+            dir: String::new(),
+            ring_bytes: 64 << 20,
+            snaplen: 65_535,
+            full_packets: 100,
+            payload_bytes: 64,
+            max_bytes: 100_000_000,
+            max_duration: Duration::from_secs(3600),
+            max_disk_bytes: 10_000_000_000,
+            max_age: Duration::from_secs(7 * 86_400),
+            max_recording: 64,
         }
     }
 }
@@ -954,6 +1005,31 @@ impl Config {
                 "output.syslog.hostname: must be 1..=255 printable ASCII characters, no spaces"
                     .into(),
             );
+        }
+        let sl = &self.slice;
+        if sl.ring_bytes != 0 && !(1 << 16..=1 << 34).contains(&sl.ring_bytes) {
+            p.push(format!(
+                "slice.ring_bytes: {} must be 0 (off) or 65536..=17179869184",
+                sl.ring_bytes
+            ));
+        }
+        if !(64..=262_144).contains(&sl.snaplen) {
+            p.push(format!("slice.snaplen: {} must be 64..=262144", sl.snaplen));
+        }
+        if sl.max_bytes < 1024 {
+            p.push(format!(
+                "slice.max_bytes: {} must be at least 1024",
+                sl.max_bytes
+            ));
+        }
+        if sl.max_duration.is_zero() || sl.max_age.is_zero() {
+            p.push("slice.max_duration, slice.max_age: must be greater than 0".into());
+        }
+        if !(1..=4096).contains(&sl.max_recording) {
+            p.push(format!(
+                "slice.max_recording: {} must be 1..=4096",
+                sl.max_recording
+            ));
         }
         let h = &self.http;
         if !h.listen.is_empty() && h.listen.parse::<std::net::SocketAddr>().is_err() {

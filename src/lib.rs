@@ -34,5 +34,6 @@ pub mod http;
 pub mod pipeline;
 pub mod replay;
 pub mod run;
+pub mod slice;
 pub mod telemetry;
 pub mod worker;

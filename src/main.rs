@@ -48,6 +48,9 @@ enum Command {
         /// end, so consecutive replays behave like one continuous run.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Write a pcap slice of every flagged flow into DIR (overrides slice.dir).
+        #[arg(long, value_name = "DIR")]
+        slice_dir: Option<PathBuf>,
         /// Also send alerts to syslog (RFC 5424): udp://host:port, tcp://host:port or
         /// unix:///dev/log; facility, app name and host name come from output.syslog.
         #[arg(long, value_name = "TARGET")]
@@ -166,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             flows_out,
             dns_out,
             state_dir,
+            slice_dir,
             syslog,
             http,
             serve,
@@ -180,6 +184,9 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::create_dir_all(&d)
                     .with_context(|| format!("cannot create --state-dir {}", d.display()))?;
                 config.state.dir = d.display().to_string();
+            }
+            if let Some(d) = slice_dir {
+                config.slice.dir = d.display().to_string();
             }
             init_logging(&config);
             if workers == Some(0) {
@@ -224,12 +231,18 @@ fn run(cli: Cli) -> Result<()> {
                     telemetry,
                 },
             };
+            // Installed before the replay starts: a SIGTERM right after the last packet must
+            // still end the serving cleanly.
+            let signals = if serve {
+                Some(Signals::install().context("cannot install signal handlers")?)
+            } else {
+                None
+            };
             let report = replay::run(&opts).context("replay failed")?;
             if !quiet {
                 eprintln!("{}", report.summary);
             }
-            if let (true, Some(server)) = (serve, server) {
-                let signals = Signals::install().context("cannot install signal handlers")?;
+            if let (Some(signals), Some(server)) = (signals, server) {
                 tracing::info!(
                     "replay finished; serving http://{}/ until SIGINT or SIGTERM",
                     server.addr()

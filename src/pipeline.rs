@@ -71,6 +71,8 @@ pub struct Driver {
     processing: Histogram<u64>,
     /// The newest top-flows request answered.
     top_served: u64,
+    /// The newest /api/pcap request answered.
+    pcap_served: u64,
     /// When the packets being processed were read (see [`mono_ns`]); stamped on alerts
     /// for the detection-latency metric. 0 = stamp at hand-over.
     pub read_mono_ns: u64,
@@ -94,6 +96,7 @@ impl Driver {
             published,
             processing: new_histogram(),
             top_served: 0,
+            pcap_served: 0,
             read_mono_ns: 0,
         }
     }
@@ -153,6 +156,7 @@ impl Driver {
     /// Copies the counters and the processing-time histogram into the shared place, and
     /// answers a pending top-flows request. One lock each per publication, never per packet.
     pub fn publish(&mut self) {
+        self.worker.flush_slices();
         let Some(p) = &self.published else {
             return;
         };
@@ -180,16 +184,21 @@ impl Driver {
                 a.flows = flows;
             }
         }
+        if let Some((generation, filter)) = p.pcap.pending(self.pcap_served) {
+            self.pcap_served = generation;
+            let records = self.worker.ring_query(&filter, crate::telemetry::PCAP_MAX);
+            if let Ok(mut a) = p.pcap.answer.lock() {
+                *a = (generation, records);
+            }
+        }
     }
 
-    /// Answers a pending top-flows request without publishing anything else (an idle
-    /// worker calls this while it waits for packets).
-    pub fn serve_top(&mut self) {
-        if self
-            .published
-            .as_ref()
-            .is_some_and(|p| p.top.pending(self.top_served).is_some())
-        {
+    /// Answers pending top-flows and pcap requests (an idle worker calls this while it
+    /// waits for packets).
+    pub fn serve_requests(&mut self) {
+        if self.published.as_ref().is_some_and(|p| {
+            p.top.pending(self.top_served).is_some() || p.pcap.pending(self.pcap_served).is_some()
+        }) {
             self.publish();
         }
     }

@@ -16,10 +16,12 @@ use crate::detect::{Alert, Detector};
 use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsRecord};
 use crate::flow::{EndReason, FlowRecord};
 use crate::pipeline::{Driver, Snapshot};
+use crate::slice::recorder::SliceSetup;
 use crate::worker::{EventKey, Worker, WorkerStats};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Errors of a replay run.
@@ -257,13 +259,27 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         .name("outflow-output".into())
         .spawn(output)?;
 
+    let stats = telemetry
+        .as_ref()
+        .map_or_else(Default::default, |t| Arc::clone(&t.slices));
+    let mut slices = SliceSetup::start(&cfg.slice, workers, true, stats)?;
+    if let Some(t) = &telemetry {
+        if !cfg.slice.dir.is_empty() {
+            let _ = t.slice_dir.set(PathBuf::from(&cfg.slice.dir));
+        }
+    }
+
     let mut to = Vec::with_capacity(workers);
     let mut free_rx = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for id in 0..workers {
         let (tx, rx, free_tx, free) = batch_channels(cfg);
         let shared = telemetry.as_ref().and_then(|t| t.workers.get(id).cloned());
-        let driver = Driver::new(Worker::new(cfg), id, out_tx.clone(), true, shared);
+        let mut worker = Worker::new(cfg);
+        if let Some(link) = slices.link(id) {
+            worker.slices.attach(link);
+        }
+        let driver = Driver::new(worker, id, out_tx.clone(), true, shared);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("outflow-worker-{id}"))
@@ -283,6 +299,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         let s = h.join().map_err(|_| ReplayError::Panic("worker"))?;
         add_stats(&mut flows, &s.flows);
     }
+    slices.join();
     let collected: Collected = output.join().map_err(|_| ReplayError::Panic("output"))??;
     let reader = read?;
     if let Some(t) = &telemetry {
@@ -338,6 +355,13 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.dns.truncated_capture += s.dns.truncated_capture;
     sum.dns.tcp_abandoned += s.dns.tcp_abandoned;
     sum.dns.damaged += s.dns.damaged;
+    sum.slices.started += s.slices.started;
+    sum.slices.dropped += s.slices.dropped;
+    sum.slices.lost_messages += s.slices.lost_messages;
+    sum.ring.0 += s.ring.0;
+    sum.ring.1 += s.ring.1;
+    sum.ring.2 += s.ring.2;
+    sum.ring.3 += s.ring.3;
 }
 
 /// A worker thread fed with batches (replay, and live capture without fanout): batches in,
@@ -355,7 +379,7 @@ pub(crate) fn batch_worker_loop(
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 // Idle (a slow link, or a capture arriving on a pipe): still answer
                 // top-flows requests.
-                d.serve_top();
+                d.serve_requests();
                 continue;
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -364,6 +388,7 @@ pub(crate) fn batch_worker_loop(
             d.worker.reconfigure(&cfg);
         }
         let started = Instant::now();
+        d.worker.set_link(batch.link);
         for p in &batch.packets {
             d.worker.packet(p, batch.bytes(p));
         }

@@ -230,6 +230,17 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         .spawn(output)?;
 
     let published: Vec<Published> = telemetry.workers.clone();
+    let mut slices = crate::slice::recorder::SliceSetup::start(
+        &cfg.slice,
+        n,
+        false,
+        Arc::clone(&telemetry.slices),
+    )?;
+    if !cfg.slice.dir.is_empty() {
+        let _ = telemetry
+            .slice_dir
+            .set(std::path::PathBuf::from(&cfg.slice.dir));
+    }
     let mut reloads: Vec<Sender<Arc<Config>>> = Vec::with_capacity(n);
     let mut workers: Vec<JoinHandle<Snapshot>> = Vec::with_capacity(n);
     let mut reader: Option<(JoinHandle<Snapshot>, Published)> = None;
@@ -237,8 +248,12 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let mut live_driver = |id: usize| {
         let (tx, rx) = bounded::<Arc<Config>>(4);
         reloads.push(tx);
+        let mut worker = Worker::new(&cfg);
+        if let Some(link) = slices.link(id) {
+            worker.slices.attach(link);
+        }
         let d = Driver::new(
-            Worker::new(&cfg),
+            worker,
             id,
             out_tx.clone(),
             false,
@@ -362,6 +377,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     for w in workers {
         finals.push(w.join().map_err(|_| RunError::Panic("worker"))?);
     }
+    slices.join();
     match output.join().map_err(|_| RunError::Panic("output"))? {
         Ok(c) => info!(
             alerts = c.alert_count,
@@ -537,6 +553,7 @@ impl LiveWorker {
         // back (two clock reads per group, not per packet).
         let mut group_start = Instant::now();
         let mut group_n = 0u64;
+        d.worker.set_link(h.link);
         loop {
             match h.cap.next_packet() {
                 Ok(pkt) => {

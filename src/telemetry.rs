@@ -173,6 +173,60 @@ impl TopSlot {
     }
 }
 
+/// Which packets `/api/pcap` wants from the rings. Address and port filters match either
+/// direction (both halves of a conversation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PcapFilter {
+    /// Only this flow.
+    pub flow: Option<u64>,
+    /// One endpoint's address.
+    pub src: Option<IpAddr>,
+    /// The other endpoint's address.
+    pub dst: Option<IpAddr>,
+    /// Port at `src`.
+    pub sport: Option<u16>,
+    /// Port at `dst`.
+    pub dport: Option<u16>,
+    /// IP protocol.
+    pub proto: Option<u8>,
+    /// Packets at or after (Unix ns).
+    pub since_ns: Option<u64>,
+    /// Packets at or before (Unix ns).
+    pub until_ns: Option<u64>,
+}
+
+/// Most bytes of records one worker returns for one `/api/pcap` request.
+pub const PCAP_MAX: usize = 64 << 20;
+
+/// Request/answer slot for `/api/pcap` on one worker.
+#[derive(Debug, Default)]
+pub struct PcapSlot {
+    wanted: AtomicU64,
+    request: Mutex<PcapFilter>,
+    /// (generation answered, records).
+    pub answer: Mutex<(u64, Vec<u8>)>,
+}
+
+impl PcapSlot {
+    /// Raises a request.
+    pub fn request(&self, generation: u64, f: PcapFilter) {
+        if let Ok(mut r) = self.request.lock() {
+            *r = f;
+        }
+        self.wanted.store(generation, Ordering::Release);
+    }
+
+    /// The newest request beyond `served`, if any. One atomic load when there is none.
+    pub fn pending(&self, served: u64) -> Option<(u64, PcapFilter)> {
+        let generation = self.wanted.load(Ordering::Acquire);
+        if generation <= served {
+            return None;
+        }
+        let f = self.request.lock().ok()?.clone();
+        Some((generation, f))
+    }
+}
+
 /// One worker's (or capture thread's) published state.
 #[derive(Debug)]
 pub struct WorkerShared {
@@ -182,6 +236,8 @@ pub struct WorkerShared {
     pub processing: Mutex<Histogram<u64>>,
     /// Top-flows requests and answers.
     pub top: TopSlot,
+    /// `/api/pcap` requests and answers.
+    pub pcap: PcapSlot,
     /// False once the worker's thread has ended.
     pub alive: AtomicBool,
 }
@@ -192,6 +248,7 @@ impl Default for WorkerShared {
             snap: Mutex::default(),
             processing: Mutex::new(new_histogram()),
             top: TopSlot::default(),
+            pcap: PcapSlot::default(),
             alive: AtomicBool::new(true),
         }
     }
@@ -285,8 +342,12 @@ pub struct Telemetry {
     pub capturing: AtomicBool,
     /// Process start.
     pub started: SystemTime,
-    /// Top-flows request generations.
+    /// Top-flows and pcap request generations.
     pub top_generation: AtomicU64,
+    /// The slice writer's counters.
+    pub slices: Arc<crate::slice::writer::WriterStats>,
+    /// Where slices are written, when they are.
+    pub slice_dir: OnceLock<std::path::PathBuf>,
 }
 
 impl Telemetry {
@@ -304,6 +365,8 @@ impl Telemetry {
             capturing: AtomicBool::new(true),
             started: SystemTime::now(),
             top_generation: AtomicU64::new(0),
+            slices: Arc::default(),
+            slice_dir: OnceLock::new(),
         })
     }
 

@@ -111,6 +111,10 @@ pub struct WorkerStats {
     pub peak_flows: u64,
     /// DNS messages seen by this worker.
     pub dns: ExtractStats,
+    /// Pcap slices started and packets they lost.
+    pub slices: crate::slice::recorder::RecorderStats,
+    /// The packet ring: (packets held, bytes used, capacity in bytes, packets evicted).
+    pub ring: (u64, u64, u64, u64),
 }
 
 /// One worker's state.
@@ -121,6 +125,10 @@ pub struct Worker {
     active_timeout_ns: u64,
     dns: DnsExtractor,
     pending: Vec<(EventKey, Event)>,
+    /// Packet ring and pcap slices of flagged flows.
+    pub slices: crate::slice::recorder::Recorder,
+    /// pcap LINKTYPE of the packets being processed (for the ring and slices).
+    linktype: u16,
     /// Counters.
     pub stats: WorkerStats,
 }
@@ -146,6 +154,8 @@ impl Worker {
             active_timeout_ns: ns(f.active_timeout),
             dns: DnsExtractor::new(cfg.dns.enabled, &cfg.dns.ports),
             pending: Vec::with_capacity(PENDING_CAPACITY),
+            slices: crate::slice::recorder::Recorder::new(&cfg.slice),
+            linktype: 1,
             stats: WorkerStats::default(),
         }
     }
@@ -155,6 +165,26 @@ impl Worker {
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.direction = Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs);
         self.large = LargeTransfer::new(&cfg.detect.large_transfer);
+    }
+
+    /// The link type of the packets that follow (a batch's, or a live handle's).
+    #[inline]
+    pub fn set_link(&mut self, link: crate::decode::LinkType) {
+        self.linktype = u16::try_from(link.linktype()).unwrap_or(0);
+    }
+
+    /// Hands staged slice packets to the writer and refreshes the ring/slice counters
+    /// (once per batch or tick).
+    pub fn flush_slices(&mut self) {
+        self.slices.send_staging();
+        self.stats.slices = self.slices.stats;
+        let r = &self.slices.ring;
+        self.stats.ring = (
+            r.len() as u64,
+            r.used_bytes() as u64,
+            r.capacity() as u64,
+            r.stats.evicted,
+        );
     }
 
     /// Whether events are waiting to be drained.
@@ -206,6 +236,46 @@ impl Worker {
             .filter_map(|Reverse((_, _, slot))| self.table.get(slot).and_then(top_flow))
             .collect();
         out.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
+        out
+    }
+
+    /// The ring's packets matching `f`, as records, oldest first, at most `max` bytes.
+    /// Scans the ring (decoding a packet only for address or port filters): on request only.
+    pub fn ring_query(&self, f: &crate::telemetry::PcapFilter, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let tuple = f.src.is_some()
+            || f.dst.is_some()
+            || f.sport.is_some()
+            || f.dport.is_some()
+            || f.proto.is_some();
+        self.slices.ring.for_each(|r| {
+            if f.flow.is_some_and(|id| id != r.flow_id)
+                || f.since_ns.is_some_and(|t| r.ts_ns < t)
+                || f.until_ns.is_some_and(|t| r.ts_ns > t)
+                || out.len() + crate::slice::record_size(r.data.len()) > max
+            {
+                return;
+            }
+            if tuple {
+                let link = crate::decode::LinkType::from_dlt(i32::from(r.linktype));
+                let Ok(m) = crate::decode::decode(link, r.data, r.wire_len) else {
+                    return;
+                };
+                let (a, b) = (m.src.to_ip(m.ipv6), m.dst.to_ip(m.ipv6));
+                let fwd = f.src.is_none_or(|x| x == a)
+                    && f.dst.is_none_or(|x| x == b)
+                    && f.sport.is_none_or(|x| x == m.sport)
+                    && f.dport.is_none_or(|x| x == m.dport);
+                let rev = f.src.is_none_or(|x| x == b)
+                    && f.dst.is_none_or(|x| x == a)
+                    && f.sport.is_none_or(|x| x == m.dport)
+                    && f.dport.is_none_or(|x| x == m.sport);
+                if !(fwd || rev) || f.proto.is_some_and(|p| p != m.proto) {
+                    return;
+                }
+            }
+            crate::slice::put_record(&mut out, r);
+        });
         out
     }
 
@@ -296,6 +366,27 @@ impl Worker {
         }
         let snapshot = *flow;
         self.table.touch(slot, class, p.clock_ns);
+        if self.slices.active() {
+            let (keep, flags) = self.slices.keep(
+                frame.len(),
+                usize::from(m.payload_offset),
+                snapshot.orig.pkts + snapshot.resp.pkts,
+            );
+            let rec = crate::slice::Record {
+                flow_id: snapshot.id,
+                ts_ns: p.ts_ns,
+                wire_len: p.wire_len,
+                flags,
+                linktype: self.linktype,
+                data: frame.get(..keep).unwrap_or(frame),
+            };
+            self.slices.ring.push(&rec);
+            if snapshot.recording && self.slices.stage(&rec).is_some() {
+                if let Some(f) = self.table.get_mut(slot) {
+                    f.recording = false;
+                }
+            }
+        }
         if self.dns.is_dns(m) {
             let pending = &mut self.pending;
             self.dns
@@ -309,9 +400,33 @@ impl Worker {
             self.pending
                 .push((packet_key(p, &mut sub), Event::Volume(v)));
         }
-        if let Some(a) = alert {
+        if let Some(mut a) = alert {
             if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {
                 *n += 1;
+            }
+            if crate::slice::valid_id(&a.id) {
+                let (exists, recording) = self.slices.start(crate::slice::SliceMeta {
+                    id: a.id.clone(),
+                    detector: a.detector.name(),
+                    worker: 0,
+                    flow_id: snapshot.id,
+                    proto: a.proto,
+                    src: a.src,
+                    sport: a.sport,
+                    dst: a.dst,
+                    dport: a.dport,
+                    alert_ts_ns: a.ts_ns,
+                    linktype: self.linktype,
+                    snaplen: 0,
+                });
+                if exists {
+                    a.slice_id = Some(a.id.clone());
+                }
+                if recording {
+                    if let Some(f) = self.table.get_mut(slot) {
+                        f.recording = true;
+                    }
+                }
             }
             self.pending
                 .push((packet_key(p, &mut sub), Event::Alert(Box::new(a))));
@@ -423,6 +538,7 @@ impl Worker {
             interim_ns: p.clock_ns,
             next_seq: [None; 2],
             reset: false,
+            recording: false,
             reported: [0; 2],
             carried: DirCounters::default(),
         };
@@ -435,6 +551,9 @@ impl Worker {
     }
 
     fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) {
+        if flow.recording && reason != EndReason::ActiveTimeout {
+            self.slices.end(flow.id, crate::slice::SliceEnd::FlowEnded);
+        }
         if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
             self.stats.records[i] += 1;
         }

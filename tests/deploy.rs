@@ -52,6 +52,7 @@ fn example_config_is_valid_and_shows_every_key() {
     expected.capture.interface = "eth1".into();
     expected.output.alerts = "/var/log/outflow/alerts.json".into();
     expected.state.dir = "/var/lib/outflow".into();
+    expected.slice.dir = "/var/lib/outflow/slices".into();
     assert_eq!(cfg, expected);
 }
 

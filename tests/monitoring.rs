@@ -1075,6 +1075,8 @@ tests:
       - {series: 'outflow_table_capacity{job="outflow",instance="s2",table="leak_hosts"}', values: '0x20'}
       - {series: 'outflow_table_evictions_total{job="outflow",instance="s1",table="flows"}', values: '0x20'}
       - {series: 'outflow_table_evictions_total{job="outflow",instance="s2",table="dns_names"}', values: '0+3x20'}
+      - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s1"}', values: '0x20'}
+      - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s2"}', values: '0x15 2x4'}
       - {series: 'outflow_sink_up{job="outflow",instance="s1",sink="file"}', values: '1x20'}
       - {series: 'outflow_sink_up{job="outflow",instance="s2",sink="syslog"}', values: '1 1 0x18'}
       - {series: 'outflow_sink_dropped_total{job="outflow",instance="s1",sink="file"}', values: '0x20'}
@@ -1098,6 +1100,7 @@ tests:
           - {labels: 'ALERTS{alertname="OutflowInternalDrops",alertstate="firing",instance="s2",reason="alert_queue",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowTableNearCapacity",alertstate="firing",instance="s2",table="flows",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowTableEvictions",alertstate="firing",instance="s2",table="dns_names",severity="warning"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowSliceWriteErrors",alertstate="firing",instance="s2",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSinkDown",alertstate="firing",instance="s2",job="outflow",sink="syslog",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSinkDroppingAlerts",alertstate="firing",instance="s2",sink="syslog",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowDetectionLatencyHigh",alertstate="firing",instance="s2",severity="warning"}', value: 1}

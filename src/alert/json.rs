@@ -102,6 +102,10 @@ struct AlertJson<'a> {
     reused_tuple_ip_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     dst_fqdn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_url: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -154,6 +158,11 @@ pub fn alert_json(a: &Alert) -> String {
         in_bytes: a.inbound.payload_bytes,
         reused_tuple_ip_bytes: a.carried.ip_bytes,
         dst_fqdn: a.dst_fqdn.as_deref(),
+        slice_id: a.slice_id.as_deref(),
+        slice_url: a
+            .slice_id
+            .as_deref()
+            .map(|id| format!("/api/slices/{id}.pcap")),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }

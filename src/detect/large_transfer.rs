@@ -89,6 +89,7 @@ impl LargeTransfer {
             counted: self.count,
             dst_fqdn: None,
             read_mono_ns: 0,
+            slice_id: None,
         }
     }
 }

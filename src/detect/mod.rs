@@ -111,6 +111,9 @@ pub struct Alert {
     /// for the detection-latency metric. Transient: the output stage zeroes it once
     /// recorded, so equal alerts compare equal whatever the timing.
     pub read_mono_ns: u64,
+    /// Id of the pcap slice holding the flow's packets (`/api/slices/<id>.pcap`), when
+    /// slices are written.
+    pub slice_id: Option<String>,
 }
 
 impl Alert {

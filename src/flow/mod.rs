@@ -92,6 +92,8 @@ pub struct Flow {
     pub next_seq: [Option<u32>; 2],
     /// TCP: a RST that the endpoints appear to have honoured (no data followed it).
     pub reset: bool,
+    /// Its packets are being recorded into a pcap slice (it raised an alert).
+    pub recording: bool,
     /// IP bytes (outbound, inbound) already reported to the cross-flow stage in volume
     /// events.
     pub reported: [u64; 2],

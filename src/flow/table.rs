@@ -333,6 +333,7 @@ mod tests {
             interim_ns: 0,
             next_seq: [None; 2],
             reset: false,
+            recording: false,
             reported: [0; 2],
             carried: Default::default(),
         }

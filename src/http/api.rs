@@ -307,3 +307,208 @@ pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     )
         .into_response()
 }
+
+fn slice_dir(state: &AppState) -> Result<std::path::PathBuf, ApiError> {
+    state
+        .telemetry
+        .slice_dir
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: "pcap slices are off (slice.dir is empty)".into(),
+        })
+}
+
+/// `GET /api/slices`: every slice in `slice.dir`, newest first (its sidecar, or
+/// `"complete": false` while it is still recording).
+pub(super) async fn slices(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    params(raw.as_deref(), &[])?;
+    let dir = slice_dir(&state)?;
+    let listed = tokio::task::spawn_blocking(move || crate::slice::writer::list(&dir))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("cannot list slice.dir: {e}")))?;
+    Ok(json_ok(&json!({ "count": listed.len(), "slices": listed })))
+}
+
+/// `GET /api/slices/{id}.pcap` (and `{id}.json`, the sidecar). The id is validated
+/// (`[A-Za-z0-9._-]`, no leading dot) before any path is built, so no request can name a
+/// file outside `slice.dir`.
+pub(super) async fn slice_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let (id, ext, ctype) = if let Some(id) = name.strip_suffix(".pcap") {
+        (id, "pcap", "application/vnd.tcpdump.pcap")
+    } else if let Some(id) = name.strip_suffix(".json") {
+        (id, "json", "application/json")
+    } else {
+        return Err(ApiError::bad_request(
+            "ask for <slice_id>.pcap or <slice_id>.json",
+        ));
+    };
+    if !crate::slice::valid_id(id) {
+        return Err(ApiError::bad_request(
+            "invalid slice id: 1 to 128 characters of A-Z a-z 0-9 . _ -, not starting with a dot",
+        ));
+    }
+    let path = slice_dir(&state)?.join(format!("{id}.{ext}"));
+    let body = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!("no slice {id:?}"),
+            },
+            _ => ApiError::internal(format!("cannot read the slice: {e}")),
+        })?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.{ext}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn parse_proto(v: &str) -> Option<u8> {
+    match v {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp" => Some(1),
+        "icmp6" | "ipv6-icmp" => Some(58),
+        n => n.parse().ok(),
+    }
+}
+
+/// `GET /api/pcap?flow=<id>` or `?src=&dst=&sport=&dport=&proto=&since=&until=`: the
+/// matching packets still held in the workers' rings, any flow, flagged or not, as one pcap
+/// (nanosecond timestamps, oldest first). Address and port filters match both directions.
+pub(super) async fn pcap(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let p = params(
+        raw.as_deref(),
+        &[
+            "flow", "src", "dst", "sport", "dport", "proto", "since", "until",
+        ],
+    )?;
+    let mut f = crate::telemetry::PcapFilter::default();
+    let bad =
+        |k: &str, v: &str, what: &str| ApiError::bad_request(format!("{k}: {v:?} is not {what}"));
+    if let Some(v) = get(&p, "flow") {
+        f.flow = Some(v.parse().map_err(|_| bad("flow", v, "a flow id"))?);
+    }
+    if let Some(v) = get(&p, "src") {
+        f.src = Some(v.parse().map_err(|_| bad("src", v, "an IP address"))?);
+    }
+    if let Some(v) = get(&p, "dst") {
+        f.dst = Some(v.parse().map_err(|_| bad("dst", v, "an IP address"))?);
+    }
+    if let Some(v) = get(&p, "sport") {
+        f.sport = Some(v.parse().map_err(|_| bad("sport", v, "a port"))?);
+    }
+    if let Some(v) = get(&p, "dport") {
+        f.dport = Some(v.parse().map_err(|_| bad("dport", v, "a port"))?);
+    }
+    if let Some(v) = get(&p, "proto") {
+        f.proto =
+            Some(parse_proto(v).ok_or_else(|| bad("proto", v, "tcp, udp, icmp or a number"))?);
+    }
+    if let Some(v) = get(&p, "since") {
+        f.since_ns = Some(parse_since(v).ok_or_else(|| bad("since", v, "a time"))?);
+    }
+    if let Some(v) = get(&p, "until") {
+        f.until_ns = Some(parse_since(v).ok_or_else(|| bad("until", v, "a time"))?);
+    }
+    if f.flow.is_none() && f.src.is_none() && f.dst.is_none() {
+        return Err(ApiError::bad_request(
+            "give flow=<flow id>, or src= and/or dst= (with optional sport, dport, proto, since, until)",
+        ));
+    }
+    let t = &state.telemetry;
+    let generation = t.top_generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut pending: Vec<usize> = (0..t.workers.len())
+        .filter(|&i| {
+            t.workers
+                .get(i)
+                .is_some_and(|w| w.alive.load(Ordering::Relaxed))
+        })
+        .collect();
+    for &i in &pending {
+        if let Some(w) = t.workers.get(i) {
+            w.pcap.request(generation, f.clone());
+        }
+    }
+    let deadline = Instant::now() + TOP_WAIT;
+    let mut records: Vec<u8> = Vec::new();
+    loop {
+        pending.retain(|&i| {
+            let Some(w) = t.workers.get(i) else {
+                return false;
+            };
+            let Ok(mut a) = w.pcap.answer.lock() else {
+                return true;
+            };
+            if a.0 >= generation {
+                records.extend_from_slice(&a.1);
+                a.1 = Vec::new();
+                false
+            } else {
+                w.alive.load(Ordering::Relaxed)
+            }
+        });
+        if pending.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One flow lives on one worker; a conversation filter may span several: merge by time.
+    let mut list: Vec<crate::slice::Record<'_>> = crate::slice::records(&records).collect();
+    list.sort_by_key(|r| r.ts_ns);
+    let linktype = list.first().map_or(1, |r| r.linktype);
+    let mut sorted = Vec::with_capacity(records.len());
+    for r in &list {
+        crate::slice::put_record(&mut sorted, r);
+    }
+    let body = crate::slice::pcap_file(&sorted, linktype, 262_144);
+    let mut r = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/vnd.tcpdump.pcap"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"outflow.pcap\"",
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&list.len().to_string()) {
+        r.headers_mut().insert("x-outflow-packets", v);
+    }
+    if !pending.is_empty() {
+        r.headers_mut().insert(
+            "x-outflow-partial",
+            header::HeaderValue::from_static("some workers did not answer"),
+        );
+    }
+    Ok(r)
+}

@@ -229,7 +229,11 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         )
         .counter(&[("reason", "worker_queue")], sum(&|s| s.queue_dropped))
         .counter(&[("reason", "event_queue")], sum(&|s| s.events_dropped))
-        .counter(&[("reason", "alert_queue")], sum(&|s| s.alerts_dropped)),
+        .counter(&[("reason", "alert_queue")], sum(&|s| s.alerts_dropped))
+        .counter(
+            &[("reason", "slice_writer")],
+            sum(&|s| s.flows.slices.dropped + s.flows.slices.lost_messages),
+        ),
     );
     let mut decode = Family::new(
         "outflow_decode_failures_total",
@@ -375,6 +379,85 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         evictions = evictions.counter(&[("table", name)], ev);
     }
     fams.extend([entries, capacity, evictions]);
+
+    // Packet rings and slices.
+    fams.push(
+        Family::new(
+            "outflow_ring_packets",
+            "Packets held in the workers' rings of recent packets.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], sum(&|s| s.flows.ring.0) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_ring_used_bytes",
+            "Bytes of the rings in use.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], sum(&|s| s.flows.ring.1) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_ring_capacity_bytes",
+            "Bytes of the rings (slice.ring_bytes per worker, allocated at start).",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], sum(&|s| s.flows.ring.2) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_ring_evicted_total",
+            "Packets evicted from the rings to make room (the history horizon moving on).",
+            MetricType::COUNTER,
+        )
+        .counter(&[], sum(&|s| s.flows.ring.3)),
+    );
+    let sl = &t.slices;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    fams.push(
+        Family::new(
+            "outflow_slices_total",
+            "Pcap slices by outcome: started, completed, failed (write error), deleted (retention).",
+            MetricType::COUNTER,
+        )
+        .counter(&[("outcome", "started")], load(&sl.started))
+        .counter(&[("outcome", "completed")], load(&sl.completed))
+        .counter(&[("outcome", "failed")], load(&sl.failed))
+        .counter(&[("outcome", "deleted")], load(&sl.deleted)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_slices_recording",
+            "Slices recording now.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], load(&sl.open) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_slice_packets_total",
+            "Packets written into slices.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], load(&sl.packets)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_slice_write_errors_total",
+            "Slice write errors (disk full, permissions).",
+            MetricType::COUNTER,
+        )
+        .counter(&[], load(&sl.errors)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_slice_disk_bytes",
+            "Bytes of slices in slice.dir after the last retention pass.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], load(&sl.disk_bytes) as f64),
+    );
 
     // Alert sinks.
     let sinks = t.sinks.lock().map(|g| g.clone()).unwrap_or_default();

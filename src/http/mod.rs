@@ -168,6 +168,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/alerts", get(api::alerts))
         .route("/api/flows/top", get(api::top_flows))
+        .route("/api/slices", get(api::slices))
+        .route("/api/slices/{name}", get(api::slice_file))
+        .route("/api/pcap", get(api::pcap))
         .fallback(not_found)
         .with_state(state)
 }
@@ -185,11 +188,19 @@ async fn not_found() -> Response {
 /// An API error: its status and a message for the JSON body.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
+    /// 500: something on the sensor's side (a file it cannot read).
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
+    }
+
     /// 400 with a message naming the parameter.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
