@@ -255,7 +255,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::CheckConfig { file } => {
-            let config = Config::load(&file)?;
+            let mut config = Config::load(&file)?;
+            // This output ends up in tickets and CI logs: never print the API secret.
+            if !config.http.token.is_empty() {
+                config.http.token = "<redacted>".into();
+            }
             println!("# {}: valid; effective configuration:", file.display());
             print!("{}", config.to_toml());
             Ok(())

@@ -172,7 +172,7 @@ impl Driver {
         }
         if !self.processing.is_empty() {
             if let Ok(mut h) = p.processing.lock() {
-                let _ = h.add(&self.processing);
+                h.add(&self.processing);
             }
             self.processing.reset();
         }
@@ -181,6 +181,7 @@ impl Driver {
             let flows = self.worker.top_flows(by, crate::telemetry::TOP_MAX);
             if let Ok(mut a) = p.top.answer.lock() {
                 a.generation = generation;
+                a.by = Some(by);
                 a.flows = flows;
             }
         }

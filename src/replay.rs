@@ -291,7 +291,16 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     drop(out_tx);
 
     let mut dispatcher = Dispatcher::new(to, free_rx)?;
-    let read = read_files(&opts.inputs, cfg, &mut dispatcher);
+    let mut publish = |st: &ReaderStats| {
+        if let Some(t) = &telemetry {
+            if let Ok(mut s) = t.reader.snap.lock() {
+                s.frames = st.frames;
+                s.decode_errors = st.decode_errors;
+                s.fragments = st.fragment_table;
+            }
+        }
+    };
+    let read = read_files(&opts.inputs, cfg, &mut dispatcher, &mut publish);
     drop(dispatcher); // closes the worker channels: workers finish and flush
 
     let mut flows = WorkerStats::default();

@@ -331,6 +331,12 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             break;
         }
         if signals.reload.swap(false, Ordering::Relaxed) {
+            // logrotate moved the alert file: reopen it whatever becomes of the config.
+            if let Ok(r) = telemetry.reopeners.lock() {
+                for s in r.iter() {
+                    s.reopen();
+                }
+            }
             match Config::load(&opts.config_path) {
                 Ok(new) => {
                     if new.capture != cfg.capture
@@ -345,7 +351,12 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                         let _ = r.try_send(Arc::clone(&shared));
                     }
                     // The DNS and cross-flow analysers live on the output thread.
-                    let _ = reload_out.send(OutMsg::Reload(Arc::clone(&shared)));
+                    if reload_out
+                        .send_timeout(OutMsg::Reload(Arc::clone(&shared)), Duration::from_secs(1))
+                        .is_err()
+                    {
+                        warn!("SIGHUP: the output thread is busy; the DNS and cross-flow thresholds were not reloaded");
+                    }
                     cfg = new;
                     info!(config = %opts.config_path.display(), "SIGHUP: reloaded detector thresholds and allowlists");
                 }

@@ -46,25 +46,99 @@ pub fn record(h: &mut Histogram<u64>, ns: u64, count: u64) {
     let _ = h.record_n(ns.clamp(1, HIST_MAX_NS), count);
 }
 
-/// Which counter ranks `/api/flows/top`.
+/// Length of a quantile window: a summary's quantiles cover the last 5 to 10 minutes, so
+/// an old spike ages out and a new one is not drowned by weeks of history.
+pub const QUANTILE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A histogram for a Prometheus summary: cumulative count and sum, quantiles over a sliding
+/// window of two [`QUANTILE_WINDOW`]s (the current one and the one before).
+#[derive(Debug)]
+pub struct Windowed {
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+    since: Instant,
+    count: u64,
+    sum_ns: f64,
+}
+
+impl Default for Windowed {
+    fn default() -> Self {
+        Windowed {
+            current: new_histogram(),
+            previous: new_histogram(),
+            since: Instant::now(),
+            count: 0,
+            sum_ns: 0.0,
+        }
+    }
+}
+
+impl Windowed {
+    fn rotate(&mut self) {
+        let age = self.since.elapsed();
+        if age < QUANTILE_WINDOW {
+            return;
+        }
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.reset();
+        if age >= 2 * QUANTILE_WINDOW {
+            self.previous.reset();
+        }
+        self.since = Instant::now();
+    }
+
+    /// Adds observations (same bounds: no allocation).
+    pub fn add(&mut self, h: &Histogram<u64>) {
+        self.rotate();
+        let _ = self.current.add(h);
+        self.count += h.len();
+        self.sum_ns += h.mean() * h.len() as f64;
+    }
+
+    /// The window's observations, merged.
+    pub fn window(&mut self) -> Histogram<u64> {
+        self.rotate();
+        let mut h = self.current.clone();
+        let _ = h.add(&self.previous);
+        h
+    }
+
+    /// Observations ever added.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Their sum, in nanoseconds.
+    pub fn sum_ns(&self) -> f64 {
+        self.sum_ns
+    }
+}
+
+/// Which counter ranks `/api/flows/top` (named like the response's fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopBy {
-    /// Outbound IP bytes (including those carried over from a reused 5-tuple).
+    /// Outbound payload bytes (including those carried over from a reused 5-tuple).
     OutBytes,
+    /// Outbound IP bytes (what the large-transfer threshold counts by default).
+    OutIpBytes,
     /// Outbound packets.
-    OutPackets,
-    /// Inbound IP bytes.
+    OutPkts,
+    /// Inbound payload bytes.
     InBytes,
+    /// Inbound IP bytes.
+    InIpBytes,
     /// Age of the flow.
     Duration,
 }
 
 impl TopBy {
     /// All choices, in their wire order.
-    pub const ALL: [TopBy; 4] = [
+    pub const ALL: [TopBy; 6] = [
         TopBy::OutBytes,
-        TopBy::OutPackets,
+        TopBy::OutIpBytes,
+        TopBy::OutPkts,
         TopBy::InBytes,
+        TopBy::InIpBytes,
         TopBy::Duration,
     ];
 
@@ -72,8 +146,10 @@ impl TopBy {
     pub fn name(self) -> &'static str {
         match self {
             TopBy::OutBytes => "out_bytes",
-            TopBy::OutPackets => "out_packets",
+            TopBy::OutIpBytes => "out_ip_bytes",
+            TopBy::OutPkts => "out_pkts",
             TopBy::InBytes => "in_bytes",
+            TopBy::InIpBytes => "in_ip_bytes",
             TopBy::Duration => "duration",
         }
     }
@@ -92,6 +168,24 @@ impl TopBy {
             .get(usize::try_from(c).unwrap_or(0))
             .copied()
             .unwrap_or(TopBy::OutBytes)
+    }
+
+    /// The ranked value from a flow's counters.
+    pub fn rank(
+        self,
+        out: &crate::flow::DirCounters,
+        inbound: &crate::flow::DirCounters,
+        first_ns: u64,
+        last_ns: u64,
+    ) -> u64 {
+        match self {
+            TopBy::OutBytes => out.payload_bytes,
+            TopBy::OutIpBytes => out.ip_bytes,
+            TopBy::OutPkts => out.pkts,
+            TopBy::InBytes => inbound.payload_bytes,
+            TopBy::InIpBytes => inbound.ip_bytes,
+            TopBy::Duration => last_ns.saturating_sub(first_ns),
+        }
     }
 }
 
@@ -130,12 +224,7 @@ pub struct TopFlow {
 impl TopFlow {
     /// The value ranked by `by`.
     pub fn rank(&self, by: TopBy) -> u64 {
-        match by {
-            TopBy::OutBytes => self.out.ip_bytes,
-            TopBy::OutPackets => self.out.pkts,
-            TopBy::InBytes => self.inbound.ip_bytes,
-            TopBy::Duration => self.last_ns.saturating_sub(self.first_ns),
-        }
+        by.rank(&self.out, &self.inbound, self.first_ns, self.last_ns)
     }
 }
 
@@ -144,6 +233,8 @@ impl TopFlow {
 pub struct TopAnswer {
     /// The request it answers.
     pub generation: u64,
+    /// The ranking it used.
+    pub by: Option<TopBy>,
     /// Its best flows, best first, at most [`TOP_MAX`].
     pub flows: Vec<TopFlow>,
 }
@@ -233,7 +324,7 @@ pub struct WorkerShared {
     /// Counters at the last publication.
     pub snap: Mutex<Snapshot>,
     /// Worker time per packet, in ns, merged from the worker at each publication.
-    pub processing: Mutex<Histogram<u64>>,
+    pub processing: Mutex<Windowed>,
     /// Top-flows requests and answers.
     pub top: TopSlot,
     /// `/api/pcap` requests and answers.
@@ -246,7 +337,7 @@ impl Default for WorkerShared {
     fn default() -> Self {
         WorkerShared {
             snap: Mutex::default(),
-            processing: Mutex::new(new_histogram()),
+            processing: Mutex::default(),
             top: TopSlot::default(),
             pcap: PcapSlot::default(),
             alive: AtomicBool::new(true),
@@ -312,7 +403,11 @@ impl AlertStore {
             .rev()
             .filter(|a| q.since_ns.is_none_or(|s| a.ts_ns >= s))
             .filter(|a| q.detector.is_none_or(|d| a.detector.name() == d))
-            .filter(|a| q.src.is_none_or(|s| a.src == Some(s)))
+            // ::ffff:10.0.0.5 and 10.0.0.5 are the same host.
+            .filter(|a| {
+                q.src
+                    .is_none_or(|s| a.src.map(|x| x.to_canonical()) == Some(s.to_canonical()))
+            })
             .take(q.limit)
             .cloned()
             .collect()
@@ -333,9 +428,11 @@ pub struct Telemetry {
     /// The output thread's counters.
     pub output: Arc<Mutex<OutputCounters>>,
     /// Detection latency (ns), recorded by the output thread.
-    pub latency: Arc<Mutex<Histogram<u64>>>,
+    pub latency: Arc<Mutex<Windowed>>,
     /// Alert sinks and their counters, registered by the output thread.
     pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
+    /// Reopen handles of the alert sinks (SIGHUP, for logrotate).
+    pub reopeners: Mutex<Vec<crate::alert::deliver::Reopener>>,
     /// Recent alerts.
     pub store: Arc<AlertStore>,
     /// True while packets are being read.
@@ -359,8 +456,9 @@ impl Telemetry {
             workers: (0..workers).map(|_| Arc::default()).collect(),
             reader: Arc::default(),
             output: Arc::default(),
-            latency: Arc::new(Mutex::new(new_histogram())),
+            latency: Arc::default(),
             sinks: Mutex::default(),
+            reopeners: Mutex::default(),
             store: Arc::new(AlertStore::new(alerts_kept)),
             capturing: AtomicBool::new(true),
             started: SystemTime::now(),

@@ -218,15 +218,26 @@ impl Worker {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         // A min-heap of the best `limit` seen so far: O(n log limit), no big sort.
-        let mut heap: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::new();
+        // Worst first: the lowest rank, and among equals the highest flow id (the final
+        // order breaks ties by ascending flow id).
+        let mut heap: BinaryHeap<Reverse<(u64, Reverse<u64>, u32)>> = BinaryHeap::new();
         for slot in self.table.slots() {
             let Some(f) = self.table.get(slot) else {
                 continue;
             };
-            let Some(top) = top_flow(f) else {
+            // Ranked on the flow's own counters: a TopFlow is built only for the winners.
+            let (Some(side), Some(out)) = (f.outbound, f.out_total()) else {
                 continue;
             };
-            heap.push(Reverse((top.rank(by), top.flow_id, slot)));
+            let inbound = match side {
+                Side::Orig => &f.resp,
+                Side::Resp => &f.orig,
+            };
+            heap.push(Reverse((
+                by.rank(&out, inbound, f.first_ns, f.last_ns),
+                Reverse(f.id),
+                slot,
+            )));
             if heap.len() > limit {
                 heap.pop();
             }

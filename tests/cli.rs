@@ -116,6 +116,16 @@ fn check_config_prints_effective_values() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("threshold_bytes = 100000000"), "{text}");
     assert!(text.contains("capacity_per_worker = 262144"), "{text}");
+
+    // The API token is never printed.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("token.toml");
+    std::fs::write(&p, "[http]\ntoken = \"hunter2-secret\"\n").unwrap();
+    let out = outflow().arg("check-config").arg(&p).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("hunter2-secret"), "{text}");
+    assert!(text.contains("token = \"<redacted>\""), "{text}");
 }
 
 #[test]

@@ -212,6 +212,11 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
     assert_eq!(count("detector=asymmetric_upload"), 2);
     assert_eq!(count("detector=dns_tunnel"), 0);
     assert_eq!(count("src=10.0.0.5"), 4);
+    assert_eq!(
+        count("src=::ffff:10.0.0.5"),
+        4,
+        "an IPv4-mapped address is the same host"
+    );
     assert_eq!(count("src=10.0.0.6"), 0);
     assert_eq!(count("limit=1"), 1);
     assert_eq!(count("since=2023-11-14T22:00:00Z"), 4);
@@ -247,6 +252,17 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
         assert_eq!(status, 404, "{path}: {body}");
         assert!(json(&body)["error"].is_string());
     }
+    // Only GET (and HEAD): other methods get a JSON 405.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(&format!("http://{}/api/alerts", s.addr))
+        .send("x")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(json(&r.body_mut().read_to_string().unwrap())["error"].is_string());
     let (status, body) = s.get("/healthz");
     assert_eq!(status, 200);
     let h = json(&body);
@@ -400,7 +416,8 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
         Some(Side::Orig) => f.orig,
         _ => f.resp,
     };
-    open.sort_by_key(|f| std::cmp::Reverse(out_of(f).ip_bytes));
+    // Ranked by outbound payload bytes (`out_bytes`), ties by flow id.
+    open.sort_by_key(|f| (std::cmp::Reverse(out_of(f).payload_bytes), f.flow_id));
     assert!(!open.is_empty());
     let upload = open[0];
     assert!(out_of(upload).ip_bytes > 50_000_000, "{upload:?}");
@@ -442,6 +459,7 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
     for (l, want) in listed.iter().zip(&open) {
         assert_eq!(l["flow_id"], want.flow_id);
         assert_eq!(l["out_ip_bytes"], out_of(want).ip_bytes);
+        assert_eq!(l["out_bytes"], out_of(want).payload_bytes);
     }
     // The large-transfer alert already fired while the upload is open.
     let (_, body) = s.get("/api/alerts?detector=large_outbound_transfer");
@@ -460,6 +478,8 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
     }
     drop(s.child.stdin.take());
     s.wait_finished();
+    // Answers are reused for a second (so clients in a loop cannot keep workers scanning).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (_, body) = s.get("/api/flows/top");
     assert_eq!(json(&body)["count"], 0);
     assert!(s.stop().success());
@@ -615,4 +635,33 @@ fn alerts_reach_syslog_over_udp_as_rfc5424() {
             m.msg
         );
     }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_request_cannot_keep_the_sensor_running() {
+    let s = Sensor::start(&[
+        "replay",
+        "--http",
+        "127.0.0.1:0",
+        "--serve",
+        demo().to_str().unwrap(),
+    ]);
+    s.wait_finished();
+    // Half a request header, then silence (slowloris); and a second, idle connection.
+    let mut stuck = std::net::TcpStream::connect(s.addr).unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let _idle = std::net::TcpStream::connect(s.addr).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Other clients are still served.
+    assert_eq!(s.get("/healthz").0, 200);
+    let started = std::time::Instant::now();
+    let status = s.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "exit took {:?} with a stuck client",
+        started.elapsed()
+    );
 }

@@ -93,6 +93,18 @@ enum Ctrl {
     Reopen,
 }
 
+/// Asks a sink to reopen its destination, from any thread (the SIGHUP handler's loop),
+/// without blocking.
+#[derive(Clone, Debug)]
+pub struct Reopener(Sender<Ctrl>);
+
+impl Reopener {
+    /// Requests a reopen; a request already pending serves this one too.
+    pub fn reopen(&self) {
+        let _ = self.0.try_send(Ctrl::Reopen);
+    }
+}
+
 /// The caller's end of a sink thread.
 ///
 /// Dropping it without [`SinkHandle::close`] stops the thread the same way (with the
@@ -182,6 +194,11 @@ impl SinkHandle {
             self.counters.queued.fetch_sub(1, Relaxed);
             self.counters.dropped.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A handle for reopening from another thread.
+    pub fn reopener(&self) -> Option<Reopener> {
+        self.ctrl.clone().map(Reopener)
     }
 
     /// Asks the sink to reopen its destination (never blocks). Alerts queued after this

@@ -366,7 +366,7 @@ impl Writers {
         }
         if !self.latency.is_empty() {
             if let Ok(mut h) = t.latency.lock() {
-                let _ = h.add(&self.latency);
+                h.add(&self.latency);
             }
             self.latency.reset();
         }
@@ -580,6 +580,9 @@ impl OutputThread {
             if let Ok(mut g) = t.sinks.lock() {
                 g.extend(handles.iter().map(|h| (h.name(), h.counters())));
             }
+            if let Ok(mut g) = t.reopeners.lock() {
+                g.extend(handles.iter().filter_map(SinkHandle::reopener));
+            }
         }
         let mut w = Writers {
             sinks: handles,
@@ -649,10 +652,6 @@ impl OutputThread {
                         }
                     }
                     OutMsg::Reload(cfg) => {
-                        // SIGHUP: logrotate has moved the alert file; start a new one.
-                        for s in &w.sinks {
-                            s.reopen();
-                        }
                         if let Some(d) = w.dns.as_mut() {
                             d.reconfigure(&cfg.dns);
                         }

@@ -47,11 +47,14 @@ fn open(path: &Path) -> Result<pcap::Capture<pcap::Offline>, CaptureError> {
 /// lags by a few milliseconds of work; large enough that ticks cost nothing measurable.
 const TICK_EVERY: u64 = 8192;
 
-/// Reads the files in order, as one continuous capture, into the dispatcher.
+/// Reads the files in order, as one continuous capture, into the dispatcher. `publish` gets
+/// the counters every [`crate::pipeline::PUBLISH_EVERY`] frames (for /metrics during a
+/// long replay or a capture on stdin).
 pub fn read_files(
     paths: &[PathBuf],
     cfg: &Config,
     d: &mut Dispatcher,
+    publish: &mut dyn FnMut(&ReaderStats),
 ) -> Result<ReaderStats, CaptureError> {
     let mut st = ReaderStats::default();
     let frag_timeout = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
@@ -90,6 +93,11 @@ pub fn read_files(
             d.dispatch(&frame, &mut frags, &mut st)?;
             if seq % TICK_EVERY == 0 {
                 d.flush_all(clock.now(), seq)?;
+            }
+            if seq % crate::pipeline::PUBLISH_EVERY == 0 {
+                st.fragments = frags.stats;
+                st.fragment_table = frags.occupancy(clock.now());
+                publish(&st);
             }
         }
     }

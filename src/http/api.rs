@@ -192,6 +192,41 @@ pub(super) async fn top_flows(
             ApiError::bad_request(format!("by: unknown {v:?}; one of {}", names.join(", ")))
         })?,
     };
+    let mut cache = state.top_cache.lock().await;
+    let fresh = cache
+        .as_ref()
+        .is_some_and(|c| c.by == by && c.at.elapsed() < TOP_CACHE);
+    if !fresh {
+        *cache = Some(ask_top(&state, by).await);
+    }
+    let Some(c) = cache.as_ref() else {
+        return Err(ApiError::internal("no answer"));
+    };
+    let flows = &c.flows[..c.flows.len().min(n)];
+    Ok(json_ok(&json!({
+        "by": by.name(),
+        "workers": state.telemetry.workers.len(),
+        "workers_answered": c.answered,
+        "workers_not_answered": c.not_answered,
+        "count": flows.len(),
+        "flows": flows.iter().map(top_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// How long a top-flows answer is reused.
+const TOP_CACHE: Duration = Duration::from_secs(1);
+
+/// The last top-flows answer.
+pub struct TopCache {
+    at: Instant,
+    by: TopBy,
+    flows: Vec<TopFlow>,
+    answered: usize,
+    not_answered: usize,
+}
+
+/// Asks every live worker for its best flows and merges them.
+async fn ask_top(state: &AppState, by: TopBy) -> TopCache {
     let t = &state.telemetry;
     let generation = t.top_generation.fetch_add(1, Ordering::Relaxed) + 1;
     let asked: Vec<usize> = (0..t.workers.len())
@@ -218,7 +253,7 @@ pub(super) async fn top_flows(
             let Ok(a) = w.top.answer.lock() else {
                 return true;
             };
-            if a.generation >= generation {
+            if a.generation >= generation && a.by == Some(by) {
                 flows.extend(a.flows.iter().cloned());
                 answered += 1;
                 false
@@ -233,15 +268,14 @@ pub(super) async fn top_flows(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     flows.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
-    flows.truncate(n);
-    Ok(json_ok(&json!({
-        "by": by.name(),
-        "workers": t.workers.len(),
-        "workers_answered": answered,
-        "workers_not_answered": pending.len(),
-        "count": flows.len(),
-        "flows": flows.iter().map(top_json).collect::<Vec<_>>(),
-    })))
+    flows.truncate(crate::telemetry::TOP_MAX);
+    TopCache {
+        at: Instant::now(),
+        by,
+        flows,
+        answered,
+        not_answered: pending.len(),
+    }
 }
 
 /// Samples the total drops every 5 s for /healthz's "drops rising".

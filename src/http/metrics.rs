@@ -84,13 +84,14 @@ impl Family {
         self
     }
 
-    /// A summary from a nanosecond histogram, exported in seconds.
-    fn summary_ns(mut self, h: &Histogram<u64>) -> Family {
+    /// A summary from nanosecond observations, exported in seconds: cumulative count and
+    /// sum, quantiles over the recent window `h`.
+    fn summary_ns(mut self, h: &Histogram<u64>, count: u64, sum_ns: f64) -> Family {
         let mut s = Summary::default();
-        s.set_sample_count(h.len());
+        s.set_sample_count(count);
         // HdrHistogram keeps no exact sum; mean × count is exact to its precision (2
         // significant digits), which is what the quantiles have too.
-        s.set_sample_sum(h.mean() * h.len() as f64 / 1e9);
+        s.set_sample_sum(sum_ns / 1e9);
         s.set_quantile(
             QUANTILES
                 .iter()
@@ -498,9 +499,12 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
 
     // Latencies: merge the workers' histograms (each has the same bounds).
     let mut processing = crate::telemetry::new_histogram();
+    let (mut count, mut sum_ns) = (0u64, 0f64);
     for w in &t.workers {
-        if let Ok(h) = w.processing.lock() {
-            let _ = processing.add(&*h);
+        if let Ok(mut h) = w.processing.lock() {
+            let _ = processing.add(h.window());
+            count += h.count();
+            sum_ns += h.sum_ns();
         }
     }
     fams.push(
@@ -509,20 +513,19 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
             "Worker time per packet (decode, flow update, detection), averaged over each batch.",
             MetricType::SUMMARY,
         )
-        .summary_ns(&processing),
+        .summary_ns(&processing, count, sum_ns),
     );
-    let latency = t
-        .latency
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| crate::telemetry::new_histogram());
+    let (latency, count, sum_ns) = t.latency.lock().map_or_else(
+        |_| (crate::telemetry::new_histogram(), 0, 0.0),
+        |mut h| (h.window(), h.count(), h.sum_ns()),
+    );
     fams.push(
         Family::new(
             "outflow_detection_latency_seconds",
             "From reading the packet that made a flow alert fire to the alert reaching the sinks.",
             MetricType::SUMMARY,
         )
-        .summary_ns(&latency),
+        .summary_ns(&latency, count, sum_ns),
     );
 
     // Families with no sample (no sink configured) are left out: the text format has no

@@ -8,6 +8,7 @@
 //! `deploy/README.md`).
 
 pub mod api;
+pub mod conn;
 pub mod metrics;
 
 use crate::config::HttpConfig;
@@ -19,6 +20,9 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+/// How long requests in flight may take to finish once the server is asked to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Environment variable holding the API token (overrides `http.token`).
 pub const TOKEN_ENV: &str = "OUTFLOW_HTTP_TOKEN";
@@ -56,6 +60,11 @@ pub struct AppState {
     pub token: Option<String>,
     /// Recent (time, total drops) samples for "drops rising" in /healthz.
     pub drop_history: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+    /// One top-flows request at a time reaches the workers, and an answer younger than a
+    /// second is reused: clients in a loop cannot keep the workers scanning their tables.
+    pub top_cache: tokio::sync::Mutex<Option<api::TopCache>>,
+    /// One ring query at a time reaches the workers.
+    pub pcap_lock: tokio::sync::Mutex<()>,
 }
 
 /// A running HTTP server.
@@ -99,6 +108,8 @@ impl HttpServer {
             telemetry,
             token,
             drop_history: Mutex::default(),
+            top_cache: tokio::sync::Mutex::new(None),
+            pcap_lock: tokio::sync::Mutex::new(()),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -118,15 +129,31 @@ impl HttpServer {
                     };
                     tokio::spawn(api::sample_drops(Arc::clone(&state)));
                     let app = router(state);
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!("HTTP server stopped: {e}");
+                    let listener = conn::Limited::new(listener, conn::MAX_CONNECTIONS, conn::IDLE);
+                    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+                    let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                        let _ = stop_rx.await;
+                        let _ = stopping_tx.send(());
+                    });
+                    // Requests in flight get a moment to finish; a client that holds its
+                    // connection open must not keep the sensor from stopping.
+                    let grace = async move {
+                        if stopping_rx.await.is_ok() {
+                            tokio::time::sleep(SHUTDOWN_GRACE).await;
+                        } else {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        r = served => {
+                            if let Err(e) = r {
+                                tracing::error!("HTTP server stopped: {e}");
+                            }
+                        }
+                        () = grace => tracing::info!("HTTP server: closing connections still open"),
                     }
                 });
+                // Dropping the runtime here closes whatever connections remain.
             })?;
         tracing::info!("HTTP server listening on http://{addr}/");
         Ok(HttpServer {
@@ -172,6 +199,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/slices/{name}", get(api::slice_file))
         .route("/api/pcap", get(api::pcap))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -183,6 +211,13 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "only GET (and HEAD) are served",
+    )
 }
 
 /// An API error: its status and a message for the JSON body.
