@@ -237,6 +237,8 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     w.into_inner().unwrap();
 
     let cfg = dir.path().join("outflow.toml");
+    let slices = dir.path().join("slices");
+    let slices_s = slices.display().to_string();
     let write_cfg = |threshold: u64| {
         std::fs::write(
             &cfg,
@@ -244,6 +246,7 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
                 "[capture]\ninterface = \"ofv0\"\nworkers = 2\n\
                  [run]\nstats_interval = \"1s\"\n[log]\nformat = \"json\"\n\
                  [http]\nlisten = \"127.0.0.1:0\"\n\
+                 [slice]\ndir = \"{slices_s}\"\n\
                  [flow]\nudp_timeout = \"1h\"\n\
                  [detect.large_transfer]\nthreshold_bytes = {threshold}\nmin_packets = 100\ntiers = []\n"
             ),
@@ -429,8 +432,37 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         rec["end_ts"]
     );
 
-    // Exact per-flow counters, as the generator defines them.
+    // Its slice: every packet of the upload, captured live, in a file tshark can read.
+    let id = a["slice_id"].as_str().expect("slice id");
+    assert_eq!(a["slice_url"], format!("/api/slices/{id}.pcap"));
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(slices.join(format!("{id}.json"))).unwrap())
+            .unwrap();
     let e = up.expected();
+    assert_eq!(side["complete"], true, "{side}");
+    assert_eq!(side["end_reason"], "flow_ended", "{side}");
+    assert_eq!(side["packets_dropped"], 0, "{side}");
+    assert_eq!(side["packets"], e.orig_pkts + e.resp_pkts, "{side}");
+    assert_eq!(side["linktype"], 1);
+    let slice = std::fs::read(slices.join(format!("{id}.pcap"))).unwrap();
+    assert_eq!(slice.len() as u64, side["bytes"].as_u64().unwrap());
+    if let Ok(out) = Command::new("capinfos")
+        .arg("-c")
+        .arg(slices.join(format!("{id}.pcap")))
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+        assert!(
+            text.contains(&format!(
+                "Number of packets:   {}\n",
+                e.orig_pkts + e.resp_pkts
+            )),
+            "{text}"
+        );
+    }
+
+    // Exact per-flow counters, as the generator defines them.
     let got = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
     assert_eq!(
         [

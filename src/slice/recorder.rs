@@ -365,3 +365,138 @@ impl Recorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn meta(flow_id: u64) -> SliceMeta {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        SliceMeta {
+            id: format!("{flow_id}-large_outbound_transfer-0"),
+            detector: "large_outbound_transfer",
+            worker: 0,
+            flow_id,
+            proto: 6,
+            src: ip,
+            sport: 1,
+            dst: ip,
+            dport: 2,
+            alert_ts_ns: 1_000,
+            linktype: 1,
+            snaplen: 0,
+        }
+    }
+
+    fn rec(flow_id: u64, ts_ns: u64, data: &[u8]) -> Record<'_> {
+        Record {
+            flow_id,
+            ts_ns,
+            wire_len: data.len() as u32,
+            flags: 0,
+            linktype: 1,
+            data,
+        }
+    }
+
+    /// A writer that never drains: live capture must drop and count, never wait.
+    #[test]
+    fn a_stuck_writer_costs_packets_not_time() {
+        let cfg = SliceConfig {
+            ring_bytes: 1 << 20,
+            ..SliceConfig::default()
+        };
+        let mut r = Recorder::new(&cfg);
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let Pools { returns, takes } = pools(1);
+        let mut takes = takes;
+        r.attach(SliceLink {
+            worker: 0,
+            tx,
+            pool: takes.remove(0),
+            lossless: false,
+        });
+        let data = vec![0u8; 1400];
+        r.ring.push(&rec(7, 900, &data));
+        assert_eq!(r.start(meta(7)), (true, true));
+        let started = std::time::Instant::now();
+        for i in 0..20_000u64 {
+            assert_eq!(r.stage(&rec(7, 1_000 + i, &data)), None);
+            if i % 100 == 0 {
+                r.send_staging();
+            }
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // One queue slot went to the start, one to a staging buffer; the other seven
+        // buffers filled and stayed staged or were refused: the rest was dropped.
+        assert!(r.stats.dropped > 10_000, "{:?}", r.stats);
+        assert_eq!(r.stats.started, 1);
+        // A second slice cannot even be announced: counted, no slice id.
+        r.ring.push(&rec(8, 900, &data));
+        assert_eq!(r.start(meta(8)), (false, false));
+        assert_eq!(r.stats.lost_messages, 1);
+        drop((rx, returns));
+    }
+
+    #[test]
+    fn caps_end_the_recording() {
+        let cfg = SliceConfig {
+            ring_bytes: 1 << 20,
+            max_bytes: 10_000,
+            ..SliceConfig::default()
+        };
+        let mut r = Recorder::new(&cfg);
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let Pools { returns, mut takes } = pools(1);
+        r.attach(SliceLink {
+            worker: 0,
+            tx,
+            pool: takes.remove(0),
+            lossless: false,
+        });
+        let data = vec![0u8; 1000];
+        assert_eq!(r.start(meta(7)), (true, true));
+        let mut ended = None;
+        for i in 0..100u64 {
+            if let Some(e) = r.stage(&rec(7, 1_000 + i, &data)) {
+                ended = Some((i, e));
+                break;
+            }
+        }
+        // 1032-byte records: 9 fit in 10 000 bytes, the 10th ends the slice.
+        assert_eq!(ended, Some((9, SliceEnd::MaxBytes)));
+        let msgs: Vec<SliceMsg> = rx.try_iter().collect();
+        assert!(matches!(msgs.first(), Some(SliceMsg::Start { .. })));
+        assert!(matches!(
+            msgs.last(),
+            Some(SliceMsg::End {
+                reason: SliceEnd::MaxBytes,
+                ..
+            })
+        ));
+        let staged: usize = msgs
+            .iter()
+            .map(|m| match m {
+                SliceMsg::Packets { buf, .. } => crate::slice::records(buf).count(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(staged, 9);
+        drop(returns);
+    }
+
+    #[test]
+    fn keep_applies_the_payload_rule_after_the_first_packets() {
+        let cfg = SliceConfig {
+            snaplen: 1000,
+            full_packets: 3,
+            payload_bytes: 10,
+            ..SliceConfig::default()
+        };
+        let r = Recorder::new(&cfg);
+        assert_eq!(r.keep(1500, 54, 3), (1000, 0));
+        assert_eq!(r.keep(1500, 54, 4), (64, FLAG_PAYLOAD_CUT));
+        assert_eq!(r.keep(60, 54, 4), (60, 0));
+    }
+}
