@@ -341,32 +341,13 @@ fn a_non_loopback_listener_without_a_token_is_refused() {
     );
 }
 
-/// Splits a classic pcap into its global header and records.
-fn pcap_records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let head = bytes[..24].to_vec();
-    let le = bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
-    let mut recs = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        let f = &bytes[at + 8..at + 12];
-        let caplen = if le {
-            u32::from_le_bytes([f[0], f[1], f[2], f[3]])
-        } else {
-            u32::from_be_bytes([f[0], f[1], f[2], f[3]])
-        } as usize;
-        recs.push(bytes[at..at + 16 + caplen].to_vec());
-        at += 16 + caplen;
-    }
-    (head, recs)
-}
-
 #[test]
 fn top_flows_shows_an_upload_while_it_is_still_open() {
     // The demo capture arrives on standard input, like `tcpdump -w - | outflow replay -`.
     // With one packet per batch, the worker has processed every packet but the last
     // written (a batch is handed over when the next packet arrives).
     let bytes = std::fs::read(demo()).unwrap();
-    let (head, recs) = pcap_records(&bytes);
+    let (head, recs) = common::pcap_records(&bytes);
     assert_eq!(recs.len(), 20_633);
     let n = 19_000;
     let dir = tempfile::tempdir().unwrap();
@@ -398,15 +379,7 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
 
     // Expected: the outbound flows still open after the first n packets, from a replay of
     // exactly those packets (their end-of-input records).
-    let prefix = dir.path().join("prefix.pcap");
-    let mut p = head.clone();
-    for r in &recs[..n] {
-        p.extend_from_slice(r);
-    }
-    std::fs::write(&prefix, &p).unwrap();
-    let mut cfg_one = Config::default();
-    cfg_one.capture.batch_packets = 1;
-    let r = common::replay(&cfg_one, 1, &[prefix]);
+    let r = common::replay_prefix(dir.path(), &head, &recs, n);
     let mut open: Vec<_> = r
         .flows
         .iter()

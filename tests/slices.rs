@@ -271,24 +271,11 @@ fn the_ring_stays_within_its_budget_under_a_flood() {
     assert!(evicted > 0 && held > 1000, "{held} held, {evicted} evicted");
 }
 
-/// Splits a classic pcap into its global header and records.
-fn pcap_records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let head = bytes[..24].to_vec();
-    let mut recs = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        recs.push(bytes[at..at + 16 + caplen].to_vec());
-        at += 16 + caplen;
-    }
-    (head, recs)
-}
-
 #[test]
 fn the_api_serves_ring_packets_and_slices_and_refuses_bad_ids() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/demo.pcap");
     let bytes = std::fs::read(&demo).unwrap();
-    let (head, recs) = pcap_records(&bytes);
+    let (head, recs) = common::pcap_records(&bytes);
     let n = 19_000;
     let dir = tempfile::tempdir().unwrap();
     let slices = dir.path().join("slices");
@@ -320,15 +307,7 @@ fn the_api_serves_ring_packets_and_slices_and_refuses_bad_ids() {
         w.flush().unwrap();
     }
     // What the worker has seen: the first n packets (see tests/http.rs).
-    let prefix = dir.path().join("prefix.pcap");
-    let mut p = head.clone();
-    for r in &recs[..n] {
-        p.extend_from_slice(r);
-    }
-    std::fs::write(&prefix, &p).unwrap();
-    let mut one = Config::default();
-    one.capture.batch_packets = 1;
-    let r = common::replay(&one, 1, &[prefix]);
+    let r = common::replay_prefix(dir.path(), &head, &recs, n);
     let upload = r
         .flows
         .iter()

@@ -225,40 +225,33 @@ pub struct TopCache {
     not_answered: usize,
 }
 
-/// Asks every live worker for its best flows and merges them.
-async fn ask_top(state: &AppState, by: TopBy) -> TopCache {
-    let t = &state.telemetry;
+/// Raises a request on every live worker (`ask`), then polls each until `take` accepts its
+/// answer (returns true), the worker ends, or [`TOP_WAIT`] passes. Returns (answered, not
+/// answered).
+async fn ask_workers(
+    t: &crate::telemetry::Telemetry,
+    ask: impl Fn(&crate::telemetry::WorkerShared, u64),
+    mut take: impl FnMut(&crate::telemetry::WorkerShared, u64) -> bool,
+) -> (usize, usize) {
     let generation = t.top_generation.fetch_add(1, Ordering::Relaxed) + 1;
-    let asked: Vec<usize> = (0..t.workers.len())
-        .filter(|&i| {
-            t.workers
-                .get(i)
-                .is_some_and(|w| w.alive.load(Ordering::Relaxed))
-        })
+    let mut pending: Vec<&crate::telemetry::WorkerShared> = t
+        .workers
+        .iter()
+        .filter(|w| w.alive.load(Ordering::Relaxed))
+        .map(|w| &**w)
         .collect();
-    for &i in &asked {
-        if let Some(w) = t.workers.get(i) {
-            w.top.request(generation, by);
-        }
+    for w in &pending {
+        ask(w, generation);
     }
     let deadline = Instant::now() + TOP_WAIT;
-    let mut flows: Vec<TopFlow> = Vec::new();
     let mut answered = 0usize;
-    let mut pending = asked.clone();
     loop {
-        pending.retain(|&i| {
-            let Some(w) = t.workers.get(i) else {
-                return false;
-            };
-            let Ok(a) = w.top.answer.lock() else {
-                return true;
-            };
-            if a.generation >= generation && a.by == Some(by) {
-                flows.extend(a.flows.iter().cloned());
+        pending.retain(|w| {
+            if take(w, generation) {
                 answered += 1;
                 false
             } else {
-                // A worker that ended meanwhile has no flows left to show.
+                // A worker that ended meanwhile has nothing left to show.
                 w.alive.load(Ordering::Relaxed)
             }
         });
@@ -267,6 +260,29 @@ async fn ask_top(state: &AppState, by: TopBy) -> TopCache {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (answered, pending.len())
+}
+
+/// Asks every live worker for its best flows and merges them.
+async fn ask_top(state: &AppState, by: TopBy) -> TopCache {
+    let mut flows: Vec<TopFlow> = Vec::new();
+    let (answered, not_answered) = ask_workers(
+        &state.telemetry,
+        |w, generation| {
+            w.top.request(generation, by);
+        },
+        |w, generation| {
+            let Ok(a) = w.top.answer.lock() else {
+                return false;
+            };
+            let ok = a.generation >= generation && a.by == Some(by);
+            if ok {
+                flows.extend(a.flows.iter().cloned());
+            }
+            ok
+        },
+    )
+    .await;
     flows.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
     flows.truncate(crate::telemetry::TOP_MAX);
     TopCache {
@@ -274,7 +290,7 @@ async fn ask_top(state: &AppState, by: TopBy) -> TopCache {
         by,
         flows,
         answered,
-        not_answered: pending.len(),
+        not_answered,
     }
 }
 
@@ -477,43 +493,24 @@ pub(super) async fn pcap(
             "give flow=<flow id>, or src= and/or dst= (with optional sport, dport, proto, since, until)",
         ));
     }
-    let t = &state.telemetry;
-    let generation = t.top_generation.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut pending: Vec<usize> = (0..t.workers.len())
-        .filter(|&i| {
-            t.workers
-                .get(i)
-                .is_some_and(|w| w.alive.load(Ordering::Relaxed))
-        })
-        .collect();
-    for &i in &pending {
-        if let Some(w) = t.workers.get(i) {
-            w.pcap.request(generation, f.clone());
-        }
-    }
-    let deadline = Instant::now() + TOP_WAIT;
+    // One ring query at a time reaches the workers.
+    let _one_at_a_time = state.pcap_lock.lock().await;
     let mut records: Vec<u8> = Vec::new();
-    loop {
-        pending.retain(|&i| {
-            let Some(w) = t.workers.get(i) else {
+    let (_, not_answered) = ask_workers(
+        &state.telemetry,
+        |w, generation| w.pcap.request(generation, f.clone()),
+        |w, generation| {
+            let Ok(mut a) = w.pcap.answer.lock() else {
                 return false;
             };
-            let Ok(mut a) = w.pcap.answer.lock() else {
-                return true;
-            };
-            if a.0 >= generation {
-                records.extend_from_slice(&a.1);
-                a.1 = Vec::new();
-                false
-            } else {
-                w.alive.load(Ordering::Relaxed)
+            let ok = a.0 >= generation;
+            if ok {
+                records.extend_from_slice(&std::mem::take(&mut a.1));
             }
-        });
-        if pending.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+            ok
+        },
+    )
+    .await;
     // One flow lives on one worker; a conversation filter may span several: merge by time.
     let mut list: Vec<crate::slice::Record<'_>> = crate::slice::records(&records).collect();
     list.sort_by_key(|r| r.ts_ns);
@@ -538,7 +535,7 @@ pub(super) async fn pcap(
     if let Ok(v) = header::HeaderValue::from_str(&list.len().to_string()) {
         r.headers_mut().insert("x-outflow-packets", v);
     }
-    if !pending.is_empty() {
+    if not_answered > 0 {
         r.headers_mut().insert(
             "x-outflow-partial",
             header::HeaderValue::from_static("some workers did not answer"),

@@ -29,6 +29,19 @@ pub struct SliceLink {
     pub lossless: bool,
 }
 
+impl SliceLink {
+    /// Hands a message to the writer: waits in replay, never live.
+    fn send(&self, msg: SliceMsg) -> Result<(), TrySendError<SliceMsg>> {
+        if self.lossless {
+            self.tx
+                .send(msg)
+                .map_err(|e| TrySendError::Disconnected(e.into_inner()))
+        } else {
+            self.tx.try_send(msg)
+        }
+    }
+}
+
 /// Depth of the workers → writer queue (messages; packet buffers are bounded by the pools).
 pub const SLICE_QUEUE: usize = 1024;
 
@@ -218,12 +231,7 @@ impl Recorder {
         };
         // The writer thread drains this queue continuously; an alert is rare, so a full
         // queue means the writer is stuck: live, lose the slice rather than stall capture.
-        let sent = if link.lossless {
-            link.tx.send(msg).is_ok()
-        } else {
-            link.tx.try_send(msg).is_ok()
-        };
-        if !sent {
+        if link.send(msg).is_err() {
             self.stats.lost_messages += 1;
             return (false, false);
         }
@@ -317,14 +325,7 @@ impl Recorder {
             worker: link.worker,
             buf,
         };
-        let sent = if link.lossless {
-            link.tx
-                .send(msg)
-                .map_err(|e| TrySendError::Disconnected(e.into_inner()))
-        } else {
-            link.tx.try_send(msg)
-        };
-        match sent {
+        match link.send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(SliceMsg::Packets { mut buf, .. }))
             | Err(TrySendError::Disconnected(SliceMsg::Packets { mut buf, .. })) => {
@@ -355,12 +356,7 @@ impl Recorder {
             reason,
             dropped,
         };
-        let sent = if link.lossless {
-            link.tx.send(msg).is_ok()
-        } else {
-            link.tx.try_send(msg).is_ok()
-        };
-        if !sent {
+        if link.send(msg).is_err() {
             self.stats.lost_messages += 1;
         }
     }

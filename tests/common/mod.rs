@@ -171,3 +171,37 @@ impl Drop for Sensor {
         let _ = self.child.wait();
     }
 }
+
+/// Splits a classic pcap into its global header and its records (header + data each).
+pub fn pcap_records(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let head = bytes[..24].to_vec();
+    let le = bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let mut recs = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let f = [bytes[at + 8], bytes[at + 9], bytes[at + 10], bytes[at + 11]];
+        let caplen = if le {
+            u32::from_le_bytes(f)
+        } else {
+            u32::from_be_bytes(f)
+        } as usize;
+        recs.push(bytes[at..at + 16 + caplen].to_vec());
+        at += 16 + caplen;
+    }
+    (head, recs)
+}
+
+/// What a worker fed the capture on stdin one packet per batch has seen after `n` records:
+/// an in-process replay of exactly those (their end-of-input records are the flows still
+/// open).
+pub fn replay_prefix(dir: &Path, head: &[u8], recs: &[Vec<u8>], n: usize) -> ReplayReport {
+    let prefix = dir.join("prefix.pcap");
+    let mut p = head.to_vec();
+    for r in &recs[..n] {
+        p.extend_from_slice(r);
+    }
+    std::fs::write(&prefix, &p).unwrap();
+    let mut cfg = Config::default();
+    cfg.capture.batch_packets = 1;
+    replay(&cfg, 1, &[prefix])
+}
