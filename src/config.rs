@@ -1015,6 +1015,11 @@ impl Config {
         }
         if !(64..=262_144).contains(&sl.snaplen) {
             p.push(format!("slice.snaplen: {} must be 64..=262144", sl.snaplen));
+        } else if sl.ring_bytes != 0 && sl.ring_bytes < 16 * (sl.snaplen as usize + 64) {
+            p.push(format!(
+                "slice.ring_bytes: {} holds fewer than 16 packets of slice.snaplen {}",
+                sl.ring_bytes, sl.snaplen
+            ));
         }
         if sl.max_bytes < 1024 {
             p.push(format!(

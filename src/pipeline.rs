@@ -187,7 +187,8 @@ impl Driver {
         }
         if let Some((generation, filter)) = p.pcap.pending(self.pcap_served) {
             self.pcap_served = generation;
-            let records = self.worker.ring_query(&filter, crate::telemetry::PCAP_MAX);
+            let max = filter.max_bytes.min(crate::telemetry::PCAP_MAX);
+            let records = self.worker.ring_query(&filter, max);
             if let Ok(mut a) = p.pcap.answer.lock() {
                 *a = (generation, records);
             }

@@ -31,7 +31,8 @@ pub enum ReplayError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
     /// An output could not be opened or written.
-    #[error("output: {0}")]
+    // The io::Error is the source: `{:#}` prints it once, after this.
+    #[error("output")]
     Output(#[from] std::io::Error),
     /// A thread panicked (a bug: please report it with the capture).
     #[error("internal error: {0} thread panicked")]

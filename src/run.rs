@@ -663,6 +663,10 @@ struct LiveReader {
 
 impl LiveReader {
     fn run(mut self, mut h: Handle, mut d: Dispatcher) -> Snapshot {
+        // Batches carry the link type to the workers (ring, slices, /api/pcap).
+        if d.set_link(h.link, 0, 0).is_err() {
+            return Snapshot::default();
+        }
         let mut st = ReaderStats::default();
         let mut clock = Clock::default();
         let mut seq = 0u64;

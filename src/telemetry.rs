@@ -284,9 +284,12 @@ pub struct PcapFilter {
     pub since_ns: Option<u64>,
     /// Packets at or before (Unix ns).
     pub until_ns: Option<u64>,
+    /// Most bytes of records this worker may return (its share of [`PCAP_MAX`]).
+    pub max_bytes: usize,
 }
 
-/// Most bytes of records one worker returns for one `/api/pcap` request.
+/// Most bytes of records all workers together return for one `/api/pcap` request (each
+/// gets an equal share); the response says when it was cut.
 pub const PCAP_MAX: usize = 64 << 20;
 
 /// Request/answer slot for `/api/pcap` on one worker.
@@ -301,6 +304,10 @@ pub struct PcapSlot {
 impl PcapSlot {
     /// Raises a request.
     pub fn request(&self, generation: u64, f: PcapFilter) {
+        // An answer that came too late for the previous request is not kept around.
+        if let Ok(mut a) = self.answer.lock() {
+            a.1 = Vec::new();
+        }
         if let Ok(mut r) = self.request.lock() {
             *r = f;
         }

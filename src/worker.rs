@@ -177,6 +177,7 @@ impl Worker {
     /// (once per batch or tick).
     pub fn flush_slices(&mut self) {
         self.slices.send_staging();
+        self.slices.retry_ends();
         self.stats.slices = self.slices.stats;
         let r = &self.slices.ring;
         self.stats.ring = (
@@ -562,8 +563,18 @@ impl Worker {
     }
 
     fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) {
-        if flow.recording && reason != EndReason::ActiveTimeout {
-            self.slices.end(flow.id, crate::slice::SliceEnd::FlowEnded);
+        if flow.recording {
+            use crate::slice::SliceEnd;
+            let end = match reason {
+                EndReason::ActiveTimeout => None,
+                EndReason::Fin | EndReason::Rst => Some(SliceEnd::FlowEnded),
+                EndReason::Idle => Some(SliceEnd::Idle),
+                EndReason::Evicted => Some(SliceEnd::Evicted),
+                EndReason::EndOfInput => Some(SliceEnd::EndOfInput),
+            };
+            if let Some(e) = end {
+                self.slices.end(flow.id, e);
+            }
         }
         if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
             self.stats.records[i] += 1;

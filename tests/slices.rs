@@ -379,6 +379,10 @@ fn the_api_serves_ring_packets_and_slices_and_refuses_bad_ids() {
         ("/api/pcap?src=10.0.0", 400),
         ("/api/pcap?src=10.0.0.5&proto=sctpx", 400),
         ("/api/pcap?dport=70000&src=10.0.0.5", 400),
+        (
+            "/api/pcap?src=10.0.0.5&since=2030-01-01T00:00:00Z&until=2029-01-01T00:00:00Z",
+            400,
+        ),
     ] {
         let (status, body) = s.get(path);
         assert_eq!(status, want, "{path}: {body}");
@@ -418,4 +422,68 @@ fn the_api_serves_ring_packets_and_slices_and_refuses_bad_ids() {
     let sidecar: serde_json::Value = serde_json::from_slice(&sidecar).unwrap();
     assert_eq!(&sidecar, side);
     assert!(s.stop().success());
+}
+
+#[test]
+fn a_second_tier_supersedes_the_slice_without_duplicates_and_keeps_the_link_type() {
+    // Linux cooked capture (SLL, link type 113), crossing a 5 MB threshold then a 10 MB
+    // tier, replayed in many small batches.
+    let mut up = TcpSession::new(
+        sa("10.0.0.5:51234"),
+        sa("203.0.113.50:443"),
+        20_000_000,
+        20_000,
+    );
+    up.link = outflow::gen::Link::Sll;
+    let want: Vec<Packet> = up.packets().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("sll.pcap");
+    let mut w = PcapWriter::new_nanos(
+        BufWriter::new(std::fs::File::create(&pcap).unwrap()),
+        113,
+        65535,
+    )
+    .unwrap();
+    for p in &want {
+        w.write(p.ts_ns, &p.frame).unwrap();
+    }
+    w.into_inner().unwrap().flush().unwrap();
+    let slices = dir.path().join("slices");
+    let mut cfg = Config::default();
+    cfg.capture.batch_packets = 64;
+    cfg.detect.large_transfer.threshold_bytes = 5_000_000;
+    cfg.detect.large_transfer.tiers = vec![10_000_000];
+    cfg.slice.dir = slices.display().to_string();
+    let r = common::replay(&cfg, 1, &[pcap]);
+    assert_eq!(r.alerts.len(), 2, "{:?}", r.alerts);
+    let (first, second) = (&r.alerts[0], &r.alerts[1]);
+    let read = |id: &str| {
+        let side: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(slices.join(format!("{id}.json"))).unwrap(),
+        )
+        .unwrap();
+        let (_, linktype, recs) =
+            read_pcap(&std::fs::read(slices.join(format!("{id}.pcap"))).unwrap());
+        assert_eq!(linktype, 113, "{id}: the capture's link type");
+        assert_eq!(side["linktype"], 113);
+        (side, recs)
+    };
+    let (s1, r1) = read(first.slice_id.as_deref().unwrap());
+    let (s2, r2) = read(second.slice_id.as_deref().unwrap());
+    assert_eq!(s1["end_reason"], "superseded", "{s1}");
+    assert_eq!(s1["superseded_by"], second.id.as_str());
+    assert_eq!(s2["end_reason"], "flow_ended", "{s2}");
+    // The newer slice is whole: every packet once, in order, none from the first slice's
+    // staging repeated.
+    assert_eq!(r2.len(), want.len());
+    assert!(r2.windows(2).all(|w| w[0].ts_ns < w[1].ts_ns));
+    for (g, w) in r2.iter().zip(&want) {
+        assert_eq!(g.ts_ns, w.ts_ns);
+        assert_eq!(&w.frame[..g.data.len()], &g.data[..]);
+    }
+    // The older one: the flow's first packets, through its alert, up to the second.
+    assert!(r1.windows(2).all(|w| w[0].ts_ns < w[1].ts_ns));
+    assert!(r1.first().unwrap().ts_ns == want[0].ts_ns);
+    assert!(r1.last().unwrap().ts_ns >= first.ts_ns && r1.last().unwrap().ts_ns <= second.ts_ns);
+    wireshark_reads(&slices.join(format!("{}.pcap", second.id)), want.len());
 }

@@ -203,6 +203,8 @@ impl Dispatcher {
             return Err(CaptureError::WorkersGone);
         };
         let mut full = std::mem::replace(slot, fresh);
+        // The fresh batch comes from the free list with whatever link it last carried.
+        slot.link = full.link;
         full.clock_ns = clock_ns;
         full.seq = seq;
         to.send(full).map_err(|_| CaptureError::WorkersGone)?;

@@ -69,7 +69,15 @@ impl LargeTransfer {
             Side::Resp => Side::Orig,
         };
         Alert {
-            id: format!("{}-{}-{}", flow.id, Detector::LargeTransfer.name(), tier),
+            // The flow's start time makes the id unique across restarts (flow ids restart
+            // at 1 with each run), and keeps it reproducible in replay.
+            id: format!(
+                "{}-{}-{}-{}",
+                flow.id,
+                Detector::LargeTransfer.name(),
+                tier,
+                flow.first_ns
+            ),
             ts_ns,
             detector: Detector::LargeTransfer,
             flow_id: flow.id,

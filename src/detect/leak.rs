@@ -439,7 +439,7 @@ impl LeakAnalyser {
         if self.asym.enabled && asymmetric(v.out_total, v.in_total, &self.asym) {
             self.stats.alerts += 1;
             out(LeakAlert {
-                id: format!("asymmetric_upload-flow-{}", v.flow_id),
+                id: format!("asymmetric_upload-flow-{}-{}", v.flow_id, v.ts_ns),
                 ts_ns: v.ts_ns,
                 detector: Detector::Asymmetry,
                 src: Some(ip(v.src)),
@@ -466,7 +466,7 @@ impl LeakAnalyser {
             {
                 self.stats.alerts += 1;
                 out(LeakAlert {
-                    id: format!("service_outlier-{}-{}", v.sport, v.flow_id),
+                    id: format!("service_outlier-{}-{}-{}", v.sport, v.flow_id, v.ts_ns),
                     ts_ns: v.ts_ns,
                     detector: Detector::ServiceOutlier,
                     src: Some(ip(v.src)),

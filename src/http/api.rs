@@ -411,9 +411,10 @@ pub(super) async fn slice_file(
         ));
     }
     let path = slice_dir(&state)?.join(format!("{id}.{ext}"));
-    let body = tokio::task::spawn_blocking(move || std::fs::read(path))
+    // Streamed, not read into memory: a slice can be 100 MB and clients many. The length
+    // is fixed at open: a slice still recording is served as far as it was written.
+    let file = tokio::fs::File::open(&path)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -421,6 +422,19 @@ pub(super) async fn slice_file(
             },
             _ => ApiError::internal(format!("cannot read the slice: {e}")),
         })?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot read the slice: {e}")))?;
+    if !meta.is_file() {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no slice {id:?}"),
+        });
+    }
+    let len = meta.len();
+    use tokio::io::AsyncReadExt;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
     Ok((
         StatusCode::OK,
         [
@@ -429,6 +443,7 @@ pub(super) async fn slice_file(
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{id}.{ext}\""),
             ),
+            (header::CONTENT_LENGTH, len.to_string()),
         ],
         body,
     )
@@ -488,6 +503,11 @@ pub(super) async fn pcap(
     if let Some(v) = get(&p, "until") {
         f.until_ns = Some(parse_since(v).ok_or_else(|| bad("until", v, "a time"))?);
     }
+    if let (Some(a), Some(b)) = (f.since_ns, f.until_ns) {
+        if a > b {
+            return Err(ApiError::bad_request("since: is after until"));
+        }
+    }
     if f.flow.is_none() && f.src.is_none() && f.dst.is_none() {
         return Err(ApiError::bad_request(
             "give flow=<flow id>, or src= and/or dst= (with optional sport, dport, proto, since, until)",
@@ -495,6 +515,7 @@ pub(super) async fn pcap(
     }
     // One ring query at a time reaches the workers.
     let _one_at_a_time = state.pcap_lock.lock().await;
+    f.max_bytes = crate::telemetry::PCAP_MAX / state.telemetry.workers.len().max(1);
     let mut records: Vec<u8> = Vec::new();
     let (_, not_answered) = ask_workers(
         &state.telemetry,
@@ -511,15 +532,15 @@ pub(super) async fn pcap(
         },
     )
     .await;
-    // One flow lives on one worker; a conversation filter may span several: merge by time.
+    // One flow lives on one worker; a conversation filter may span several: merge by time
+    // (each worker's answer is already in time order; the sort is stable).
+    let cut = records.len() + (1 << 20) >= f.max_bytes * state.telemetry.workers.len().max(1);
     let mut list: Vec<crate::slice::Record<'_>> = crate::slice::records(&records).collect();
     list.sort_by_key(|r| r.ts_ns);
     let linktype = list.first().map_or(1, |r| r.linktype);
-    let mut sorted = Vec::with_capacity(records.len());
-    for r in &list {
-        crate::slice::put_record(&mut sorted, r);
-    }
-    let body = crate::slice::pcap_file(&sorted, linktype, 262_144);
+    let (body, packets) = crate::slice::pcap_file(&list, linktype, 262_144);
+    drop(list);
+    drop(records);
     let mut r = (
         StatusCode::OK,
         [
@@ -532,8 +553,14 @@ pub(super) async fn pcap(
         body,
     )
         .into_response();
-    if let Ok(v) = header::HeaderValue::from_str(&list.len().to_string()) {
+    if let Ok(v) = header::HeaderValue::from_str(&packets.to_string()) {
         r.headers_mut().insert("x-outflow-packets", v);
+    }
+    if cut {
+        r.headers_mut().insert(
+            "x-outflow-truncated",
+            header::HeaderValue::from_static("the answer reached its size limit"),
+        );
     }
     if not_answered > 0 {
         r.headers_mut().insert(

@@ -156,15 +156,20 @@ pub fn pcap_record_header(r: &Record<'_>) -> [u8; 16] {
     h
 }
 
-/// A whole pcap file from records (all of one link type: others are skipped).
-pub fn pcap_file(records_buf: &[u8], linktype: u16, snaplen: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + records_buf.len());
+/// A whole pcap file from records, in the order given; records of another link type than
+/// `linktype` are skipped (a pcap has one). Returns the file and the packets in it.
+pub fn pcap_file(list: &[Record<'_>], linktype: u16, snaplen: u32) -> (Vec<u8>, usize) {
+    let kept = || list.iter().filter(|r| r.linktype == linktype);
+    let size: usize = kept().map(|r| 16 + r.data.len()).sum();
+    let mut out = Vec::with_capacity(24 + size);
     out.extend_from_slice(&pcap_header(linktype, snaplen));
-    for r in records(records_buf).filter(|r| r.linktype == linktype) {
-        out.extend_from_slice(&pcap_record_header(&r));
+    let mut n = 0;
+    for r in kept() {
+        out.extend_from_slice(&pcap_record_header(r));
         out.extend_from_slice(r.data);
+        n += 1;
     }
-    out
+    (out, n)
 }
 
 /// What a slice is about: written into its sidecar and the listing.
@@ -199,8 +204,14 @@ pub struct SliceMeta {
 /// Why a slice stopped recording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SliceEnd {
-    /// The flow ended (FIN/RST linger, idle, evicted, end of input).
+    /// The flow ended (FIN or RST).
     FlowEnded,
+    /// The flow went idle past its timeout.
+    Idle,
+    /// The flow was evicted from a full flow table (it may go on as a new, unrecorded flow).
+    Evicted,
+    /// The input ended (replay) or the sensor stopped with the flow open.
+    EndOfInput,
     /// `slice.max_bytes` reached.
     MaxBytes,
     /// `slice.max_duration` reached.
@@ -217,6 +228,9 @@ impl SliceEnd {
     pub fn name(self) -> &'static str {
         match self {
             SliceEnd::FlowEnded => "flow_ended",
+            SliceEnd::Idle => "idle",
+            SliceEnd::Evicted => "evicted",
+            SliceEnd::EndOfInput => "end_of_input",
             SliceEnd::MaxBytes => "max_bytes",
             SliceEnd::MaxDuration => "max_duration",
             SliceEnd::Shutdown => "shutdown",

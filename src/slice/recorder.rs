@@ -153,6 +153,9 @@ pub struct Recorder {
     link: Option<SliceLink>,
     recording: HashMap<u64, Recording>,
     staging: Option<Vec<u8>>,
+    /// Ends the writer's queue had no room for, retried each batch: a lost end would leave
+    /// its slice open (and listed as recording) until shutdown. Preallocated.
+    pending_ends: Vec<(u64, SliceEnd, u64)>,
     /// Counters.
     pub stats: RecorderStats,
 }
@@ -171,6 +174,7 @@ impl Recorder {
             link: None,
             recording: HashMap::new(),
             staging: None,
+            pending_ends: Vec::with_capacity(2 * cfg.max_recording.max(1)),
             stats: RecorderStats::default(),
         }
     }
@@ -208,22 +212,33 @@ impl Recorder {
     /// are. Returns whether the slice exists (the writer got its start) and whether the
     /// flow is now recording.
     pub fn start(&mut self, mut meta: SliceMeta) -> (bool, bool) {
-        let Some(link) = &self.link else {
+        let Some(worker) = self.link.as_ref().map(|l| l.worker) else {
             return (false, false);
         };
-        meta.worker = link.worker;
+        meta.worker = worker;
         meta.snaplen = self.snaplen as u32;
         let flow_id = meta.flow_id;
         let alert_ns = meta.alert_ts_ns;
-        let cap = usize::try_from(self.max_bytes)
-            .unwrap_or(usize::MAX)
-            .min(self.ring.used_bytes());
-        let mut records = Vec::with_capacity(cap);
-        self.ring.collect_flow(
-            flow_id,
-            &mut records,
-            usize::try_from(self.max_bytes).unwrap_or(usize::MAX),
-        );
+        // A second tier on a flow already recording: its staged packets belong to the
+        // older slice, and must reach the writer before the new one supersedes it.
+        if self.recording.contains_key(&flow_id) {
+            self.send_staging();
+        }
+        let Some(link) = &self.link else {
+            return (false, false);
+        };
+        let max = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
+        // Sized exactly (a counting pass over the ring): an alert costs one allocation of
+        // what its slice holds, not of the cap.
+        let mut size = 0usize;
+        self.ring.for_each(|r| {
+            let s = record_size(r.data.len());
+            if r.flow_id == flow_id && size + s <= max {
+                size += s;
+            }
+        });
+        let mut records = Vec::with_capacity(size);
+        self.ring.collect_flow(flow_id, &mut records, max);
         let bytes = records.len() as u64;
         let msg = SliceMsg::Start {
             meta: Box::new(meta),
@@ -329,8 +344,13 @@ impl Recorder {
             Ok(()) => {}
             Err(TrySendError::Full(SliceMsg::Packets { mut buf, .. }))
             | Err(TrySendError::Disconnected(SliceMsg::Packets { mut buf, .. })) => {
-                let lost = super::records(&buf).count() as u64;
-                self.stats.dropped += lost;
+                // Each slice's sidecar must own up to its gap.
+                for r in super::records(&buf) {
+                    self.stats.dropped += 1;
+                    if let Some(rec) = self.recording.get_mut(&r.flow_id) {
+                        rec.dropped += 1;
+                    }
+                }
                 buf.clear();
                 self.staging = Some(buf);
             }
@@ -357,7 +377,30 @@ impl Recorder {
             dropped,
         };
         if link.send(msg).is_err() {
-            self.stats.lost_messages += 1;
+            if self.pending_ends.len() < self.pending_ends.capacity() {
+                self.pending_ends.push((flow_id, reason, dropped));
+            } else {
+                self.stats.lost_messages += 1;
+            }
+        }
+    }
+
+    /// Retries the ends the writer had no room for (each batch).
+    pub fn retry_ends(&mut self) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        while let Some(&(flow_id, reason, dropped)) = self.pending_ends.first() {
+            let msg = SliceMsg::End {
+                worker: link.worker,
+                flow_id,
+                reason,
+                dropped,
+            };
+            if link.send(msg).is_err() {
+                return;
+            }
+            self.pending_ends.remove(0);
         }
     }
 }
