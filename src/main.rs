@@ -229,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                     syslog: syslog_cfg,
                     sink_queue,
                     telemetry,
+                    slice_requests: None,
                 },
             };
             // Installed before the replay starts: a SIGTERM right after the last packet must

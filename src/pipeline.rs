@@ -205,8 +205,17 @@ impl Driver {
         }
     }
 
-    /// Ends every open flow, hands everything over and says so. Returns the counters.
-    pub fn finish(mut self) -> Snapshot {
+    /// Ends every open flow, hands everything over and says so; then, with the hand-over
+    /// to the output thread closed, serves the output thread's slice requests from this
+    /// worker's ring until it is done (see [`crate::slice::recorder::Recorder::serve_until_closed`]).
+    /// Returns the counters.
+    pub fn finish(self) -> Snapshot {
+        let (snap, slices) = self.finish_events();
+        slices.serve_until_closed();
+        snap
+    }
+
+    fn finish_events(mut self) -> (Snapshot, crate::slice::recorder::Recorder) {
         self.worker.finish();
         // The last events are not droppable: wait for room even live.
         for (k, e) in self.worker.drain() {
@@ -217,11 +226,22 @@ impl Driver {
         if let Some(p) = &self.published {
             p.alive.store(false, Ordering::Relaxed);
         }
-        Snapshot {
+        let snap = Snapshot {
             flows: self.worker.stats,
             flows_active: 0,
             flows_capacity: self.worker.table().capacity() as u64,
             ..self.extra
-        }
+        };
+        let off = crate::config::SliceConfig {
+            ring_bytes: 0,
+            ..crate::config::SliceConfig::default()
+        };
+        let slices = std::mem::replace(
+            &mut self.worker.slices,
+            crate::slice::recorder::Recorder::new(&off),
+        );
+        // `self` (with its sender to the output thread) is dropped here, so the output
+        // thread can finish while this worker still answers its slice requests.
+        (snap, slices)
     }
 }

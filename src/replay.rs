@@ -254,12 +254,6 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     check_files(&opts.inputs)?;
     let telemetry = opts.sinks.telemetry.clone();
 
-    let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
-    let output = OutputThread::prepare(&opts.sinks, Some(cfg), workers, out_rx)?;
-    let output = std::thread::Builder::new()
-        .name("outflow-output".into())
-        .spawn(output)?;
-
     let stats = telemetry
         .as_ref()
         .map_or_else(Default::default, |t| Arc::clone(&t.slices));
@@ -269,6 +263,17 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             let _ = t.slice_dir.set(PathBuf::from(&cfg.slice.dir));
         }
     }
+
+    let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
+    let mut sinks = opts.sinks.clone();
+    sinks.slice_requests = slices.requester();
+    let output = OutputThread::prepare(&sinks, Some(cfg), workers, out_rx)?;
+    // The output thread holds the only requester now: when it ends, the workers (serving
+    // slice requests after their last packet) see the queue close and end too.
+    drop(sinks);
+    let output = std::thread::Builder::new()
+        .name("outflow-output".into())
+        .spawn(output)?;
 
     let mut to = Vec::with_capacity(workers);
     let mut free_rx = Vec::with_capacity(workers);

@@ -162,6 +162,7 @@ fn sinks(opts: &RunOptions) -> Sinks {
         syslog: Some(opts.config.output.syslog.clone()),
         sink_queue: opts.config.output.sink_queue,
         telemetry: None,
+        slice_requests: None,
     }
 }
 
@@ -223,13 +224,6 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
     let out_counters = Arc::clone(&telemetry.output);
     let mut out_sinks = sinks(&opts);
-    out_sinks.telemetry = Some(Arc::clone(&telemetry));
-    let output = OutputThread::prepare(&out_sinks, Some(&cfg), n, out_rx)?;
-    let output = std::thread::Builder::new()
-        .name("outflow-output".into())
-        .spawn(output)?;
-
-    let published: Vec<Published> = telemetry.workers.clone();
     let mut slices = crate::slice::recorder::SliceSetup::start(
         &cfg.slice,
         n,
@@ -241,6 +235,16 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             .slice_dir
             .set(std::path::PathBuf::from(&cfg.slice.dir));
     }
+    out_sinks.telemetry = Some(Arc::clone(&telemetry));
+    out_sinks.slice_requests = slices.requester();
+    let output = OutputThread::prepare(&out_sinks, Some(&cfg), n, out_rx)?;
+    // The output thread holds the only slice requester (see replay.rs).
+    drop(out_sinks);
+    let output = std::thread::Builder::new()
+        .name("outflow-output".into())
+        .spawn(output)?;
+
+    let published: Vec<Published> = telemetry.workers.clone();
     let mut reloads: Vec<Sender<Arc<Config>>> = Vec::with_capacity(n);
     let mut workers: Vec<JoinHandle<Snapshot>> = Vec::with_capacity(n);
     let mut reader: Option<(JoinHandle<Snapshot>, Published)> = None;

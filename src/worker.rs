@@ -178,6 +178,7 @@ impl Worker {
     pub fn flush_slices(&mut self) {
         self.slices.send_staging();
         self.slices.retry_ends();
+        self.slices.serve_requests();
         self.stats.slices = self.slices.stats;
         let r = &self.slices.ring;
         self.stats.ring = (

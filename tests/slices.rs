@@ -401,7 +401,14 @@ fn the_api_serves_ring_packets_and_slices_and_refuses_bad_ids() {
     s.wait_finished();
     let (_, body) = s.get("/api/slices");
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let side = &list["slices"][0];
+    // Now also the slice of the per-flow asymmetry alert raised at the flow's end.
+    assert_eq!(list["count"], 2, "{list}");
+    let side = list["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["slice_id"] == id.as_str())
+        .unwrap();
     assert_eq!(side["complete"], true, "{list}");
     let (status, _, file) = s.get_with(&format!("/api/slices/{id}.pcap"), None);
     assert_eq!(status, 200);
@@ -486,4 +493,53 @@ fn a_second_tier_supersedes_the_slice_without_duplicates_and_keeps_the_link_type
     assert!(r1.first().unwrap().ts_ns == want[0].ts_ns);
     assert!(r1.last().unwrap().ts_ns >= first.ts_ns && r1.last().unwrap().ts_ns <= second.ts_ns);
     wireshark_reads(&slices.join(format!("{}.pcap", second.id)), want.len());
+}
+
+#[test]
+fn an_alert_raised_at_the_flows_end_gets_a_slice_from_the_ring() {
+    // The demo's upload also raises the per-flow asymmetric-upload alert, on the output
+    // thread at the flow's end: the worker holding the flow cuts that slice from its ring.
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps/demo.pcap");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.slice.dir = dir.path().display().to_string();
+    let r = common::replay(&cfg, 2, &[demo]);
+    let large = &r.alerts[0];
+    let asym = r
+        .leak_alerts
+        .iter()
+        .find(|a| a.scope == "flow")
+        .expect("a per-flow asymmetry alert");
+    assert_eq!(asym.flow_id, Some(large.flow_id));
+    let id = asym
+        .slice_id
+        .clone()
+        .expect("slice id on the per-flow alert");
+    let json = outflow::alert::json::leak_alert_json(asym);
+    assert!(
+        json.contains(&format!("\"slice_url\":\"/api/slices/{id}.pcap\"")),
+        "{json}"
+    );
+    let side = |id: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{id}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let (s_large, s_asym) = (side(large.slice_id.as_deref().unwrap()), side(&id));
+    // The ring still held the whole flow: the same packets as the slice recorded live,
+    // with the 5-tuple taken from them.
+    assert_eq!(s_asym["packets"], s_large["packets"]);
+    assert_eq!(s_asym["sha256"], s_large["sha256"]);
+    assert_eq!(s_asym["end_reason"], "flow_ended");
+    for k in ["proto", "src_ip", "src_port", "dst_ip", "dst_port"] {
+        assert_eq!(s_asym[k], s_large[k], "{k}");
+    }
+    assert_eq!(s_asym["detector"], "asymmetric_upload");
+    // Alerts about many flows have no slice.
+    assert!(r
+        .leak_alerts
+        .iter()
+        .filter(|a| a.scope != "flow")
+        .all(|a| a.slice_id.is_none()));
 }

@@ -326,6 +326,10 @@ struct LeakAlertJson<'a> {
     flow_id: Option<u64>,
     #[serde(skip_serializing_if = "str::is_empty")]
     scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_url: Option<String>,
 }
 
 /// One alert of the cross-flow stage (data leak, asymmetric upload, upload baseline,
@@ -406,6 +410,11 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         port: (a.port != 0).then_some(a.port),
         flow_id: a.flow_id,
         scope: &a.scope,
+        slice_id: a.slice_id.as_deref(),
+        slice_url: a
+            .slice_id
+            .as_deref()
+            .map(|id| format!("/api/slices/{id}.pcap")),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }

@@ -90,6 +90,9 @@ pub struct Sinks {
     /// Where the output thread publishes its counters, alerts and latency (stats line,
     /// /metrics, /api/alerts), if anywhere.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// Where to ask the workers for slices of flows the output thread flags (per-flow
+    /// asymmetry, service outlier), when slices are written.
+    pub slice_requests: Option<crate::slice::recorder::SliceRequester>,
 }
 
 /// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
@@ -209,6 +212,7 @@ const DONE: EventKey = EventKey {
 struct Writers {
     /// Alert sinks (JSON lines, syslog), each on its own thread.
     sinks: Vec<SinkHandle>,
+    slice_requests: Option<crate::slice::recorder::SliceRequester>,
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
     latency: Histogram<u64>,
@@ -286,8 +290,33 @@ impl Writers {
         }
     }
 
-    fn leak_alert(&mut self, a: LeakAlert) {
+    fn leak_alert(&mut self, mut a: LeakAlert) {
         self.count_alert(a.detector);
+        // A per-flow alert (raised at the flow's end): the worker holding the flow's packets
+        // cuts its slice from its ring.
+        if let (Some(req), Some(flow_id), Some(src), Some(dst)) =
+            (&self.slice_requests, a.flow_id, a.src, a.dst)
+        {
+            if crate::slice::valid_id(&a.id) {
+                let meta = crate::slice::SliceMeta {
+                    id: a.id.clone(),
+                    detector: a.detector.name(),
+                    worker: 0,
+                    flow_id,
+                    proto: 0,
+                    src,
+                    sport: 0,
+                    dst,
+                    dport: 0,
+                    alert_ts_ns: a.ts_ns,
+                    linktype: 0,
+                    snaplen: 0,
+                };
+                if req.request(&meta) {
+                    a.slice_id = Some(a.id.clone());
+                }
+            }
+        }
         self.deliver(AlertRecord::from_json(
             a.detector,
             a.ts_ns,
@@ -586,6 +615,7 @@ impl OutputThread {
         }
         let mut w = Writers {
             sinks: handles,
+            slice_requests: sinks.slice_requests.clone(),
             telemetry: sinks.telemetry.clone(),
             latency: new_histogram(),
             flows: sinks

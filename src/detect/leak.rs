@@ -90,6 +90,8 @@ pub struct LeakAlert {
     pub flow_id: Option<u64>,
     /// Asymmetry scope: "flow" or "window"; baseline: the day (YYYY-MM-DD).
     pub scope: String,
+    /// Id of the pcap slice of the flow (per-flow alerts, when slices are written).
+    pub slice_id: Option<String>,
 }
 
 /// Counters of the stage.

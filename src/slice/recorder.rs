@@ -27,6 +27,31 @@ pub struct SliceLink {
     pub pool: Receiver<Vec<u8>>,
     /// Replay: wait for the writer instead of dropping (nothing may be lost offline).
     pub lossless: bool,
+    /// Slices the output thread asks for (alerts it raises on a flow that has ended):
+    /// cut from the ring by whichever worker holds the flow's packets.
+    pub requests: Receiver<SliceMeta>,
+}
+
+/// Depth of each worker's queue of slice requests from the output thread.
+pub const REQUEST_QUEUE: usize = 1024;
+
+/// The output thread's end of the slice requests: each goes to every worker (flow ids are
+/// unique per run, so only the one holding the flow's packets answers).
+#[derive(Clone, Debug)]
+pub struct SliceRequester {
+    to: Vec<Sender<SliceMeta>>,
+}
+
+impl SliceRequester {
+    /// Asks every worker for a ring-only slice. Never waits (a worker may itself be waiting
+    /// on the output thread); returns false if a worker's queue had no room.
+    pub fn request(&self, meta: &SliceMeta) -> bool {
+        let mut all = true;
+        for tx in &self.to {
+            all &= tx.try_send(meta.clone()).is_ok();
+        }
+        all
+    }
 }
 
 impl SliceLink {
@@ -49,6 +74,7 @@ pub const SLICE_QUEUE: usize = 1024;
 pub struct SliceSetup {
     writer: Option<std::thread::JoinHandle<()>>,
     links: Vec<Option<SliceLink>>,
+    requester: Option<SliceRequester>,
 }
 
 impl SliceSetup {
@@ -64,27 +90,39 @@ impl SliceSetup {
             return Ok(SliceSetup {
                 writer: None,
                 links: (0..workers).map(|_| None).collect(),
+                requester: None,
             });
         }
         let (tx, rx) = crossbeam_channel::bounded(SLICE_QUEUE);
         let Pools { returns, takes } = pools(workers);
         let writer = super::writer::spawn(cfg.clone(), rx, returns, stats)?;
+        let (req_tx, req_rx): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| crossbeam_channel::bounded(REQUEST_QUEUE))
+            .unzip();
         let links = takes
             .into_iter()
+            .zip(req_rx)
             .enumerate()
-            .map(|(worker, pool)| {
+            .map(|(worker, (pool, requests))| {
                 Some(SliceLink {
                     worker,
                     tx: tx.clone(),
                     pool,
                     lossless,
+                    requests,
                 })
             })
             .collect();
         Ok(SliceSetup {
             writer: Some(writer),
             links,
+            requester: Some(SliceRequester { to: req_tx }),
         })
+    }
+
+    /// The output thread's end of the slice requests (once), if slices are written.
+    pub fn requester(&mut self) -> Option<SliceRequester> {
+        self.requester.take()
     }
 
     /// Worker `id`'s link (once).
@@ -211,7 +249,13 @@ impl Recorder {
     /// the ring, and records the flow's later packets unless `max_recording` flows already
     /// are. Returns whether the slice exists (the writer got its start) and whether the
     /// flow is now recording.
-    pub fn start(&mut self, mut meta: SliceMeta) -> (bool, bool) {
+    pub fn start(&mut self, meta: SliceMeta) -> (bool, bool) {
+        self.start_with(meta, true)
+    }
+
+    /// As [`Recorder::start`]; `record` false cuts a slice of the ring's packets only (a
+    /// flow that has ended).
+    fn start_with(&mut self, mut meta: SliceMeta, record: bool) -> (bool, bool) {
         let Some(worker) = self.link.as_ref().map(|l| l.worker) else {
             return (false, false);
         };
@@ -251,6 +295,10 @@ impl Recorder {
             return (false, false);
         }
         self.stats.started += 1;
+        if !record {
+            self.send_end(flow_id, SliceEnd::FlowEnded, 0);
+            return (true, false);
+        }
         let already = self.recording.contains_key(&flow_id);
         if !already && self.recording.len() >= self.max_recording {
             self.send_end(flow_id, SliceEnd::TooMany, 0);
@@ -385,6 +433,59 @@ impl Recorder {
         }
     }
 
+    /// Cuts the slices the output thread asked for, for flows whose packets this worker's
+    /// ring holds (each batch; the flows have ended, so a slice is the ring's packets only).
+    pub fn serve_requests(&mut self) {
+        loop {
+            let Some(meta) = self.link.as_ref().and_then(|l| l.requests.try_recv().ok()) else {
+                return;
+            };
+            self.cut(meta);
+        }
+    }
+
+    /// After the worker's last packet: serves requests until the output thread is done
+    /// (it closes the queue), so alerts raised at the very end still get their slices.
+    pub fn serve_until_closed(mut self) {
+        self.send_staging();
+        self.retry_ends();
+        loop {
+            let Some(meta) = self.link.as_ref().and_then(|l| l.requests.recv().ok()) else {
+                return;
+            };
+            self.cut(meta);
+            self.retry_ends();
+        }
+    }
+
+    fn cut(&mut self, mut meta: SliceMeta) {
+        let mut first: Option<(u16, Vec<u8>, u32)> = None;
+        self.ring.for_each(|r| {
+            if first.is_none() && r.flow_id == meta.flow_id {
+                first = Some((r.linktype, r.data.to_vec(), r.wire_len));
+            }
+        });
+        let Some((linktype, data, wire_len)) = first else {
+            return; // not this worker's flow, or the ring no longer holds it
+        };
+        // The 5-tuple, oriented from the alert's source, from the flow's first packet.
+        let link = crate::decode::LinkType::from_dlt(i32::from(linktype));
+        if let Ok(m) = crate::decode::decode(link, &data, wire_len) {
+            meta.proto = m.proto;
+            let (a, b) = (m.src.to_ip(m.ipv6), m.dst.to_ip(m.ipv6));
+            if meta.src == b {
+                (meta.sport, meta.dport) = (m.dport, m.sport);
+                meta.dst = a;
+            } else {
+                (meta.sport, meta.dport) = (m.sport, m.dport);
+                meta.src = a;
+                meta.dst = b;
+            }
+        }
+        meta.linktype = linktype;
+        self.start_with(meta, false);
+    }
+
     /// Retries the ends the writer had no room for (each batch).
     pub fn retry_ends(&mut self) {
         let Some(link) = &self.link else {
@@ -455,6 +556,7 @@ mod tests {
             tx,
             pool: takes.remove(0),
             lossless: false,
+            requests: crossbeam_channel::never(),
         });
         let data = vec![0u8; 1400];
         r.ring.push(&rec(7, 900, &data));
@@ -493,6 +595,7 @@ mod tests {
             tx,
             pool: takes.remove(0),
             lossless: false,
+            requests: crossbeam_channel::never(),
         });
         let data = vec![0u8; 1000];
         assert_eq!(r.start(meta(7)), (true, true));

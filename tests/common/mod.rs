@@ -33,6 +33,7 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
             syslog: None,
             sink_queue: 4096,
             telemetry: None,
+            slice_requests: None,
         },
     })
     .expect("replay")
