@@ -46,10 +46,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// pcap magic for nanosecond timestamps, written little endian.
-const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
-/// Bytes of the pcap global header.
-const FILE_HEADER: u64 = 24;
 /// Bytes of a pcap record header.
 const PCAP_RECORD_HEADER: u64 = 16;
 /// pcap snaplen used when a slice's meta says 0 (libpcap's largest, `MAXIMUM_SNAPLEN`).
@@ -164,6 +160,9 @@ struct Slice {
     last_ts: u64,
     /// Written to since the last flush.
     dirty: bool,
+    /// One record (header + data) assembled here, so it reaches the file in one write: a
+    /// download of a slice still recording never ends between a header and its data.
+    scratch: Vec<u8>,
 }
 
 impl Slice {
@@ -179,13 +178,7 @@ impl Slice {
         } else {
             meta.snaplen
         };
-        let mut h = [0u8; FILE_HEADER as usize];
-        h[0..4].copy_from_slice(&MAGIC_NANOS.to_le_bytes());
-        h[4..6].copy_from_slice(&2u16.to_le_bytes());
-        h[6..8].copy_from_slice(&4u16.to_le_bytes());
-        // thiszone (8..12) and sigfigs (12..16) stay 0.
-        h[16..20].copy_from_slice(&snaplen.to_le_bytes());
-        h[20..24].copy_from_slice(&u32::from(meta.linktype).to_le_bytes());
+        let h = super::pcap_header(meta.linktype, snaplen);
         let mut s = Slice {
             meta,
             snaplen,
@@ -201,6 +194,7 @@ impl Slice {
             first_ts: None,
             last_ts: 0,
             dirty: false,
+            scratch: Vec::new(),
         };
         s.write(&h)?;
         Ok(s)
@@ -249,14 +243,14 @@ impl Slice {
         }
         let incl = u32::try_from(keep).unwrap_or(self.snaplen);
         let orig = r.wire_len.max(incl);
-        let sec = u32::try_from(r.ts_ns / 1_000_000_000).unwrap_or(u32::MAX);
-        let nsec = (r.ts_ns % 1_000_000_000) as u32;
-        let mut h = [0u8; PCAP_RECORD_HEADER as usize];
-        h[0..4].copy_from_slice(&sec.to_le_bytes());
-        h[4..8].copy_from_slice(&nsec.to_le_bytes());
-        h[8..12].copy_from_slice(&incl.to_le_bytes());
-        h[12..16].copy_from_slice(&orig.to_le_bytes());
-        if let Err(e) = self.write(&h).and_then(|()| self.write(data)) {
+        let clipped = Record { data, ..*r };
+        let mut rec = std::mem::take(&mut self.scratch);
+        rec.clear();
+        rec.extend_from_slice(&super::pcap_record_header(&clipped));
+        rec.extend_from_slice(data);
+        let written = self.write(&rec);
+        self.scratch = rec;
+        if let Err(e) = written {
             self.lost += 1;
             return Err(e);
         }
