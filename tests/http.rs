@@ -186,6 +186,23 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
     // No label carries an address.
     let (_, body) = s.get("/metrics");
     assert!(!body.contains("10.0.0.5") && !body.contains("203.0.113"));
+    // Exactly the documented families are exported (docs/metrics.md is the contract).
+    let exported: std::collections::BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"))
+            .unwrap();
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(exported, documented);
 
     // /api/alerts: the same JSON objects as the alert file, newest first.
     let file_lines: Vec<serde_json::Value> = std::fs::read_to_string(&alerts_file)
