@@ -757,9 +757,9 @@ impl Default for LargeTransferConfig {
     }
 }
 
-/// Upper bound on the flow table per worker: 2^26 flows is ~13 GiB at the measured size per
-/// flow, more than any 2-socket sensor should hold; a typo like an extra zero is caught.
-const MAX_FLOW_CAPACITY: usize = 1 << 26;
+/// Upper bound on the flow table per worker: the table links slots with 24-bit numbers
+/// (see `flow::table`), so 16.7 M flows (2 GiB at 128 bytes a flow) a worker.
+const MAX_FLOW_CAPACITY: usize = crate::flow::MAX_CAPACITY;
 /// More workers than this is a typo, not a deployment.
 const MAX_WORKERS: usize = 1024;
 

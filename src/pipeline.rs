@@ -21,6 +21,9 @@ pub const ALERT_WAIT: std::time::Duration = std::time::Duration::from_millis(200
 /// Packets between two publications of a worker's counters.
 pub const PUBLISH_EVERY: u64 = 1024;
 
+/// Flows ended per step at end of input or shutdown, before their events are handed over.
+const FINISH_BATCH: usize = 1024;
+
 /// A worker's counters at one moment, as the stats line and metrics see them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -216,10 +219,18 @@ impl Driver {
     }
 
     fn finish_events(mut self) -> (Snapshot, crate::slice::recorder::Recorder) {
-        self.worker.finish();
-        // The last events are not droppable: wait for room even live.
-        for (k, e) in self.worker.drain() {
-            let _ = self.out.send(OutMsg::Event(k, e));
+        // The last events are not droppable: wait for room even live. Flows are ended a
+        // batch at a time, each batch handed over before the next is built, so the bounded
+        // queue to the output thread holds the memory in check (back-pressure), whatever
+        // the table holds.
+        loop {
+            let done = self.worker.finish_some(FINISH_BATCH);
+            for (k, e) in self.worker.drain() {
+                let _ = self.out.send(OutMsg::Event(k, e));
+            }
+            if done {
+                break;
+            }
         }
         let _ = self.out.send(OutMsg::Done { worker: self.id });
         self.publish();

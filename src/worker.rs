@@ -53,8 +53,9 @@ pub enum Event {
 }
 
 /// Bytes a home host sent to (and received from) an external host on one flow since the
-/// last report. Emitted every [`VOLUME_STEP`] outbound bytes, at interim records and at the
-/// flow's end, so the cross-flow stage sees volumes per flow event, never per packet.
+/// last report. Emitted when either direction passes a multiple of [`VOLUME_STEP`] IP bytes
+/// (reporting the whole steps passed) and at the flow's end (the rest), so the cross-flow
+/// stage sees volumes per flow event, never per packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Volume {
     /// Timestamp of the packet or timer that triggered the report (ns).
@@ -87,9 +88,9 @@ pub struct Volume {
     pub end: bool,
 }
 
-/// Outbound IP bytes between two volume reports of one flow: fine enough that a 5 MB host
-/// window is placed to within 5%, coarse enough to be rare (one event per ~180 full-size
-/// packets of an upload).
+/// IP bytes between two volume reports of one flow (each direction): fine enough that a
+/// 5 MB host window is placed to within 5%, coarse enough to be rare (one event per ~180
+/// full-size packets of an upload or download).
 pub const VOLUME_STEP: u64 = 256 * 1024;
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
@@ -131,6 +132,8 @@ pub struct Worker {
     linktype: u16,
     /// Counters.
     pub stats: WorkerStats,
+    /// Where [`finish_some`](Self::finish_some) resumes.
+    finish_from: u32,
 }
 
 /// Events buffered per batch before they are handed on; sized so a batch never needs more.
@@ -157,6 +160,7 @@ impl Worker {
             slices: crate::slice::recorder::Recorder::new(&cfg.slice),
             linktype: 1,
             stats: WorkerStats::default(),
+            finish_from: 0,
         }
     }
 
@@ -224,7 +228,7 @@ impl Worker {
         // order breaks ties by ascending flow id).
         let mut heap: BinaryHeap<Reverse<(u64, Reverse<u64>, u32)>> = BinaryHeap::new();
         for slot in self.table.slots() {
-            let Some(f) = self.table.get(slot) else {
+            let Some(f) = self.table.load(slot) else {
                 continue;
             };
             // Ranked on the flow's own counters: a TopFlow is built only for the winners.
@@ -246,7 +250,7 @@ impl Worker {
         }
         let mut out: Vec<crate::telemetry::TopFlow> = heap
             .into_iter()
-            .filter_map(|Reverse((_, _, slot))| self.table.get(slot).and_then(top_flow))
+            .filter_map(|Reverse((_, _, slot))| self.table.load(slot).as_ref().and_then(top_flow))
             .collect();
         out.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
         out
@@ -310,8 +314,9 @@ impl Worker {
         let mut sub = 0u32;
 
         let mut slot = self.table.find(hash, &key);
+        let mut flow = slot.and_then(|s| self.table.load(s));
         let mut carried = None;
-        if let Some(s) = slot {
+        if let (Some(s), Some(old)) = (slot, flow) {
             // A new SYN on a connection that already closed is a new connection reusing
             // the port pair: end the old one now rather than merge them. Unless its
             // sequence number continues the old connection: then it is a retransmission
@@ -319,10 +324,8 @@ impl Worker {
             let syn_only = m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
             let reuse = m.proto == proto::TCP
                 && syn_only
-                && self.table.get(s).is_some_and(|f| {
-                    matches!(f.tcp, TcpState::Closed | TcpState::Reset)
-                        && !in_window(f.next_seq[sender(f, src_is_hi)], m.tcp_seq)
-                });
+                && matches!(old.tcp, TcpState::Closed | TcpState::Reset)
+                && !in_window(old.next_seq[sender(&old, src_is_hi)], m.tcp_seq);
             if reuse {
                 if let Some(old) = self.table.remove(s) {
                     let reason = closing_reason(&old);
@@ -331,26 +334,25 @@ impl Worker {
                     carried = old.out_total().map(|c| (c, old.latch));
                 }
                 slot = None;
+                flow = None;
             }
         }
-        let slot = match slot {
-            Some(s) => s,
-            None => match self.create(p, key, src_is_hi, hash, &mut sub) {
-                Some(s) => s,
+        let (slot, mut flow) = match (slot, flow) {
+            (Some(s), Some(f)) => (s, f),
+            _ => match self.create(p, key, src_is_hi, hash, &mut sub) {
+                Some(x) => x,
                 None => return,
             },
         };
-        if let (Some((c, latch)), Some(f)) = (carried, self.table.get_mut(slot)) {
-            if f.outbound.is_some() {
-                f.carried = c;
-                f.latch = latch;
+        if let Some((c, latch)) = carried {
+            if flow.outbound.is_some() {
+                flow.carried = c;
+                flow.latch = latch;
             }
         }
 
-        let active_timeout_ns = self.active_timeout_ns;
-        let Some(flow) = self.table.get_mut(slot) else {
-            return;
-        };
+        // The clock of the flow's previous packet (its own clock if it starts here).
+        let prev_ns = flow.last_ns;
         let from = if src_is_hi == flow.orig_is_hi {
             Side::Orig
         } else {
@@ -362,22 +364,20 @@ impl Worker {
         };
         count(c, m);
         *flags |= m.tcp_flags;
-        flow.last_ns = flow.last_ns.max(p.ts_ns);
+        flow.last_ns = p.clock_ns;
         if m.proto == proto::TCP {
-            track_tcp(flow, from, m);
+            track_tcp(&mut flow, from, m);
         }
-        let class = timer_class(flow);
-        let alert = self.large.on_packet(flow, from, p.ts_ns);
-        let volume = flow
-            .outbound
-            .is_some_and(|s| flow.side(s).ip_bytes - flow.reported[0] >= VOLUME_STEP)
-            .then(|| report_volume(flow, p.ts_ns, false))
-            .flatten();
-        let interim = p.clock_ns.saturating_sub(flow.interim_ns) >= active_timeout_ns;
-        if interim {
-            flow.interim_ns = p.clock_ns;
-        }
-        let snapshot = *flow;
+        let class = timer_class(&flow);
+        let alert = self.large.on_packet(&mut flow, from, p.ts_ns);
+        let volume = step_volume(&flow, from, m.ip_len, p.ts_ns);
+        // Interim records fall on a grid of active timeouts from the flow's first packet:
+        // one is due when this packet is the first past a grid line.
+        let t = self.active_timeout_ns.max(1);
+        let base = flow.first_ns;
+        let interim = p.clock_ns.saturating_sub(base) / t > prev_ns.saturating_sub(base) / t;
+        let snapshot = flow;
+        self.table.store(slot, &flow);
         self.table.touch(slot, class, p.clock_ns);
         if self.slices.active() {
             let (keep, flags) = self.slices.keep(
@@ -395,9 +395,8 @@ impl Worker {
             };
             self.slices.ring.push(&rec);
             if snapshot.recording && self.slices.stage(&rec).is_some() {
-                if let Some(f) = self.table.get_mut(slot) {
-                    f.recording = false;
-                }
+                flow.recording = false;
+                self.table.store(slot, &flow);
             }
         }
         if self.dns.is_dns(m) {
@@ -436,9 +435,8 @@ impl Worker {
                     a.slice_id = Some(a.id.clone());
                 }
                 if recording {
-                    if let Some(f) = self.table.get_mut(slot) {
-                        f.recording = true;
-                    }
+                    flow.recording = true;
+                    self.table.store(slot, &flow);
                 }
             }
             self.pending
@@ -477,8 +475,18 @@ impl Worker {
 
     /// Ends every open flow (end of input or shutdown).
     pub fn finish(&mut self) {
-        let slots: Vec<u32> = self.table.slots().collect();
-        for slot in slots {
+        while !self.finish_some(usize::MAX) {}
+    }
+
+    /// Ends up to `max` open flows (end of input or shutdown); true when none is left.
+    /// Called in batches with the events drained in between, so ending a million open
+    /// flows never queues a million records at once.
+    pub fn finish_some(&mut self, max: usize) -> bool {
+        for _ in 0..max {
+            let Some(slot) = self.table.next_live(self.finish_from) else {
+                return true;
+            };
+            self.finish_from = slot;
             // A connection that already closed ends as it closed, even if its linger had
             // not run out when the input did.
             let closing = self.table.class_of(slot) == Some(TimerClass::TcpClosing);
@@ -497,6 +505,7 @@ impl Worker {
                 self.emit_record(&flow, reason, key);
             }
         }
+        self.table.is_empty()
     }
 
     fn create(
@@ -506,7 +515,7 @@ impl Worker {
         src_is_hi: bool,
         hash: u64,
         sub: &mut u32,
-    ) -> Option<u32> {
+    ) -> Option<(u32, Flow)> {
         if self.table.is_full() {
             let victim = self.table.least_recent()?;
             if let Some(old) = self.table.remove(victim) {
@@ -548,11 +557,9 @@ impl Worker {
             first_ports,
             outbound: self.direction.outbound(orig, resp, m.ipv6),
             latch: 0,
-            interim_ns: p.clock_ns,
             next_seq: [None; 2],
             reset: false,
             recording: false,
-            reported: [0; 2],
             carried: DirCounters::default(),
         };
         let slot = self
@@ -560,7 +567,13 @@ impl Worker {
             .insert(hash, flow, timer_class(&flow), p.clock_ns)?;
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.table.len() as u64);
-        Some(slot)
+        Some((
+            slot,
+            Flow {
+                last_ns: p.clock_ns,
+                ..flow
+            },
+        ))
     }
 
     fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) {
@@ -580,23 +593,15 @@ impl Worker {
         if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
             self.stats.records[i] += 1;
         }
-        // The unreported rest of an outbound flow's volume: at its end, or at an interim
-        // record (then the flow in the table must remember it was reported).
-        let end = reason != EndReason::ActiveTimeout;
-        let mut copy = *flow;
-        if let Some(v) = report_volume(&mut copy, flow.last_ns, end) {
-            if !end {
-                if let Some(f) = self.table.find(self.table.hash(&flow.key), &flow.key) {
-                    if let Some(live) = self.table.get_mut(f) {
-                        live.reported = copy.reported;
-                    }
-                }
+        // The unreported rest of an outbound flow's volume, at its end.
+        if reason != EndReason::ActiveTimeout {
+            if let Some(v) = end_volume(flow) {
+                let vkey = EventKey {
+                    sub: key.sub | 0x8000_0000,
+                    ..key
+                };
+                self.pending.push((vkey, Event::Volume(v)));
             }
-            let vkey = EventKey {
-                sub: key.sub | 0x8000_0000,
-                ..key
-            };
-            self.pending.push((vkey, Event::Volume(v)));
         }
         self.pending
             .push((key, Event::Flow(FlowRecord::of(flow, reason))));
@@ -627,21 +632,45 @@ fn top_flow(f: &Flow) -> Option<crate::telemetry::TopFlow> {
     })
 }
 
-/// The volume of an outbound flow not yet reported, marked as reported. `None` when there
-/// is nothing to report (or the flow is not outbound).
-fn report_volume(f: &mut Flow, ts_ns: u64, end: bool) -> Option<Volume> {
+/// Volume reports fall on a grid of [`VOLUME_STEP`] IP bytes in each direction: a report
+/// is sent by the packet that carries a direction's count past a multiple of the step, and
+/// says how many whole steps were passed; the flow's end reports the rest. What has been
+/// reported is therefore a function of the counters alone (the flow table keeps no
+/// "reported" field), and the reports of a flow always sum to its totals.
+fn step_volume(f: &Flow, from: Side, ip_len: u32, ts_ns: u64) -> Option<Volume> {
+    let side = f.outbound?;
+    let now = f.side(from).ip_bytes;
+    let before = now.saturating_sub(u64::from(ip_len));
+    let steps = now / VOLUME_STEP - before / VOLUME_STEP;
+    if steps == 0 {
+        return None;
+    }
+    let d = steps * VOLUME_STEP;
+    let (d_out, d_in) = if from == side { (d, 0) } else { (0, d) };
+    Some(volume(f, ts_ns, d_out, d_in, false))
+}
+
+/// The part of an outbound flow's volume after its last whole step, reported at its end.
+fn end_volume(f: &Flow) -> Option<Volume> {
     let side = f.outbound?;
     let other = match side {
         Side::Orig => Side::Resp,
         Side::Resp => Side::Orig,
     };
-    let out = f.side(side).ip_bytes;
-    let inb = f.side(other).ip_bytes;
-    let (d_out, d_in) = (out - f.reported[0], inb - f.reported[1]);
+    let d_out = f.side(side).ip_bytes % VOLUME_STEP;
+    let d_in = f.side(other).ip_bytes % VOLUME_STEP;
     if d_out == 0 && d_in == 0 {
         return None;
     }
-    f.reported = [out, inb];
+    Some(volume(f, f.last_ns, d_out, d_in, true))
+}
+
+fn volume(f: &Flow, ts_ns: u64, out_bytes: u64, in_bytes: u64, end: bool) -> Volume {
+    let side = f.outbound.unwrap_or(Side::Orig);
+    let other = match side {
+        Side::Orig => Side::Resp,
+        Side::Resp => Side::Orig,
+    };
     let k = &f.key;
     let side_is_hi = (side == Side::Orig) == f.orig_is_hi;
     let (src, sport, dst, dport) = if side_is_hi {
@@ -649,7 +678,7 @@ fn report_volume(f: &mut Flow, ts_ns: u64, end: bool) -> Option<Volume> {
     } else {
         (k.lo, k.lo_port, k.hi, k.hi_port)
     };
-    Some(Volume {
+    Volume {
         ts_ns,
         flow_id: f.id,
         ipv6: k.ipv6,
@@ -659,12 +688,12 @@ fn report_volume(f: &mut Flow, ts_ns: u64, end: bool) -> Option<Volume> {
         sport,
         proto: k.proto,
         home_is_orig: side == Side::Orig,
-        out_total: out,
-        in_total: inb,
-        out_bytes: d_out,
-        in_bytes: d_in,
+        out_total: f.side(side).ip_bytes,
+        in_total: f.side(other).ip_bytes,
+        out_bytes,
+        in_bytes,
         end,
-    })
+    }
 }
 
 #[inline]

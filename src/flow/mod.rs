@@ -12,7 +12,7 @@ mod table;
 
 pub use key::FlowKey;
 pub use record::{EndReason, FlowRecord};
-pub use table::{FlowTable, TimerClass};
+pub use table::{FlowTable, TableWork, TimerClass, MAX_CAPACITY};
 
 /// Packet, IP-byte and payload-byte counters of one direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,7 +66,8 @@ pub struct Flow {
     pub orig_is_hi: bool,
     /// Timestamp of the first packet (ns).
     pub first_ns: u64,
-    /// Latest packet timestamp (ns).
+    /// Capture clock at the flow's latest packet (ns): its timestamp, unless the capture's
+    /// timestamps went backwards (then the latest timestamp seen before it).
     pub last_ns: u64,
     /// Originator → responder counters.
     pub orig: DirCounters,
@@ -83,20 +84,16 @@ pub struct Flow {
     /// Which side is the home host sending to an external one, if any: set at creation by
     /// the worker from `home_nets` and the allowlist.
     pub outbound: Option<Side>,
-    /// Per-flow latch bits owned by the detectors (e.g. one bit per large-transfer tier that
-    /// already fired), so each alert fires once per flow and tier.
+    /// Per-flow latch bits owned by the detectors: one bit per large-transfer tier that
+    /// already fired, so each alert fires once per flow and tier. Tiers fire in order, so
+    /// the bits are always a run of ones from bit 0 (the table stores only their count).
     pub latch: u32,
-    /// Clock of the flow's start or its last interim record (ns).
-    pub interim_ns: u64,
     /// TCP: the next sequence number each side will send (orig, resp), once seen.
     pub next_seq: [Option<u32>; 2],
     /// TCP: a RST that the endpoints appear to have honoured (no data followed it).
     pub reset: bool,
     /// Its packets are being recorded into a pcap slice (it raised an alert).
     pub recording: bool,
-    /// IP bytes (outbound, inbound) already reported to the cross-flow stage in volume
-    /// events.
-    pub reported: [u64; 2],
     /// Outbound counters of earlier connections on the same 5-tuple that ended by FIN/RST
     /// less than a linger ago and were replaced by a new SYN. Detectors add them, so a
     /// forged RST+SYN pair (ignored by the real endpoints) cannot restart the count.

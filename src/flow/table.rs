@@ -1,18 +1,43 @@
-//! Fixed-capacity flow table with timer lists.
+//! Fixed-capacity flow table: 124 bytes a flow plus a 4-byte hash bucket, O(1) everything.
 //!
-//! Layout: a slab of entries allocated once (`capacity` of them), a `hashbrown::HashTable`
-//! of slab indices (the key is stored once, in the slab), and one intrusive doubly linked
-//! list per [`TimerClass`]. Touching a flow moves it to the head of its class's list, so
-//! each list is ordered by last activity; because every class has a single idle timeout,
-//! the next flow to expire in a class is always its list's tail. Expiry and LRU eviction
-//! are therefore O(1) per flow, with no timer wheel and no scan (Retina uses a wheel because
-//! its timeouts vary per connection; ours vary only per class).
+//! **Layout.** A slab of packed entries allocated once (`capacity` of them), a power-of-two
+//! array of hash-bucket heads, and one intrusive doubly linked list per [`TimerClass`]. Each
+//! entry is 31 `u32` words (124 bytes) holding the key, the counters and every link
+//! ([`Entry`] documents the words); the worker works on an unpacked [`Flow`] it
+//! [`load`](FlowTable::load)s and [`store`](FlowTable::store)s around each packet. Links are
+//! 24-bit slot numbers plus one (0 = none), which caps a table at 2^24 − 1 flows: 16.7 M per
+//! worker. The hash index is chained through the entries (a 24-bit link in each) from
+//! `2^⌊log2 capacity⌋` heads, so the index costs at most 4 bytes a flow and never holds a
+//! tombstone or grows, however much churn a flood brings; the free list runs through the
+//! same links. Both arrays are allocated zeroed (zero is "empty" everywhere), which the
+//! allocator serves from fresh, lazily mapped pages: a page is first touched when a flow is
+//! first stored in it, so a short replay does not pay for zeroing a table sized for
+//! millions.
+//!
+//! **Why packed.** Measured on a 1 M-flow flood, the old 216-byte entry plus a 20-byte
+//! hashbrown index made the table 240 bytes a flow and every new flow two cache-line
+//! misses into a table much larger than the cache; half the bytes were fields needed only
+//! by some flows (sequence numbers of ICMP flows, carried counters of reused tuples) or
+//! wider than any real count. Counters are stored saturating at 2^56 bytes (72 PB) and
+//! 2^48 packets a direction, far beyond any flow; the flow id at 2^56.
+//!
+//! **Timers.** Touching a flow moves it to the head of its class's list, so each list is
+//! ordered by last activity; because every class has a single idle timeout, the next flow
+//! to expire in a class is always its list's tail. Expiry and LRU eviction are therefore
+//! O(1) per flow, with no timer wheel and no scan (Retina uses a wheel because its
+//! timeouts vary per connection; ours vary only per class). A flow's last activity is the
+//! capture clock at its last packet, which is also its `last_ns`.
+//!
+//! **Carried counters** (a SYN reusing a just-closed tuple, see [`Flow::carried`]) are rare,
+//! so they live in a small side map of `capacity / 64` entries (at least 64) rather than in
+//! every entry; when it is full a new carry is dropped and counted
+//! ([`FlowTable::carry_dropped`]), never an old one evicted.
 //!
 //! The table never grows: when it is full, the caller evicts the least recently seen flow
 //! (the oldest tail across the lists) before inserting.
 
-use super::{Flow, FlowKey};
-use hashbrown::HashTable;
+use super::{DirCounters, Flow, FlowKey, Side, TcpState};
+use crate::decode::Addr;
 use std::hash::BuildHasher;
 
 /// Which idle timeout applies to a flow.
@@ -31,52 +56,247 @@ pub enum TimerClass {
     Other = 4,
 }
 
+impl TimerClass {
+    fn from_bits(b: u32) -> TimerClass {
+        match b {
+            0 => TimerClass::TcpUnestablished,
+            1 => TimerClass::Tcp,
+            2 => TimerClass::TcpClosing,
+            3 => TimerClass::Udp,
+            _ => TimerClass::Other,
+        }
+    }
+}
+
 /// Number of timer classes.
 pub const CLASSES: usize = 5;
-const NIL: u32 = u32::MAX;
 
-#[derive(Clone, Copy)]
-struct Entry {
-    flow: Flow,
-    /// Clock of the last packet (ns): what the idle timeout counts from.
-    touched_ns: u64,
-    prev: u32,
-    next: u32,
-    class: u8,
-    live: bool,
+/// Most flows one table can hold: links are 24-bit slot numbers plus one.
+pub const MAX_CAPACITY: usize = (1 << 24) - 1;
+
+/// "No slot" in a link, a list end or a bucket head.
+const NIL: u32 = 0;
+const LINK_MASK: u32 = 0x00ff_ffff;
+const MAX56: u64 = (1 << 56) - 1;
+const MAX48: u64 = (1 << 48) - 1;
+
+/// Word indices of a packed entry. Addresses are stored as their 16 bytes in four
+/// native-endian words (only compared and copied back, never interpreted).
+mod w {
+    /// Words 0..4: the key's `lo` address; 4..8: `hi`.
+    pub const LO: usize = 0;
+    pub const HI: usize = 4;
+    /// `lo_port << 16 | hi_port`.
+    pub const PORTS: usize = 8;
+    /// `proto << 24 | vlan[0] << 12 | vlan[1]` (12-bit VLAN ids).
+    pub const PV: usize = 9;
+    /// Words 0..=9 are the key (with the `ipv6` bit of [`MISC_A`]).
+    pub const KEY_WORDS: usize = 10;
+    /// 10, 11: first packet time (ns), low and high word.
+    pub const FIRST: usize = 10;
+    /// 12, 13: `latch count << 56 | (last activity − first packet)` (ns).
+    pub const DUR: usize = 12;
+    /// 14, 15: `orig_flags << 56 | flow id`.
+    pub const ID: usize = 14;
+    /// 16..=20 orig, 21..=25 resp: IP bytes (u64, 56 bits used, packet bits 40..48 above),
+    /// payload bytes (u64, 56 bits, packet bits 32..40 above), packets bits 0..32.
+    pub const ORIG: usize = 16;
+    pub const RESP: usize = 21;
+    /// 26, 27: TCP next sequence numbers (orig, resp); other protocols: first ports.
+    pub const SEQ: usize = 26;
+    /// 28: LRU previous (24 bits) | misc bits 0..8 above; 29: LRU next | misc bits 8..16;
+    /// 30: hash chain / free list next | resp flags.
+    pub const PREV: usize = 28;
+    pub const NEXT: usize = 29;
+    pub const CHAIN: usize = 30;
+    pub const WORDS: usize = 31;
+}
+
+/// Bits of the 16 misc bits (kept in the top bytes of the `PREV` and `NEXT` words).
+mod m {
+    pub const CLASS: u32 = 0b111; // bits 0..3
+    pub const LIVE: u32 = 1 << 3;
+    pub const IPV6: u32 = 1 << 4;
+    pub const ORIG_IS_HI: u32 = 1 << 5;
+    pub const TCP_SHIFT: u32 = 6; // 3 bits
+    pub const OUT_SHIFT: u32 = 9; // 2 bits: 0 none, 1 orig, 2 resp
+    pub const RESET: u32 = 1 << 11;
+    pub const RECORDING: u32 = 1 << 12;
+    pub const SEQ0: u32 = 1 << 13;
+    pub const SEQ1: u32 = 1 << 14;
+    pub const CARRY: u32 = 1 << 15;
+}
+
+/// One packed flow: see [`w`] for the words. 124 bytes, 4-byte aligned.
+type Entry = [u32; w::WORDS];
+
+#[inline]
+fn get64(e: &Entry, i: usize) -> u64 {
+    u64::from(e[i]) | u64::from(e[i + 1]) << 32
+}
+
+#[inline]
+fn set64(e: &mut Entry, i: usize, v: u64) {
+    e[i] = v as u32;
+    e[i + 1] = (v >> 32) as u32;
+}
+
+#[inline]
+fn misc(e: &Entry) -> u32 {
+    e[w::PREV] >> 24 | (e[w::NEXT] >> 24) << 8
+}
+
+#[inline]
+fn set_misc(e: &mut Entry, bits: u32) {
+    e[w::PREV] = (e[w::PREV] & LINK_MASK) | (bits & 0xff) << 24;
+    e[w::NEXT] = (e[w::NEXT] & LINK_MASK) | (bits >> 8 & 0xff) << 24;
+}
+
+#[inline]
+fn link(e: &Entry, i: usize) -> u32 {
+    e[i] & LINK_MASK
+}
+
+#[inline]
+fn set_link(e: &mut Entry, i: usize, v: u32) {
+    e[i] = (e[i] & !LINK_MASK) | (v & LINK_MASK);
+}
+
+fn addr_words(a: &Addr) -> [u32; 4] {
+    let b = &a.0;
+    let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    [word(0), word(4), word(8), word(12)]
+}
+
+fn words_addr(ws: &[u32]) -> Addr {
+    let mut b = [0u8; 16];
+    for (chunk, x) in b.chunks_exact_mut(4).zip(ws) {
+        chunk.copy_from_slice(&x.to_ne_bytes());
+    }
+    Addr(b)
+}
+
+/// The key's words, in the order they are stored.
+#[inline]
+fn key_words(k: &FlowKey) -> [u32; w::KEY_WORDS] {
+    let (lo, hi) = (addr_words(&k.lo), addr_words(&k.hi));
+    [
+        lo[0],
+        lo[1],
+        lo[2],
+        lo[3],
+        hi[0],
+        hi[1],
+        hi[2],
+        hi[3],
+        u32::from(k.lo_port) << 16 | u32::from(k.hi_port),
+        u32::from(k.proto) << 24
+            | u32::from(k.vlan[0] & 0xfff) << 12
+            | u32::from(k.vlan[1] & 0xfff),
+    ]
+}
+
+fn pack_dir(e: &mut Entry, at: usize, c: &DirCounters) {
+    let pkts = c.pkts.min(MAX48);
+    set64(e, at, c.ip_bytes.min(MAX56) | (pkts >> 40) << 56);
+    set64(
+        e,
+        at + 2,
+        c.payload_bytes.min(MAX56) | (pkts >> 32 & 0xff) << 56,
+    );
+    e[at + 4] = pkts as u32;
+}
+
+fn unpack_dir(e: &Entry, at: usize) -> DirCounters {
+    let (a, b) = (get64(e, at), get64(e, at + 2));
+    DirCounters {
+        pkts: u64::from(e[at + 4]) | (b >> 56) << 32 | (a >> 56) << 40,
+        ip_bytes: a & MAX56,
+        payload_bytes: b & MAX56,
+    }
+}
+
+const TCP_STATES: [TcpState; 7] = [
+    TcpState::NotTcp,
+    TcpState::SynSent,
+    TcpState::SynReceived,
+    TcpState::Established,
+    TcpState::HalfClosed,
+    TcpState::Closed,
+    TcpState::Reset,
+];
+
+fn tcp_bits(s: TcpState) -> u32 {
+    TCP_STATES.iter().position(|x| *x == s).unwrap_or(0) as u32
+}
+
+/// Work done by eviction and expiry, for the tests that prove both are O(1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableWork {
+    /// Entries looked at to find an eviction victim or the next expiry (list tails).
+    pub visited: u64,
+    /// Victims or expiries found.
+    pub found: u64,
 }
 
 /// A worker's flow table. See the module documentation.
 pub struct FlowTable {
-    entries: Vec<Entry>,
-    free: Vec<u32>,
-    index: HashTable<u32>,
+    /// The entries, `w::WORDS` words each. A flat `Vec<u32>` rather than `Vec<Entry>`:
+    /// `vec![0u32; n]` is always a zeroed (lazily mapped) allocation, while an array
+    /// element is zero-filled eagerly in unoptimised builds.
+    words: Vec<u32>,
+    capacity: usize,
+    /// Slots ever used: `entries[fresh..]` are still untouched zero pages.
+    fresh: u32,
+    /// Head of the free list (slot + 1), through the `CHAIN` link.
+    free: u32,
+    heads: Vec<u32>,
+    mask: u64,
     hasher: foldhash::fast::RandomState,
     head: [u32; CLASSES],
     tail: [u32; CLASSES],
     timeout_ns: [u64; CLASSES],
     len: usize,
+    carried: hashbrown::HashMap<u32, DirCounters, foldhash::fast::RandomState>,
+    carry_capacity: usize,
+    carry_dropped: u64,
+    work: std::cell::Cell<TableWork>,
 }
 
 impl FlowTable {
-    /// A table for `capacity` flows; `timeout_ns[c]` is the idle timeout of class `c`.
-    /// All memory is allocated here.
+    /// A table for `capacity` flows (at most [`MAX_CAPACITY`]); `timeout_ns[c]` is the idle
+    /// timeout of class `c`. All memory is allocated here, zeroed and untouched.
     pub fn new(capacity: usize, timeout_ns: [u64; CLASSES]) -> FlowTable {
-        let capacity = capacity.clamp(1, NIL as usize - 1);
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        // Largest power of two not above half the capacity: chains hold two to four
+        // entries when the table is full (Suricata's flow hash runs fuller), and the heads
+        // cost at most 2 bytes a flow, which keeps the whole table within 128.
+        let half = (capacity / 2).max(1);
+        let buckets = 1usize << (usize::BITS - 1 - half.leading_zeros());
+        let carry_capacity = (capacity / 256).max(64);
         FlowTable {
-            entries: Vec::with_capacity(capacity),
-            free: Vec::with_capacity(capacity),
-            // Twice the flows: with at most half the buckets live, hashbrown always finds
-            // room by rehashing in place, never by growing, however much churn (a SYN flood
-            // at capacity) leaves tombstones behind.
-            index: HashTable::with_capacity(capacity.saturating_mul(2)),
+            // `vec![zero; n]` of plain integers is a zeroed allocation: fresh pages the
+            // kernel maps on first write.
+            words: vec![0u32; capacity * w::WORDS],
+            capacity,
+            fresh: 0,
+            free: NIL,
+            heads: vec![NIL; buckets],
+            mask: buckets as u64 - 1,
             // Random seed: the table's iteration order never reaches the output, and an
-            // attacker cannot precompute colliding keys.
+            // attacker cannot precompute keys that share a chain.
             hasher: foldhash::fast::RandomState::default(),
             head: [NIL; CLASSES],
             tail: [NIL; CLASSES],
             timeout_ns,
             len: 0,
+            carried: hashbrown::HashMap::with_capacity_and_hasher(
+                carry_capacity,
+                foldhash::fast::RandomState::default(),
+            ),
+            carry_capacity,
+            carry_dropped: 0,
+            work: std::cell::Cell::new(TableWork::default()),
         }
     }
 
@@ -92,15 +312,25 @@ impl FlowTable {
 
     /// Maximum number of flows.
     pub fn capacity(&self) -> usize {
-        self.entries.capacity()
+        self.capacity
     }
 
-    /// Bytes the table allocated at start-up (slab, free list, hash index). Constant for
-    /// the table's life: it never grows.
+    /// Bytes the table allocated at start-up (entries, bucket heads, the carry map).
+    /// Constant for the table's life: it never grows.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.free.capacity() * std::mem::size_of::<u32>()
-            + self.index.allocation_size()
+        self.words.len() * std::mem::size_of::<u32>()
+            + self.heads.len() * std::mem::size_of::<u32>()
+            + self.carried.allocation_size()
+    }
+
+    /// Carried counters that could not be kept because the side map was full.
+    pub fn carry_dropped(&self) -> u64 {
+        self.carry_dropped
+    }
+
+    /// Eviction and expiry work so far (see [`TableWork`]).
+    pub fn work(&self) -> TableWork {
+        self.work.get()
     }
 
     /// True when an insert needs an eviction first.
@@ -114,39 +344,129 @@ impl FlowTable {
         self.hasher.hash_one(key)
     }
 
+    /// The entry of a slot number plus one (0 = none).
+    #[inline]
+    fn entry(&self, slot1: u32) -> Option<&Entry> {
+        let at = (slot1 as usize).checked_sub(1)? * w::WORDS;
+        self.words.get(at..at + w::WORDS)?.try_into().ok()
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, slot1: u32) -> Option<&mut Entry> {
+        let at = (slot1 as usize).checked_sub(1)? * w::WORDS;
+        self.words.get_mut(at..at + w::WORDS)?.try_into().ok()
+    }
+
+    #[inline]
+    fn live(&self, slot: u32) -> Option<&Entry> {
+        self.entry(slot.wrapping_add(1))
+            .filter(|e| misc(e) & m::LIVE != 0)
+    }
+
     /// Slot of the flow with this key.
     #[inline]
     pub fn find(&self, hash: u64, key: &FlowKey) -> Option<u32> {
-        let entries = &self.entries;
-        self.index
-            .find(hash, |&i| {
-                entries
-                    .get(i as usize)
-                    .is_some_and(|e| e.live && e.flow.key == *key)
-            })
-            .copied()
+        let kw = key_words(key);
+        let v6 = if key.ipv6 { m::IPV6 } else { 0 };
+        let mut at = *self.heads.get((hash & self.mask) as usize)?;
+        while let Some(e) = self.entry(at) {
+            if e[..w::KEY_WORDS] == kw && misc(e) & m::IPV6 == v6 {
+                return Some(at - 1);
+            }
+            at = link(e, w::CHAIN);
+        }
+        None
     }
 
-    /// The flow in a slot. Slots come from [`find`](Self::find)/[`insert`](Self::insert).
+    /// The flow in a slot, unpacked. Slots come from [`find`](Self::find) and
+    /// [`insert`](Self::insert).
     #[inline]
-    pub fn get(&self, slot: u32) -> Option<&Flow> {
-        self.entries
-            .get(slot as usize)
-            .filter(|e| e.live)
-            .map(|e| &e.flow)
+    pub fn load(&self, slot: u32) -> Option<Flow> {
+        let e = self.live(slot)?;
+        let bits = misc(e);
+        let key = FlowKey {
+            lo: words_addr(&e[w::LO..w::LO + 4]),
+            hi: words_addr(&e[w::HI..w::HI + 4]),
+            lo_port: (e[w::PORTS] >> 16) as u16,
+            hi_port: e[w::PORTS] as u16,
+            proto: (e[w::PV] >> 24) as u8,
+            ipv6: bits & m::IPV6 != 0,
+            vlan: [(e[w::PV] >> 12 & 0xfff) as u16, (e[w::PV] & 0xfff) as u16],
+        };
+        let first_ns = get64(e, w::FIRST);
+        let dur = get64(e, w::DUR);
+        let id = get64(e, w::ID);
+        let orig_is_hi = bits & m::ORIG_IS_HI != 0;
+        let tcp = *TCP_STATES
+            .get((bits >> m::TCP_SHIFT & 0b111) as usize)
+            .unwrap_or(&TcpState::NotTcp);
+        let (next_seq, first_ports) = if key.proto == crate::decode::proto::TCP {
+            let seq = |bit: u32, i: usize| (bits & bit != 0).then_some(e[i]);
+            let ports = if orig_is_hi {
+                (key.hi_port, key.lo_port)
+            } else {
+                (key.lo_port, key.hi_port)
+            };
+            ([seq(m::SEQ0, w::SEQ), seq(m::SEQ1, w::SEQ + 1)], ports)
+        } else {
+            ([None; 2], (e[w::SEQ] as u16, e[w::SEQ + 1] as u16))
+        };
+        let carried = if bits & m::CARRY != 0 {
+            self.carried.get(&slot).copied().unwrap_or_default()
+        } else {
+            DirCounters::default()
+        };
+        let latch_n = (dur >> 56) as u32;
+        Some(Flow {
+            key,
+            id: id & MAX56,
+            orig_is_hi,
+            first_ns,
+            last_ns: first_ns.saturating_add(dur & MAX56),
+            orig: unpack_dir(e, w::ORIG),
+            resp: unpack_dir(e, w::RESP),
+            orig_flags: (id >> 56) as u8,
+            resp_flags: (e[w::CHAIN] >> 24) as u8,
+            tcp,
+            first_ports,
+            outbound: match bits >> m::OUT_SHIFT & 0b11 {
+                1 => Some(Side::Orig),
+                2 => Some(Side::Resp),
+                _ => None,
+            },
+            latch: (1u64 << latch_n.min(32)).wrapping_sub(1) as u32,
+            next_seq,
+            reset: bits & m::RESET != 0,
+            recording: bits & m::RECORDING != 0,
+            carried,
+        })
     }
 
-    /// The flow in a slot, mutably.
+    /// Writes back a flow's mutable state (everything but its key, id and first packet
+    /// time, which never change) into its slot; the last activity is `flow.last_ns`.
     #[inline]
-    pub fn get_mut(&mut self, slot: u32) -> Option<&mut Flow> {
-        self.entries
-            .get_mut(slot as usize)
-            .filter(|e| e.live)
-            .map(|e| &mut e.flow)
+    pub fn store(&mut self, slot: u32, flow: &Flow) {
+        let carry = flow.carried != DirCounters::default();
+        if carry && !self.carried.contains_key(&slot) {
+            if self.carried.len() < self.carry_capacity {
+                self.carried.insert(slot, flow.carried);
+            } else {
+                self.carry_dropped += 1;
+            }
+        } else if carry {
+            if let Some(c) = self.carried.get_mut(&slot) {
+                *c = flow.carried;
+            }
+        }
+        let kept = carry && self.carried.contains_key(&slot);
+        let Some(e) = self.entry_mut(slot.wrapping_add(1)) else {
+            return;
+        };
+        write_state(e, flow, kept);
     }
 
-    /// Inserts a new flow (its key must not be present) in class `class`, touched at
-    /// `clock_ns`. Returns `None` when the table is full: evict first.
+    /// Inserts a new flow (its key must not be present) in class `class`; its last
+    /// activity is `clock_ns`. Returns `None` when the table is full: evict first.
     pub fn insert(
         &mut self,
         hash: u64,
@@ -154,66 +474,108 @@ impl FlowTable {
         class: TimerClass,
         clock_ns: u64,
     ) -> Option<u32> {
-        let entry = Entry {
-            flow,
-            touched_ns: clock_ns,
-            prev: NIL,
-            next: NIL,
-            class: class as u8,
-            live: true,
-        };
-        let slot = if let Some(slot) = self.free.pop() {
-            *self.entries.get_mut(slot as usize)? = entry;
-            slot
-        } else if self.entries.len() < self.entries.capacity() {
-            self.entries.push(entry);
-            (self.entries.len() - 1) as u32
+        let slot1 = if self.free != NIL {
+            let s = self.free;
+            self.free = self.entry(s).map_or(NIL, |e| link(e, w::CHAIN));
+            s
+        } else if (self.fresh as usize) < self.capacity {
+            self.fresh += 1;
+            self.fresh
         } else {
             return None;
         };
-        let entries = &self.entries;
-        let hasher = &self.hasher;
-        // Never reallocates: the index was created with room for `capacity` keys, and
-        // hashbrown rehashes in place when deletions leave tombstones.
-        self.index.insert_unique(hash, slot, |&i| {
-            entries
-                .get(i as usize)
-                .map_or(0, |e| hasher.hash_one(e.flow.key))
-        });
+        let bucket = (hash & self.mask) as usize;
+        let chain = self.heads.get(bucket).copied().unwrap_or(NIL);
+        let flow = Flow {
+            last_ns: clock_ns,
+            ..flow
+        };
+        {
+            let e = self.entry_mut(slot1)?;
+            *e = [0; w::WORDS];
+            e[..w::KEY_WORDS].copy_from_slice(&key_words(&flow.key));
+            set64(e, w::FIRST, flow.first_ns);
+            write_state(e, &flow, false);
+            set_link(e, w::CHAIN, chain);
+            set_misc(e, misc(e) | m::LIVE | class as u32);
+        }
+        if let Some(h) = self.heads.get_mut(bucket) {
+            *h = slot1;
+        }
         self.len += 1;
-        self.link_head(slot, class as usize);
-        Some(slot)
+        self.link_head(slot1, class as usize);
+        if flow.carried != DirCounters::default() {
+            self.store(slot1 - 1, &flow);
+        }
+        Some(slot1 - 1)
     }
 
-    /// Records activity: the flow moves to the head of `class`'s list.
+    /// Records activity at `clock_ns`: the flow moves to the head of `class`'s list.
     #[inline]
     pub fn touch(&mut self, slot: u32, class: TimerClass, clock_ns: u64) {
-        let Some(e) = self.entries.get_mut(slot as usize) else {
+        let slot1 = slot + 1;
+        let Some(e) = self.entry_mut(slot1) else {
             return;
         };
-        e.touched_ns = clock_ns;
-        let old = e.class as usize;
-        if self.head[old] == slot && old == class as usize {
+        let first = get64(e, w::FIRST);
+        let dur = get64(e, w::DUR);
+        set64(
+            e,
+            w::DUR,
+            (dur & !MAX56) | clock_ns.saturating_sub(first).min(MAX56),
+        );
+        let old = (misc(e) & m::CLASS) as usize;
+        if self.head[old] == slot1 && old == class as usize {
             return;
         }
-        self.unlink(slot);
-        self.link_head(slot, class as usize);
+        self.unlink(slot1);
+        self.link_head(slot1, class as usize);
+    }
+
+    /// Last activity (capture clock, ns) of a flow.
+    #[inline]
+    pub fn touched(&self, slot: u32) -> Option<u64> {
+        let e = self.live(slot)?;
+        Some(get64(e, w::FIRST).saturating_add(get64(e, w::DUR) & MAX56))
     }
 
     /// Removes a flow, returning it.
     pub fn remove(&mut self, slot: u32) -> Option<Flow> {
-        let e = *self.entries.get(slot as usize).filter(|e| e.live)?;
-        let hash = self.hasher.hash_one(e.flow.key);
-        if let Ok(found) = self.index.find_entry(hash, |&i| i == slot) {
-            found.remove();
+        let flow = self.load(slot)?;
+        let slot1 = slot + 1;
+        let bucket = (self.hash(&flow.key) & self.mask) as usize;
+        // Unchain: walk the bucket's chain (one or two entries on average) to the link
+        // that points at this slot.
+        let next = self.entry(slot1).map_or(NIL, |e| link(e, w::CHAIN));
+        let mut at = self.heads.get(bucket).copied().unwrap_or(NIL);
+        if at == slot1 {
+            if let Some(h) = self.heads.get_mut(bucket) {
+                *h = next;
+            }
+        } else {
+            while let Some(e) = self.entry(at) {
+                let n = link(e, w::CHAIN);
+                if n == slot1 {
+                    if let Some(p) = self.entry_mut(at) {
+                        set_link(p, w::CHAIN, next);
+                    }
+                    break;
+                }
+                at = n;
+            }
         }
-        self.unlink(slot);
-        if let Some(e) = self.entries.get_mut(slot as usize) {
-            e.live = false;
+        self.unlink(slot1);
+        if misc(self.entry(slot1)?) & m::CARRY != 0 {
+            self.carried.remove(&slot);
         }
-        self.free.push(slot);
+        let free = self.free;
+        if let Some(e) = self.entry_mut(slot1) {
+            set_misc(e, 0);
+            set_link(e, w::CHAIN, free);
+        }
+        self.free = slot1;
         self.len -= 1;
-        Some(e.flow)
+        Some(flow)
     }
 
     /// The flow that expires first and when: the minimum over the classes' tails of
@@ -221,86 +583,159 @@ impl FlowTable {
     #[inline]
     pub fn next_expiry(&self) -> Option<(u64, u32)> {
         let mut best: Option<(u64, u32)> = None;
+        let mut work = self.work.get();
         for c in 0..CLASSES {
             let t = self.tail[c];
-            if let Some(e) = self.entries.get(t as usize) {
-                let at = e.touched_ns.saturating_add(self.timeout_ns[c]);
+            if let Some(at) = self.touched(t.wrapping_sub(1)) {
+                work.visited += 1;
+                let at = at.saturating_add(self.timeout_ns[c]);
                 if best.is_none_or(|(b, _)| at < b) {
-                    best = Some((at, t));
+                    best = Some((at, t - 1));
                 }
             }
         }
+        work.found += u64::from(best.is_some());
+        self.work.set(work);
         best
     }
 
     /// The least recently seen flow (eviction victim when full).
     pub fn least_recent(&self) -> Option<u32> {
         let mut best: Option<(u64, u32)> = None;
+        let mut work = self.work.get();
         for c in 0..CLASSES {
             let t = self.tail[c];
-            if let Some(e) = self.entries.get(t as usize) {
-                if best.is_none_or(|(b, _)| e.touched_ns < b) {
-                    best = Some((e.touched_ns, t));
+            if let Some(at) = self.touched(t.wrapping_sub(1)) {
+                work.visited += 1;
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, t - 1));
                 }
             }
         }
+        work.found += u64::from(best.is_some());
+        self.work.set(work);
         best.map(|(_, s)| s)
     }
 
     /// Timer class a flow is in.
     pub fn class_of(&self, slot: u32) -> Option<TimerClass> {
-        let e = self.entries.get(slot as usize).filter(|e| e.live)?;
-        Some(match e.class {
-            0 => TimerClass::TcpUnestablished,
-            1 => TimerClass::Tcp,
-            2 => TimerClass::TcpClosing,
-            3 => TimerClass::Udp,
-            _ => TimerClass::Other,
-        })
+        let e = self.live(slot)?;
+        Some(TimerClass::from_bits(misc(e) & m::CLASS))
     }
 
-    /// Slots of all live flows (for the final flush; order unspecified).
+    /// Slots of all live flows (for the final flush and on-request views; order
+    /// unspecified). Only the slots ever used are visited.
     pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.entries
-            .iter()
+        self.words
+            .chunks_exact(w::WORDS)
+            .take(self.fresh as usize)
             .enumerate()
-            .filter(|(_, e)| e.live)
+            .filter_map(|(i, e)| <&Entry>::try_from(e).ok().map(|e| (i, e)))
+            .filter(|(_, e)| misc(e) & m::LIVE != 0)
             .map(|(i, _)| i as u32)
     }
 
-    fn link_head(&mut self, slot: u32, class: usize) {
-        let old_head = self.head[class];
-        if let Some(e) = self.entries.get_mut(slot as usize) {
-            e.prev = NIL;
-            e.next = old_head;
-            e.class = class as u8;
-        }
-        if let Some(h) = self.entries.get_mut(old_head as usize) {
-            h.prev = slot;
-        } else {
-            self.tail[class] = slot;
-        }
-        self.head[class] = slot;
+    /// The live flow with the lowest slot (for ending flows one at a time; O(1) amortised
+    /// over a whole drain because the search resumes from `from`).
+    pub fn next_live(&self, from: u32) -> Option<u32> {
+        let end = self.fresh as usize;
+        (from as usize..end)
+            .find(|&i| self.live(i as u32).is_some())
+            .map(|i| i as u32)
     }
 
-    fn unlink(&mut self, slot: u32) {
-        let Some(e) = self.entries.get(slot as usize) else {
+    fn link_head(&mut self, slot1: u32, class: usize) {
+        let old_head = self.head[class];
+        if let Some(e) = self.entry_mut(slot1) {
+            set_link(e, w::PREV, NIL);
+            set_link(e, w::NEXT, old_head);
+            let bits = (misc(e) & !m::CLASS) | class as u32;
+            set_misc(e, bits);
+        }
+        if let Some(h) = self.entry_mut(old_head) {
+            set_link(h, w::PREV, slot1);
+        } else {
+            self.tail[class] = slot1;
+        }
+        self.head[class] = slot1;
+    }
+
+    fn unlink(&mut self, slot1: u32) {
+        let Some(e) = self.entry(slot1) else {
             return;
         };
-        let (prev, next, class) = (e.prev, e.next, e.class as usize);
-        match self.entries.get_mut(prev as usize) {
-            Some(p) => p.next = next,
+        let (prev, next, class) = (
+            link(e, w::PREV),
+            link(e, w::NEXT),
+            (misc(e) & m::CLASS) as usize,
+        );
+        match self.entry_mut(prev) {
+            Some(p) => set_link(p, w::NEXT, next),
             None => self.head[class] = next,
         }
-        match self.entries.get_mut(next as usize) {
-            Some(n) => n.prev = prev,
+        match self.entry_mut(next) {
+            Some(n) => set_link(n, w::PREV, prev),
             None => self.tail[class] = prev,
         }
-        if let Some(e) = self.entries.get_mut(slot as usize) {
-            e.prev = NIL;
-            e.next = NIL;
+        if let Some(e) = self.entry_mut(slot1) {
+            set_link(e, w::PREV, NIL);
+            set_link(e, w::NEXT, NIL);
         }
     }
+}
+
+/// Packs a flow's mutable state into its entry, keeping the links, the class and the
+/// live bit.
+#[inline]
+fn write_state(e: &mut Entry, f: &Flow, carry: bool) {
+    let first = get64(e, w::FIRST);
+    let latch_n = u64::from(f.latch.trailing_ones());
+    set64(
+        e,
+        w::DUR,
+        latch_n << 56 | f.last_ns.saturating_sub(first).min(MAX56),
+    );
+    set64(e, w::ID, u64::from(f.orig_flags) << 56 | (f.id & MAX56));
+    pack_dir(e, w::ORIG, &f.orig);
+    pack_dir(e, w::RESP, &f.resp);
+    let old = misc(e);
+    let mut bits = old & (m::CLASS | m::LIVE);
+    if f.key.ipv6 {
+        bits |= m::IPV6;
+    }
+    if f.orig_is_hi {
+        bits |= m::ORIG_IS_HI;
+    }
+    bits |= tcp_bits(f.tcp) << m::TCP_SHIFT;
+    bits |= match f.outbound {
+        None => 0,
+        Some(Side::Orig) => 1,
+        Some(Side::Resp) => 2,
+    } << m::OUT_SHIFT;
+    if f.reset {
+        bits |= m::RESET;
+    }
+    if f.recording {
+        bits |= m::RECORDING;
+    }
+    if carry {
+        bits |= m::CARRY;
+    }
+    if f.key.proto == crate::decode::proto::TCP {
+        if let Some(s) = f.next_seq[0] {
+            bits |= m::SEQ0;
+            e[w::SEQ] = s;
+        }
+        if let Some(s) = f.next_seq[1] {
+            bits |= m::SEQ1;
+            e[w::SEQ + 1] = s;
+        }
+    } else {
+        e[w::SEQ] = u32::from(f.first_ports.0);
+        e[w::SEQ + 1] = u32::from(f.first_ports.1);
+    }
+    set_misc(e, bits);
+    e[w::CHAIN] = (e[w::CHAIN] & LINK_MASK) | u32::from(f.resp_flags) << 24;
 }
 
 #[cfg(test)]
@@ -327,14 +762,12 @@ mod tests {
             orig_flags: 0,
             resp_flags: 0,
             tcp: Default::default(),
-            first_ports: (0, 0),
+            first_ports: (1, 2),
             outbound: None,
             latch: 0,
-            interim_ns: 0,
             next_seq: [None; 2],
             reset: false,
             recording: false,
-            reported: [0; 2],
             carried: Default::default(),
         }
     }
@@ -362,41 +795,127 @@ mod tests {
         assert_eq!(t.len(), 2);
     }
 
+    /// Every field survives a store and a load, at the widths the entry keeps.
     #[test]
-    fn memory_per_flow_is_bounded() {
-        let t = FlowTable::new(1 << 20, [1; CLASSES]);
-        let per_flow = t.memory_bytes() / (1 << 20);
-        // Measured 2026-11-23: 240 bytes per flow (Entry 216 + free list 4 + index 20).
-        assert!(per_flow <= 256, "{per_flow} bytes per flow");
-        println!(
-            "bytes per flow: {per_flow} (entry {})",
-            std::mem::size_of::<Entry>()
-        );
+    fn packing_round_trips() {
+        let mut t = FlowTable::new(16, [10; CLASSES]);
+        let mut f = flow(7);
+        f.key = FlowKey {
+            lo: Addr([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            hi: Addr([
+                0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef,
+            ]),
+            lo_port: 443,
+            hi_port: 51234,
+            proto: 6,
+            ipv6: true,
+            vlan: [4094, 7],
+        };
+        f.id = (1 << 56) - 1;
+        f.orig_is_hi = true;
+        f.first_ns = 1_700_000_000_123_456_789;
+        f.orig = DirCounters {
+            pkts: (1 << 48) - 1,
+            ip_bytes: (1 << 56) - 1,
+            payload_bytes: 123_456_789_012,
+        };
+        f.resp = DirCounters {
+            pkts: 5_000_000_000,
+            ip_bytes: 7,
+            payload_bytes: 0,
+        };
+        f.orig_flags = 0x1b;
+        f.resp_flags = 0x12;
+        f.tcp = TcpState::HalfClosed;
+        f.outbound = Some(Side::Orig);
+        f.latch = 0b111;
+        f.next_seq = [Some(0xffff_fff0), None];
+        f.reset = true;
+        f.recording = true;
+        f.carried = DirCounters {
+            pkts: 3,
+            ip_bytes: 4,
+            payload_bytes: 5,
+        };
+        let h = t.hash(&f.key);
+        let s = t.insert(h, f, TimerClass::Tcp, f.first_ns + 5).unwrap();
+        let mut want = f;
+        want.last_ns = f.first_ns + 5;
+        want.first_ports = (51234, 443); // TCP: the originator's and responder's ports
+        assert_eq!(t.load(s), Some(want));
+        assert_eq!(t.find(h, &f.key), Some(s));
+        // Saturation, not wrap-around, beyond the stored widths.
+        want.orig.ip_bytes = u64::MAX;
+        want.orig.pkts = u64::MAX;
+        want.last_ns = f.first_ns + 10;
+        t.store(s, &want);
+        let got = t.load(s).unwrap();
+        assert_eq!(got.orig.ip_bytes, (1 << 56) - 1);
+        assert_eq!(got.orig.pkts, (1 << 48) - 1);
+        assert_eq!(got.last_ns, f.first_ns + 10);
+        // The same addresses as IPv4-mapped IPv6 are another key.
+        let mut k4 = f.key;
+        k4.ipv6 = false;
+        assert_eq!(t.find(t.hash(&k4), &k4), None);
+        // ICMP keeps its first message's type/code.
+        let mut icmp = flow(9);
+        icmp.key.proto = 1;
+        icmp.first_ports = (8, 0);
+        let s2 = t
+            .insert(t.hash(&icmp.key), icmp, TimerClass::Other, 0)
+            .unwrap();
+        assert_eq!(t.load(s2).unwrap().first_ports, (8, 0));
     }
 
     #[test]
-    fn churn_at_capacity_never_grows_the_index() {
-        // A SYN flood at capacity: every insert evicts the least recent flow, leaving a
-        // tombstone in the index each time.
+    fn memory_per_flow_is_bounded() {
+        for cap in [1 << 20, 1_000_000, 4_000_000, 10_000_000] {
+            let t = FlowTable::new(cap, [1; CLASSES]);
+            let per_flow = t.memory_bytes() as f64 / cap as f64;
+            // Measured 2026-11-26: 124-byte entry + at most 2 bytes of heads + the carry map
+            // (1/256 of the flows at ~60 bytes): 126.2 bytes at 2^20 flows.
+            assert!(per_flow <= 128.0, "{cap}: {per_flow} bytes per flow");
+            println!("{cap} flows: {per_flow:.1} bytes per flow");
+        }
+        assert_eq!(std::mem::size_of::<Entry>(), 124);
+    }
+
+    #[test]
+    fn churn_at_capacity_never_grows_and_evicts_in_constant_work() {
+        // A SYN flood at capacity: every insert evicts the least recent flow.
         let cap = 4096;
         let mut t = FlowTable::new(cap, [u64::MAX / 4; CLASSES]);
         let before = t.memory_bytes();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for i in 0..300_000u64 {
+        let n = 300_000u64;
+        for i in 0..n {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let mut f = flow(x as u32);
             f.key.lo_port = (x >> 32) as u16;
+            if t.find(t.hash(&f.key), &f.key).is_some() {
+                continue;
+            }
             if t.is_full() {
                 let v = t.least_recent().unwrap();
                 t.remove(v).unwrap();
             }
             let h = t.hash(&f.key);
             t.insert(h, f, TimerClass::TcpUnestablished, i).unwrap();
+            assert!(t.len() <= cap);
         }
         assert_eq!(t.len(), cap);
         assert_eq!(t.memory_bytes(), before, "the table grew under churn");
+        // Each eviction looks at the tails of the five lists and nothing else.
+        let work = t.work();
+        assert!(work.found >= n - cap as u64 - 100);
+        assert!(
+            work.visited <= work.found * CLASSES as u64,
+            "eviction visited {} entries for {} victims",
+            work.visited,
+            work.found
+        );
     }
 
     #[test]
@@ -410,5 +929,53 @@ mod tests {
         t.touch(a, TimerClass::TcpClosing, 2001);
         assert_eq!(t.next_expiry(), Some((2006, a)));
         assert_eq!(t.least_recent(), Some(b));
+        assert_eq!(t.load(a).unwrap().last_ns, 2001);
+    }
+
+    #[test]
+    fn carry_map_is_bounded_and_counts_drops() {
+        let mut t = FlowTable::new(128, [10; CLASSES]);
+        let mut slots = Vec::new();
+        for i in 0..65 {
+            let mut f = flow(i);
+            f.carried.ip_bytes = 100 + u64::from(i);
+            slots.push(t.insert(t.hash(&f.key), f, TimerClass::Udp, 0).unwrap());
+        }
+        // 64 carries fit; the 65th is dropped and counted, the others are kept.
+        assert_eq!(t.carry_dropped(), 1);
+        assert_eq!(t.load(slots[64]).unwrap().carried, DirCounters::default());
+        assert_eq!(t.load(slots[5]).unwrap().carried.ip_bytes, 105);
+        // Ending a flow frees its carry for the next one.
+        t.remove(slots[0]).unwrap();
+        let mut f = flow(1000);
+        f.carried.ip_bytes = 9;
+        let s = t.insert(t.hash(&f.key), f, TimerClass::Udp, 0).unwrap();
+        assert_eq!(t.load(s).unwrap().carried.ip_bytes, 9);
+        assert_eq!(t.carry_dropped(), 1);
+    }
+
+    /// The table's pages are untouched until flows are stored in them: allocating a table
+    /// for 4 M flows (~500 MB) must not add that to the resident set.
+    #[test]
+    fn a_big_table_is_not_resident_until_used() {
+        fn rss_kib() -> Option<u64> {
+            let s = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        }
+        let Some(before) = rss_kib() else {
+            return; // not Linux
+        };
+        let mut t = FlowTable::new(4_000_000, [10; CLASSES]);
+        for i in 0..1000 {
+            let f = flow(i);
+            t.insert(t.hash(&f.key), f, TimerClass::Udp, 0).unwrap();
+        }
+        let grown = rss_kib().unwrap_or(0).saturating_sub(before);
+        assert!(
+            grown < 64 * 1024,
+            "allocating a 4 M-flow table made {grown} KiB resident"
+        );
+        drop(t);
     }
 }
