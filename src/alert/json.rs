@@ -28,19 +28,11 @@ pub fn proto_name(p: u8) -> String {
 
 /// TCP flags as letters in a fixed order (`S`YN `A`CK `F`IN `R`ST `P`SH `U`RG).
 pub fn flag_letters(f: u8) -> String {
-    use crate::decode::tcp_flags::*;
-    [
-        (SYN, 'S'),
-        (ACK, 'A'),
-        (FIN, 'F'),
-        (RST, 'R'),
-        (PSH, 'P'),
-        (URG, 'U'),
-    ]
-    .iter()
-    .filter(|(b, _)| f & b != 0)
-    .map(|(_, c)| *c)
-    .collect()
+    FLAG_LETTERS
+        .iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, c)| char::from(*c))
+        .collect()
 }
 
 fn secs(ns: u64) -> f64 {
@@ -174,68 +166,108 @@ fn sock(ip: std::net::IpAddr, port: u16) -> String {
     }
 }
 
-#[derive(Serialize)]
-struct FlowJson {
-    flow_id: u64,
-    ts: String,
-    end_ts: String,
-    duration: f64,
-    proto: String,
-    orig_ip: String,
-    orig_port: u16,
-    resp_ip: String,
-    resp_port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vlan: Option<Vec<u16>>,
-    orig_pkts: u64,
-    orig_ip_bytes: u64,
-    orig_bytes: u64,
-    resp_pkts: u64,
-    resp_ip_bytes: u64,
-    resp_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    orig_flags: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resp_flags: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
-    end_reason: &'static str,
-    interim: bool,
-    outbound: Option<&'static str>,
-}
-
 /// One flow record as a JSON object (no trailing newline).
 pub fn flow_json(r: &FlowRecord) -> String {
-    let tcp = r.proto == proto::TCP;
-    let j = FlowJson {
-        flow_id: r.flow_id,
-        ts: rfc3339(r.start_ns),
-        end_ts: rfc3339(r.last_ns),
-        duration: secs(r.duration_ns()),
-        proto: proto_name(r.proto),
-        orig_ip: r.orig_addr.to_ip(r.ipv6).to_string(),
-        orig_port: r.orig_port,
-        resp_ip: r.resp_addr.to_ip(r.ipv6).to_string(),
-        resp_port: r.resp_port,
-        vlan: vlan(r.vlan),
-        orig_pkts: r.orig.pkts,
-        orig_ip_bytes: r.orig.ip_bytes,
-        orig_bytes: r.orig.payload_bytes,
-        resp_pkts: r.resp.pkts,
-        resp_ip_bytes: r.resp.ip_bytes,
-        resp_bytes: r.resp.payload_bytes,
-        orig_flags: tcp.then(|| flag_letters(r.orig_flags)),
-        resp_flags: tcp.then(|| flag_letters(r.resp_flags)),
-        state: tcp.then(|| r.tcp.name()),
-        end_reason: r.reason.name(),
-        interim: r.reason == crate::flow::EndReason::ActiveTimeout,
-        outbound: r.outbound.map(|s| match s {
-            Side::Orig => "orig",
-            Side::Resp => "resp",
-        }),
-    };
-    serde_json::to_string(&j).unwrap_or_default()
+    let mut out = Vec::with_capacity(384);
+    // Writing into a Vec cannot fail.
+    let _ = write_flow_json(&mut out, r);
+    String::from_utf8(out).unwrap_or_default()
 }
+
+/// Writes one flow record as a JSON object (no trailing newline) straight into `w`.
+///
+/// Hand-rolled rather than derived: a busy sensor writes hundreds of thousands of flow
+/// records a second, and the derived path built seven `String`s per record (timestamps,
+/// addresses, flags) that cost more than the serialisation. Every value here is a number,
+/// a fixed name or an address, so nothing needs escaping; numbers are written by the same
+/// formatters serde_json uses, so the output is byte-identical to the derived form (tested).
+pub fn write_flow_json<W: std::io::Write>(w: &mut W, r: &FlowRecord) -> std::io::Result<()> {
+    let tcp = r.proto == proto::TCP;
+    let ts = |ns: u64| humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns));
+    write!(
+        w,
+        "{{\"flow_id\":{},\"ts\":\"{}\",\"end_ts\":\"{}\",\"duration\":",
+        r.flow_id,
+        ts(r.start_ns),
+        ts(r.last_ns)
+    )?;
+    serde_json::to_writer(&mut *w, &secs(r.duration_ns())).map_err(std::io::Error::other)?;
+    w.write_all(b",\"proto\":\"")?;
+    match r.proto {
+        proto::TCP => w.write_all(b"tcp")?,
+        proto::UDP => w.write_all(b"udp")?,
+        proto::ICMP | proto::ICMPV6 => w.write_all(b"icmp")?,
+        n => write!(w, "{n}")?,
+    }
+    write!(
+        w,
+        "\",\"orig_ip\":\"{}\",\"orig_port\":{},\"resp_ip\":\"{}\",\"resp_port\":{}",
+        r.orig_addr.to_ip(r.ipv6),
+        r.orig_port,
+        r.resp_addr.to_ip(r.ipv6),
+        r.resp_port
+    )?;
+    match r.vlan {
+        [0, 0] => {}
+        [a, 0] => write!(w, ",\"vlan\":[{a}]")?,
+        [a, b] => write!(w, ",\"vlan\":[{a},{b}]")?,
+    }
+    write!(
+        w,
+        ",\"orig_pkts\":{},\"orig_ip_bytes\":{},\"orig_bytes\":{},\"resp_pkts\":{},\"resp_ip_bytes\":{},\"resp_bytes\":{}",
+        r.orig.pkts,
+        r.orig.ip_bytes,
+        r.orig.payload_bytes,
+        r.resp.pkts,
+        r.resp.ip_bytes,
+        r.resp.payload_bytes
+    )?;
+    if tcp {
+        w.write_all(b",\"orig_flags\":\"")?;
+        write_flag_letters(w, r.orig_flags)?;
+        w.write_all(b"\",\"resp_flags\":\"")?;
+        write_flag_letters(w, r.resp_flags)?;
+        write!(w, "\",\"state\":\"{}\"", r.tcp.name())?;
+    }
+    write!(
+        w,
+        ",\"end_reason\":\"{}\",\"interim\":{},\"outbound\":",
+        r.reason.name(),
+        r.reason == crate::flow::EndReason::ActiveTimeout
+    )?;
+    match r.outbound {
+        Some(Side::Orig) => w.write_all(b"\"orig\"}"),
+        Some(Side::Resp) => w.write_all(b"\"resp\"}"),
+        None => w.write_all(b"null}"),
+    }
+}
+
+fn write_flag_letters<W: std::io::Write>(w: &mut W, f: u8) -> std::io::Result<()> {
+    let mut buf = [0u8; 6];
+    let mut n = 0;
+    for (bit, c) in FLAG_LETTERS {
+        if f & bit != 0 {
+            if let Some(b) = buf.get_mut(n) {
+                *b = c;
+                n += 1;
+            }
+        }
+    }
+    w.write_all(buf.get(..n).unwrap_or(&[]))
+}
+
+/// TCP flag bits and their letters, in the order they are written.
+const FLAG_LETTERS: [(u8, u8); 6] = {
+    use crate::decode::tcp_flags::*;
+    [
+        (SYN, b'S'),
+        (ACK, b'A'),
+        (FIN, b'F'),
+        (RST, b'R'),
+        (PSH, b'P'),
+        (URG, b'U'),
+    ]
+};
 
 #[derive(Serialize)]
 struct DnsAlertJson<'a> {
@@ -526,5 +558,119 @@ mod tests {
         assert_eq!(flag_letters(0x13), "SAF");
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(150_000_000), "150.0 MB");
+    }
+
+    /// The derived serialisation `write_flow_json` replaced, kept as its reference.
+    #[derive(Serialize)]
+    struct FlowJson {
+        flow_id: u64,
+        ts: String,
+        end_ts: String,
+        duration: f64,
+        proto: String,
+        orig_ip: String,
+        orig_port: u16,
+        resp_ip: String,
+        resp_port: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vlan: Option<Vec<u16>>,
+        orig_pkts: u64,
+        orig_ip_bytes: u64,
+        orig_bytes: u64,
+        resp_pkts: u64,
+        resp_ip_bytes: u64,
+        resp_bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        orig_flags: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resp_flags: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<&'static str>,
+        end_reason: &'static str,
+        interim: bool,
+        outbound: Option<&'static str>,
+    }
+
+    fn reference(r: &FlowRecord) -> String {
+        let tcp = r.proto == proto::TCP;
+        serde_json::to_string(&FlowJson {
+            flow_id: r.flow_id,
+            ts: rfc3339(r.start_ns),
+            end_ts: rfc3339(r.last_ns),
+            duration: secs(r.duration_ns()),
+            proto: proto_name(r.proto),
+            orig_ip: r.orig_addr.to_ip(r.ipv6).to_string(),
+            orig_port: r.orig_port,
+            resp_ip: r.resp_addr.to_ip(r.ipv6).to_string(),
+            resp_port: r.resp_port,
+            vlan: vlan(r.vlan),
+            orig_pkts: r.orig.pkts,
+            orig_ip_bytes: r.orig.ip_bytes,
+            orig_bytes: r.orig.payload_bytes,
+            resp_pkts: r.resp.pkts,
+            resp_ip_bytes: r.resp.ip_bytes,
+            resp_bytes: r.resp.payload_bytes,
+            orig_flags: tcp.then(|| flag_letters(r.orig_flags)),
+            resp_flags: tcp.then(|| flag_letters(r.resp_flags)),
+            state: tcp.then(|| r.tcp.name()),
+            end_reason: r.reason.name(),
+            interim: r.reason == crate::flow::EndReason::ActiveTimeout,
+            outbound: r.outbound.map(|s| match s {
+                Side::Orig => "orig",
+                Side::Resp => "resp",
+            }),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn flow_json_equals_the_derived_form() {
+        use crate::decode::Addr;
+        use crate::flow::{DirCounters, EndReason, TcpState};
+        let mut n = 0;
+        for proto in [6u8, 17, 1, 58, 132] {
+            for vlan in [[0, 0], [42, 0], [100, 7], [0, 9]] {
+                for (ipv6, reason, outbound, dur) in [
+                    (false, EndReason::Fin, Some(Side::Orig), 1_234_567u64),
+                    (true, EndReason::ActiveTimeout, Some(Side::Resp), 0),
+                    (false, EndReason::Evicted, None, 3_600_000_000_000),
+                    (true, EndReason::Idle, None, 7),
+                ] {
+                    let r = FlowRecord {
+                        flow_id: 12345 + n,
+                        proto,
+                        ipv6,
+                        orig_addr: if ipv6 {
+                            Addr([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5])
+                        } else {
+                            Addr::v4([10, 0, 0, 5])
+                        },
+                        orig_port: 51234,
+                        resp_addr: Addr::v4([203, 0, 113, 50]),
+                        resp_port: 443,
+                        vlan,
+                        start_ns: 1_700_000_000_123_456_789,
+                        last_ns: 1_700_000_000_123_456_789 + dur,
+                        orig: DirCounters {
+                            pkts: 3,
+                            ip_bytes: 180 + n,
+                            payload_bytes: 0,
+                        },
+                        resp: DirCounters {
+                            pkts: u64::MAX,
+                            ip_bytes: 1 << 55,
+                            payload_bytes: 99,
+                        },
+                        orig_flags: (n * 7) as u8,
+                        resp_flags: 0x3f,
+                        tcp: TcpState::Established,
+                        reason,
+                        outbound,
+                    };
+                    assert_eq!(flow_json(&r), reference(&r));
+                    n += 1;
+                }
+            }
+        }
     }
 }

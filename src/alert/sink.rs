@@ -7,7 +7,7 @@
 //! capture gives byte-identical output for 1 or 16 workers.
 
 use super::deliver::{JsonLinesFile, Mode, SinkHandle};
-use super::json::{alert_json, dns_alert_json, dns_record_json, flow_json, leak_alert_json};
+use super::json::{alert_json, dns_alert_json, dns_record_json, leak_alert_json, write_flow_json};
 use super::record::AlertRecord;
 use super::syslog::SyslogTransport;
 use crate::config::{Config, SyslogConfig};
@@ -540,7 +540,7 @@ impl Writers {
             Event::Flow(rec) => {
                 self.out.flow_count += 1;
                 let r = match self.flows.as_mut() {
-                    Some(w) => writeln!(w, "{}", flow_json(&rec)),
+                    Some(w) => write_flow_json(w, &rec).and_then(|()| w.write_all(b"\n")),
                     None => Ok(()),
                 };
                 if self.collect {
