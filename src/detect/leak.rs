@@ -37,8 +37,8 @@ use crate::config::{
 };
 use crate::decode::Addr;
 use crate::worker::Volume;
-use serde::{Deserialize, Serialize};
 use hashlink::LinkedHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -1071,7 +1071,10 @@ mod tests {
         assert_eq!(h1, Some(VecDeque::from([100, 100, 100, 0, 0])));
         a.finish(&no_names, &mut |x| alerts.push(x));
         let srcs: Vec<_> = alerts.iter().map(|x| x.src).collect();
-        assert_eq!(srcs, vec![Some(host(1).to_ip(false)), Some(host(3).to_ip(false))]);
+        assert_eq!(
+            srcs,
+            vec![Some(host(1).to_ip(false)), Some(host(3).to_ip(false))]
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub const MAX_ANSWERS: usize = 8;
 /// the question leads to.
 pub const MAX_RESOLVED: usize = 8;
 /// Bytes of answer names (CNAME/PTR/NS/MX/SRV targets) kept per message.
-const ARENA: usize = 384;
+pub(crate) const ARENA: usize = 384;
 /// CNAME hops followed from the question name: real chains are 1–3 long; the bound makes the
 /// walk constant-time on a hostile answer section.
 const MAX_CHAIN: usize = 8;
@@ -59,6 +59,16 @@ impl NameBuf {
     fn of(name: &Name<'_>) -> NameBuf {
         let mut n = NameBuf::default();
         let len = name.write_lower(&mut n.bytes);
+        n.len = u8::try_from(len).unwrap_or(u8::MAX);
+        n
+    }
+
+    /// A name from text, for tests that build events by hand (longer names are cut).
+    #[cfg(test)]
+    pub(crate) fn from_text(text: &str) -> NameBuf {
+        let mut n = NameBuf::default();
+        let len = text.len().min(n.bytes.len());
+        n.bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
         n.len = u8::try_from(len).unwrap_or(u8::MAX);
         n
     }
