@@ -489,7 +489,7 @@ impl LeakAnalyser {
         });
         self.active = active;
         self.rolled_day = self.rolled_day.max(new_day);
-        alerts.sort_by(|a, b| a.0.cmp(&b.0)); // deterministic alert order: by host
+        alerts.sort_by_key(|a| a.0); // deterministic alert order: by host
         for (_, a) in alerts {
             self.stats.alerts += 1;
             out(a);
