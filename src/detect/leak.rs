@@ -1077,6 +1077,23 @@ mod tests {
         );
     }
 
+    /// Service statistics need no eviction: one entry per (protocol, home server port), so
+    /// a flood of flows (or of ports) is bounded by the key space, at O(1) per flow end.
+    #[test]
+    fn service_statistics_are_bounded_by_their_key_space() {
+        let mut a = analyser(|_| {});
+        for round in 0..3u32 {
+            for i in 0..70_000u32 {
+                let mut v = volume(DAY + u64::from(i), host(round * 70_000 + i), host(9), 1);
+                v.home_is_orig = false;
+                v.sport = (i % 65_536) as u16;
+                v.end = true;
+                a.on_volume(&v, None, &no_names, &mut |_| {});
+            }
+        }
+        assert_eq!(a.services.len(), 65_536);
+    }
+
     #[test]
     fn snapshot_keeps_eviction_order() {
         let mut a = analyser(|c| c.detect.baseline.capacity = 3);
