@@ -573,7 +573,8 @@ pub struct BaselineConfig {
     pub min_days: usize,
     /// Offset of the day boundary from UTC, minutes (e.g. 120 for UTC+2). Default 0.
     pub utc_offset_minutes: i32,
-    /// Hosts tracked at once. Default 65536.
+    /// Hosts tracked at once; the host that reported least recently is forgotten (and
+    /// counted) when full. Default 65536.
     pub capacity: usize,
 }
 
@@ -647,8 +648,8 @@ pub struct HostWindowConfig {
     /// A window whose outbound IP bytes exceed this emits a threshold event carrying all its
     /// bytes. Default 5000000 (5 MB).
     pub threshold_bytes: u64,
-    /// (source, destination) pairs tracked at once; the least recently active is dropped
-    /// (and counted) when full. Default 262144.
+    /// (source, destination) pairs tracked at once; the pair whose window opened first is
+    /// dropped (and counted) when full. Default 262144.
     pub capacity: usize,
 }
 

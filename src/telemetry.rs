@@ -353,7 +353,8 @@ impl Default for WorkerShared {
     }
 }
 
-/// Recent alerts for `/api/alerts`, newest last; bounded.
+/// Recent alerts for `/api/alerts`, newest last; bounded. A ring: a push drops at most the
+/// one oldest alert from the front, O(1); only a query (per API request) walks it.
 #[derive(Debug)]
 pub struct AlertStore {
     kept: usize,
@@ -504,5 +505,32 @@ impl Telemetry {
                     + s.alerts_dropped
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Detector;
+
+    #[test]
+    fn the_alert_store_is_a_ring_that_drops_the_oldest() {
+        let store = AlertStore::new(100);
+        for i in 0..10_000u64 {
+            let json = format!("{{\"id\":\"a{i}\"}}");
+            store.push(Arc::new(AlertRecord::from_json(
+                Detector::DataLeak,
+                i,
+                json,
+                0,
+            )));
+            assert!(store.len() <= 100);
+        }
+        let all = store.query(&AlertQuery {
+            limit: usize::MAX,
+            ..AlertQuery::default()
+        });
+        let ts: Vec<u64> = all.iter().map(|a| a.ts_ns).collect();
+        assert_eq!(ts, (9_900..10_000).rev().collect::<Vec<_>>());
     }
 }

@@ -8,6 +8,10 @@
 //! A later fragment whose first fragment was not seen (lost, overwritten or arriving out of
 //! order) keeps ports 0: its bytes are counted in a (addresses, protocol, 0, 0) flow rather
 //! than dropped, and counted as orphaned.
+//!
+//! Insertion, lookup and expiry touch exactly one slot (an expired slot is simply free for
+//! the next insert), so no fragment costs a scan, whatever the flood; only the occupancy
+//! metric scans, once per publication.
 
 use crate::decode::{Addr, Fragment, PacketMeta};
 use std::hash::{BuildHasher, Hash};
@@ -121,5 +125,45 @@ impl FragPorts {
             }
             Fragment::None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first(id: u32) -> PacketMeta {
+        PacketMeta {
+            src: Addr::v4([10, 0, 0, 1]),
+            dst: Addr::v4([192, 0, 2, 1]),
+            proto: 17,
+            sport: 5_000,
+            dport: 53,
+            fragment: Fragment::First { id },
+            ..PacketMeta::default()
+        }
+    }
+
+    /// A flood of first fragments: the array never grows, each insert touches its one slot,
+    /// live collisions are counted, and expired slots are reused without counting.
+    #[test]
+    fn a_fragment_flood_overwrites_one_slot_per_insert() {
+        let mut f = FragPorts::new(64, 10);
+        let n = 20_000u32;
+        for id in 0..n {
+            f.resolve(&mut first(id), 0);
+            assert_eq!(f.slots.len(), 64);
+        }
+        let (live, cap, overwritten) = f.occupancy(0);
+        assert_eq!(cap, 64);
+        assert!(live <= 64);
+        assert_eq!(f.stats.first, u64::from(n));
+        // Every insert either took a free slot or overwrote a live one: one slot each.
+        assert_eq!(overwritten + live, u64::from(n));
+        // Past the timeout nothing is live: the next inserts overwrite nothing.
+        for id in n..2 * n {
+            f.resolve(&mut first(id), 1_000 + u64::from(id - n) * 100);
+        }
+        assert_eq!(f.stats.overwritten, overwritten);
     }
 }

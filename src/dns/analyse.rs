@@ -11,6 +11,18 @@
 //!
 //! Every table is bounded by a config key; what does not fit is counted. This thread may
 //! allocate (it owns strings for names and samples), but reuses what it can.
+//!
+//! No table is scanned per event: each is an insertion-ordered map
+//! (`hashlink::LinkedHashMap`, hashing plus a linked list) whose front is the entry to go
+//! first, so eviction and expiry pop from the front in O(1) amortised, even under a flood:
+//!
+//! - windows (per pair and per NXDOMAIN client) move to the back on each query, so the front
+//!   is the idlest; a new key on a full table first expires idle windows from the front, and
+//!   is refused (counted) if none is idle — a flood of new domains cannot push out the
+//!   window of a tunnel in progress.
+//! - the IP→name map moves an entry to the back when it is (re)learnt; a full map drops the
+//!   front, the name learnt longest ago.
+//! - pending transactions are in query order; timeouts and a full table write out the front.
 
 use super::extract::{AnswerData, DnsEvent};
 use super::parser::type_name;
@@ -18,7 +30,8 @@ use super::score::{score, split, Score};
 use crate::config::DnsConfig;
 use crate::decode::Addr;
 use crate::detect::Detector;
-use std::collections::{HashMap, VecDeque};
+use hashlink::LinkedHashMap;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Time buckets per sliding window.
@@ -142,6 +155,8 @@ pub struct AnalyseStats {
     pub names_evicted: u64,
     /// Transactions written without a response (timeout or table full).
     pub unanswered: u64,
+    /// Of those, written out before their timeout because the table was full.
+    pub transactions_evicted: u64,
     /// Alerts raised.
     pub alerts: u64,
 }
@@ -231,20 +246,23 @@ pub struct DnsAnalyser {
     nx_bucket_ns: u64,
     suppress_ns: u64,
     /// Keyed by (client, keyed hash of the registered domain): no allocation per query.
-    pairs: HashMap<(Addr, u64), Pair>,
+    /// Last-query order (front: the idlest).
+    pairs: LinkedHashMap<(Addr, u64), Pair>,
     /// Fixed seed: the unique-subdomain estimate must not vary from run to run; domain keys
     /// only need the hash to be unpredictable to outsiders, which a per-build constant
     /// does not give, so the pair key uses `seeded` below.
     hasher: foldhash::fast::FixedState,
     seeded: foldhash::fast::RandomState,
-    clients: HashMap<Addr, Nx>,
-    names: HashMap<(Addr, Addr), (Box<str>, u64)>,
-    name_order: VecDeque<((Addr, Addr), u64)>,
-    pending: HashMap<TxKey, DnsRecord>,
-    pending_order: VecDeque<(u64, TxKey)>,
+    /// Last-NXDOMAIN order (front: the idlest).
+    clients: LinkedHashMap<Addr, Nx>,
+    /// (name, expiry) in learning order (front: learnt longest ago).
+    names: LinkedHashMap<(Addr, Addr), (Box<str>, u64)>,
+    /// In query order (front: the oldest query).
+    pending: LinkedHashMap<TxKey, DnsRecord>,
     allow: Vec<Vec<u8>>,
-    last_pair_sweep: u64,
-    last_client_sweep: u64,
+    /// Entries examined by eviction and expiry: the work the table tests bound by a
+    /// constant per event (a cheap plain counter, never reset).
+    visited: u64,
     /// Whether transaction records are wanted (a DNS log or collection). Without them the
     /// analyser skips query/response matching and builds no strings per message.
     records: bool,
@@ -276,7 +294,11 @@ impl DnsAnalyser {
                 n(self.cfg.name_map_capacity),
                 self.stats.names_evicted,
             ),
-            (n(self.pending.len()), n(self.cfg.transaction_capacity), 0),
+            (
+                n(self.pending.len()),
+                n(self.cfg.transaction_capacity),
+                self.stats.transactions_evicted,
+            ),
         ]
     }
 
@@ -286,21 +308,18 @@ impl DnsAnalyser {
             bucket_ns: (ns(cfg.window) / BUCKETS as u64).max(1),
             nx_bucket_ns: (ns(cfg.nxdomain_window) / BUCKETS as u64).max(1),
             suppress_ns: ns(cfg.suppression),
-            pairs: HashMap::new(),
+            pairs: LinkedHashMap::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x7375_6264_6f6d_6169),
             seeded: foldhash::fast::RandomState::default(),
-            clients: HashMap::new(),
-            names: HashMap::new(),
-            name_order: VecDeque::new(),
-            pending: HashMap::new(),
-            pending_order: VecDeque::new(),
+            clients: LinkedHashMap::new(),
+            names: LinkedHashMap::new(),
+            pending: LinkedHashMap::new(),
             allow: cfg
                 .allow_domains
                 .iter()
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase().into_bytes())
                 .collect(),
-            last_pair_sweep: 0,
-            last_client_sweep: 0,
+            visited: 0,
             records: true,
             cfg: cfg.clone(),
             stats: AnalyseStats::default(),
@@ -398,24 +417,17 @@ impl DnsAnalyser {
         let key = tx_key(ev);
         let mut rec = self.record_of(ev);
         rec.query_seen = true;
+        // `insert` moves a repeated key to the back: the list stays in query order.
         if let Some(old) = self.pending.insert(key, rec) {
             // Same 5-tuple and id again before an answer: the first one went unanswered.
             self.stats.unanswered += 1;
             out(DnsOutput::Record(old));
         }
-        self.pending_order.push_back((ev.ts_ns, key));
-        if self.pending_order.len() > 2 * self.cfg.transaction_capacity.max(1) {
-            // Answered and repeated queries leave stale order entries: rebuild from the live
-            // ones (amortised O(log n) per query) so the queue stays bounded.
-            let mut live: Vec<(u64, TxKey)> =
-                self.pending.iter().map(|(k, r)| (r.ts_ns, *k)).collect();
-            live.sort_by_key(|(t, k)| (*t, k.client_port, k.id));
-            self.pending_order = live.into_iter().collect();
-        }
         while self.pending.len() > self.cfg.transaction_capacity {
             if !self.pop_pending(out) {
                 break;
             }
+            self.stats.transactions_evicted += 1;
         }
         if ev.has_question {
             self.score_query(ev, out);
@@ -440,15 +452,15 @@ impl DnsAnalyser {
             use std::hash::BuildHasher;
             self.seeded.hash_one(sp.registered)
         });
-        if !self.pairs.contains_key(&lookup) && self.pairs.len() >= self.cfg.pair_capacity {
-            // Sweep idle pairs at most once per bucket: a flood of new domains on a full
-            // table must not cost an O(n) sweep per query.
-            if ev.ts_ns >= self.last_pair_sweep.saturating_add(self.bucket_ns) {
-                self.last_pair_sweep = ev.ts_ns;
-                let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
-                self.pairs.retain(|_, p| p.last_ns >= horizon);
+        if self.pairs.to_back(&lookup).is_none() && self.pairs.len() >= self.cfg.pair_capacity {
+            // Full: expire idle pairs from the front (each popped once), else refuse.
+            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
+            while self.pairs.front().is_some_and(|(_, p)| p.last_ns < horizon) {
+                self.visited += 1;
+                self.pairs.pop_front();
             }
             if self.pairs.len() >= self.cfg.pair_capacity {
+                self.visited += 1;
                 self.stats.pairs_dropped += 1;
                 return;
             }
@@ -576,29 +588,17 @@ impl DnsAnalyser {
                 let ttl_ns = u64::from(*ttl).saturating_mul(1_000_000_000);
                 let keep = ttl_ns.clamp(ns(self.cfg.name_ttl_min), ns(self.cfg.name_ttl_max));
                 let exp = ev.ts_ns.saturating_add(keep);
-                let k = (ev.client, *addr);
-                self.names.insert(k, (name.clone(), exp));
-                self.name_order.push_back((k, exp));
+                // A re-learnt name moves to the back, with its new expiry.
+                self.names.insert((ev.client, *addr), (name.clone(), exp));
             }
             while self.names.len() > self.cfg.name_map_capacity {
-                let Some((k, exp)) = self.name_order.pop_front() else {
+                let Some((_, (_, exp))) = self.names.pop_front() else {
                     break;
                 };
-                if self.names.get(&k).is_some_and(|(_, e)| *e == exp) {
-                    self.names.remove(&k);
-                    if exp > ev.ts_ns {
-                        self.stats.names_evicted += 1;
-                    }
+                self.visited += 1;
+                if exp > ev.ts_ns {
+                    self.stats.names_evicted += 1;
                 }
-            }
-            // Superseded entries (a name re-resolved) pile up in the order queue; when it
-            // reaches twice the map, rebuild it from the live entries, oldest first, so no
-            // live key is ever left without its order entry (it could not be evicted).
-            if self.name_order.len() > 2 * self.cfg.name_map_capacity.max(1) {
-                let mut live: Vec<((Addr, Addr), u64)> =
-                    self.names.iter().map(|(k, (_, e))| (*k, *e)).collect();
-                live.sort_by_key(|(k, e)| (*e, *k));
-                self.name_order = live.into_iter().collect();
             }
         }
     }
@@ -609,13 +609,21 @@ impl DnsAnalyser {
         if self.allowed(name) {
             return;
         }
-        if !self.clients.contains_key(&ev.client) && self.clients.len() >= self.cfg.pair_capacity {
-            if ev.ts_ns >= self.last_client_sweep.saturating_add(self.nx_bucket_ns) {
-                self.last_client_sweep = ev.ts_ns;
-                let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.nxdomain_window));
-                self.clients.retain(|_, c| c.last_ns >= horizon);
+        if self.clients.to_back(&ev.client).is_none()
+            && self.clients.len() >= self.cfg.pair_capacity
+        {
+            // Full: expire idle clients from the front (each popped once), else refuse.
+            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.nxdomain_window));
+            while self
+                .clients
+                .front()
+                .is_some_and(|(_, c)| c.last_ns < horizon)
+            {
+                self.visited += 1;
+                self.clients.pop_front();
             }
             if self.clients.len() >= self.cfg.pair_capacity {
+                self.visited += 1;
                 self.stats.pairs_dropped += 1;
                 return;
             }
@@ -668,9 +676,9 @@ impl DnsAnalyser {
     fn expire_pending(&mut self, now_ns: u64, out: &mut impl FnMut(DnsOutput)) {
         let timeout = ns(self.cfg.transaction_timeout);
         while self
-            .pending_order
+            .pending
             .front()
-            .is_some_and(|(t, _)| t.saturating_add(timeout) <= now_ns)
+            .is_some_and(|(_, r)| r.ts_ns.saturating_add(timeout) <= now_ns)
         {
             if !self.pop_pending(out) {
                 break;
@@ -680,15 +688,12 @@ impl DnsAnalyser {
 
     /// Writes out the oldest pending query as unanswered. False when none is left.
     fn pop_pending(&mut self, out: &mut impl FnMut(DnsOutput)) -> bool {
-        let Some((t, key)) = self.pending_order.pop_front() else {
+        let Some((_, r)) = self.pending.pop_front() else {
             return false;
         };
-        if self.pending.get(&key).is_some_and(|r| r.ts_ns == t) {
-            if let Some(r) = self.pending.remove(&key) {
-                self.stats.unanswered += 1;
-                out(DnsOutput::Record(r));
-            }
-        }
+        self.visited += 1;
+        self.stats.unanswered += 1;
+        out(DnsOutput::Record(r));
         true
     }
 
@@ -706,5 +711,155 @@ fn tx_key(ev: &DnsEvent) -> TxKey {
         server_port: ev.server_port,
         proto: ev.proto,
         id: ev.id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::extract::{NameBuf, ARENA, MAX_ANSWERS, MAX_RESOLVED};
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn event(ts_ns: u64, client: u32, id: u16, qname: &str) -> DnsEvent {
+        DnsEvent {
+            ts_ns,
+            flow_id: 1,
+            proto: 17,
+            ipv6: false,
+            client: Addr::v4(client.to_be_bytes()),
+            client_port: 40_000,
+            server: Addr::v4([192, 0, 2, 53]),
+            server_port: 53,
+            malformed: None,
+            damage: None,
+            id,
+            response: false,
+            opcode: 0,
+            rcode: 0,
+            flags: 0,
+            has_question: true,
+            qname: NameBuf::from_text(qname),
+            qtype: 1,
+            qclass: 1,
+            ancount: 0,
+            answers: [None; MAX_ANSWERS],
+            arena: [0; ARENA],
+            resolved: [None; MAX_RESOLVED],
+        }
+    }
+
+    fn analyser(f: impl FnOnce(&mut DnsConfig)) -> DnsAnalyser {
+        let mut cfg = DnsConfig::default();
+        f(&mut cfg);
+        DnsAnalyser::new(&cfg)
+    }
+
+    /// Windows: a flood of new domains on a full table of live windows is refused at O(1)
+    /// per query; once the windows are idle, each new one expires the idlest from the front.
+    #[test]
+    fn pair_windows_refuse_or_expire_in_constant_work() {
+        let cap = 100;
+        let mut a = analyser(|c| c.pair_capacity = cap);
+        a.set_records(false);
+        let n = 20_000u64;
+        for i in 0..n {
+            a.on_event(&event(SEC, 1, 0, &format!("x.d{i}.com")), &mut |_| {});
+            assert!(a.pairs.len() <= cap);
+        }
+        assert_eq!(a.stats.pairs_dropped, n - cap as u64);
+        let window = ns(a.cfg.window);
+        for i in 0..n {
+            let ts = 2 * window + i * window;
+            a.on_event(&event(ts, 2, 0, &format!("y.e{i}.com")), &mut |_| {});
+            assert!(a.pairs.len() <= cap);
+        }
+        assert_eq!(
+            a.stats.pairs_dropped,
+            n - cap as u64,
+            "idle windows made room"
+        );
+        assert!(a.visited <= 2 * 2 * n, "visited {}", a.visited);
+    }
+
+    #[test]
+    fn nxdomain_windows_refuse_or_expire_in_constant_work() {
+        let cap = 100;
+        let mut a = analyser(|c| c.pair_capacity = cap);
+        a.set_records(false);
+        let n = 20_000u32;
+        let window = ns(a.cfg.nxdomain_window);
+        for i in 0..n {
+            let mut ev = event(SEC, i, 0, "nope.example.com");
+            ev.response = true;
+            ev.rcode = 3;
+            a.on_event(&ev, &mut |_| {});
+            ev.ts_ns = 2 * window + u64::from(i) * window;
+            ev.client = Addr::v4((i + n).to_be_bytes());
+            a.on_event(&ev, &mut |_| {});
+            assert!(a.clients.len() <= cap);
+        }
+        assert!(a.stats.pairs_dropped > 0);
+        assert!(a.visited <= 4 * u64::from(n), "visited {}", a.visited);
+    }
+
+    #[test]
+    fn name_map_drops_the_oldest_name_in_constant_work() {
+        let cap = 100;
+        let mut a = analyser(|c| c.name_map_capacity = cap);
+        a.set_records(false);
+        let n = 20_000u32;
+        for i in 0..n {
+            let mut ev = event(SEC + u64::from(i), 1, 0, "cdn.example.com");
+            ev.response = true;
+            ev.resolved[0] = Some((Addr::v4(i.to_be_bytes()), false, 300));
+            a.on_event(&ev, &mut |_| {});
+            assert!(a.names.len() <= cap);
+        }
+        assert_eq!(a.stats.names_evicted, u64::from(n) - cap as u64);
+        let newest = IpAddr::from((n - 1).to_be_bytes());
+        let client = IpAddr::from(1u32.to_be_bytes());
+        assert_eq!(
+            a.fqdn(client, newest, SEC + u64::from(n)),
+            Some("cdn.example.com")
+        );
+        assert_eq!(a.fqdn(client, IpAddr::from([0, 0, 0, 0]), SEC), None);
+        assert!(a.visited <= u64::from(n), "visited {}", a.visited);
+    }
+
+    #[test]
+    fn pending_transactions_go_oldest_first_in_constant_work() {
+        let cap = 100;
+        let mut a = analyser(|c| c.transaction_capacity = cap);
+        let n = 20_000u32;
+        let mut written = Vec::new();
+        for i in 0..n {
+            let ev = event(SEC + u64::from(i), 1, (i % 60_000) as u16, "a.example.com");
+            a.on_event(&ev, &mut |o| {
+                if let DnsOutput::Record(r) = o {
+                    written.push(r.id);
+                }
+            });
+            assert!(a.pending.len() <= cap);
+        }
+        assert_eq!(a.stats.transactions_evicted, u64::from(n) - cap as u64);
+        assert_eq!(
+            a.tables()[2],
+            (cap as u64, cap as u64, u64::from(n) - cap as u64)
+        );
+        assert!(written.windows(2).all(|w| w[0] < w[1]), "query order");
+        // Past the timeout, each query writes out the one before it.
+        let timeout = ns(a.cfg.transaction_timeout);
+        for i in 0..n {
+            let ev = event(timeout * (u64::from(i) + 2), 2, 1, "b.example.com");
+            a.on_event(&ev, &mut |_| {});
+            assert!(a.pending.len() <= cap);
+        }
+        assert_eq!(a.stats.transactions_evicted, u64::from(n) - cap as u64);
+        assert!(
+            a.visited <= 2 * u64::from(n) + cap as u64,
+            "visited {}",
+            a.visited
+        );
     }
 }

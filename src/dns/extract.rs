@@ -4,9 +4,15 @@
 //! Runs on the capture path, so it never allocates after start-up: names are written into
 //! inline buffers, answers into a fixed arena, and TCP reassembly uses a pool of buffers
 //! allocated once per worker.
+//!
+//! The TCP slots are found and recycled without a scan: a `hashlink::LinkedHashMap` from
+//! stream to slot, in last-segment order, gives the stream's slot in O(1) and the least
+//! recently used one from its front. Its nodes are allocated at start-up (and recycled by
+//! the map's free list), so a new stream allocates nothing.
 
 use super::parser::{DnsError, Message, Name, Record};
 use crate::decode::{proto, Addr, PacketMeta};
+use hashlink::LinkedHashMap;
 
 /// Answers kept per message for the transaction log. Responses with more (round-robin
 /// pools) are counted in `ancount`; the first ones are what analysts read.
@@ -15,7 +21,7 @@ pub const MAX_ANSWERS: usize = 8;
 /// the question leads to.
 pub const MAX_RESOLVED: usize = 8;
 /// Bytes of answer names (CNAME/PTR/NS/MX/SRV targets) kept per message.
-const ARENA: usize = 384;
+pub(crate) const ARENA: usize = 384;
 /// CNAME hops followed from the question name: real chains are 1–3 long; the bound makes the
 /// walk constant-time on a hostile answer section.
 const MAX_CHAIN: usize = 8;
@@ -59,6 +65,16 @@ impl NameBuf {
     fn of(name: &Name<'_>) -> NameBuf {
         let mut n = NameBuf::default();
         let len = name.write_lower(&mut n.bytes);
+        n.len = u8::try_from(len).unwrap_or(u8::MAX);
+        n
+    }
+
+    /// A name from text, for tests that build events by hand (longer names are cut).
+    #[cfg(test)]
+    pub(crate) fn from_text(text: &str) -> NameBuf {
+        let mut n = NameBuf::default();
+        let len = text.len().min(n.bytes.len());
+        n.bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
         n.len = u8::try_from(len).unwrap_or(u8::MAX);
         n
     }
@@ -179,13 +195,9 @@ const TCP_MSG_MAX: usize = 16 * 1024;
 const TCP_SLOTS: usize = 128;
 
 struct Slot {
-    flow_id: u64,
-    side: bool,
     next_seq: u32,
     len: usize,
     buf: Box<[u8]>,
-    used: u64,
-    live: bool,
 }
 
 /// Recognises and condenses DNS messages for one worker.
@@ -193,7 +205,13 @@ pub struct DnsExtractor {
     enabled: bool,
     ports: Vec<u16>,
     slots: Vec<Slot>,
-    tick: u64,
+    /// (flow, side) → slot index, least recently used first.
+    streams: LinkedHashMap<(u64, bool), usize>,
+    /// Slots no stream has taken yet, lowest index last (popped first).
+    free: Vec<usize>,
+    /// Streams examined to find or recycle a slot: the work the slot test bounds by a
+    /// constant per segment (a cheap plain counter, never reset).
+    visited: u64,
     /// Counters.
     pub stats: ExtractStats,
 }
@@ -201,28 +219,34 @@ pub struct DnsExtractor {
 impl DnsExtractor {
     /// An extractor for the given ports (53, and 5353 for mDNS if configured).
     pub fn new(enabled: bool, ports: &[u16]) -> DnsExtractor {
+        let mut streams = LinkedHashMap::with_capacity(TCP_SLOTS);
+        // Allocate the map's nodes now: removed nodes go to its free list and are reused,
+        // so taking a slot on the capture path never allocates.
+        for i in 0..TCP_SLOTS {
+            streams.insert((i as u64, false), i);
+        }
+        while streams.pop_front().is_some() {}
         DnsExtractor {
             enabled,
             ports: ports.to_vec(),
             slots: (0..TCP_SLOTS)
                 .map(|_| Slot {
-                    flow_id: 0,
-                    side: false,
                     next_seq: 0,
                     len: 0,
                     buf: vec![0u8; TCP_MSG_MAX + 2].into_boxed_slice(),
-                    used: 0,
-                    live: false,
                 })
                 .collect(),
-            tick: 0,
+            streams,
+            free: (0..TCP_SLOTS).rev().collect(),
+            visited: 0,
             stats: ExtractStats::default(),
         }
     }
 
     /// TCP reassembly slots: (holding part of a message, capacity, streams abandoned).
+    /// Scans the 128 slots: called once per publication, not per packet.
     pub fn tcp_slots(&self) -> (u64, u64, u64) {
-        let busy = self.slots.iter().filter(|s| s.live && s.len > 0).count();
+        let busy = self.slots.iter().filter(|s| s.len > 0).count();
         (
             busy as u64,
             self.slots.len() as u64,
@@ -273,11 +297,8 @@ impl DnsExtractor {
         side: bool,
         emit: &mut impl FnMut(DnsEvent),
     ) {
-        self.tick += 1;
-        let found = self
-            .slots
-            .iter()
-            .position(|s| s.live && s.flow_id == flow_id && s.side == side);
+        // A segment of a stream with a slot makes it the most recently used.
+        let found = self.streams.to_back(&(flow_id, side)).copied();
         if found.is_none() && whole_messages(payload) {
             // The common case: the segment holds complete messages only. Parse them in place
             // without taking a reassembly slot, so many concurrent streams do not evict each
@@ -300,31 +321,31 @@ impl DnsExtractor {
         let idx = match found {
             Some(i) => i,
             None => {
-                // The least recently used slot (or a free one) takes the new stream.
-                let i = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| (s.live, s.used))
-                    .map_or(0, |(i, _)| i);
-                if self.slots.get(i).is_some_and(|s| s.live && s.len > 0) {
-                    self.stats.tcp_abandoned += 1;
-                }
+                // A free slot, or the least recently used stream's, takes the new stream.
+                let i = match self.free.pop() {
+                    Some(i) => i,
+                    None => {
+                        let Some((_, i)) = self.streams.pop_front() else {
+                            return; // no slots at all (TCP_SLOTS is not 0)
+                        };
+                        self.visited += 1;
+                        if self.slots.get(i).is_some_and(|s| s.len > 0) {
+                            self.stats.tcp_abandoned += 1;
+                        }
+                        i
+                    }
+                };
+                self.streams.insert((flow_id, side), i);
                 if let Some(s) = self.slots.get_mut(i) {
-                    s.flow_id = flow_id;
-                    s.side = side;
                     s.next_seq = m.tcp_seq;
                     s.len = 0;
-                    s.live = true;
                 }
                 i
             }
         };
-        let tick = self.tick;
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        slot.used = tick;
         if m.tcp_seq != slot.next_seq {
             let behind = slot.next_seq.wrapping_sub(m.tcp_seq) as i32;
             if behind > 0 && (behind as usize) >= payload.len() {
@@ -598,4 +619,56 @@ fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
         }
     }
     ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP DNS segment holding the first 3 bytes of a 32-byte message: it needs a slot.
+    const PARTIAL: [u8; 5] = [0x00, 0x20, 0x12, 0x34, 0x01];
+
+    fn meta() -> PacketMeta {
+        PacketMeta {
+            proto: proto::TCP,
+            sport: 40_000,
+            dport: 53,
+            tcp_seq: 1_000,
+            payload_offset: 0,
+            payload_len: PARTIAL.len() as u32,
+            ..PacketMeta::default()
+        }
+    }
+
+    #[test]
+    fn tcp_slots_recycle_the_least_recent_stream_in_constant_work() {
+        let mut x = DnsExtractor::new(true, &[53]);
+        let m = meta();
+        let n = 20_000u64;
+        for flow in 1..=n {
+            x.packet(&m, &PARTIAL, flow, flow, true, |_| {});
+            // Stream 1 keeps retransmitting: the most recently used, never recycled.
+            x.packet(&m, &PARTIAL, flow, 1, true, |_| {});
+            assert!(x.streams.len() <= TCP_SLOTS);
+        }
+        assert!(x.streams.contains_key(&(1, true)));
+        assert!(!x.streams.contains_key(&(2, true)));
+        assert_eq!(
+            x.tcp_slots(),
+            (TCP_SLOTS as u64, TCP_SLOTS as u64, n - TCP_SLOTS as u64)
+        );
+        assert!(x.visited <= n, "visited {}", x.visited);
+    }
+
+    #[test]
+    fn free_slots_are_taken_lowest_first() {
+        let mut x = DnsExtractor::new(true, &[53]);
+        let m = meta();
+        for flow in 0..3u64 {
+            x.packet(&m, &PARTIAL, flow, flow, false, |_| {});
+        }
+        let taken: Vec<_> = x.streams.values().copied().collect();
+        assert_eq!(taken, vec![0, 1, 2]);
+        assert_eq!(x.tcp_slots().0, 3);
+    }
 }

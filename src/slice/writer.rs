@@ -29,6 +29,10 @@
 //! slice: the older one is finished at once with `end_reason` `"superseded"` (and
 //! `superseded_by` naming the new slice), and the flow's later packets go to the new one
 //! only. Each alert thus has its own complete file, and no packet is written twice.
+//!
+//! No message scans the open slices: a new slice finds the one it supersedes by key and by
+//! id (an index of the open slices by id), and a batch of packets flushes only the slices
+//! it wrote to. Only the shutdown and the retention pass walk them.
 
 use super::{records, valid_id, Record, SliceEnd, SliceMeta, SliceMsg, FLAG_PAYLOAD_CUT};
 use crate::alert::json::{proto_name, rfc3339};
@@ -371,6 +375,11 @@ struct Writer {
     max_disk_bytes: u64,
     max_age: Duration,
     open: HashMap<(usize, u64), Slice>,
+    /// The key of each open slice by its id (ids are unique among open slices).
+    by_id: HashMap<String, (usize, u64)>,
+    /// Slices written to by the batch being handled, to flush at its end (kept for its
+    /// allocation).
+    unflushed: Vec<(usize, u64)>,
     pools: Vec<Sender<Vec<u8>>>,
     stats: Arc<WriterStats>,
     log: ErrorLog,
@@ -386,6 +395,8 @@ impl Writer {
             max_disk_bytes: cfg.max_disk_bytes,
             max_age: cfg.max_age,
             open: HashMap::new(),
+            by_id: HashMap::new(),
+            unflushed: Vec::new(),
             pools,
             stats,
             log: ErrorLog::default(),
@@ -412,7 +423,7 @@ impl Writer {
         let mut keys: Vec<_> = self.open.keys().copied().collect();
         keys.sort_unstable();
         for key in keys {
-            if let Some(s) = self.open.remove(&key) {
+            if let Some(s) = self.take_open(key) {
                 self.finish(s, SliceEnd::Shutdown.name(), None, 0);
             }
         }
@@ -429,7 +440,7 @@ impl Writer {
                 reason,
                 dropped,
             } => {
-                if let Some(s) = self.open.remove(&(worker, flow_id)) {
+                if let Some(s) = self.take_open((worker, flow_id)) {
                     self.finish(s, reason.name(), None, dropped);
                 }
             }
@@ -454,15 +465,13 @@ impl Writer {
         }
         // Supersede the flow's current slice, and any slice still writing the same file.
         let key = (meta.worker, meta.flow_id);
-        let mut replaced: Vec<_> = self
-            .open
-            .iter()
-            .filter(|(k, s)| **k == key || s.meta.id == meta.id)
-            .map(|(k, _)| *k)
-            .collect();
+        let mut replaced = [
+            self.open.contains_key(&key).then_some(key),
+            self.by_id.get(&meta.id).copied(),
+        ];
         replaced.sort_unstable();
-        for k in replaced {
-            if let Some(old) = self.open.remove(&k) {
+        for k in replaced.into_iter().flatten() {
+            if let Some(old) = self.take_open(k) {
                 self.finish(old, SUPERSEDED, Some(&meta.id), 0);
             }
         }
@@ -496,18 +505,31 @@ impl Writer {
             self.slice_failed(&s.meta.id, "flush failed", &e);
         }
         self.add_counts(packets, bytes, capped, lost);
+        self.by_id.insert(s.meta.id.clone(), key);
         self.open.insert(key, s);
         self.stats.open.store(self.open.len() as u64, Relaxed);
+    }
+
+    /// Removes an open slice and its id from the index.
+    fn take_open(&mut self, key: (usize, u64)) -> Option<Slice> {
+        let s = self.open.remove(&key)?;
+        if self.by_id.get(&s.meta.id) == Some(&key) {
+            self.by_id.remove(&s.meta.id);
+        }
+        Some(s)
     }
 
     fn packets(&mut self, worker: usize, mut buf: Vec<u8>) {
         if self.dir.is_some() {
             let (mut packets, mut bytes, mut capped, mut lost) = (0, 0, 0, 0);
+            let mut unflushed = std::mem::take(&mut self.unflushed);
             for r in records(&buf) {
-                let Some(s) = self.open.get_mut(&(worker, r.flow_id)) else {
+                let key = (worker, r.flow_id);
+                let Some(s) = self.open.get_mut(&key) else {
                     lost += 1;
                     continue;
                 };
+                let clean = !s.dirty;
                 match s.put(&r, self.max_bytes) {
                     Ok(Put::Written(n)) => {
                         packets += 1;
@@ -521,13 +543,20 @@ impl Writer {
                         self.log.report(&self.stats, &s.meta.id, "write failed", &e);
                     }
                 }
+                if clean && s.dirty {
+                    unflushed.push(key); // once per slice and batch: the flush cleans it
+                }
             }
-            for s in self.open.values_mut().filter(|s| s.dirty) {
+            for key in unflushed.drain(..) {
+                let Some(s) = self.open.get_mut(&key).filter(|s| s.dirty) else {
+                    continue;
+                };
                 if let Err(e) = s.flush() {
                     self.stats.failed.fetch_add(1, Relaxed);
                     self.log.report(&self.stats, &s.meta.id, "flush failed", &e);
                 }
             }
+            self.unflushed = unflushed;
             self.add_counts(packets, bytes, capped, lost);
         }
         buf.clear();
@@ -1138,6 +1167,46 @@ mod tests {
         assert_eq!(stats.lost.load(Relaxed), 0);
         wireshark_reads(&tmp.path().join("a.pcap"), 1);
         wireshark_reads(&tmp.path().join("b.pcap"), 3);
+    }
+
+    /// Many open slices: a new slice finds what it supersedes through the index, and a
+    /// batch flushes only what it wrote to (no walk of the open slices per message).
+    #[test]
+    fn open_slices_are_found_by_key_and_id_without_a_scan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (p0, _pool) = bounded(4);
+        let mut w = Writer::new(cfg(tmp.path()), vec![p0], Arc::new(WriterStats::default()));
+        let n = 300u64;
+        for flow in 0..n {
+            w.handle(SliceMsg::Start {
+                meta: meta(&format!("s{flow}"), 0, flow),
+                records: buf_of(&[(flow, T0, 60, 0, frame(18))]),
+            });
+        }
+        assert_eq!((w.open.len(), w.by_id.len()), (n as usize, n as usize));
+        // By key (a higher tier on flow 1) and by id (flow 2's id reused by a new flow).
+        w.handle(SliceMsg::Start {
+            meta: meta("t1", 0, 1),
+            records: Vec::new(),
+        });
+        w.handle(SliceMsg::Start {
+            meta: meta("s2", 0, n),
+            records: Vec::new(),
+        });
+        assert_eq!(w.open.len(), n as usize);
+        assert_eq!(w.by_id.get("t1"), Some(&(0, 1)));
+        assert_eq!(w.by_id.get("s2"), Some(&(0, n)));
+        assert!(!w.by_id.contains_key("s1") && !w.open.contains_key(&(0, 2)));
+        assert_eq!(sidecar(tmp.path(), "s1")["superseded_by"], "t1");
+        // A batch for two flows flushes those two.
+        w.handle(SliceMsg::Packets {
+            worker: 0,
+            buf: buf_of(&[(5, T0 + 1, 60, 0, frame(18)), (5, T0 + 2, 60, 0, frame(18))]),
+        });
+        assert!(w.unflushed.is_empty() && w.open.values().all(|s| !s.dirty));
+        w.handle(end(0, 5, 0));
+        assert_eq!(sidecar(tmp.path(), "s5")["packets"], 3);
+        assert_eq!(w.open.len(), w.by_id.len());
     }
 
     #[test]
