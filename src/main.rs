@@ -230,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
                     sink_queue,
                     telemetry,
                     slice_requests: None,
+                    dns_recycle: None,
                 },
             };
             // Installed before the replay starts: a SIGTERM right after the last packet must

@@ -79,6 +79,8 @@ pub struct Driver {
     /// When the packets being processed were read (see [`mono_ns`]); stamped on alerts
     /// for the detection-latency metric. 0 = stamp at hand-over.
     pub read_mono_ns: u64,
+    /// DNS event boxes coming back from the output thread.
+    dns_recycle: Option<crossbeam_channel::Receiver<Box<crate::dns::DnsEvent>>>,
 }
 
 impl Driver {
@@ -101,7 +103,14 @@ impl Driver {
             top_served: 0,
             pcap_served: 0,
             read_mono_ns: 0,
+            dns_recycle: None,
         }
+    }
+
+    /// Takes DNS event boxes back from the output thread over `rx` (see
+    /// [`crate::worker::Event::Dns`]).
+    pub fn recycle_dns_from(&mut self, rx: crossbeam_channel::Receiver<Box<crate::dns::DnsEvent>>) {
+        self.dns_recycle = Some(rx);
     }
 
     /// Records that `packets` packets took `ns` nanoseconds of this worker's time.
@@ -115,6 +124,9 @@ impl Driver {
     /// Hands the worker's pending events to the output thread.
     #[inline]
     pub fn flush(&mut self) {
+        if let Some(rx) = &self.dns_recycle {
+            self.worker.refill_dns(rx);
+        }
         let (out, lossless) = (&self.out, self.lossless);
         let mut dropped = 0u64;
         let mut alerts_dropped = 0u64;
@@ -224,13 +236,22 @@ impl Driver {
         // queue to the output thread holds the memory in check (back-pressure), whatever
         // the table holds.
         loop {
-            let done = self.worker.finish_some(FINISH_BATCH);
+            let last = self.worker.finish_some(FINISH_BATCH);
             for (k, e) in self.worker.drain() {
                 let _ = self.out.send(OutMsg::Event(k, e));
             }
-            if done {
+            let Some(id) = last else {
                 break;
-            }
+            };
+            let _ = self.out.send(OutMsg::Progress {
+                worker: self.id,
+                upto: EventKey {
+                    time_ns: u64::MAX,
+                    class: 2,
+                    id,
+                    sub: u32::MAX,
+                },
+            });
         }
         let _ = self.out.send(OutMsg::Done { worker: self.id });
         self.publish();

@@ -267,6 +267,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
     let mut sinks = opts.sinks.clone();
     sinks.slice_requests = slices.requester();
+    let recycle = crate::worker::DnsRecycler::new();
+    sinks.dns_recycle = Some(recycle.tx.clone());
     let output = OutputThread::prepare(&sinks, Some(cfg), workers, out_rx)?;
     // The output thread holds the only requester now: when it ends, the workers (serving
     // slice requests after their last packet) see the queue close and end too.
@@ -285,7 +287,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         if let Some(link) = slices.link(id) {
             worker.slices.attach(link);
         }
-        let driver = Driver::new(worker, id, out_tx.clone(), true, shared);
+        let mut driver = Driver::new(worker, id, out_tx.clone(), true, shared);
+        driver.recycle_dns_from(recycle.rx.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("outflow-worker-{id}"))
@@ -404,9 +407,7 @@ pub(crate) fn batch_worker_loop(
         }
         let started = Instant::now();
         d.worker.set_link(batch.link);
-        for p in &batch.packets {
-            d.worker.packet(p, batch.bytes(p));
-        }
+        d.worker.packets(&batch.packets, |p| batch.bytes(p));
         d.worker.advance(batch.clock_ns);
         d.record_processing(
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),

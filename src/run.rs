@@ -163,6 +163,7 @@ fn sinks(opts: &RunOptions) -> Sinks {
         sink_queue: opts.config.output.sink_queue,
         telemetry: None,
         slice_requests: None,
+        dns_recycle: None,
     }
 }
 
@@ -237,6 +238,8 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     }
     out_sinks.telemetry = Some(Arc::clone(&telemetry));
     out_sinks.slice_requests = slices.requester();
+    let recycle = crate::worker::DnsRecycler::new();
+    out_sinks.dns_recycle = Some(recycle.tx.clone());
     let output = OutputThread::prepare(&out_sinks, Some(&cfg), n, out_rx)?;
     // The output thread holds the only slice requester (see replay.rs).
     drop(out_sinks);
@@ -256,13 +259,14 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         if let Some(link) = slices.link(id) {
             worker.slices.attach(link);
         }
-        let d = Driver::new(
+        let mut d = Driver::new(
             worker,
             id,
             out_tx.clone(),
             false,
             published.get(id).cloned(),
         );
+        d.recycle_dns_from(recycle.rx.clone());
         (d, rx)
     };
 

@@ -93,6 +93,8 @@ pub struct Sinks {
     /// Where to ask the workers for slices of flows the output thread flags (per-flow
     /// asymmetry, service outlier), when slices are written.
     pub slice_requests: Option<crate::slice::recorder::SliceRequester>,
+    /// Where DNS event boxes go back to the workers once analysed.
+    pub dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
 }
 
 /// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
@@ -213,6 +215,7 @@ struct Writers {
     /// Alert sinks (JSON lines, syslog), each on its own thread.
     sinks: Vec<SinkHandle>,
     slice_requests: Option<crate::slice::recorder::SliceRequester>,
+    dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
     latency: Histogram<u64>,
@@ -507,6 +510,9 @@ impl Writers {
                 for o in outs {
                     self.dns_output(o);
                 }
+                if let Some(r) = &self.dns_recycle {
+                    let _ = r.try_send(d);
+                }
                 Ok(())
             }
             Event::Alert(mut a) => {
@@ -616,6 +622,7 @@ impl OutputThread {
         let mut w = Writers {
             sinks: handles,
             slice_requests: sinks.slice_requests.clone(),
+            dns_recycle: sinks.dns_recycle.clone(),
             telemetry: sinks.telemetry.clone(),
             latency: new_histogram(),
             flows: sinks

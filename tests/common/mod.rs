@@ -34,6 +34,7 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
             sink_queue: 4096,
             telemetry: None,
             slice_requests: None,
+            dns_recycle: None,
         },
     })
     .expect("replay")
