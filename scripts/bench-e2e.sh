@@ -93,8 +93,13 @@ cmd() { # TOOL FILE
     case $1 in
     floor) echo "$BIN/outflow read-only $2" ;;
     # -6: track IPv6 too (v5 export would otherwise skip it: less work than outflow does).
-    # -p/-c: its pid file and control socket in our scratch directory, not /var/run.
-    softflowd) echo "$SOFTFLOWD -r $2 -n 127.0.0.1:9 -d -6 -m 4000000 -p $WORK/sf.pid -c $WORK/sf.ctl" ;;
+    # -p/-c: its pid file and control socket in our scratch directory, not /var/run, given
+    # as short names from there: softflowd 1.1.0 hangs in accept() on its control socket
+    # when these are longer paths (seen with /tmp/bench-e2e.XXXXXX/sf.ctl).
+    softflowd)
+        case $2 in /*) f=$2 ;; *) f=$PWD/$2 ;; esac
+        echo "env -C $WORK $SOFTFLOWD -r $f -n 127.0.0.1:9 -d -6 -m 4000000 -p sf.pid -c sf.ctl"
+        ;;
     w1) echo "$BIN/outflow replay -q --workers 1 $2" ;;
     w2) echo "$BIN/outflow replay -q --workers 2 $2" ;;
     json) echo "$BIN/outflow replay -q --workers 1 --flows-out $DIR/flows.json $2" ;;
