@@ -37,6 +37,26 @@ enum Cmd {
         mss: Option<u16>,
         out: PathBuf,
     },
+    /// Flow-heavy mix for benchmarks: many short TCP sessions (4/5) and DNS transactions
+    /// (1/5), tens of thousands open at once (default 250 000 flows, ~2.5 M packets, ~1 GB).
+    Flows {
+        /// Flows to write (TCP sessions plus DNS transactions).
+        #[arg(long, default_value_t = gen::FLOWS_DEFAULT)]
+        flows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        out: PathBuf,
+    },
+    /// Small-packet flood for benchmarks: mostly one-packet flows, each from a new source
+    /// (most in 10.0.0.0/8), among long-lived flows of 82-byte frames (default 5 M packets).
+    Flood {
+        /// Packets to write.
+        #[arg(long, default_value_t = gen::FLOOD_DEFAULT_PACKETS)]
+        packets: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        out: PathBuf,
+    },
     /// One TCP upload session, 10.0.0.5:51234 -> 203.0.113.50:443 (IPv6: fd00::5 ->
     /// 2001:db8::50), with handshake and FIN close.
     Upload {
@@ -92,6 +112,32 @@ fn rate(bytes: u64, started: Instant) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
+fn print_stress(out: &std::path::Path, s: &gen::StressSummary, started: Instant) {
+    println!(
+        "{}: {} packets, {} flows, {} bytes ({:.0} bytes/packet); {} tcp ({} uploads), {} dns \
+         ({} queries, {} packets), {} other udp, {} one-packet, {} ipv6, {} vlan; {} sources; \
+         at most {} flows open at once; {:.1} s of traffic, written at {:.0} MB/s",
+        out.display(),
+        s.packets,
+        s.flows,
+        s.file_bytes,
+        (s.file_bytes as f64 - 24.0) / s.packets.max(1) as f64 - 16.0,
+        s.tcp_flows,
+        s.uploads,
+        s.dns_flows,
+        s.dns_queries,
+        s.dns_packets,
+        s.udp_flows,
+        s.one_packet_flows,
+        s.ipv6_flows,
+        s.vlan_flows,
+        s.sources,
+        s.max_open,
+        (s.last_ts_ns.saturating_sub(s.first_ts_ns)) as f64 / 1e9,
+        rate(s.file_bytes, started),
+    );
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let started = Instant::now();
@@ -134,6 +180,16 @@ fn main() -> Result<()> {
                 (s.last_ts_ns.saturating_sub(s.first_ts_ns)) as f64 / 1e9,
                 rate(s.file_bytes, started),
             );
+        }
+        Cmd::Flows { flows, seed, out } => {
+            let s = gen::write_flows(&out, flows, seed)
+                .with_context(|| format!("writing {}", out.display()))?;
+            print_stress(&out, &s, started);
+        }
+        Cmd::Flood { packets, seed, out } => {
+            let s = gen::write_flood(&out, packets, seed)
+                .with_context(|| format!("writing {}", out.display()))?;
+            print_stress(&out, &s, started);
         }
         Cmd::Upload {
             bytes,
