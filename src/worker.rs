@@ -557,6 +557,8 @@ impl Worker {
             let Some(flow) = self.table.remove(slot) else {
                 break;
             };
+            // Floods expire flows by the million: fetch the next ones' memory now.
+            self.table.prefetch_expiry();
             let reason = if closing {
                 closing_reason(&flow)
             } else {

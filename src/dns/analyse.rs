@@ -34,6 +34,11 @@ use hashlink::LinkedHashMap;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
+/// The maps' hasher: seeded per run (so keys cannot be aimed at one bucket) and several
+/// times faster than SipHash on these address keys (measured: SipHash was the largest
+/// single cost of a volume report under a flood of new sources).
+type Fast = foldhash::fast::RandomState;
+
 /// Time buckets per sliding window.
 pub const BUCKETS: usize = 10;
 /// Bits of the per-bucket unique-subdomain bitmap (linear counting, Whang et al. 1990):
@@ -247,18 +252,18 @@ pub struct DnsAnalyser {
     suppress_ns: u64,
     /// Keyed by (client, keyed hash of the registered domain): no allocation per query.
     /// Last-query order (front: the idlest).
-    pairs: LinkedHashMap<(Addr, u64), Pair>,
+    pairs: LinkedHashMap<(Addr, u64), Pair, Fast>,
     /// Fixed seed: the unique-subdomain estimate must not vary from run to run; domain keys
     /// only need the hash to be unpredictable to outsiders, which a per-build constant
     /// does not give, so the pair key uses `seeded` below.
     hasher: foldhash::fast::FixedState,
     seeded: foldhash::fast::RandomState,
     /// Last-NXDOMAIN order (front: the idlest).
-    clients: LinkedHashMap<Addr, Nx>,
+    clients: LinkedHashMap<Addr, Nx, Fast>,
     /// (name, expiry) in learning order (front: learnt longest ago).
-    names: LinkedHashMap<(Addr, Addr), (Box<str>, u64)>,
+    names: LinkedHashMap<(Addr, Addr), (Box<str>, u64), Fast>,
     /// In query order (front: the oldest query).
-    pending: LinkedHashMap<TxKey, DnsRecord>,
+    pending: LinkedHashMap<TxKey, DnsRecord, Fast>,
     allow: Vec<Vec<u8>>,
     /// Entries examined by eviction and expiry: the work the table tests bound by a
     /// constant per event (a cheap plain counter, never reset).
@@ -308,12 +313,12 @@ impl DnsAnalyser {
             bucket_ns: (ns(cfg.window) / BUCKETS as u64).max(1),
             nx_bucket_ns: (ns(cfg.nxdomain_window) / BUCKETS as u64).max(1),
             suppress_ns: ns(cfg.suppression),
-            pairs: LinkedHashMap::new(),
+            pairs: LinkedHashMap::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x7375_6264_6f6d_6169),
             seeded: foldhash::fast::RandomState::default(),
-            clients: LinkedHashMap::new(),
-            names: LinkedHashMap::new(),
-            pending: LinkedHashMap::new(),
+            clients: LinkedHashMap::default(),
+            names: LinkedHashMap::default(),
+            pending: LinkedHashMap::default(),
             allow: cfg
                 .allow_domains
                 .iter()

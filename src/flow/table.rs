@@ -233,6 +233,20 @@ fn same_key(e: &Entry, kw: &[u32; w::KEY_WORDS]) -> bool {
     diff == 0
 }
 
+/// The key stored in an entry.
+#[inline]
+fn key_of(e: &Entry) -> FlowKey {
+    FlowKey {
+        lo: words_addr(&e[w::LO..w::LO + 4]),
+        hi: words_addr(&e[w::HI..w::HI + 4]),
+        lo_port: (e[w::PORTS] >> 16) as u16,
+        hi_port: e[w::PORTS] as u16,
+        proto: (e[w::PV] >> 24) as u8,
+        ipv6: misc(e) & m::IPV6 != 0,
+        vlan: [(e[w::PV] >> 12 & 0xfff) as u16, (e[w::PV] & 0xfff) as u16],
+    }
+}
+
 fn pack_dir(e: &mut Entry, at: usize, c: &DirCounters) {
     let pkts = c.pkts.min(MAX48);
     set64(e, at, c.ip_bytes.min(MAX56) | (pkts >> 40) << 56);
@@ -452,21 +466,28 @@ impl FlowTable {
         }
     }
 
+    /// Cache hint for expiry, which walks the lists from their tails: fetch each tail's
+    /// bucket head (its removal unchains it) and the entry behind it (the next tail).
+    #[inline]
+    pub fn prefetch_expiry(&self) {
+        for &t in &self.tail {
+            let Some(e) = self.entry(t) else {
+                continue;
+            };
+            if let Some(p) = self.entry(link(e, w::PREV)) {
+                prefetch_entry(p);
+            }
+            self.prefetch_bucket(self.hash(&key_of(e)));
+        }
+    }
+
     /// The flow in a slot, unpacked. Slots come from [`find`](Self::find) and
     /// [`insert`](Self::insert).
     #[inline]
     pub fn load(&self, slot: u32) -> Option<Flow> {
         let e = self.live(slot)?;
         let bits = misc(e);
-        let key = FlowKey {
-            lo: words_addr(&e[w::LO..w::LO + 4]),
-            hi: words_addr(&e[w::HI..w::HI + 4]),
-            lo_port: (e[w::PORTS] >> 16) as u16,
-            hi_port: e[w::PORTS] as u16,
-            proto: (e[w::PV] >> 24) as u8,
-            ipv6: bits & m::IPV6 != 0,
-            vlan: [(e[w::PV] >> 12 & 0xfff) as u16, (e[w::PV] & 0xfff) as u16],
-        };
+        let key = key_of(e);
         let first_ns = get64(e, w::FIRST);
         let dur = get64(e, w::DUR);
         let id = get64(e, w::ID);
