@@ -452,7 +452,8 @@ impl Default for CaptureConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
     /// Flows each worker can track at once. When full, the least recently seen flow is
-    /// evicted (and counted). Default 262144 (see README for bytes per flow).
+    /// evicted (and counted). Default 262144, at most 16777215; 126 bytes a flow (see
+    /// README), paged in as flows arrive.
     pub capacity_per_worker: usize,
     /// Idle timeout of an established TCP connection. Default "10m" (Suricata's default for
     /// established TCP; long enough for interactive sessions, short enough to bound memory).
