@@ -372,35 +372,65 @@ impl Worker {
         const BUCKET_AHEAD: usize = 6;
         const CHAIN_AHEAD: usize = 4;
         const NEIGHBOURS_AHEAD: usize = 2;
-        let hash_of = |t: &FlowTable, p: &BatchPacket| {
-            let k = FlowKey::of(&p.meta).0;
-            (t.hash(&k), k)
+        // Each packet's key and hash, computed once at the first stage and kept until the
+        // packet itself is processed (a ring a little longer than the pipeline).
+        const RING: usize = 8;
+        let mut ring = [(FlowKey::default(), false, 0u64); RING];
+        let table = &self.table;
+        let keyed = |p: &BatchPacket| {
+            let (k, hi) = FlowKey::of(&p.meta);
+            (k, hi, table.hash(&k))
         };
+        for (i, p) in packets.iter().take(BUCKET_AHEAD).enumerate() {
+            if let Some(r) = ring.get_mut(i % RING) {
+                *r = keyed(p);
+            }
+        }
         for (i, p) in packets.iter().enumerate() {
             if let Some(q) = packets.get(i + BUCKET_AHEAD) {
-                self.table.prefetch_bucket(hash_of(&self.table, q).0);
+                let (k, hi) = FlowKey::of(&q.meta);
+                let h = self.table.hash(&k);
+                self.table.prefetch_bucket(h);
+                if let Some(r) = ring.get_mut((i + BUCKET_AHEAD) % RING) {
+                    *r = (k, hi, h);
+                }
             }
-            if let Some(q) = packets.get(i + CHAIN_AHEAD) {
-                self.table.prefetch_chain(hash_of(&self.table, q).0);
+            if let Some(&(_, _, h)) = ring.get((i + CHAIN_AHEAD) % RING) {
+                self.table.prefetch_chain(h);
             }
-            if let Some(q) = packets.get(i + NEIGHBOURS_AHEAD) {
-                let (h, k) = hash_of(&self.table, q);
-                self.table.prefetch_neighbours(h, &k);
+            if let Some((k, _, h)) = ring.get((i + NEIGHBOURS_AHEAD) % RING) {
+                self.table.prefetch_neighbours(*h, k);
             }
-            self.packet(p, bytes(p));
+            let Some(&(key, src_is_hi, hash)) = ring.get(i % RING) else {
+                continue;
+            };
+            self.packet_keyed(p, bytes(p), key, src_is_hi, hash);
         }
     }
 
     /// Processes one decoded packet; `frame` is its captured bytes (for DNS).
     #[inline]
     pub fn packet(&mut self, p: &BatchPacket, frame: &[u8]) {
+        let (key, src_is_hi) = FlowKey::of(&p.meta);
+        let hash = self.table.hash(&key);
+        self.packet_keyed(p, frame, key, src_is_hi, hash);
+    }
+
+    /// [`packet`](Self::packet) with the packet's flow key, side and key hash computed.
+    #[inline]
+    fn packet_keyed(
+        &mut self,
+        p: &BatchPacket,
+        frame: &[u8],
+        key: FlowKey,
+        src_is_hi: bool,
+        hash: u64,
+    ) {
         self.advance(p.clock_ns);
         let m = &p.meta;
         self.stats.packets += 1;
         self.stats.ip_bytes += u64::from(m.ip_len);
         self.stats.wire_bytes += u64::from(p.wire_len);
-        let (key, src_is_hi) = FlowKey::of(m);
-        let hash = self.table.hash(&key);
         let mut sub = 0u32;
 
         let mut slot = self.table.find(hash, &key);
