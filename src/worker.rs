@@ -957,3 +957,85 @@ fn closing_reason(f: &Flow) -> EndReason {
         EndReason::Fin
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound_flow() -> Flow {
+        Flow {
+            key: FlowKey {
+                lo: Addr::v4([10, 0, 0, 5]),
+                hi: Addr::v4([203, 0, 113, 50]),
+                lo_port: 51234,
+                hi_port: 443,
+                proto: proto::TCP,
+                ..FlowKey::default()
+            },
+            id: 7,
+            orig_is_hi: false,
+            first_ns: 0,
+            last_ns: 0,
+            orig: DirCounters::default(),
+            resp: DirCounters::default(),
+            orig_flags: 0,
+            resp_flags: 0,
+            tcp: TcpState::Established,
+            first_ports: (51234, 443),
+            outbound: Some(Side::Orig),
+            latch: 0,
+            next_seq: [None; 2],
+            reset: false,
+            recording: false,
+            carried: DirCounters::default(),
+        }
+    }
+
+    /// Volume reports fall on the 256 KiB grid of each direction and, with the end report,
+    /// add up to the flow's IP bytes exactly, whatever the packet sizes.
+    #[test]
+    fn volume_reports_sum_to_the_flow_totals() {
+        let mut f = outbound_flow();
+        let (mut out, mut inb, mut reports) = (0u64, 0u64, 0);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 40 + (x % 1461) as u32;
+            let from = if x % 5 == 0 { Side::Resp } else { Side::Orig };
+            let c = match from {
+                Side::Orig => &mut f.orig,
+                Side::Resp => &mut f.resp,
+            };
+            c.pkts += 1;
+            c.ip_bytes += u64::from(len);
+            if let Some(v) = step_volume(&f, from, len, i) {
+                assert!(!v.end);
+                assert_eq!(v.out_bytes % VOLUME_STEP, 0);
+                assert_eq!(v.in_bytes % VOLUME_STEP, 0);
+                assert!(v.out_bytes > 0 || v.in_bytes > 0);
+                // Reported so far never runs ahead of the counters.
+                assert!(out + v.out_bytes <= f.orig.ip_bytes);
+                assert!(inb + v.in_bytes <= f.resp.ip_bytes);
+                out += v.out_bytes;
+                inb += v.in_bytes;
+                reports += 1;
+            }
+        }
+        let end = end_volume(&f).expect("a remainder");
+        assert!(end.end);
+        assert_eq!(out + end.out_bytes, f.orig.ip_bytes);
+        assert_eq!(inb + end.in_bytes, f.resp.ip_bytes);
+        assert_eq!(end.out_total, f.orig.ip_bytes);
+        // One report per whole step crossed in either direction, no more.
+        assert_eq!(
+            reports,
+            f.orig.ip_bytes / VOLUME_STEP + f.resp.ip_bytes / VOLUME_STEP
+        );
+        // Not an outbound flow: nothing is reported.
+        f.outbound = None;
+        assert!(end_volume(&f).is_none());
+        assert!(step_volume(&f, Side::Orig, 1 << 20, 0).is_none());
+    }
+}
