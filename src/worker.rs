@@ -614,7 +614,7 @@ impl Worker {
     /// the events handed over (and progress reported up to that id) in between, so the
     /// output stage can write each batch at once: ending a million open flows never holds
     /// a million records anywhere. The order is the events' key order, which is what lets
-    /// the output release them batch by batch; sorting the live flows costs 12 bytes a
+    /// the output release them batch by batch; sorting the live flows costs 16 bytes a
     /// flow, once.
     pub fn finish_some(&mut self, max: usize) -> Option<u64> {
         if self.finish_order.is_empty() && self.finish_at == 0 {

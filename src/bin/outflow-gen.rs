@@ -57,6 +57,17 @@ enum Cmd {
         seed: u64,
         out: PathBuf,
     },
+    /// One-packet flows all open at once, each from its own home source (SYNs and UDP
+    /// datagrams over 20 s of packet time, within every idle timeout), for memory
+    /// measurements (`scripts/memory.sh`).
+    Concurrent {
+        /// Flows to write (at most 16777216).
+        #[arg(long)]
+        flows: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        out: PathBuf,
+    },
     /// One TCP upload session, 10.0.0.5:51234 -> 203.0.113.50:443 (IPv6: fd00::5 ->
     /// 2001:db8::50), with handshake and FIN close.
     Upload {
@@ -188,6 +199,17 @@ fn main() -> Result<()> {
         }
         Cmd::Flood { packets, seed, out } => {
             let s = gen::write_flood(&out, packets, seed)
+                .with_context(|| format!("writing {}", out.display()))?;
+            print_stress(&out, &s, started);
+        }
+        Cmd::Concurrent { flows, seed, out } => {
+            if flows > gen::CONCURRENT_MAX {
+                anyhow::bail!(
+                    "--flows {flows}: at most {} (one source each in a /8)",
+                    gen::CONCURRENT_MAX
+                );
+            }
+            let s = gen::write_concurrent(&out, flows, seed)
                 .with_context(|| format!("writing {}", out.display()))?;
             print_stress(&out, &s, started);
         }

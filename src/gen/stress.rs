@@ -862,6 +862,70 @@ pub fn write_flood(path: &Path, packets: u64, seed: u64) -> io::Result<StressSum
     Ok(s)
 }
 
+/// Packet time over which [`write_concurrent`] spreads its flows: shorter than every idle
+/// timeout (TCP without handshake 30 s, UDP 60 s), so no flow expires before the input ends.
+pub const CONCURRENT_SPAN_NS: u64 = 20 * SECOND;
+/// Most flows [`write_concurrent`] writes: one new home source each, from a /8.
+pub const CONCURRENT_MAX: u64 = 1 << 24;
+
+/// Writes `flows` one-packet flows, all open at once: flow `i` is a packet from its own home
+/// source (10.0.0.0/8, a permutation of `i`) to an external host, alternately a SYN to port
+/// 443 and a 1-byte UDP datagram to port 4500, evenly spread over [`CONCURRENT_SPAN_NS`]. For
+/// memory measurements: a replay holds every flow until the input ends. Streams (memory does
+/// not depend on `flows`); deterministic per `seed`. At most [`CONCURRENT_MAX`] flows.
+pub fn write_concurrent(path: &Path, flows: u64, seed: u64) -> io::Result<StressSummary> {
+    let flows = flows.min(CONCURRENT_MAX);
+    let file = BufWriter::with_capacity(WRITE_BUFFER, File::create(path)?);
+    let mut w = PcapWriter::new(file, LINKTYPE_ETHERNET, MIXED_SNAPLEN)?;
+    let offset = mix64(seed ^ 0x636f_6e63);
+    let link = Link::ethernet();
+    let mut frame = Vec::with_capacity(128);
+    let mut s = StressSummary::default();
+    for i in 0..flows {
+        let ts = DEFAULT_START_NS + i * (CONCURRENT_SPAN_NS / flows.max(1)).max(1);
+        let r = mix64(i ^ offset);
+        let src = Ipv4Addr::from((10u32 << 24) | perm24(i, offset));
+        let dst = external_v4(r & 0xffff);
+        let sport = 1_024 + (r >> 16) as u16 % 64_000;
+        let udp = i % 2 == 1;
+        let dport = if udp { 4_500 } else { 443 };
+        let d = Direction::new(
+            &link,
+            (IpAddr::V4(src), sport),
+            (IpAddr::V4(dst), dport),
+            true,
+        );
+        frame.clear();
+        if udp {
+            wire::push_udp(&mut frame, &d, (r >> 32) as u16, wire::payload(i, 1));
+        } else {
+            let f = TcpFields {
+                seq: (r >> 32) as u32,
+                ack: 0,
+                flags: TCP_SYN,
+                window: 64_240,
+                mss_option: Some(1460),
+            };
+            wire::push_tcp(&mut frame, &d, (r >> 48) as u16, f, &[]);
+        }
+        w.write(ts, &frame)?;
+        if i == 0 {
+            s.first_ts_ns = ts;
+        }
+        s.last_ts_ns = ts;
+        s.tcp_flows += u64::from(!udp);
+        s.udp_flows += u64::from(udp);
+    }
+    s.flows = flows;
+    s.one_packet_flows = flows;
+    s.sources = flows;
+    s.max_open = flows;
+    s.packets = w.packets();
+    s.file_bytes = w.bytes_written();
+    w.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1035,5 +1099,36 @@ mod tests {
             .count() as u64;
         assert_eq!(sources.len() as u64, s.sources);
         assert!(home_sources * 100 > s.sources * 80, "{home_sources}");
+    }
+
+    #[test]
+    fn concurrent_flows_are_distinct_and_within_the_shortest_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pcap"), dir.path().join("b.pcap"));
+        let n = 20_000;
+        let s = write_concurrent(&a, n, 1).unwrap();
+        assert_eq!(s, write_concurrent(&b, n, 1).unwrap());
+        assert_eq!(bytes(&a), bytes(&b), "same seed, same bytes");
+        assert_eq!(
+            (s.packets, s.flows, s.tcp_flows, s.udp_flows),
+            (n, n, n / 2, n / 2)
+        );
+        let recs = read(&a);
+        assert_eq!(recs.len() as u64, n);
+        assert!(recs.windows(2).all(|w| w[0].0 <= w[1].0), "time ordered");
+        assert!(s.last_ts_ns - s.first_ts_ns < CONCURRENT_SPAN_NS);
+        let mut tuples = HashSet::new();
+        let mut sources = HashSet::new();
+        for (_, frame) in &recs {
+            let (t, dns, src) = tuple(frame);
+            assert!(!dns);
+            assert!(
+                matches!(src, IpAddr::V4(v4) if v4.octets()[0] == 10),
+                "home source"
+            );
+            tuples.insert(t);
+            sources.insert(src);
+        }
+        assert_eq!((tuples.len() as u64, sources.len() as u64), (n, n));
     }
 }
