@@ -30,7 +30,10 @@ pub use scenario::{
     parse_size, write_demo, write_mixed, write_mixed_mss, DemoSummary, MixedSummary, ScenarioFlow,
     DEMO_ALERT_IP_BYTES, DEMO_SNAPLEN, MIXED_SNAPLEN,
 };
-pub use stress::{write_flood, write_flows, StressSummary, FLOOD_DEFAULT_PACKETS, FLOWS_DEFAULT};
+pub use stress::{
+    write_flood, write_flood_upload, write_flows, FloodUpload, StressSummary,
+    FLOOD_DEFAULT_PACKETS, FLOOD_UPLOAD_CLIENT, FLOOD_UPLOAD_SERVER, FLOWS_DEFAULT,
+};
 pub use tcp::{Close, Segment, TcpPackets, TcpSegments, TcpSession};
 pub use tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 pub use udp::{fragmented_udp, UdpExchange, UdpPackets};
