@@ -8,8 +8,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use etherparse::PacketBuilder;
 use outflow::capture::BatchPacket;
 use outflow::config::Config;
-use outflow::decode::{decode, LinkType};
 use outflow::decode::Addr;
+use outflow::decode::{decode, LinkType};
 use outflow::worker::{Event, Worker};
 
 const FLOWS: u32 = 58_982; // 90% of the table below
@@ -99,7 +99,9 @@ fn bench(c: &mut Criterion) {
                 });
             }
             worker.packets(&batch, |p| {
-                frames.get(p.data_start as usize).map_or(&[][..], |f| &f[..])
+                frames
+                    .get(p.data_start as usize)
+                    .map_or(&[][..], |f| &f[..])
             });
             // The output thread returns DNS event boxes; so does the bench.
             for (_, e) in worker.drain() {

@@ -50,11 +50,20 @@ enum Cmd {
     /// Small-packet flood for benchmarks: mostly one-packet flows, each from a new source
     /// (most in 10.0.0.0/8), among long-lived flows of 82-byte frames (default 5 M packets).
     Flood {
-        /// Packets to write.
+        /// Flood packets to write.
         #[arg(long, default_value_t = gen::FLOOD_DEFAULT_PACKETS)]
         packets: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also interleave one TCP upload of this many payload bytes (10.0.0.5:51234 ->
+        /// 203.0.113.50:443, 1460-byte segments, handshake and FIN close) through the flood,
+        /// and print the packet with which it crosses `--upload-threshold`: 150M, 1000000...
+        #[arg(long, value_parser = gen::parse_size)]
+        upload: Option<u64>,
+        /// Outbound IP bytes the upload's crossing packet reaches (the sensor's
+        /// `detect.large_transfer.threshold_bytes`).
+        #[arg(long, value_parser = gen::parse_size, default_value = "100000000")]
+        upload_threshold: u64,
         out: PathBuf,
     },
     /// One-packet flows all open at once, each from its own home source (SYNs and UDP
@@ -197,7 +206,13 @@ fn main() -> Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             print_stress(&out, &s, started);
         }
-        Cmd::Flood { packets, seed, out } => {
+        Cmd::Flood {
+            packets,
+            seed,
+            upload: None,
+            out,
+            ..
+        } => {
             let s = gen::write_flood(&out, packets, seed)
                 .with_context(|| format!("writing {}", out.display()))?;
             print_stress(&out, &s, started);
@@ -212,6 +227,36 @@ fn main() -> Result<()> {
             let s = gen::write_concurrent(&out, flows, seed)
                 .with_context(|| format!("writing {}", out.display()))?;
             print_stress(&out, &s, started);
+        }
+        Cmd::Flood {
+            packets,
+            seed,
+            upload: Some(bytes),
+            upload_threshold,
+            out,
+        } => {
+            let (s, u) = gen::write_flood_upload(&out, packets, seed, bytes, upload_threshold)
+                .with_context(|| format!("writing {}", out.display()))?;
+            print_stress(&out, &s, started);
+            // key=value, for scripts: the alert for this upload must carry out_pkts and
+            // out_ip_bytes equal to cross_orig_pkts and cross_orig_ip_bytes.
+            println!(
+                "upload {} -> {}: packets={} orig_pkts={} orig_ip_bytes={} threshold={} \
+                 cross_index={} cross_ts_us={} cross_at_s={:.3} cross_orig_pkts={} \
+                 cross_orig_ip_bytes={} fin_at_s={:.3}",
+                gen::FLOOD_UPLOAD_CLIENT,
+                gen::FLOOD_UPLOAD_SERVER,
+                u.expect.pkts(),
+                u.expect.orig_pkts,
+                u.expect.orig_ip_bytes,
+                u.threshold_ip_bytes,
+                u.cross_index,
+                u.cross_ts_ns / 1_000,
+                (u.cross_ts_ns - s.first_ts_ns) as f64 / 1e9,
+                u.cross_orig_pkts,
+                u.cross_orig_ip_bytes,
+                (u.fin_ts_ns - s.first_ts_ns) as f64 / 1e9,
+            );
         }
         Cmd::Upload {
             bytes,

@@ -31,8 +31,8 @@ pub use scenario::{
     DEMO_ALERT_IP_BYTES, DEMO_SNAPLEN, MIXED_SNAPLEN,
 };
 pub use stress::{
-    write_concurrent, write_flood, write_flows, StressSummary, CONCURRENT_MAX,
-    FLOOD_DEFAULT_PACKETS, FLOWS_DEFAULT,
+    write_concurrent, write_flood, write_flood_upload, write_flows, FloodUpload, StressSummary,
+    CONCURRENT_MAX, FLOOD_DEFAULT_PACKETS, FLOOD_UPLOAD_CLIENT, FLOOD_UPLOAD_SERVER, FLOWS_DEFAULT,
 };
 pub use tcp::{Close, Segment, TcpPackets, TcpSegments, TcpSession};
 pub use tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};

@@ -9,13 +9,13 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufWriter};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
 use super::wire::{self, Direction, TcpFields};
 use super::{
-    mix64, Close, Link, PcapWriter, Rng, TcpPackets, TcpSession, DEFAULT_START_NS,
-    LINKTYPE_ETHERNET, MIXED_SNAPLEN, TCP_SYN,
+    mix64, Close, FlowExpect, Link, PcapWriter, Rng, TcpPackets, TcpSession, DEFAULT_START_NS,
+    LINKTYPE_ETHERNET, MIXED_SNAPLEN, TCP_FIN, TCP_SYN,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -78,6 +78,9 @@ struct Kind {
     udp: bool,
     ipv6: bool,
     vlan: bool,
+    /// Packet of this flow (index in the flow, from 0) whose place in the file the writer
+    /// reports; at most one flow of a file sets it.
+    mark: Option<u64>,
 }
 
 /// The packets of one scheduled flow.
@@ -120,16 +123,23 @@ struct Slot {
     kind: Kind,
     started: bool,
     one_packet: bool,
+    /// Packets of this flow written so far.
+    written: u64,
 }
+
+/// Where the marked packet ([`Kind::mark`]) went: its record index in the file (from 0) and
+/// its time.
+type Marked = Option<(u64, u64)>;
 
 /// Writes the flows that `arrivals` returns, in order of their first packet (which must not
 /// decrease), interleaved by time, until `arrivals` is done and every flow ended, or
-/// `max_packets` are written. Memory: one slot per open flow.
+/// `max_packets` are written. Memory: one slot per open flow. Also returns where the marked
+/// packet went, if a flow has one.
 fn write_scheduled(
     path: &Path,
     max_packets: u64,
     mut arrivals: impl FnMut() -> Option<(Src, Kind)>,
-) -> io::Result<StressSummary> {
+) -> io::Result<(StressSummary, Marked)> {
     let file = BufWriter::with_capacity(WRITE_BUFFER, File::create(path)?);
     let mut w = PcapWriter::new(file, LINKTYPE_ETHERNET, MIXED_SNAPLEN)?;
     let mut s = StressSummary::default();
@@ -141,6 +151,7 @@ fn write_scheduled(
     let mut pending = arrivals();
     let mut buf = Vec::with_capacity(usize::from(u16::MAX));
     let mut first = None;
+    let mut marked = None;
     while w.packets() < max_packets {
         let top = heap.peek().map(|r| r.0 .0);
         if let Some((src, kind)) = pending.take() {
@@ -152,6 +163,7 @@ fn write_scheduled(
                         kind,
                         started: false,
                         one_packet,
+                        written: 0,
                     };
                     let i = match free.pop() {
                         Some(i) => {
@@ -184,6 +196,10 @@ fn write_scheduled(
         let Some(ts) = slot.src.next_into(&mut buf) else {
             continue;
         };
+        if slot.kind.mark == Some(slot.written) {
+            marked = Some((w.packets(), ts));
+        }
+        slot.written += 1;
         w.write(ts, &buf)?;
         first.get_or_insert(ts);
         s.last_ts_ns = ts;
@@ -221,7 +237,7 @@ fn write_scheduled(
     s.file_bytes = w.bytes_written();
     s.first_ts_ns = first.unwrap_or(0);
     w.into_inner()?.into_inner().map_err(|e| e.into_error())?;
-    Ok(s)
+    Ok((s, marked))
 }
 
 /// First octets of the public IPv4 ranges external hosts are drawn from (large cloud/CDN /8s;
@@ -500,7 +516,7 @@ pub fn write_flows(path: &Path, flows: u64, seed: u64) -> io::Result<StressSumma
         dns_left: flows - tcp,
         used: vec![false; HOME_HOSTS as usize],
     };
-    let mut s = write_scheduled(path, u64::MAX, || mix.next())?;
+    let (mut s, _) = write_scheduled(path, u64::MAX, || mix.next())?;
     s.sources = mix.used.iter().filter(|u| **u).count() as u64;
     Ok(s)
 }
@@ -707,6 +723,8 @@ struct Flood {
     long_packets: u64,
     /// Offset of the 24-bit permutation that picks home sources.
     perm_offset: u64,
+    /// The upload to interleave, and the index of its crossing packet; taken when it starts.
+    upload: Option<(TcpSession, u64)>,
 }
 
 /// A bijection of 0..2^24: distinct `i` give distinct host parts, spread over the /8.
@@ -730,6 +748,17 @@ impl Flood {
     fn next(&mut self) -> Option<(Src, Kind)> {
         let one = (self.one_done < self.one).then(|| self.one_ts(self.one_done));
         let long = (self.long_done < self.long).then(|| self.long_ts(self.long_done));
+        if let Some((session, mark)) = self.upload.take_if(|(u, _)| {
+            one.is_none_or(|t| u.start_ns < t) && long.is_none_or(|t| u.start_ns < t)
+        }) {
+            let kind = Kind {
+                tcp: true,
+                upload: true,
+                mark: Some(mark),
+                ..Kind::default()
+            };
+            return Some((Src::Tcp(Box::new(session.packets())), kind));
+        }
         match (one, long) {
             (Some(a), Some(b)) if b < a => Some(self.long_flow(b)),
             (None, Some(b)) => Some(self.long_flow(b)),
@@ -843,6 +872,106 @@ impl Flood {
 /// with 28-byte segments (82-byte frames). Ethernet, snaplen 65535, time ordered, deterministic
 /// per `seed`. With the default 5 M packets: 1.2 M one-packet flows, ~380 MB.
 pub fn write_flood(path: &Path, packets: u64, seed: u64) -> io::Result<StressSummary> {
+    Ok(flood(path, packets, seed, None)?.0)
+}
+
+/// Client of the upload [`write_flood_upload`] interleaves: the demo's uploader.
+pub const FLOOD_UPLOAD_CLIENT: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 51_234));
+/// Server of that upload.
+pub const FLOOD_UPLOAD_SERVER: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 50), 443));
+/// The sensor's default `min_packets` of the large-transfer detector: an alert also needs more
+/// outbound packets than this, so the crossing packet is found by the same rule.
+const LARGE_TRANSFER_MIN_PACKETS: u64 = 1_000;
+/// The upload starts this far into the flood and ends this long before the flood's one-packet
+/// flows do, so it runs (and crosses) while the flood does.
+const FLOOD_UPLOAD_MARGIN_NS: u64 = 10 * SECOND;
+
+/// The upload of [`write_flood_upload`] and where it crosses the alert threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloodUpload {
+    /// What a flow table must count for it (orig = the uploading client).
+    pub expect: FlowExpect,
+    /// Outbound IP bytes the crossing packet must reach.
+    pub threshold_ip_bytes: u64,
+    /// Record index in the file (from 0) of the client packet with which its IP bytes first
+    /// reach `threshold_ip_bytes` with more than 1000 packets: the packet that must alert.
+    pub cross_index: u64,
+    /// Time of that packet, ns since the Unix epoch (the file keeps microseconds).
+    pub cross_ts_ns: u64,
+    /// Client packets up to and including it: the alert's `out_pkts`.
+    pub cross_orig_pkts: u64,
+    /// Client IP bytes up to and including it: the alert's `out_ip_bytes`.
+    pub cross_orig_ip_bytes: u64,
+    /// Time of its first FIN: the connection is open until then.
+    pub fin_ts_ns: u64,
+}
+
+/// Writes the flood of [`write_flood`] (the same `packets` flood frames, byte for byte and in
+/// the same order) with one TCP upload interleaved: [`FLOOD_UPLOAD_CLIENT`] to
+/// [`FLOOD_UPLOAD_SERVER`], `upload_bytes` of payload in full 1460-byte segments (1514-byte
+/// frames), handshake first and FIN close last, its packets evenly spread from 10 s into the
+/// flood to 10 s before its one-packet flows end, so it crosses `threshold_ip_bytes` of
+/// outbound IP bytes while the flood runs. Returns where it crosses: the test of a sensor's
+/// alert under a flood.
+pub fn write_flood_upload(
+    path: &Path,
+    packets: u64,
+    seed: u64,
+    upload_bytes: u64,
+    threshold_ip_bytes: u64,
+) -> io::Result<(StressSummary, FloodUpload)> {
+    let mut session = TcpSession::new(FLOOD_UPLOAD_CLIENT, FLOOD_UPLOAD_SERVER, upload_bytes, 0);
+    session.start_ns = DEFAULT_START_NS + FLOOD_UPLOAD_MARGIN_NS;
+    session.gap_ns = (FLOOD_SPAN_NS - 2 * FLOOD_UPLOAD_MARGIN_NS) / session.total_packets().max(1);
+    let mut up = FloodUpload {
+        expect: session.expected(),
+        threshold_ip_bytes,
+        cross_index: 0,
+        cross_ts_ns: 0,
+        cross_orig_pkts: 0,
+        cross_orig_ip_bytes: 0,
+        fin_ts_ns: 0,
+    };
+    let (mut bytes, mut pkts, mut cross) = (0u64, 0u64, None);
+    for g in session.segments() {
+        if g.from_client {
+            bytes += u64::from(g.ip_len);
+            pkts += 1;
+            if cross.is_none() && bytes >= threshold_ip_bytes && pkts > LARGE_TRANSFER_MIN_PACKETS {
+                cross = Some(g.index);
+                (up.cross_orig_pkts, up.cross_orig_ip_bytes) = (pkts, bytes);
+            }
+        }
+        if up.fin_ts_ns == 0 && g.flags & TCP_FIN != 0 {
+            up.fin_ts_ns = g.ts_ns;
+        }
+    }
+    let Some(cross) = cross else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "an upload of {upload_bytes} bytes never reaches {threshold_ip_bytes} outbound \
+                 IP bytes with more than {LARGE_TRANSFER_MIN_PACKETS} packets"
+            ),
+        ));
+    };
+    let (s, marked) = flood(path, packets, seed, Some((session, cross)))?;
+    // The upload ends before the flood's one-packet flows, so it is always written whole.
+    (up.cross_index, up.cross_ts_ns) = marked.unwrap_or_default();
+    Ok((s, up))
+}
+
+/// The flood of `packets` frames, with `upload` (a session and the index of its packet to
+/// mark) interleaved.
+fn flood(
+    path: &Path,
+    packets: u64,
+    seed: u64,
+    upload: Option<(TcpSession, u64)>,
+) -> io::Result<(StressSummary, Marked)> {
+    let upload_packets = upload.as_ref().map_or(0, |(u, _)| u.total_packets());
     let one = packets * 6 / 25;
     let long = FLOOD_LONG_FLOWS.min((packets - one) / 50);
     let mut rng = Rng::new(seed ^ 0x0066_6c6f_6f64);
@@ -856,10 +985,11 @@ pub fn write_flood(path: &Path, packets: u64, seed: u64) -> io::Result<StressSum
         // A little more than needed: the file stops at exactly `packets`.
         long_packets: (packets - one) * 102 / 100,
         perm_offset,
+        upload,
     };
-    let mut s = write_scheduled(path, packets, || flood.next())?;
+    let (mut s, marked) = write_scheduled(path, packets + upload_packets, || flood.next())?;
     s.sources = s.one_packet_flows;
-    Ok(s)
+    Ok((s, marked))
 }
 
 /// Packet time over which [`write_concurrent`] spreads its flows: shorter than every idle
@@ -1130,5 +1260,93 @@ mod tests {
             sources.insert(src);
         }
         assert_eq!((tuples.len() as u64, sources.len() as u64), (n, n));
+    }
+
+    #[test]
+    fn flood_upload_crosses_while_the_flood_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a.pcap"),
+            dir.path().join("b.pcap"),
+            dir.path().join("c.pcap"),
+        );
+        let n = 50_000;
+        let (upload, threshold) = (3_000_000, 2_000_000);
+        let (s, u) = write_flood_upload(&a, n, 1, upload, threshold).unwrap();
+        assert_eq!(
+            (s.clone(), u.clone()),
+            write_flood_upload(&c, n, 1, upload, threshold).unwrap()
+        );
+        assert_eq!(bytes(&a), bytes(&c), "same arguments, same bytes");
+        let plain = write_flood(&b, n, 1).unwrap();
+        assert_eq!(s.packets, n + u.expect.pkts());
+        assert_eq!(
+            (s.flows, s.tcp_flows, s.uploads),
+            (plain.flows + 1, plain.tcp_flows + 1, plain.uploads + 1)
+        );
+        assert_eq!(s.one_packet_flows, plain.one_packet_flows);
+
+        // The upload's frames, and the flood's: the same frames as without the upload.
+        let client = match FLOOD_UPLOAD_CLIENT {
+            SocketAddr::V4(c) => c,
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        // Untagged Ethernet + IPv4 without options: source address at 26, port at 34.
+        let from_client = |f: &[u8]| {
+            f[26..30] == client.ip().octets() && f[34..36] == client.port().to_be_bytes()
+        };
+        let recs = read(&a);
+        assert!(recs.windows(2).all(|w| w[0].0 <= w[1].0), "time ordered");
+        let upload_tuple = tuple(&recs.iter().find(|r| from_client(&r.1)).unwrap().1).0;
+        let (up, flood): (Vec<_>, Vec<_>) = recs
+            .iter()
+            .cloned()
+            .enumerate()
+            .partition(|(_, r)| tuple(&r.1).0 == upload_tuple);
+        assert_eq!(up.len() as u64, u.expect.pkts());
+        assert_eq!(
+            flood.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            read(&b)
+        );
+        let (first, last) = (up[0].0, up[up.len() - 1].0);
+        assert!(up[0].1 .1[47] & TCP_SYN != 0, "handshake first");
+        assert!(
+            up[up.len() - 3..]
+                .iter()
+                .any(|(_, r)| r.1[47] & TCP_FIN != 0),
+            "FIN close last"
+        );
+
+        // The crossing packet, found by the sensor's rule: outbound IP bytes (total length,
+        // at 16) reach the threshold with more than 1000 packets.
+        let (mut ip_bytes, mut pkts, mut cross) = (0u64, 0u64, None);
+        for (i, (ts, f)) in recs.iter().enumerate() {
+            if from_client(f) {
+                pkts += 1;
+                ip_bytes += u64::from(u16::from_be_bytes([f[16], f[17]]));
+                if cross.is_none() && ip_bytes >= threshold && pkts > 1_000 {
+                    cross = Some((i as u64, *ts, pkts, ip_bytes));
+                }
+            }
+        }
+        assert_eq!(
+            (pkts, ip_bytes),
+            (u.expect.orig_pkts, u.expect.orig_ip_bytes)
+        );
+        assert_eq!(
+            cross,
+            Some((
+                u.cross_index,
+                u.cross_ts_ns / MICRO * MICRO,
+                u.cross_orig_pkts,
+                u.cross_orig_ip_bytes
+            ))
+        );
+        assert!(u.cross_ts_ns < u.fin_ts_ns);
+        // The flood runs all around it: thousands of flood frames before its SYN, between
+        // its SYN and the crossing, and after its FIN.
+        let cross = u.cross_index as usize;
+        assert!(first > 1_000 && cross - first > 10_000, "{first} {cross}");
+        assert!(recs.len() - last > 1_000, "{last}");
     }
 }
