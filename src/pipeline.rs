@@ -121,6 +121,43 @@ impl Driver {
         }
     }
 
+    /// Processes a batch (see [`Worker::packets`]), handing events over whenever a mass
+    /// expiry fills the worker's buffer.
+    pub fn packets(&mut self, batch: &crate::capture::Batch) {
+        let mut done = 0;
+        while let Some(rest) = batch.packets.get(done..).filter(|r| !r.is_empty()) {
+            done += self.worker.packets(rest, |p| batch.bytes(p));
+            if done < batch.packets.len() {
+                self.hand_over_expiries();
+            }
+        }
+    }
+
+    /// Expires the flows due at `clock_ns` a chunk at a time, each chunk handed over with
+    /// its progress, so a mass expiry never piles up in memory.
+    pub fn advance(&mut self, clock_ns: u64) {
+        while !self
+            .worker
+            .advance_some(clock_ns, crate::worker::EXPIRE_CHUNK / 2)
+        {
+            self.hand_over_expiries();
+        }
+    }
+
+    fn hand_over_expiries(&mut self) {
+        self.flush();
+        if let Some(k) = self.worker.last_expiry() {
+            // Later expiries are due no earlier, but flows due at the same instant in two
+            // timer classes do not come out in id order: promise only the instant.
+            self.progress(EventKey {
+                time_ns: k.time_ns,
+                class: 0,
+                id: 0,
+                sub: 0,
+            });
+        }
+    }
+
     /// Hands the worker's pending events to the output thread.
     #[inline]
     pub fn flush(&mut self) {

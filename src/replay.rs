@@ -407,8 +407,8 @@ pub(crate) fn batch_worker_loop(
         }
         let started = Instant::now();
         d.worker.set_link(batch.link);
-        d.worker.packets(&batch.packets, |p| batch.bytes(p));
-        d.worker.advance(batch.clock_ns);
+        d.packets(&batch);
+        d.advance(batch.clock_ns);
         d.record_processing(
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             batch.packets.len() as u64,

@@ -589,6 +589,7 @@ impl LiveWorker {
                     match decode(h.link, pkt.data, wire_len) {
                         Ok(mut meta) => {
                             self.frags.resolve(&mut meta, now);
+                            d.advance(now);
                             d.worker.packet(
                                 &BatchPacket {
                                     seq,
@@ -647,7 +648,7 @@ impl LiveWorker {
                     clock.advance_to(wall_ns());
                 }
                 packets_at_tick = local;
-                d.worker.advance(clock.now());
+                d.advance(clock.now());
                 d.flush();
                 kernel_counters(&mut h, &mut d.extra);
                 d.extra.fragments = self.frags.occupancy(clock.now());

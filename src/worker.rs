@@ -163,6 +163,8 @@ pub struct Worker {
     linktype: u16,
     /// Counters.
     pub stats: WorkerStats,
+    /// The key of the latest expiry (see [`last_expiry`](Self::last_expiry)).
+    last_expiry: Option<EventKey>,
     /// DNS event boxes ready for reuse (see [`Event::Dns`]). Boxes, not values: they are
     /// the allocations being reused.
     #[allow(clippy::vec_box)]
@@ -175,6 +177,9 @@ pub struct Worker {
 
 /// Events buffered per batch before they are handed on; sized so a batch never needs more.
 const PENDING_CAPACITY: usize = 4096;
+
+/// Events a chunk of expiries may add to the buffer before it is handed over.
+pub const EXPIRE_CHUNK: usize = PENDING_CAPACITY / 2;
 
 impl Worker {
     /// A worker with its table allocated.
@@ -200,6 +205,7 @@ impl Worker {
             finish_order: Vec::new(),
             finish_at: 0,
             dns_pool: Vec::with_capacity(DNS_POOL),
+            last_expiry: None,
         }
     }
 
@@ -364,11 +370,15 @@ impl Worker {
     /// a table much larger than the cache overlap the work on earlier packets instead of
     /// stalling it: measured on a 250 k-flow capture, the misses were two thirds of the
     /// worker's time.
+    ///
+    /// Returns how many packets were processed: fewer than all when the flows due before
+    /// the next one would overfill the event buffer. The caller then hands the events over
+    /// and calls again with the rest (see [`advance_some`](Self::advance_some)).
     pub fn packets<'a>(
         &mut self,
         packets: &'a [BatchPacket],
         bytes: impl Fn(&'a BatchPacket) -> &'a [u8],
-    ) {
+    ) -> usize {
         const BUCKET_AHEAD: usize = 6;
         const CHAIN_AHEAD: usize = 4;
         const NEIGHBOURS_AHEAD: usize = 2;
@@ -404,19 +414,27 @@ impl Worker {
             let Some(&(key, src_is_hi, hash)) = ring.get(i % RING) else {
                 continue;
             };
+            // Two events per expiry at most (record and volume report).
+            let room = EXPIRE_CHUNK.saturating_sub(self.pending.len()) / 2;
+            if !self.advance_some(p.clock_ns, room) {
+                return i;
+            }
             self.packet_keyed(p, bytes(p), key, src_is_hi, hash);
         }
+        packets.len()
     }
 
     /// Processes one decoded packet; `frame` is its captured bytes (for DNS).
     #[inline]
     pub fn packet(&mut self, p: &BatchPacket, frame: &[u8]) {
+        self.advance(p.clock_ns);
         let (key, src_is_hi) = FlowKey::of(&p.meta);
         let hash = self.table.hash(&key);
         self.packet_keyed(p, frame, key, src_is_hi, hash);
     }
 
-    /// [`packet`](Self::packet) with the packet's flow key, side and key hash computed.
+    /// [`packet`](Self::packet) with the packet's flow key, side and key hash computed,
+    /// and the flows due before it already expired.
     #[inline]
     fn packet_keyed(
         &mut self,
@@ -426,7 +444,6 @@ impl Worker {
         src_is_hi: bool,
         hash: u64,
     ) {
-        self.advance(p.clock_ns);
         let m = &p.meta;
         self.stats.packets += 1;
         self.stats.ip_bytes += u64::from(m.ip_len);
@@ -579,13 +596,26 @@ impl Worker {
     /// Expires every flow whose idle timeout ends at or before `clock_ns`.
     #[inline]
     pub fn advance(&mut self, clock_ns: u64) {
-        while let Some((at, slot)) = self.table.next_expiry() {
+        while !self.advance_some(clock_ns, usize::MAX) {}
+    }
+
+    /// Expires at most `max` of the flows whose idle timeout ends at or before `clock_ns`,
+    /// in expiry order; true when none is left due. A gap in the traffic can make every
+    /// open flow due at once (millions): the driver expires them a chunk at a time and
+    /// hands each chunk over (see [`last_expiry`](Self::last_expiry)), so the events of a
+    /// mass expiry never pile up anywhere.
+    #[inline]
+    pub fn advance_some(&mut self, clock_ns: u64, max: usize) -> bool {
+        for _ in 0..max {
+            let Some((at, slot)) = self.table.next_expiry() else {
+                return true;
+            };
             if at > clock_ns {
-                break;
+                return true;
             }
             let closing = self.table.class_of(slot) == Some(TimerClass::TcpClosing);
             let Some(flow) = self.table.remove(slot) else {
-                break;
+                return true;
             };
             // Floods expire flows by the million: fetch the next ones' memory now.
             self.table.prefetch_expiry();
@@ -600,8 +630,17 @@ impl Worker {
                 id: flow.id,
                 sub: 0,
             };
+            self.last_expiry = Some(key);
             self.emit_record(&flow, reason, key);
         }
+        self.table.next_expiry().is_none_or(|(at, _)| at > clock_ns)
+    }
+
+    /// The key of the latest expiry. Every expiry after it is due at the same instant or
+    /// later, and packet events sort after the timers up to their clock, so its time is
+    /// the progress to report after handing over a chunk of expiries.
+    pub fn last_expiry(&self) -> Option<EventKey> {
+        self.last_expiry
     }
 
     /// Ends every open flow (end of input or shutdown).
@@ -741,16 +780,9 @@ impl Worker {
         if let Some(i) = EndReason::ALL.iter().position(|r| *r == reason) {
             self.stats.records[i] += 1;
         }
-        // The unreported rest of an outbound flow's volume, at its end.
-        if reason != EndReason::ActiveTimeout {
-            if let Some(v) = end_volume(flow) {
-                let vkey = EventKey {
-                    sub: key.sub | 0x8000_0000,
-                    ..key
-                };
-                self.pending.push((vkey, Event::Volume(v)));
-            }
-        }
+        // The unreported rest of an outbound flow's volume is not sent: it is a function of
+        // the record (see `end_volume`), which the output stage applies after the record.
+        // Half the events of a flood of one-packet flows.
         self.pending
             .push((key, Event::Flow(FlowRecord::of(flow, reason))));
     }
@@ -798,19 +830,43 @@ fn step_volume(f: &Flow, from: Side, ip_len: u32, ts_ns: u64) -> Option<Volume> 
     Some(volume(f, ts_ns, d_out, d_in, false))
 }
 
-/// The part of an outbound flow's volume after its last whole step, reported at its end.
-fn end_volume(f: &Flow) -> Option<Volume> {
-    let side = f.outbound?;
-    let other = match side {
-        Side::Orig => Side::Resp,
-        Side::Resp => Side::Orig,
-    };
-    let d_out = f.side(side).ip_bytes % VOLUME_STEP;
-    let d_in = f.side(other).ip_bytes % VOLUME_STEP;
-    if d_out == 0 && d_in == 0 {
+/// The part of an outbound flow's volume after its last whole step, reported at its end:
+/// computed from the flow's final record (the last step's remainder in each direction), so
+/// the record carries it and no event of its own is sent. `None` for an interim record, a
+/// flow that is not outbound, or nothing left to report.
+pub fn end_volume(r: &FlowRecord) -> Option<Volume> {
+    let side = r.outbound?;
+    if r.reason == EndReason::ActiveTimeout {
         return None;
     }
-    Some(volume(f, f.last_ns, d_out, d_in, true))
+    let (home, ext) = match side {
+        Side::Orig => (&r.orig, &r.resp),
+        Side::Resp => (&r.resp, &r.orig),
+    };
+    let (out_bytes, in_bytes) = (home.ip_bytes % VOLUME_STEP, ext.ip_bytes % VOLUME_STEP);
+    if out_bytes == 0 && in_bytes == 0 {
+        return None;
+    }
+    let ((src, sport), (dst, dport)) = match side {
+        Side::Orig => ((r.orig_addr, r.orig_port), (r.resp_addr, r.resp_port)),
+        Side::Resp => ((r.resp_addr, r.resp_port), (r.orig_addr, r.orig_port)),
+    };
+    Some(Volume {
+        ts_ns: r.last_ns,
+        flow_id: r.flow_id,
+        ipv6: r.ipv6,
+        src,
+        dst,
+        dport,
+        sport,
+        proto: r.proto,
+        home_is_orig: side == Side::Orig,
+        out_total: home.ip_bytes,
+        in_total: ext.ip_bytes,
+        out_bytes,
+        in_bytes,
+        end: true,
+    })
 }
 
 fn volume(f: &Flow, ts_ns: u64, out_bytes: u64, in_bytes: u64, end: bool) -> Volume {
@@ -1023,11 +1079,15 @@ mod tests {
                 reports += 1;
             }
         }
-        let end = end_volume(&f).expect("a remainder");
+        let end = end_volume(&FlowRecord::of(&f, EndReason::Fin)).expect("a remainder");
         assert!(end.end);
         assert_eq!(out + end.out_bytes, f.orig.ip_bytes);
         assert_eq!(inb + end.in_bytes, f.resp.ip_bytes);
         assert_eq!(end.out_total, f.orig.ip_bytes);
+        assert_eq!((end.src, end.sport), (f.key.lo, 51234));
+        assert_eq!((end.dst, end.dport), (f.key.hi, 443));
+        assert!(end.home_is_orig);
+        assert!(end_volume(&FlowRecord::of(&f, EndReason::ActiveTimeout)).is_none());
         // One report per whole step crossed in either direction, no more.
         assert_eq!(
             reports,
@@ -1035,7 +1095,60 @@ mod tests {
         );
         // Not an outbound flow: nothing is reported.
         f.outbound = None;
-        assert!(end_volume(&f).is_none());
+        assert!(end_volume(&FlowRecord::of(&f, EndReason::Fin)).is_none());
         assert!(step_volume(&f, Side::Orig, 1 << 20, 0).is_none());
+    }
+
+    /// A mass expiry comes out a chunk at a time, in time order, and loses nothing.
+    #[test]
+    fn mass_expiry_is_handed_over_in_chunks() {
+        use crate::decode::{decode, LinkType};
+        let mut w = Worker::new(&Config::default());
+        let n = 5000u32;
+        for i in 0..n {
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 1, (i >> 8) as u8, i as u8], [198, 51, 100, 1], 64)
+                .udp(40_000, 9999)
+                .write(&mut f, &[0; 20])
+                .unwrap();
+            let meta = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+            let t = 1_000_000_000 + u64::from(i);
+            w.packet(
+                &BatchPacket {
+                    seq: u64::from(i) + 1,
+                    ts_ns: t,
+                    clock_ns: t,
+                    wire_len: f.len() as u32,
+                    data_start: 0,
+                    cap_len: f.len() as u32,
+                    meta,
+                },
+                &f,
+            );
+        }
+        assert_eq!(w.drain().count(), 0);
+        let (mut records, mut chunks, mut last) = (0u32, 0, None);
+        loop {
+            let done = w.advance_some(u64::MAX / 2, 1000);
+            let events: Vec<_> = w.drain().collect();
+            assert!(events.len() <= 2000);
+            for (k, e) in events {
+                if let Event::Flow(r) = e {
+                    assert_eq!(r.reason, EndReason::Idle);
+                    records += 1;
+                }
+                assert!(last.is_none_or(|l: u64| l <= k.time_ns), "time order");
+                last = Some(k.time_ns);
+            }
+            chunks += 1;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(records, n);
+        assert_eq!(chunks, 5);
+        assert!(w.last_expiry().is_some());
+        assert_eq!(w.active_flows(), 0);
     }
 }

@@ -549,6 +549,10 @@ impl Writers {
                     Some(w) => write_flow_json(w, &rec).and_then(|()| w.write_all(b"\n")),
                     None => Ok(()),
                 };
+                // The flow's last volume report rides on its final record.
+                if let Some(v) = crate::worker::end_volume(&rec) {
+                    self.volume(&v);
+                }
                 if self.collect {
                     self.out.flows.push(rec);
                 }

@@ -390,30 +390,34 @@ impl LeakAnalyser {
             return;
         }
         let key = (v.src, v.dst, v.ipv6);
-        if !self.pairs.contains_key(&key) {
-            if self.pairs.len() >= self.hw.capacity {
-                // Full: drop the pair whose window closes first (the least recently opened).
-                // Stale entries popped on the way were pushed once each: O(1) amortised.
-                while let Some((_, k, start)) = self.closing.pop_front() {
-                    self.visited += 1;
-                    if self.pairs.get(&k).is_some_and(|w| w.start_ns == start) {
-                        self.pairs.remove(&k);
-                        self.stats.pairs_evicted += 1;
-                        break;
-                    }
+        if let Some(w) = self.pairs.get_mut(&key) {
+            w.out = w.out.saturating_add(v.out_bytes);
+            w.inb = w.inb.saturating_add(v.in_bytes);
+            return;
+        }
+        if self.pairs.len() >= self.hw.capacity {
+            // Full: drop the pair whose window closes first (the least recently opened).
+            // Stale entries popped on the way were pushed once each: O(1) amortised.
+            while let Some((_, k, start)) = self.closing.pop_front() {
+                self.visited += 1;
+                if self.pairs.get(&k).is_some_and(|w| w.start_ns == start) {
+                    self.pairs.remove(&k);
+                    self.stats.pairs_evicted += 1;
+                    break;
                 }
             }
-            // One closing entry per window, pushed when it opens.
-            self.closing
-                .push_back((v.ts_ns.saturating_add(self.window_ns), key, v.ts_ns));
         }
-        let w = self.pairs.entry(key).or_insert_with(|| PairWindow {
-            start_ns: v.ts_ns,
-            out: 0,
-            inb: 0,
-        });
-        w.out = w.out.saturating_add(v.out_bytes);
-        w.inb = w.inb.saturating_add(v.in_bytes);
+        // One closing entry per window, pushed when it opens.
+        self.closing
+            .push_back((v.ts_ns.saturating_add(self.window_ns), key, v.ts_ns));
+        self.pairs.insert(
+            key,
+            PairWindow {
+                start_ns: v.ts_ns,
+                out: v.out_bytes,
+                inb: v.in_bytes,
+            },
+        );
     }
 
     fn day_of(&self, ts_ns: u64) -> i64 {
@@ -428,46 +432,48 @@ impl LeakAnalyser {
         }
         let day = self.day_of(v.ts_ns);
         let key = (v.src, v.ipv6);
-        let known = self.hosts.to_back(&key).is_some();
-        if !known {
-            // Full: forget the host that reported least recently (the front). A loop, not
-            // one pop, so a capacity lowered by a reload is reached; each entry goes once.
-            while self.hosts.len() >= self.base.capacity.max(1) {
-                if self.hosts.pop_front().is_none() {
-                    break;
-                }
-                self.visited += 1;
-                self.stats.hosts_evicted += 1;
+        let (rolled, days) = (self.rolled_day, self.base.days);
+        // One lookup for a known host (moved to the back: it reported last).
+        if let Some(h) = self.hosts.to_back(&key) {
+            if h.today == 0 && h.day < rolled {
+                // Idle through the last boundary: catch up with it (its idle days become
+                // zeros), so a late report for an earlier day is ignored exactly as before.
+                roll(h, rolled, days);
             }
-            self.hosts.insert(
-                key,
-                Host {
-                    day,
-                    today: 0,
-                    history: VecDeque::new(),
-                },
-            );
-        }
-        let Some(h) = self.hosts.get_mut(&key) else {
-            return;
-        };
-        if known && h.today == 0 && h.day < self.rolled_day {
-            // Idle through the last boundary: catch up with it (its idle days become zeros),
-            // so a late report for an earlier day is ignored exactly as before.
-            roll(h, self.rolled_day, self.base.days);
-        }
-        if day > h.day {
-            // A late host, or the first report of a new day before its boundary.
-            roll(h, day, self.base.days);
-        }
-        if day == h.day {
+            if day > h.day {
+                // A late host, or the first report of a new day before its boundary.
+                roll(h, day, days);
+            }
+            if day != h.day {
+                return;
+            }
             let first = h.today == 0;
             h.today = h.today.saturating_add(v.out_bytes);
             if first {
                 self.active.push(key);
                 self.compact_active();
             }
+            return;
         }
+        // Full: forget the host that reported least recently (the front). A loop, not one
+        // pop, so a capacity lowered by a reload is reached; each entry goes once.
+        while self.hosts.len() >= self.base.capacity.max(1) {
+            if self.hosts.pop_front().is_none() {
+                break;
+            }
+            self.visited += 1;
+            self.stats.hosts_evicted += 1;
+        }
+        self.hosts.insert(
+            key,
+            Host {
+                day,
+                today: v.out_bytes,
+                history: VecDeque::new(),
+            },
+        );
+        self.active.push(key);
+        self.compact_active();
     }
 
     /// Keeps `active` within twice the baseline capacity. A host evicted and back within a
