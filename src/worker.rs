@@ -1151,4 +1151,13 @@ mod tests {
         assert!(w.last_expiry().is_some());
         assert_eq!(w.active_flows(), 0);
     }
+
+    /// Events are copied into the worker's buffer, the channel and the output's merge
+    /// heap: they must stay small (a DNS event, ~1 KiB, is boxed for that).
+    #[test]
+    fn events_stay_small() {
+        let size = std::mem::size_of::<Event>();
+        println!("Event: {size} bytes");
+        assert!(size <= 128, "Event is {size} bytes");
+    }
 }

@@ -129,8 +129,9 @@ pub struct OutputCounters {
 /// File name of the state snapshot inside `state.dir`.
 pub const STATE_FILE: &str = "outflow-state.json";
 
-/// Depth of the worker → output channel. A slot holds one `OutMsg` (~1.1 KiB, the size of
-/// a DNS event), and the channel allocates all slots up front: 4096 slots = 4.6 MiB.
+/// Depth of the worker → output channel. A slot holds one `OutMsg` (about 150 bytes: DNS
+/// events are boxed, see `worker::Event`), and the channel allocates all slots up front:
+/// 4096 slots, about 0.6 MiB.
 pub const OUT_QUEUE: usize = 4096;
 
 /// Messages from workers to the output thread.
