@@ -131,8 +131,9 @@ pub const STATE_FILE: &str = "outflow-state.json";
 
 /// Depth of the worker → output channel. A slot holds one `OutMsg` (about 150 bytes: DNS
 /// events are boxed, see `worker::Event`), and the channel allocates all slots up front:
-/// 4096 slots, about 0.6 MiB.
-pub const OUT_QUEUE: usize = 4096;
+/// 32768 slots, about 5 MiB — what 4096 slots cost when an event was 1.1 KiB, now deep
+/// enough to ride out a few seconds' burst of a flood (live, a full queue sheds events).
+pub const OUT_QUEUE: usize = 32768;
 
 /// Messages from workers to the output thread.
 // Carries `Event` inline for the same reason as `Event` itself: no allocation per packet.
