@@ -39,7 +39,7 @@ use crate::decode::Addr;
 use crate::worker::Volume;
 use hashlink::LinkedHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
 /// The maps' hasher: seeded per run (so keys cannot be aimed at one bucket) and several
@@ -168,6 +168,9 @@ struct Host {
     today: u64,
     /// Totals of the previous days, oldest first (at most `baseline.days`).
     history: VecDeque<u64>,
+    /// The last `active`-list compaction that kept this host's key (dedupes without a set).
+    #[serde(skip, default)]
+    mark: u32,
 }
 
 /// Running mean and variance (Welford) of outbound bytes per flow of one home server port.
@@ -249,6 +252,8 @@ pub struct LeakAnalyser {
     /// Hosts that gained bytes since the last day boundary: the only ones that boundary has
     /// to judge. A key may appear twice (evicted and back); the second visit finds it rolled.
     active: Vec<(Addr, bool)>,
+    /// Number of the last `active` compaction (see `Host::mark`).
+    compaction: u32,
     /// The day the last day boundary rolled the hosts to: an idle host still on an earlier
     /// day is rolled to it when it next reports, as an eager pass would have done.
     rolled_day: i64,
@@ -301,6 +306,7 @@ impl LeakAnalyser {
             svc: cfg.detect.service_outlier.clone(),
             hosts: LinkedHashMap::default(),
             active: Vec::new(),
+            compaction: 0,
             rolled_day: 0,
             services: HashMap::default(),
             pairs: HashMap::default(),
@@ -470,6 +476,7 @@ impl LeakAnalyser {
                 day,
                 today: v.out_bytes,
                 history: VecDeque::new(),
+                mark: 0,
             },
         );
         self.active.push(key);
@@ -487,10 +494,17 @@ impl LeakAnalyser {
         if self.active.len() <= 2 * cap {
             return;
         }
-        let hosts = &self.hosts;
-        let mut seen = HashSet::with_capacity(hosts.len());
-        self.active
-            .retain(|k| hosts.contains_key(k) && seen.insert(*k));
+        // Each compaction marks the hosts it keeps, so a second key of the same host (it was
+        // evicted and came back) is dropped without building a set.
+        self.compaction = self.compaction.wrapping_add(1).max(1);
+        let (hosts, mark) = (&mut self.hosts, self.compaction);
+        self.active.retain(|k| match hosts.get_mut(k) {
+            Some(h) if h.mark != mark => {
+                h.mark = mark;
+                true
+            }
+            _ => false,
+        });
         self.visited += self.active.len() as u64;
         self.active.shrink_to(2 * cap + 1);
     }
