@@ -380,6 +380,7 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.ring.1 += s.ring.1;
     sum.ring.2 += s.ring.2;
     sum.ring.3 += s.ring.3;
+    sum.carry_dropped += s.carry_dropped;
 }
 
 /// A worker thread fed with batches (replay, and live capture without fanout): batches in,

@@ -147,6 +147,9 @@ pub struct WorkerStats {
     pub slices: crate::slice::recorder::RecorderStats,
     /// The packet ring: (packets held, bytes used, capacity in bytes, packets evicted).
     pub ring: (u64, u64, u64, u64),
+    /// Counters of a reused tuple's earlier connection that could not be carried into the
+    /// new one because the table's side map was full (see `FlowTable::carry_dropped`).
+    pub carry_dropped: u64,
 }
 
 /// One worker's state.
@@ -229,6 +232,7 @@ impl Worker {
         self.slices.retry_ends();
         self.slices.serve_requests();
         self.stats.slices = self.slices.stats;
+        self.stats.carry_dropped = self.table.carry_dropped();
         let r = &self.slices.ring;
         self.stats.ring = (
             r.len() as u64,

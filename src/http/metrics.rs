@@ -225,7 +225,7 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     fams.push(
         Family::new(
             "outflow_internal_drops_total",
-            "Packets (worker_queue) or events and alerts (event_queue, alert_queue) outflow dropped because the next stage was full.",
+            "Packets (worker_queue) or events and alerts (event_queue, alert_queue) outflow dropped because the next stage was full; carried_counters: a reused tuple's earlier counts not carried because the flow table's side map was full.",
             MetricType::COUNTER,
         )
         .counter(&[("reason", "worker_queue")], sum(&|s| s.queue_dropped))
@@ -234,6 +234,10 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         .counter(
             &[("reason", "slice_writer")],
             sum(&|s| s.flows.slices.dropped + s.flows.slices.lost_messages),
+        )
+        .counter(
+            &[("reason", "carried_counters")],
+            sum(&|s| s.flows.carry_dropped),
         ),
     );
     let mut decode = Family::new(
