@@ -519,6 +519,10 @@ impl Worker {
         let interim = p.clock_ns.saturating_sub(base) / t > prev_ns.saturating_sub(base) / t;
         let snapshot = flow;
         self.table.store(slot, &flow);
+        if flow.carried != DirCounters::default() {
+            // What the table kept (its side map may have been full: counted once, here).
+            flow.carried = self.table.load(slot).map(|f| f.carried).unwrap_or_default();
+        }
         self.table.touch(slot, class, p.clock_ns);
         if self.slices.active() {
             let (keep, flags) = self.slices.keep(
@@ -695,6 +699,7 @@ impl Worker {
         }
         if last.is_none() {
             self.finish_order = Vec::new();
+            self.finish_at = 0;
         }
         last
     }
@@ -1153,6 +1158,42 @@ mod tests {
         assert_eq!(records, n);
         assert_eq!(chunks, 5);
         assert!(w.last_expiry().is_some());
+        assert_eq!(w.active_flows(), 0);
+    }
+
+    /// Review: a flow record's end time and duration come from its packets' timestamps
+    /// (as before the packed table), not from the capture clock: a packet stamped earlier
+    /// than one already seen (reordered capture) must not stretch its flow to the clock.
+    #[test]
+    fn a_second_finish_ends_flows_opened_after_the_first() {
+        use crate::decode::{decode, LinkType};
+        let mut w = Worker::new(&Config::default());
+        let one = |w: &mut Worker, src: u8, seq: u64| {
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 1, 0, src], [198, 51, 100, 1], 64)
+                .udp(40_000, 9999)
+                .write(&mut f, &[0; 20])
+                .unwrap();
+            let meta = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+            let t = 1_000_000_000 + seq;
+            let p = BatchPacket {
+                seq,
+                ts_ns: t,
+                clock_ns: t,
+                wire_len: f.len() as u32,
+                data_start: 0,
+                cap_len: f.len() as u32,
+                meta,
+            };
+            w.packet(&p, &f);
+        };
+        one(&mut w, 1, 1);
+        w.finish();
+        assert_eq!(w.drain().count(), 1);
+        one(&mut w, 2, 2);
+        w.finish();
+        assert_eq!(w.drain().count(), 1, "the second finish ended nothing");
         assert_eq!(w.active_flows(), 0);
     }
 

@@ -29,7 +29,7 @@
 //! capture clock at its last packet, which is also its `last_ns`.
 //!
 //! **Carried counters** (a SYN reusing a just-closed tuple, see [`Flow::carried`]) are rare,
-//! so they live in a small side map of `capacity / 64` entries (at least 64) rather than in
+//! so they live in a small side map of `capacity / 256` entries (at least 64) rather than in
 //! every entry; when it is full a new carry is dropped and counted
 //! ([`FlowTable::carry_dropped`]), never an old one evicted.
 //!
@@ -1082,5 +1082,245 @@ mod tests {
             "allocating a 4 M-flow table made {grown} KiB resident"
         );
         drop(t);
+    }
+}
+
+/// Review: the table against a model under random churn (insert, store/touch, evict,
+/// expire, remove) with a tiny capacity, so chains, the free list and slot reuse are
+/// exercised hard.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn key(r: &mut Rng) -> FlowKey {
+        let a = r.below(3) as u8;
+        let b = r.below(3) as u8;
+        let ipv6 = r.below(2) == 0;
+        // The same 16 bytes as an IPv4 (mapped) and an IPv6 key.
+        let lo = Addr::v4([10, 0, 0, a]);
+        let hi = Addr::v4([10, 0, 1, b]);
+        let proto = [1u8, 6, 17][r.below(3) as usize];
+        let (lo_port, hi_port) = if proto == 1 {
+            (0, 0)
+        } else {
+            (r.below(3) as u16, 80)
+        };
+        FlowKey {
+            lo,
+            hi,
+            lo_port,
+            hi_port,
+            proto,
+            ipv6,
+            vlan: [r.below(2) as u16 * 4095, r.below(2) as u16 * 7],
+        }
+    }
+
+    fn random_state(r: &mut Rng, f: &mut Flow, clock: u64) {
+        f.last_ns = clock;
+        f.orig.pkts = r.below(1 << 48);
+        f.orig.ip_bytes = r.below(1 << 56);
+        f.orig.payload_bytes = r.below(1 << 56);
+        f.resp.pkts = r.below(1 << 20);
+        f.resp.ip_bytes = r.below(1 << 30);
+        f.orig_flags = r.next() as u8;
+        f.resp_flags = r.next() as u8;
+        f.outbound = [None, Some(Side::Orig), Some(Side::Resp)][r.below(3) as usize];
+        f.latch = ((1u64 << r.below(33)) - 1) as u32;
+        f.reset = r.below(2) == 0;
+        f.recording = r.below(2) == 0;
+        if r.below(4) == 0 {
+            f.carried = DirCounters {
+                pkts: r.below(100) + 1,
+                ip_bytes: r.below(1000),
+                payload_bytes: 0,
+            };
+        }
+        if f.key.proto == 6 {
+            f.tcp = TCP_STATES[1 + r.below(6) as usize];
+            f.next_seq = [
+                (r.below(2) == 0).then(|| r.next() as u32),
+                (r.below(2) == 0).then(|| r.next() as u32),
+            ];
+        }
+    }
+
+    fn new_flow(r: &mut Rng, k: FlowKey, id: u64, clock: u64) -> Flow {
+        let orig_is_hi = r.below(2) == 0;
+        let first_ports = if k.proto == 6 {
+            if orig_is_hi {
+                (k.hi_port, k.lo_port)
+            } else {
+                (k.lo_port, k.hi_port)
+            }
+        } else if k.proto == 1 {
+            (r.below(256) as u16, r.below(256) as u16)
+        } else if orig_is_hi {
+            (k.hi_port, k.lo_port)
+        } else {
+            (k.lo_port, k.hi_port)
+        };
+        let mut f = Flow {
+            key: k,
+            id,
+            orig_is_hi,
+            first_ns: clock.saturating_sub(r.below(3)),
+            last_ns: clock,
+            orig: DirCounters::default(),
+            resp: DirCounters::default(),
+            orig_flags: 0,
+            resp_flags: 0,
+            tcp: if k.proto == 6 {
+                TcpState::SynSent
+            } else {
+                TcpState::NotTcp
+            },
+            first_ports,
+            outbound: None,
+            latch: 0,
+            next_seq: [None; 2],
+            reset: false,
+            recording: false,
+            carried: DirCounters::default(),
+        };
+        random_state(r, &mut f, clock);
+        f
+    }
+
+    fn class(r: &mut Rng) -> TimerClass {
+        TimerClass::from_bits(r.below(5) as u32)
+    }
+
+    fn check(t: &FlowTable, model: &HashMap<FlowKey, (u32, Flow, TimerClass)>) {
+        assert_eq!(t.len(), model.len());
+        for (k, (s, f, c)) in model {
+            assert_eq!(t.find(t.hash(k), k), Some(*s), "find {k:?}");
+            assert_eq!(t.load(*s).as_ref(), Some(f), "load {k:?}");
+            assert_eq!(t.class_of(*s), Some(*c));
+        }
+        // Lists: every live flow on exactly its class's list, sorted by activity, links
+        // symmetric.
+        let mut seen = 0;
+        for c in 0..CLASSES {
+            let mut at = t.head[c];
+            let mut prev = NIL;
+            let mut last_touch = u64::MAX;
+            while let Some(e) = t.entry(at) {
+                assert_eq!(link(e, w::PREV), prev);
+                assert_eq!((misc(e) & m::CLASS) as usize, c);
+                let touched = t.touched(at - 1).unwrap();
+                assert!(touched <= last_touch);
+                last_touch = touched;
+                seen += 1;
+                prev = at;
+                at = link(e, w::NEXT);
+                assert!(seen <= t.capacity());
+            }
+            assert_eq!(t.tail[c], prev);
+        }
+        assert_eq!(seen, model.len());
+        // Free list: only dead entries, and with the live ones and the fresh ones it
+        // accounts for every slot.
+        let mut free = 0;
+        let mut at = t.free;
+        while let Some(e) = t.entry(at) {
+            assert_eq!(misc(e) & m::LIVE, 0);
+            free += 1;
+            at = link(e, w::CHAIN);
+            assert!(free <= t.capacity());
+        }
+        assert_eq!(free + model.len(), t.fresh as usize);
+        assert_eq!(t.slots().count(), model.len());
+    }
+
+    #[test]
+    fn random_churn_matches_a_model() {
+        for seed in 1..40u64 {
+            let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491));
+            let cap = 1 + r.below(12) as usize;
+            let timeouts = [30, 100, 5, 50, 50];
+            let mut t = FlowTable::new(cap, timeouts);
+            let mut model: HashMap<FlowKey, (u32, Flow, TimerClass)> = HashMap::new();
+            let mut clock = 1000u64;
+            let mut id = 0u64;
+            for _ in 0..3000 {
+                clock += r.below(4);
+                match r.below(10) {
+                    0..=5 => {
+                        let k = key(&mut r);
+                        let h = t.hash(&k);
+                        match t.find(h, &k) {
+                            Some(s) => {
+                                let (ms, mut f, _) = model[&k];
+                                assert_eq!(s, ms);
+                                assert_eq!(t.load(s), Some(f));
+                                random_state(&mut r, &mut f, clock);
+                                let c = class(&mut r);
+                                t.store(s, &f);
+                                t.touch(s, c, clock);
+                                model.insert(k, (s, f, c));
+                            }
+                            None => {
+                                assert!(!model.contains_key(&k));
+                                if t.is_full() {
+                                    let v = t.least_recent().unwrap();
+                                    let oldest =
+                                        model.values().map(|(_, f, _)| f.last_ns).min().unwrap();
+                                    let gone = t.remove(v).unwrap();
+                                    assert_eq!(gone.last_ns, oldest);
+                                    assert_eq!(model.remove(&gone.key).unwrap().1, gone);
+                                }
+                                id += 1;
+                                let f = new_flow(&mut r, k, id, clock);
+                                let c = class(&mut r);
+                                let s = t.insert(h, f, c, clock).unwrap();
+                                model.insert(k, (s, f, c));
+                            }
+                        }
+                    }
+                    6 | 7 => {
+                        while let Some((at, s)) = t.next_expiry() {
+                            let want = model
+                                .values()
+                                .map(|(_, f, c)| f.last_ns + timeouts[*c as usize])
+                                .min()
+                                .unwrap();
+                            assert_eq!(at, want);
+                            if at > clock {
+                                break;
+                            }
+                            let gone = t.remove(s).unwrap();
+                            assert_eq!(model.remove(&gone.key).unwrap().1, gone);
+                        }
+                    }
+                    _ => {
+                        if let Some(k) = model
+                            .keys()
+                            .nth(r.below(model.len().max(1) as u64) as usize)
+                            .copied()
+                        {
+                            let (s, f, _) = model.remove(&k).unwrap();
+                            assert_eq!(t.remove(s), Some(f));
+                            assert_eq!(t.remove(s), None);
+                        }
+                    }
+                }
+                check(&t, &model);
+            }
+        }
     }
 }
