@@ -304,14 +304,23 @@ impl LeakAnalyser {
             asym: cfg.detect.asymmetry.clone(),
             base: cfg.detect.baseline.clone(),
             svc: cfg.detect.service_outlier.clone(),
-            hosts: LinkedHashMap::default(),
+            // Sized for their capacities up front: growing by doubling rehashed and copied
+            // every entry at each step and touched twice the memory (measured: 5% of a
+            // flood of new sources). Untouched buckets cost no RSS.
+            hosts: LinkedHashMap::with_capacity_and_hasher(
+                cfg.detect.baseline.capacity.min(1 << 20),
+                Fast::default(),
+            ),
             active: Vec::new(),
             compaction: 0,
             rolled_day: 0,
             services: HashMap::default(),
-            pairs: HashMap::default(),
+            pairs: HashMap::with_capacity_and_hasher(hw.capacity.min(1 << 22), Fast::default()),
             closing: VecDeque::new(),
-            groups: LinkedHashMap::default(),
+            groups: LinkedHashMap::with_capacity_and_hasher(
+                dl.capacity.min(1 << 20),
+                Fast::default(),
+            ),
             allow_domains: allow_domains.to_vec(),
             now_ns: 0,
             visited: 0,
