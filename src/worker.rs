@@ -1061,6 +1061,30 @@ mod tests {
         }
     }
 
+    /// One UDP packet from `src` to 198.51.100.1:9999 through `Worker::packet`, stamped
+    /// 1 s + `seq` ns.
+    fn udp_packet(w: &mut Worker, src: [u8; 4], seq: u64) {
+        use crate::decode::{decode, LinkType};
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, [198, 51, 100, 1], 64)
+            .udp(40_000, 9999)
+            .write(&mut f, &[0; 20])
+            .unwrap();
+        let meta = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+        let t = 1_000_000_000 + seq;
+        let p = BatchPacket {
+            seq,
+            ts_ns: t,
+            clock_ns: t,
+            wire_len: f.len() as u32,
+            data_start: 0,
+            cap_len: f.len() as u32,
+            meta,
+        };
+        w.packet(&p, &f);
+    }
+
     /// Volume reports fall on the 256 KiB grid of each direction and, with the end report,
     /// add up to the flow's IP bytes exactly, whatever the packet sizes.
     #[test]
@@ -1116,30 +1140,10 @@ mod tests {
     /// A mass expiry comes out a chunk at a time, in time order, and loses nothing.
     #[test]
     fn mass_expiry_is_handed_over_in_chunks() {
-        use crate::decode::{decode, LinkType};
         let mut w = Worker::new(&Config::default());
         let n = 5000u32;
         for i in 0..n {
-            let mut f = Vec::new();
-            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-                .ipv4([10, 1, (i >> 8) as u8, i as u8], [198, 51, 100, 1], 64)
-                .udp(40_000, 9999)
-                .write(&mut f, &[0; 20])
-                .unwrap();
-            let meta = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
-            let t = 1_000_000_000 + u64::from(i);
-            w.packet(
-                &BatchPacket {
-                    seq: u64::from(i) + 1,
-                    ts_ns: t,
-                    clock_ns: t,
-                    wire_len: f.len() as u32,
-                    data_start: 0,
-                    cap_len: f.len() as u32,
-                    meta,
-                },
-                &f,
-            );
+            udp_packet(&mut w, [10, 1, (i >> 8) as u8, i as u8], u64::from(i) + 1);
         }
         assert_eq!(w.drain().count(), 0);
         let (mut records, mut chunks, mut last) = (0u32, 0, None);
@@ -1166,37 +1170,14 @@ mod tests {
         assert_eq!(w.active_flows(), 0);
     }
 
-    /// Review: a flow record's end time and duration come from its packets' timestamps
-    /// (as before the packed table), not from the capture clock: a packet stamped earlier
-    /// than one already seen (reordered capture) must not stretch its flow to the clock.
+    /// Ending the open flows twice (a second end of input) ends the flows opened between.
     #[test]
     fn a_second_finish_ends_flows_opened_after_the_first() {
-        use crate::decode::{decode, LinkType};
         let mut w = Worker::new(&Config::default());
-        let one = |w: &mut Worker, src: u8, seq: u64| {
-            let mut f = Vec::new();
-            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-                .ipv4([10, 1, 0, src], [198, 51, 100, 1], 64)
-                .udp(40_000, 9999)
-                .write(&mut f, &[0; 20])
-                .unwrap();
-            let meta = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
-            let t = 1_000_000_000 + seq;
-            let p = BatchPacket {
-                seq,
-                ts_ns: t,
-                clock_ns: t,
-                wire_len: f.len() as u32,
-                data_start: 0,
-                cap_len: f.len() as u32,
-                meta,
-            };
-            w.packet(&p, &f);
-        };
-        one(&mut w, 1, 1);
+        udp_packet(&mut w, [10, 1, 0, 1], 1);
         w.finish();
         assert_eq!(w.drain().count(), 1);
-        one(&mut w, 2, 2);
+        udp_packet(&mut w, [10, 1, 0, 2], 2);
         w.finish();
         assert_eq!(w.drain().count(), 1, "the second finish ended nothing");
         assert_eq!(w.active_flows(), 0);
