@@ -247,6 +247,14 @@ impl Driver {
         }
     }
 
+    /// Says that this worker's capture loop has stopped reading (see
+    /// [`crate::telemetry::WorkerShared::capture_stopped`]).
+    pub fn capture_stopped(&self) {
+        if let Some(p) = &self.published {
+            p.capture_stopped.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Answers pending top-flows and pcap requests (an idle worker calls this while it
     /// waits for packets).
     pub fn serve_requests(&mut self) {

@@ -332,8 +332,20 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             info!("stopping: ending open flows and flushing outputs");
             break;
         }
-        if workers.iter().all(|w| w.is_finished()) {
-            error!("all capture workers stopped; exiting");
+        // A capture loop stopped without being asked (interface deleted or down, driver
+        // error). Its worker ends its flows and then keeps serving slice requests until
+        // the output thread closes them, so its thread does not end by itself: look at the
+        // flag the loop sets, and stop everything. Capturing a part of the traffic (one
+        // fanout handle lost) is no better than none: exit, and let systemd restart.
+        if telemetry
+            .workers
+            .iter()
+            .chain(std::iter::once(&telemetry.reader))
+            .any(|w| w.capture_stopped.load(Ordering::Relaxed))
+            || workers.iter().any(|w| w.is_finished())
+            || reader.as_ref().is_some_and(|(h, _)| h.is_finished())
+        {
+            error!(interface = %cfg.capture.interface, "capture stopped; ending open flows, flushing outputs and exiting");
             signals.stop.store(true, Ordering::Relaxed);
             capture_lost = true;
             break;
@@ -658,6 +670,7 @@ impl LiveWorker {
                 d.publish();
             }
         }
+        d.capture_stopped();
         kernel_counters(&mut h, &mut d.extra);
         d.finish()
     }
@@ -738,6 +751,9 @@ impl LiveReader {
                 }
             }
         }
+        self.published
+            .capture_stopped
+            .store(true, Ordering::Relaxed);
         // Shutdown: the last partial batches must reach the workers, so wait for room.
         d.set_lossy(false);
         let _ = d.flush_all(clock.now(), seq);

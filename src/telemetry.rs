@@ -339,6 +339,10 @@ pub struct WorkerShared {
     pub pcap: PcapSlot,
     /// False once the worker's thread has ended.
     pub alive: AtomicBool,
+    /// Set by a live capture loop the moment it stops reading (interface gone, capture
+    /// error or shutdown), before the flows are ended: the control loop and
+    /// `outflow_capturing` see a lost interface at once, not after the flush.
+    pub capture_stopped: AtomicBool,
 }
 
 impl Default for WorkerShared {
@@ -349,6 +353,7 @@ impl Default for WorkerShared {
             top: TopSlot::default(),
             pcap: PcapSlot::default(),
             alive: AtomicBool::new(true),
+            capture_stopped: AtomicBool::new(false),
         }
     }
 }
@@ -477,6 +482,15 @@ impl Telemetry {
         })
     }
 
+    /// True while the sensor captures: not stopping, and no capture loop has stopped
+    /// reading (a lost interface shows here at once).
+    pub fn is_capturing(&self) -> bool {
+        self.capturing.load(Ordering::Relaxed)
+            && !std::iter::once(&self.reader)
+                .chain(self.workers.iter())
+                .any(|w| w.capture_stopped.load(Ordering::Relaxed))
+    }
+
     /// Workers whose thread is still running.
     pub fn workers_alive(&self) -> usize {
         self.workers
@@ -512,6 +526,29 @@ impl Telemetry {
 mod tests {
     use super::*;
     use crate::detect::Detector;
+
+    #[test]
+    fn a_stopped_capture_loop_shows_as_not_capturing_at_once() {
+        let t = Telemetry::new("live", 2, 10);
+        let gauge = |t: &Telemetry| {
+            crate::http::metrics::gather(t)
+                .iter()
+                .find(|f| f.name() == "outflow_capturing")
+                .and_then(|f| f.get_metric().first().map(|m| m.get_gauge().get_value()))
+        };
+        assert!(t.is_capturing());
+        assert_eq!(gauge(&t), Some(1.0));
+        // One fanout worker lost its handle: its thread is still alive (ending flows,
+        // serving slices), but capture is not whole any more.
+        t.workers[1].capture_stopped.store(true, Ordering::Relaxed);
+        assert_eq!(t.workers_alive(), 2);
+        assert!(!t.is_capturing());
+        assert_eq!(gauge(&t), Some(0.0));
+        // The single-mode capture thread likewise.
+        let t = Telemetry::new("live", 2, 10);
+        t.reader.capture_stopped.store(true, Ordering::Relaxed);
+        assert!(!t.is_capturing());
+    }
 
     #[test]
     fn the_alert_store_is_a_ring_that_drops_the_oldest() {

@@ -16,9 +16,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Two namespaces and the veth pair between them. Interface names carry the tag, so tests
+/// running at once (one process, several threads) never collide while the pair is created
+/// in the host namespace.
 struct Netns {
     cap: String,
     send: String,
+    /// The capture end (in `cap`).
+    cap_dev: String,
+    /// The sending end (in `send`).
+    send_dev: String,
 }
 
 impl Netns {
@@ -26,23 +33,33 @@ impl Netns {
         let n = Netns {
             cap: format!("ofcap-{tag}"),
             send: format!("ofsnd-{tag}"),
+            cap_dev: format!("ofc{tag}"),
+            send_dev: format!("ofs{tag}"),
         };
         n.cleanup();
         let ok = [
             vec!["netns", "add", &n.cap],
             vec!["netns", "add", &n.send],
             vec![
-                "link", "add", "ofv0", "type", "veth", "peer", "name", "ofv1",
+                "link",
+                "add",
+                &n.cap_dev,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &n.send_dev,
             ],
-            vec!["link", "set", "ofv0", "netns", &n.cap],
-            vec!["link", "set", "ofv1", "netns", &n.send],
+            vec!["link", "set", &n.cap_dev, "netns", &n.cap],
+            vec!["link", "set", &n.send_dev, "netns", &n.send],
         ]
         .iter()
         .all(|a| ip(a));
         if !ok {
+            n.cleanup();
             return None;
         }
-        for (ns, dev) in [(&n.cap, "ofv0"), (&n.send, "ofv1")] {
+        for (ns, dev) in [(&n.cap, &n.cap_dev), (&n.send, &n.send_dev)] {
             // No IPv6 on the test link: router solicitations would only add noise.
             let _ = Command::new("ip")
                 .args(["netns", "exec", ns, "sysctl", "-qw"])
@@ -61,6 +78,11 @@ impl Netns {
     }
 
     fn cleanup(&self) {
+        // A pair left in the host namespace by a failed create.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.cap_dev])
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.cap])
             .stderr(Stdio::null())
@@ -239,11 +261,12 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     let cfg = dir.path().join("outflow.toml");
     let slices = dir.path().join("slices");
     let slices_s = slices.display().to_string();
+    let cap_dev = &ns.cap_dev;
     let write_cfg = |threshold: u64| {
         std::fs::write(
             &cfg,
             format!(
-                "[capture]\ninterface = \"ofv0\"\nworkers = 2\n\
+                "[capture]\ninterface = \"{cap_dev}\"\nworkers = 2\n\
                  [run]\nstats_interval = \"1s\"\n[log]\nformat = \"json\"\n\
                  [http]\nlisten = \"127.0.0.1:0\"\n\
                  [slice]\ndir = \"{slices_s}\"\n\
@@ -322,7 +345,7 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
             "tcpreplay",
             "-q",
             "-i",
-            "ofv1",
+            &ns.send_dev,
             "--pps=8000",
         ])
         .arg(&pcap)
@@ -514,5 +537,198 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         assert!(f["flows_created"].as_u64().unwrap() > 0, "idle worker: {f}");
         assert_eq!(f["kernel_dropped"], 0, "{f}");
         assert_eq!(f["events_dropped"], 0, "{f}");
+    }
+}
+
+/// Starts `outflow run --config cfg` inside `ns`, logging JSON to `log`, flows to `flows`;
+/// waits until it captures and its HTTP server listens, and returns it with the base URL.
+fn start_sensor(ns: &str, cfg: &Path, flows: &Path, log: &Path) -> (Sensor, String) {
+    let sensor = Sensor(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                env!("CARGO_BIN_EXE_outflow"),
+                "run",
+                "--config",
+            ])
+            .arg(cfg)
+            .arg("--flows-out")
+            .arg(flows)
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(log, "listening on http://", Duration::from_secs(10))
+            && wait_for(log, "capturing with", Duration::from_secs(5)),
+        "sensor did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    let l = std::fs::read_to_string(log).unwrap();
+    let at = l.find("listening on http://").unwrap() + "listening on http://".len();
+    let hostport: String = l[at..].chars().take_while(|c| *c != '/').collect();
+    (sensor, format!("http://{hostport}"))
+}
+
+/// Waits for the sensor to exit, at most `limit`; returns its status, the time it took and
+/// its peak resident memory (`ru_maxrss` from `wait4`, bytes). `ip netns exec` execs the
+/// sensor in place, so the child is the sensor itself.
+fn wait_exit(sensor: Sensor, limit: Duration) -> (i32, Duration, u64) {
+    let t = Instant::now();
+    let pid = sensor.0.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: our own child's pid; WNOHANG never blocks.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        assert!(
+            t.elapsed() < limit,
+            "the sensor did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    // Reaped: the guard's kill/wait must not touch a recycled pid.
+    std::mem::forget(sensor);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -libc::WTERMSIG(status)
+    };
+    (code, took, u64::try_from(ru.ru_maxrss).unwrap_or(0) * 1024)
+}
+
+fn tcpreplay(ns: &Netns, pcap: &Path, rate: &str) {
+    let replay = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.send,
+            "tcpreplay",
+            "-q",
+            "-i",
+            &ns.send_dev,
+            rate,
+        ])
+        .arg(pcap)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "tcpreplay: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+}
+
+/// Issue 12.1: with `slice.dir` set (as the shipped config does), a sensor whose interface
+/// disappears used to keep running forever with no worker: each worker, after its capture
+/// failed, kept serving slice requests, so the "every worker finished" check never passed.
+/// Now: the open flows are written, the process exits non-zero within seconds (systemd's
+/// `Restart=on-failure` brings it back), and the log names the interface.
+#[test]
+fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
+    if let Err(why) = can_run() {
+        eprintln!("skipping live capture test: {why}");
+        return;
+    }
+    let Some(ns) = Netns::create("t2") else {
+        eprintln!("skipping live capture test: cannot create network namespaces");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Twelve UDP exchanges left open (udp_timeout 1h): their records can only come from
+    // the flush at exit.
+    let udps: Vec<UdpExchange> = (0..12u16)
+        .map(|i| {
+            UdpExchange::new(
+                SocketAddr::from(([10, 0, 0, 9], 40_000 + i)),
+                SocketAddr::from(([198, 51, 100, 7], 5000)),
+                2,
+                100,
+                300,
+            )
+        })
+        .collect();
+    let pcap = dir.path().join("in.pcap");
+    let mut w = PcapWriter::new(
+        BufWriter::new(std::fs::File::create(&pcap).unwrap()),
+        1,
+        65535,
+    )
+    .unwrap();
+    let mut sent = 0u64;
+    for p in merge(
+        udps.iter()
+            .map(|u| Box::new(u.packets()) as Box<dyn Iterator<Item = Packet>>)
+            .collect(),
+    ) {
+        w.write(p.ts_ns, &p.frame).unwrap();
+        sent += 1;
+    }
+    w.into_inner().unwrap();
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"{}\"\nworkers = 2\n[log]\nformat = \"json\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[slice]\ndir = \"{}\"\n\
+             [state]\ndir = \"{}\"\n[flow]\nudp_timeout = \"1h\"\n",
+            ns.cap_dev,
+            dir.path().join("slices").display(),
+            dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
+    let (sensor, base) = start_sensor(&ns.cap, &cfg, &flows, &log);
+    tcpreplay(&ns, &pcap, "--pps=2000");
+    let t = Instant::now();
+    loop {
+        let (_, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
+        if sum_samples(&m, "outflow_packets_total") >= sent as f64 {
+            assert_eq!(sample(&m, "outflow_capturing"), 1.0);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "packets not seen: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    assert!(ip(&["-n", &ns.cap, "link", "del", &ns.cap_dev]));
+    let (code, took, _) = wait_exit(sensor, Duration::from_secs(10));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    // 2, as for every error that stops the sensor (README "Errors name what to fix").
+    assert_eq!(
+        code, 2,
+        "exit status after losing the interface; log:\n{logs}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?} to exit");
+    assert!(
+        logs.contains("capture stopped") && logs.contains(&ns.cap_dev),
+        "{logs}"
+    );
+    // Outputs flushed: every open flow has its record, with its exact counters.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&flows)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for u in &udps {
+        let e = u.expected();
+        let r = records
+            .iter()
+            .find(|f| f["orig_port"] == u.client.port())
+            .unwrap_or_else(|| panic!("no record for {}: {records:?}", u.client));
+        assert_eq!(r["orig_ip_bytes"], e.orig_ip_bytes);
+        assert_eq!(r["resp_ip_bytes"], e.resp_ip_bytes);
     }
 }

@@ -316,7 +316,7 @@ pub(super) async fn sample_drops(state: Arc<AppState>) {
 /// replay that finished cleanly), 503 otherwise; the body says why.
 pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let t = &state.telemetry;
-    let capturing = t.capturing.load(Ordering::Relaxed);
+    let capturing = t.is_capturing();
     let alive = t.workers_alive();
     let drops = t.drops();
     let oldest = state

@@ -156,10 +156,7 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
             "1 while packets are being read (live: capture open; replay: until the end of input).",
             MetricType::GAUGE,
         )
-        .gauge(
-            &[],
-            f64::from(u8::from(t.capturing.load(Ordering::Relaxed))),
-        ),
+        .gauge(&[], f64::from(u8::from(t.is_capturing()))),
     );
     fams.push(
         Family::new("outflow_workers", "Workers configured.", MetricType::GAUGE)
