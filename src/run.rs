@@ -267,6 +267,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             published.get(id).cloned(),
         );
         d.recycle_dns_from(recycle.rx.clone());
+        d.set_stop_budget(crate::pipeline::STOP_FLOWS_BUDGET);
         (d, rx)
     };
 
@@ -514,6 +515,7 @@ fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>,
         flows_active = total.flows_active,
         flows_created = total.flows.flows_created,
         flows_evicted = total.flows.records[3],
+        flows_unended = total.flows_unended,
         alerts = total.flows.alerts.iter().sum::<u64>(),
         dns_messages = total.flows.dns.messages,
         dns_malformed = total.flows.dns.malformed,
@@ -561,6 +563,7 @@ fn add(t: &mut Snapshot, s: &Snapshot) {
     t.events_dropped += s.events_dropped;
     t.alerts_dropped += s.alerts_dropped;
     t.queue_dropped += s.queue_dropped;
+    t.flows_unended += s.flows_unended;
 }
 
 /// A capture worker in fanout mode: reads its own handle, decodes, and runs the worker.

@@ -1029,7 +1029,7 @@ fn closing_reason(f: &Flow) -> EndReason {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn outbound_flow() -> Flow {
@@ -1063,7 +1063,7 @@ mod tests {
 
     /// One UDP packet from `src` to 198.51.100.1:9999 through `Worker::packet`, stamped
     /// 1 s + `seq` ns.
-    fn udp_packet(w: &mut Worker, src: [u8; 4], seq: u64) {
+    pub(crate) fn udp_packet(w: &mut Worker, src: [u8; 4], seq: u64) {
         use crate::decode::{decode, LinkType};
         let mut f = Vec::new();
         etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])

@@ -216,6 +216,47 @@ struct Snapshot {
     rolled_day: i64,
 }
 
+/// The same fields as [`Snapshot`], borrowed: [`Analyser::save`] streams the tables into
+/// the file without copying them. A copy plus the whole JSON text in memory made a
+/// stopping sensor's peak RSS 190 MB above its steady state after a flood of new hosts
+/// (80 MB of snapshot); streamed, the snapshot costs a write buffer.
+#[derive(Serialize)]
+#[serde(bound(
+    serialize = "Seq<P>: Serialize, Seq<C>: Serialize, Seq<G>: Serialize, Seq<H>: Serialize, Seq<S>: Serialize"
+))]
+struct SnapshotRef<P, C, G, H, S> {
+    version: u32,
+    now_ns: u64,
+    pairs: Seq<P>,
+    closing: Seq<C>,
+    groups: Seq<G>,
+    hosts: Seq<H>,
+    services: Seq<S>,
+    rolled_day: i64,
+}
+
+/// An iterator serialized as a sequence, once (serde's `Serialize` takes `&self`).
+struct Seq<I>(std::cell::Cell<Option<I>>);
+
+impl<I> Seq<I> {
+    fn new(items: I) -> Seq<I> {
+        Seq(std::cell::Cell::new(Some(items)))
+    }
+}
+
+impl<I> Serialize for Seq<I>
+where
+    I: ExactSizeIterator,
+    I::Item: Serialize,
+{
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        match self.0.take() {
+            Some(items) => s.collect_seq(items),
+            None => Err(serde::ser::Error::custom("sequence serialized twice")),
+        }
+    }
+}
+
 /// Errors loading a snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -830,25 +871,25 @@ impl LeakAnalyser {
     /// Writes the state to `path` atomically: a temporary file, fsync, rename, fsync of
     /// the directory. A crash leaves either the old snapshot or the new one, never half.
     pub fn save(&self, path: &std::path::Path) -> Result<(), SnapshotError> {
-        use std::io::Write;
         let io = |source| SnapshotError::Io {
             path: path.display().to_string(),
             source,
         };
-        let snap = Snapshot {
+        let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             now_ns: self.now_ns,
-            pairs: self.pairs.iter().map(|(k, v)| (*k, *v)).collect(),
-            closing: self.closing.iter().copied().collect(),
-            groups: self.groups.iter().map(|(k, g)| (*k, g.clone())).collect(),
-            hosts: self.hosts.iter().map(|(k, h)| (*k, h.clone())).collect(),
-            services: self.services.iter().map(|(k, w)| (*k, *w)).collect(),
+            pairs: Seq::new(self.pairs.iter()),
+            closing: Seq::new(self.closing.iter()),
+            groups: Seq::new(self.groups.iter()),
+            hosts: Seq::new(self.hosts.iter()),
+            services: Seq::new(self.services.iter()),
             rolled_day: self.rolled_day,
         };
-        let bytes = serde_json::to_vec(&snap).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
+        let f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        serde_json::to_writer(&mut w, &snap).map_err(|e| io(std::io::Error::other(e)))?;
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         if let Some(dir) = path.parent() {
