@@ -842,3 +842,66 @@ fn sigterm_after_a_flood_exits_in_seconds_without_a_memory_spike() {
     assert!(logs.contains("\"flows_unended\":0"), "{logs}");
     assert!(state.join("outflow-state.json").metadata().unwrap().len() > 0);
 }
+
+/// One `Name:\tvalue` line of `/proc/PID/status`.
+fn proc_status(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 12.10: `run.user` leaves the process with no capability, a bounding set of just
+/// CAP_NET_ADMIN and CAP_NET_RAW, and no way to gain privileges by executing anything.
+#[test]
+fn run_user_drops_to_the_user_with_no_new_privileges_and_a_capture_only_bounding_set() {
+    if let Err(why) = can_run() {
+        eprintln!("skipping live capture test: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = Netns::create("t4") else {
+        eprintln!("skipping live capture test: cannot create network namespaces");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The outputs are opened after the switch: the user must be able to write them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"{}\"\nworkers = 2\n[run]\nuser = \"nobody\"\n\
+             [log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            ns.cap_dev
+        ),
+    )
+    .unwrap();
+    let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
+    let (sensor, _) = start_sensor(&ns.cap, &cfg, &flows, &log);
+    assert!(wait_for(&log, "dropped privileges", Duration::from_secs(5)));
+    let pid = sensor.0.id();
+    assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
+    assert_eq!(proc_status(pid, "Groups"), "");
+    assert_eq!(proc_status(pid, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(pid, "CapPrm"), "0000000000000000");
+    assert_eq!(proc_status(pid, "CapBnd"), "0000000000003000");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    // Every worker thread too (prctl state is per thread, inherited by later threads).
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        if status.contains("outflow-worker") {
+            assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+            assert!(status.contains("CapBnd:\t0000000000003000"), "{status}");
+        }
+    }
+    signal(&sensor.0, 15);
+    let (code, _, _) = wait_exit(sensor, Duration::from_secs(10));
+    assert_eq!(code, 0, "{}", std::fs::read_to_string(&log).unwrap());
+}

@@ -223,8 +223,9 @@ fn accumulate(last: &mut [u32; 3], totals: &mut [u64; 3], now: [u32; 3]) {
     }
 }
 
-/// Switches the process to `user` (its uid, primary gid, no supplementary groups). Called
-/// after every capture handle is open: capture needs privileges, parsing must not have them.
+/// Switches the process to `user` (its uid, primary gid, no supplementary groups), with a
+/// bounding set of [`CAPTURE_CAPS`] and `PR_SET_NO_NEW_PRIVS`. Called after every capture
+/// handle is open: capture needs privileges, parsing must not have them.
 #[allow(unsafe_code)]
 pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
     let fail = |message: String| LiveError::User {
@@ -250,6 +251,23 @@ pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
         return Err(fail("no such user".into()));
     }
     let (uid, gid) = (pwd.pw_uid, pwd.pw_gid);
+    // The bounding set keeps only what capture needs, so nothing this process ever runs can
+    // hold another capability (dropping needs CAP_SETPCAP: before setuid). Capabilities
+    // unknown to the running kernel give EINVAL: nothing to drop.
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
+        .unwrap_or(63);
+    for cap in (0..=last_cap).filter(|c| !CAPTURE_CAPS.contains(c)) {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        let e = io::Error::last_os_error();
+        if rc != 0 && e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(fail(format!(
+                "dropping capability {cap} from the bounding set: {e}"
+            )));
+        }
+    }
     // SAFETY: plain syscalls on integers; setgroups gets a null list of length 0.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) != 0 {
@@ -271,9 +289,23 @@ pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
         if uid != 0 && libc::setuid(0) == 0 {
             return Err(fail("could regain root after setuid".into()));
         }
+        // Nor may anything executed later gain privileges (setuid binaries, file
+        // capabilities). Threads started after this inherit it; the ones before (the log
+        // writer) never execute anything.
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(fail(format!(
+                "PR_SET_NO_NEW_PRIVS: {}",
+                io::Error::last_os_error()
+            )));
+        }
     }
     Ok(())
 }
+
+/// The capabilities live capture uses: CAP_NET_ADMIN (12, promiscuous mode and
+/// `PACKET_FANOUT`) and CAP_NET_RAW (13, packet sockets). The bounding set keeps these two
+/// after [`drop_privileges`], as the systemd unit's `CapabilityBoundingSet` does.
+pub const CAPTURE_CAPS: [libc::c_ulong; 2] = [12, 13];
 
 #[allow(unsafe_code)]
 fn unsafe_zeroed_passwd() -> libc::passwd {
