@@ -8,6 +8,7 @@
 //! `deploy/README.md`).
 
 pub mod api;
+pub mod budget;
 pub mod conn;
 pub mod metrics;
 
