@@ -792,11 +792,13 @@ fn idle_and_slowloris_clients_cannot_lock_out_the_scrape_and_the_probe() {
 
     // Idle sockets: connected, never a byte. (The earlier listener stopped accepting at 256
     // and the kernel's queue filled at 384: connects hung from then on, the scrape's too.)
+    // A connect may still wait for one SYN retransmission (1 s) when the machine is busy
+    // and the accept loop falls behind the kernel's queue of 1024; 3 s allows it.
     let opened = Instant::now();
     let mut sockets = Vec::with_capacity(idle);
     let mut failed = Vec::new();
     while sockets.len() < idle && failed.len() < 3 {
-        match std::net::TcpStream::connect_timeout(&s.addr, Duration::from_secs(1)) {
+        match std::net::TcpStream::connect_timeout(&s.addr, Duration::from_secs(3)) {
             Ok(c) => sockets.push(c),
             Err(e) => failed.push(e),
         }
