@@ -459,6 +459,8 @@ pub struct Telemetry {
     pub slices: Arc<crate::slice::writer::WriterStats>,
     /// Where slices are written, when they are.
     pub slice_dir: OnceLock<std::path::PathBuf>,
+    /// The HTTP server's connection counters.
+    pub http: Arc<crate::http::conn::ConnStats>,
 }
 
 impl Telemetry {
@@ -479,6 +481,7 @@ impl Telemetry {
             top_generation: AtomicU64::new(0),
             slices: Arc::default(),
             slice_dir: OnceLock::new(),
+            http: Arc::default(),
         })
     }
 

@@ -655,3 +655,400 @@ fn a_client_that_never_finishes_its_request_cannot_keep_the_sensor_running() {
         started.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Connection limits (src/http/conn.rs): idle and slow clients cannot lock out the scrape.
+
+/// Raises the soft descriptor limit to the hard one (often 1024 → much more) and returns
+/// how many descriptors this process may open.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+/// `GET path` on a new connection with `Connection: close`, everything bounded by
+/// `within`: (status, body, time taken). Status 0 if no answer came in time.
+fn timed_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    within: std::time::Duration,
+) -> (u16, String, std::time::Duration) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let answer = (|| -> std::io::Result<(u16, String)> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, within)?;
+        s.set_read_timeout(Some(within))?;
+        s.set_write_timeout(Some(within))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: outflow\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    })();
+    let (status, body) = answer.unwrap_or((0, String::new()));
+    (status, body, start.elapsed())
+}
+
+/// One request on a kept-alive connection: (status, body).
+fn keep_alive_get(s: &mut std::net::TcpStream, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: outflow\r\n\r\n")?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// True once the server has closed `s` (EOF or reset), false if it is still open after
+/// `wait`.
+fn closed_by_server(s: &mut std::net::TcpStream, wait: std::time::Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a response (e.g. 408) before the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_and_slowloris_clients_cannot_lock_out_the_scrape_and_the_probe() {
+    use outflow::http::conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
+    use std::time::{Duration, Instant};
+    // 2000 client sockets plus the sensor's own; the server side holds at most
+    // MAX_CONNECTIONS of them whatever the clients do.
+    let fds = raise_fd_limit();
+    let idle = 2000usize.min(fds.saturating_sub(200) as usize);
+    if idle < 2000 {
+        eprintln!("descriptor limit {fds}: opening {idle} idle sockets instead of 2000");
+    }
+    assert!(idle > 2 * MAX_CONNECTIONS, "descriptor limit {fds} too low");
+    let s = Sensor::start(&[
+        "replay",
+        "--http",
+        "127.0.0.1:0",
+        "--serve",
+        demo().to_str().unwrap(),
+    ]);
+    s.wait_finished();
+
+    // Idle sockets: connected, never a byte. (The earlier listener stopped accepting at 256
+    // and the kernel's queue filled at 384: connects hung from then on, the scrape's too.)
+    // A connect may still wait for one SYN retransmission (1 s) when the machine is busy
+    // and the accept loop falls behind the kernel's queue of 1024; 3 s allows it.
+    let opened = Instant::now();
+    let mut sockets = Vec::with_capacity(idle);
+    let mut failed = Vec::new();
+    while sockets.len() < idle && failed.len() < 3 {
+        match std::net::TcpStream::connect_timeout(&s.addr, Duration::from_secs(3)) {
+            Ok(c) => sockets.push(c),
+            Err(e) => failed.push(e),
+        }
+    }
+    eprintln!(
+        "{} idle sockets open in {:?}, {} connects failed",
+        sockets.len(),
+        opened.elapsed(),
+        failed.len()
+    );
+
+    // A slowloris client: half a request head, then one more header byte every 250 ms, which
+    // would have reset the earlier 90-second idle deadline forever.
+    let addr = s.addr;
+    let slowloris = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        let mut trickled = 0usize;
+        while start.elapsed() < HEADER_TIMEOUT * 3 {
+            if closed_by_server(&mut c, Duration::from_millis(250)) {
+                return (Some(start.elapsed()), trickled);
+            }
+            if c.write_all(b"a").is_err() {
+                return (Some(start.elapsed()), trickled);
+            }
+            trickled += 1;
+        }
+        (None, trickled)
+    });
+
+    // While all of that is open: the scrape and the probe answer at once, every time.
+    let mut worst = Duration::ZERO;
+    let mut rounds = 0;
+    while !slowloris.is_finished() {
+        for path in ["/metrics", "/healthz"] {
+            let (status, body, took) = timed_get(s.addr, path, Duration::from_secs(5));
+            assert_eq!(status, 200, "{path} after {took:?}: {body}");
+            assert!(took < Duration::from_secs(2), "{path} took {took:?}");
+            worst = worst.max(took);
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{rounds} rounds of /metrics + /healthz, slowest answer {worst:?}");
+    assert!(failed.is_empty(), "connects failed: {failed:?}");
+    assert_eq!(sockets.len(), idle);
+    let (closed_after, trickled) = slowloris.join().unwrap();
+    let closed_after = closed_after.expect("the slowloris connection was never closed");
+    eprintln!("slowloris closed after {closed_after:?}, {trickled} bytes trickled");
+    // Closed by the header deadline (not by eviction, which would have been sooner, nor
+    // by anything later), despite a byte every 250 ms.
+    assert!(
+        closed_after >= HEADER_TIMEOUT - Duration::from_millis(300)
+            && closed_after < HEADER_TIMEOUT + Duration::from_secs(2),
+        "slowloris closed after {closed_after:?}"
+    );
+    assert!(trickled >= 15, "{trickled} bytes trickled");
+
+    // The oldest idle sockets were closed to admit the newer ones.
+    for c in sockets.iter_mut().take(10) {
+        assert!(closed_by_server(c, Duration::from_secs(2)));
+    }
+    let m = scrape(&s);
+    let evicted = metric(&m, "outflow_http_connections_evicted_total{}") as usize;
+    assert!(evicted >= idle - MAX_CONNECTIONS, "evicted {evicted}");
+    assert!(metric(&m, "outflow_http_connections_open{}") as usize <= MAX_CONNECTIONS);
+    assert!(metric(&m, "outflow_http_connections_accepted_total{}") as usize > idle);
+    assert!(metric(&m, "outflow_http_connections_timed_out_total{phase=header}") >= 1.0);
+    assert_eq!(
+        metric(&m, "outflow_http_requests_rejected_total{class=probe}"),
+        0.0
+    );
+    drop(sockets);
+    let started = Instant::now();
+    assert!(s.stop().success());
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+/// Starts the HTTP server in-process with `limits` and a pipeline that is not running.
+fn limited_server(
+    workers: usize,
+    limits: outflow::http::conn::Limits,
+) -> (
+    outflow::http::HttpServer,
+    std::sync::Arc<outflow::telemetry::Telemetry>,
+) {
+    let t = outflow::telemetry::Telemetry::new("replay", workers, 16);
+    let server = outflow::http::HttpServer::start_limited(
+        "127.0.0.1:0",
+        None,
+        std::sync::Arc::clone(&t),
+        limits,
+    )
+    .unwrap();
+    (server, t)
+}
+
+#[test]
+fn a_full_connection_table_closes_its_oldest_idle_connection() {
+    use std::time::Duration;
+    let (server, t) = limited_server(
+        0,
+        outflow::http::conn::Limits {
+            max_connections: 8,
+            max_api_requests: 2,
+            max_probe_requests: 2,
+            ..Default::default()
+        },
+    );
+    let mut sockets: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let http = &t.http;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&http.accepted), 20);
+    assert_eq!(load(&http.evicted), 12);
+    assert_eq!(load(&http.open), 8);
+    // Oldest first: the first 12 are closed, the last 8 are still open.
+    for (i, c) in sockets.iter_mut().enumerate() {
+        let closed = closed_by_server(c, Duration::from_millis(if i < 12 { 1000 } else { 50 }));
+        assert_eq!(closed, i < 12, "socket {i}");
+    }
+    // A served keep-alive connection goes to the back of the queue: after a request, the
+    // 13th socket is the newest idle one, and the next newcomer evicts the 14th.
+    sockets[12]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (status, _) = keep_alive_get(&mut sockets[12], "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let _newcomer = std::net::TcpStream::connect(server.addr()).unwrap();
+    assert!(closed_by_server(&mut sockets[13], Duration::from_secs(1)));
+    assert!(!closed_by_server(
+        &mut sockets[12],
+        Duration::from_millis(50)
+    ));
+    assert_eq!(load(&http.evicted), 13);
+    server.stop();
+}
+
+#[test]
+fn keep_alive_waits_for_the_next_request_but_a_head_has_a_deadline() {
+    use outflow::http::conn::Phase;
+    use std::time::{Duration, Instant};
+    let header = Duration::from_millis(300);
+    let idle = Duration::from_millis(1500);
+    let (server, t) = limited_server(
+        0,
+        outflow::http::conn::Limits {
+            header_timeout: header,
+            idle_timeout: idle,
+            ..Default::default()
+        },
+    );
+    // A scraper on one kept-alive connection: requests further apart than the header
+    // deadline (as Prometheus's 15 to 60 s are beyond 5 s) all go through.
+    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        let (status, body) = keep_alive_get(&mut c, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("outflow_http_connections_open 1"), "{body}");
+        std::thread::sleep(header * 3);
+    }
+    assert_eq!(
+        t.http.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Silent beyond the keep-alive wait: closed, counted as idle.
+    let last = Instant::now();
+    assert!(closed_by_server(&mut c, idle * 3));
+    let waited = last.elapsed();
+    assert!(
+        waited + header * 3 >= idle - Duration::from_millis(100),
+        "{waited:?}"
+    );
+    assert_eq!(t.http.timed_out(Phase::Idle), 1);
+
+    // The next request's head starts its own deadline at its first byte, and a trickle
+    // does not extend it.
+    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(keep_alive_get(&mut c, "/metrics").unwrap().0, 200);
+    std::thread::sleep(header * 2);
+    let first_byte = Instant::now();
+    c.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let mut closed = false;
+    while first_byte.elapsed() < header * 5 {
+        if closed_by_server(&mut c, Duration::from_millis(50)) || c.write_all(b"X").is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let after = first_byte.elapsed();
+    assert!(closed, "the trickling head was never cut");
+    // By the header deadline, well before the keep-alive one would have.
+    assert!(
+        after >= header - Duration::from_millis(50) && after < idle - header * 3,
+        "{after:?}"
+    );
+    assert_eq!(t.http.timed_out(Phase::Header), 1);
+    assert_eq!(t.http.timed_out(Phase::Idle), 1);
+    server.stop();
+}
+
+#[test]
+fn the_scrape_has_its_own_budget_when_api_requests_fill_theirs() {
+    use outflow::http::budget::Class;
+    use outflow::http::conn::Phase;
+    use std::time::Duration;
+    // One worker that never answers: /api/flows/top waits 2 s for it, longer than the
+    // 1 s an API request may take here.
+    let (server, t) = limited_server(
+        1,
+        outflow::http::conn::Limits {
+            max_api_requests: 2,
+            api_request_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    let addr = server.addr();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || timed_get(addr, "/api/flows/top", Duration::from_secs(5)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Both API places are taken: a third API request is refused at once...
+    let (status, body, took) = timed_get(addr, "/api/alerts", Duration::from_secs(5));
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // ...while the scrape and the probe are served.
+    let (status, body, took) = timed_get(addr, "/metrics", Duration::from_secs(5));
+    assert_eq!(status, 200, "{body}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(body.contains("outflow_http_requests_rejected_total{class=\"api\"} 1"));
+    assert_eq!(timed_get(addr, "/healthz", Duration::from_secs(5)).0, 200);
+    // The slow requests are cut at their budget: closed without an answer.
+    for h in slow {
+        let (status, _, took) = h.join().unwrap();
+        assert_eq!(status, 0);
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+            "{took:?}"
+        );
+    }
+    assert_eq!(t.http.timed_out(Phase::Request), 2);
+    assert_eq!(t.http.rejected(Class::Api), 1);
+    assert_eq!(t.http.rejected(Class::Probe), 0);
+    server.stop();
+}

@@ -498,6 +498,52 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     }
     fams.extend([delivered, failures, dropped, queued, up]);
 
+    // The HTTP server's own connections (src/http/conn.rs): a rising eviction or timeout
+    // rate means clients are holding connections open without using them.
+    let http = &t.http;
+    fams.push(
+        Family::new(
+            "outflow_http_connections_open",
+            "HTTP connections open now (idle or serving a request).",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], load(&http.open) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_http_connections_accepted_total",
+            "HTTP connections accepted.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], load(&http.accepted)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_http_connections_evicted_total",
+            "Idle HTTP connections closed to make room for a new one (the connection table was full) or to free a descriptor.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], load(&http.evicted)),
+    );
+    let mut timed_out = Family::new(
+        "outflow_http_connections_timed_out_total",
+        "HTTP connections closed by a deadline: header (request head not complete in time), idle (no next keep-alive request), request (response not finished in time).",
+        MetricType::COUNTER,
+    );
+    for p in crate::http::conn::Phase::ALL {
+        timed_out = timed_out.counter(&[("phase", p.name())], http.timed_out(p));
+    }
+    fams.push(timed_out);
+    let mut rejected = Family::new(
+        "outflow_http_requests_rejected_total",
+        "HTTP requests answered 503 because their class's requests-in-progress budget was full (probe: /metrics and /healthz; api: the rest).",
+        MetricType::COUNTER,
+    );
+    for c in crate::http::budget::Class::ALL {
+        rejected = rejected.counter(&[("class", c.name())], http.rejected(c));
+    }
+    fams.push(rejected);
+
     // Latencies: merge the workers' histograms (each has the same bounds).
     let mut processing = crate::telemetry::new_histogram();
     let (mut count, mut sum_ns) = (0u64, 0f64);

@@ -8,6 +8,7 @@
 //! `deploy/README.md`).
 
 pub mod api;
+pub mod budget;
 pub mod conn;
 pub mod metrics;
 
@@ -92,18 +93,36 @@ impl HttpServer {
         token: Option<String>,
         telemetry: Arc<Telemetry>,
     ) -> Result<HttpServer, HttpError> {
+        Self::start_limited(listen, token, telemetry, conn::Limits::default())
+    }
+
+    /// As [`HttpServer::start_with`] with other connection limits and deadlines (tests use
+    /// short deadlines so that they run in seconds).
+    pub fn start_limited(
+        listen: &str,
+        token: Option<String>,
+        telemetry: Arc<Telemetry>,
+        limits: conn::Limits,
+    ) -> Result<HttpServer, HttpError> {
         let addr: SocketAddr = listen
             .parse()
             .map_err(|_| HttpError::BadAddress(listen.to_string()))?;
         if !addr.ip().is_loopback() && token.is_none() {
             return Err(HttpError::TokenRequired(addr));
         }
-        let listener = std::net::TcpListener::bind(addr).map_err(|source| HttpError::Bind {
+        let bind_error = |source| HttpError::Bind {
             addr: listen.to_string(),
             source,
-        })?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(bind_error)?;
+        // As std's bind does: a restart is not refused while old connections linger.
+        socket.set_reuseaddr(true).map_err(bind_error)?;
+        socket.bind(addr).map_err(bind_error)?;
         let state = Arc::new(AppState {
             telemetry,
             token,
@@ -115,23 +134,21 @@ impl HttpServer {
             .enable_io()
             .enable_time()
             .build()?;
+        let listener = {
+            let _in_runtime = rt.enter();
+            socket.listen(conn::BACKLOG).map_err(bind_error)?
+        };
+        let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("outflow-http".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("HTTP server: {e}");
-                            return;
-                        }
-                    };
                     tokio::spawn(api::sample_drops(Arc::clone(&state)));
+                    let stats = Arc::clone(&state.telemetry.http);
                     let app = router(state);
-                    let listener = conn::Limited::new(listener, conn::MAX_CONNECTIONS, conn::IDLE);
                     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-                    let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let served = conn::serve(listener, app, limits, stats, async move {
                         let _ = stop_rx.await;
                         let _ = stopping_tx.send(());
                     });
@@ -145,11 +162,7 @@ impl HttpServer {
                         }
                     };
                     tokio::select! {
-                        r = served => {
-                            if let Err(e) = r {
-                                tracing::error!("HTTP server stopped: {e}");
-                            }
-                        }
+                        () = served => {}
                         () = grace => tracing::info!("HTTP server: closing connections still open"),
                     }
                 });
