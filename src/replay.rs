@@ -200,8 +200,13 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {:<24} {n}", d.name())?;
             }
         }
-        for e in &r.read_errors {
-            writeln!(f, "  read error     {e}")?;
+        if !r.read_errors.is_empty() {
+            // Each is reported once, as the command's error (shown with --quiet too).
+            writeln!(
+                f,
+                "  read errors    {} (files cut short: see the error below)",
+                r.read_errors.len()
+            )?;
         }
         write!(
             f,
