@@ -860,8 +860,10 @@ impl LeakAnalyser {
     }
 
     /// Loads state saved by [`save`](Self::save). A missing file is a fresh start
-    /// (`Ok(false)`); a corrupt or other-version file is an error, which the caller handles
-    /// by setting the file aside.
+    /// (`Ok(false)`). A file that cannot be read is [`SnapshotError::Io`]: its history may
+    /// be intact, so the caller refuses to start rather than lose it. A file that was read
+    /// but is corrupt or of another version is [`SnapshotError::Invalid`], which the caller
+    /// handles by setting the file aside. On any error `self` is unchanged.
     pub fn load(&mut self, path: &std::path::Path) -> Result<bool, SnapshotError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
