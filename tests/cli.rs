@@ -398,3 +398,24 @@ fn a_corrupt_record_ends_the_replay_with_its_offset_and_status_1() {
         assert_eq!(err.contains("outflow replay summary"), !quiet, "{err}");
     }
 }
+
+#[test]
+fn flow_and_dns_write_errors_name_the_file() {
+    for (flag, what) in [
+        ("--flows-out", "flow records"),
+        ("--dns-out", "DNS transactions"),
+    ] {
+        // /dev/full opens fine and fails every write with ENOSPC.
+        let out = outflow()
+            .args(["replay", "-q", flag, "/dev/full"])
+            .arg(demo())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!("cannot write {what} to /dev/full: No space left")),
+            "{flag}: {err}"
+        );
+    }
+}

@@ -67,6 +67,45 @@ impl Output {
     }
 }
 
+/// A JSON-lines stream whose write errors say what was being written where: "No space
+/// left on device" alone does not tell an operator which of several outputs to fix.
+struct Named {
+    inner: Box<dyn Write + Send>,
+    /// "flow records to /var/log/outflow/flows.json", "DNS transactions to standard output".
+    what: String,
+}
+
+impl Named {
+    /// Opens `o` for `what` ("flow records"), behind a 1 MiB buffer.
+    fn open(o: &Output, append: bool, what: &str) -> io::Result<BufWriter<Named>> {
+        let to = match o {
+            Output::Stdout => "standard output".to_string(),
+            Output::File(p) => p.display().to_string(),
+        };
+        Ok(BufWriter::with_capacity(
+            1 << 20,
+            Named {
+                inner: o.open(append)?,
+                what: format!("{what} to {to}"),
+            },
+        ))
+    }
+
+    fn name_error(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("cannot write {}: {e}", self.what))
+    }
+}
+
+impl Write for Named {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.name_error(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.name_error(e))
+    }
+}
+
 /// Which outputs to write.
 #[derive(Clone, Debug, Default)]
 pub struct Sinks {
@@ -270,8 +309,8 @@ struct Writers {
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
     latency: Histogram<u64>,
-    flows: Option<BufWriter<Box<dyn Write + Send>>>,
-    dns_out: Option<BufWriter<Box<dyn Write + Send>>>,
+    flows: Option<BufWriter<Named>>,
+    dns_out: Option<BufWriter<Named>>,
     dns: Option<DnsAnalyser>,
     leak: Option<LeakAnalyser>,
     /// Where long-window state is persisted (`state.dir`), if anywhere.
@@ -694,12 +733,12 @@ impl OutputThread {
             flows: sinks
                 .flows
                 .as_ref()
-                .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
+                .map(|o| Named::open(o, append, "flow records"))
                 .transpose()?,
             dns_out: sinks
                 .dns
                 .as_ref()
-                .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
+                .map(|o| Named::open(o, append, "DNS transactions"))
                 .transpose()?,
             dns: cfg
                 .filter(|c| c.dns.enabled)
