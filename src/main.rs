@@ -206,12 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|_| Telemetry::new("replay", n, config.http.alerts_kept));
             let server = match (&http, &telemetry) {
                 (Some(addr), Some(t)) => {
-                    let token = std::env::var(outflow::http::TOKEN_ENV)
-                        .ok()
-                        .filter(|t| !t.is_empty())
-                        .or_else(|| {
-                            (!config.http.token.is_empty()).then(|| config.http.token.clone())
-                        });
+                    let token = outflow::http::token(&config.http)?;
                     Some(HttpServer::start_with(addr, token, Arc::clone(t))?)
                 }
                 _ => None,

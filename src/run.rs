@@ -210,6 +210,12 @@ fn open_fanout(cfg: &Config, n: usize) -> Result<Option<Vec<Handle>>, LiveError>
 pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let cfg = opts.config.clone();
     let n = cfg.effective_workers().max(1);
+    // Before any capture handle opens: a weak or empty token stops the start at once.
+    let token = if cfg.http.listen.is_empty() {
+        None
+    } else {
+        crate::http::token(&cfg.http)?
+    };
 
     // Open everything that needs privileges first.
     let (mode, mut handles) = if n == 1 {
@@ -234,7 +240,11 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let http = if cfg.http.listen.is_empty() {
         None
     } else {
-        Some(HttpServer::start(&cfg.http, Arc::clone(&telemetry))?)
+        Some(HttpServer::start_with(
+            &cfg.http.listen,
+            token,
+            Arc::clone(&telemetry),
+        )?)
     };
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
     let out_counters = Arc::clone(&telemetry.output);
