@@ -419,3 +419,78 @@ fn flow_and_dns_write_errors_name_the_file() {
         );
     }
 }
+
+/// Whether the tests run as root (as CI does): needed to open `lo` for `outflow run`.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn start_up_errors_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[flow]\ncapacity_per_worker = 0\n").unwrap();
+    let nosuchif = dir.path().join("nosuchif.toml");
+    std::fs::write(&nosuchif, "[capture]\ninterface = \"nosuchif0\"\n").unwrap();
+    // The state snapshot's place taken by a directory: readable by nobody.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("outflow-state.json")).unwrap();
+    let lo_state = dir.path().join("lo-state.toml");
+    std::fs::write(
+        &lo_state,
+        format!(
+            "[capture]\ninterface = \"lo\"\nworkers = 1\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n",
+            state.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let mut cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec!["run".into(), "--config".into(), bad.clone().into()],
+            "flow.capacity_per_worker: 0 must be",
+        ),
+        (
+            vec![
+                "replay".into(),
+                "--config".into(),
+                bad.into(),
+                demo().into(),
+            ],
+            "flow.capacity_per_worker: 0 must be",
+        ),
+        (
+            vec!["run".into(), "--config".into(), nosuchif.into()],
+            "capture.interface \"nosuchif0\": no such interface",
+        ),
+        (
+            vec![
+                "replay".into(),
+                "--state-dir".into(),
+                state.clone().into(),
+                demo().into(),
+            ],
+            "state.dir: cannot read the state snapshot",
+        ),
+    ];
+    if is_root() {
+        cases.push((
+            vec!["run".into(), "--config".into(), lo_state.into()],
+            "state.dir: cannot read the state snapshot",
+        ));
+    }
+    for (args, message) in cases {
+        let out = outflow().args(&args).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.matches(message).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("outflow: error:").count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("ERROR"), "{args:?}: also logged: {err}");
+    }
+    // The unreadable snapshot was left where it was, not set aside.
+    assert!(state.join("outflow-state.json").is_dir());
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
+}
