@@ -374,8 +374,9 @@ pub struct HttpConfig {
     /// Address and port to listen on; empty = no HTTP server. A non-loopback address
     /// requires a token. Default "127.0.0.1:9760".
     pub listen: String,
-    /// Bearer token required by /api/* (not /metrics or /healthz). The environment variable
-    /// OUTFLOW_HTTP_TOKEN overrides it, so the secret can stay out of the file. Default "".
+    /// Bearer token required by /api/* (not /metrics or /healthz): at least 16 characters,
+    /// "" for none. The environment variable OUTFLOW_HTTP_TOKEN overrides it, so the secret
+    /// can stay out of the file. Default "".
     pub token: String,
     /// Alerts kept in memory for /api/alerts (newest win). Default 10000.
     pub alerts_kept: usize,
@@ -977,6 +978,12 @@ impl Config {
         }
         if lt.tiers.len() > 16 {
             p.push("detect.large_transfer.tiers: at most 16 tiers".into());
+        }
+        // "" is the documented "no token"; anything else must be a usable secret.
+        if !self.http.token.is_empty() {
+            if let Err(e) = crate::http::check_token("http.token", &self.http.token) {
+                p.push(e.to_string());
+            }
         }
         let o = &self.output;
         if !(1..=1 << 20).contains(&o.sink_queue) {

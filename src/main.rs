@@ -107,7 +107,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("outflow: error: {e:#}");
             ExitCode::from(2)
@@ -129,7 +129,9 @@ fn init_logging(cfg: &Config) {
     };
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command: `Ok` carries the exit status of a command that ran to its end (1 when
+/// replay had to stop reading a file early), `Err` one that could not.
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run {
             config: path,
@@ -160,7 +162,7 @@ fn run(cli: Cli) -> Result<()> {
                 signals,
             )?;
             tracing::info!(capture_mode = report.mode.name(), "stopped");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
             config,
@@ -204,12 +206,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|_| Telemetry::new("replay", n, config.http.alerts_kept));
             let server = match (&http, &telemetry) {
                 (Some(addr), Some(t)) => {
-                    let token = std::env::var(outflow::http::TOKEN_ENV)
-                        .ok()
-                        .filter(|t| !t.is_empty())
-                        .or_else(|| {
-                            (!config.http.token.is_empty()).then(|| config.http.token.clone())
-                        });
+                    let token = outflow::http::token(&config.http)?;
                     Some(HttpServer::start_with(addr, token, Arc::clone(t))?)
                 }
                 _ => None,
@@ -244,6 +241,18 @@ fn run(cli: Cli) -> Result<()> {
             if !quiet {
                 eprintln!("{}", report.summary);
             }
+            // A corrupt or cut-short file: everything before the bad record was replayed
+            // and written, but the result is incomplete, so the status says so (as tcpdump's
+            // does), and --quiet does not hide it.
+            let read_errors = &report.summary.reader.read_errors;
+            for e in read_errors {
+                eprintln!("outflow: error: {e}");
+            }
+            let code = if read_errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
             if let (Some(signals), Some(server)) = (signals, server) {
                 tracing::info!(
                     "replay finished; serving http://{}/ until SIGINT or SIGTERM",
@@ -254,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 server.stop();
             }
-            Ok(())
+            Ok(code)
         }
         Command::CheckConfig { file } => {
             let mut config = Config::load(&file)?;
@@ -264,7 +273,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("# {}: valid; effective configuration:", file.display());
             print!("{}", config.to_toml());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::ReadOnly { captures } => {
             let started = std::time::Instant::now();
@@ -282,7 +291,7 @@ fn run(cli: Cli) -> Result<()> {
                 "read-only: {packets} packets, {bytes} bytes in {secs:.3} s = {:.0} packets/s",
                 packets as f64 / secs
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -5,7 +5,9 @@
 //! output thread over a bounded channel. In replay nothing may be lost, so a full channel
 //! makes the sender wait (live capture will count and drop instead).
 
-use crate::alert::sink::{Collected, OutMsg, OutputThread, Sinks, OUT_QUEUE};
+use crate::alert::sink::{
+    Collected, OutMsg, OutputThread, PrepareError, Sinks, StateUnreadable, OUT_QUEUE,
+};
 use crate::capture::dispatch::{Dispatcher, ReaderStats};
 use crate::capture::file::{check_files, read_files, CaptureError};
 use crate::capture::Batch;
@@ -34,9 +36,21 @@ pub enum ReplayError {
     // The io::Error is the source: `{:#}` prints it once, after this.
     #[error("output")]
     Output(#[from] std::io::Error),
+    /// The state snapshot in `state.dir` exists but cannot be read.
+    #[error(transparent)]
+    State(#[from] StateUnreadable),
     /// A thread panicked (a bug: please report it with the capture).
     #[error("internal error: {0} thread panicked")]
     Panic(&'static str),
+}
+
+impl From<PrepareError> for ReplayError {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::Output(e) => ReplayError::Output(e),
+            PrepareError::State(e) => ReplayError::State(e),
+        }
+    }
 }
 
 /// What to replay and where the results go.
@@ -200,8 +214,13 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {:<24} {n}", d.name())?;
             }
         }
-        for e in &r.read_errors {
-            writeln!(f, "  read error     {e}")?;
+        if !r.read_errors.is_empty() {
+            // Each is reported once, as the command's error (shown with --quiet too).
+            writeln!(
+                f,
+                "  read errors    {} (files cut short: see the error below)",
+                r.read_errors.len()
+            )?;
         }
         write!(
             f,

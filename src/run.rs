@@ -12,7 +12,9 @@
 //! capture, end every open flow and flush the outputs; SIGHUP reloads thresholds and
 //! allowlists without touching flow state.
 
-use crate::alert::sink::{OutMsg, Output, OutputCounters, OutputThread, Sinks, OUT_QUEUE};
+use crate::alert::sink::{
+    OutMsg, Output, OutputCounters, OutputThread, PrepareError, Sinks, StateUnreadable, OUT_QUEUE,
+};
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
@@ -44,6 +46,9 @@ pub enum RunError {
     /// An output could not be opened, or a thread not started.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The state snapshot in `state.dir` exists but cannot be read.
+    #[error(transparent)]
+    State(#[from] StateUnreadable),
     /// A thread panicked (a bug: please report it).
     #[error("internal error: {0} thread panicked")]
     Panic(&'static str),
@@ -55,6 +60,15 @@ pub enum RunError {
         "capture.interface {0:?}: capture stopped (interface gone or failed); outputs were flushed"
     )]
     CaptureLost(String),
+}
+
+impl From<PrepareError> for RunError {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::Output(e) => RunError::Io(e),
+            PrepareError::State(e) => RunError::State(e),
+        }
+    }
 }
 
 /// How packets reach the workers.
@@ -196,6 +210,12 @@ fn open_fanout(cfg: &Config, n: usize) -> Result<Option<Vec<Handle>>, LiveError>
 pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let cfg = opts.config.clone();
     let n = cfg.effective_workers().max(1);
+    // Before any capture handle opens: a weak or empty token stops the start at once.
+    let token = if cfg.http.listen.is_empty() {
+        None
+    } else {
+        crate::http::token(&cfg.http)?
+    };
 
     // Open everything that needs privileges first.
     let (mode, mut handles) = if n == 1 {
@@ -220,7 +240,11 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let http = if cfg.http.listen.is_empty() {
         None
     } else {
-        Some(HttpServer::start(&cfg.http, Arc::clone(&telemetry))?)
+        Some(HttpServer::start_with(
+            &cfg.http.listen,
+            token,
+            Arc::clone(&telemetry),
+        )?)
     };
     let (out_tx, out_rx) = bounded::<OutMsg>(OUT_QUEUE);
     let out_counters = Arc::clone(&telemetry.output);

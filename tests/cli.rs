@@ -120,11 +120,11 @@ fn check_config_prints_effective_values() {
     // The API token is never printed.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("token.toml");
-    std::fs::write(&p, "[http]\ntoken = \"hunter2-secret\"\n").unwrap();
+    std::fs::write(&p, "[http]\ntoken = \"hunter2-secret-token\"\n").unwrap();
     let out = outflow().arg("check-config").arg(&p).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.contains("hunter2-secret"), "{text}");
+    assert!(!text.contains("hunter2-secret-token"), "{text}");
     assert!(text.contains("token = \"<redacted>\""), "{text}");
 }
 
@@ -241,4 +241,256 @@ fn run_names_a_bad_filter() {
         err.contains("capture.interface \"lo\": permission denied: outflow needs CAP_NET_RAW"),
         "{err}"
     );
+}
+
+/// Runs `cmd` with stdout to a file in `dir`, killing it after 60 s (a replay hanging on a
+/// pipe must fail the test, not hang it); returns (exit code, stdout, stderr).
+fn run_within(dir: &Path, mut cmd: Command) -> (Option<i32>, String, String) {
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(out).unwrap(),
+        std::fs::read_to_string(err).unwrap(),
+    )
+}
+
+/// Replays `input` with alerts to stdout and flow records to a file; returns (exit code,
+/// alerts, flow records, stderr).
+fn replay_outputs(
+    dir: &Path,
+    extra: &[&str],
+    input: &Path,
+) -> (Option<i32>, String, String, String) {
+    let flows = dir.join("flows.json");
+    let mut cmd = outflow();
+    cmd.args([
+        "replay",
+        "--workers",
+        "2",
+        "--alerts-out",
+        "-",
+        "--flows-out",
+    ])
+    .arg(&flows)
+    .args(extra)
+    .arg(input);
+    let (code, stdout, stderr) = run_within(dir, cmd);
+    let flows = std::fs::read_to_string(&flows).unwrap_or_default();
+    (code, stdout, flows, stderr)
+}
+
+#[test]
+fn a_fifo_and_process_substitution_replay_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, alerts, flows, err) = replay_outputs(dir.path(), &["-q"], &demo());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(alerts.lines().count(), 4, "{alerts}");
+    assert_eq!(flows.lines().count(), 13, "{flows}");
+
+    // A named pipe: opened once, by the reader (a look beforehand would eat the header).
+    let fifo = dir.path().join("capture.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            // Blocks until the reader opens the pipe.
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo)?;
+            std::io::copy(&mut std::fs::File::open(demo())?, &mut w).map(drop)
+        })
+    };
+    let got = replay_outputs(dir.path(), &["-q"], &fifo);
+    // Should outflow never have opened the pipe, opening it here releases the writer.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+    }
+    let _ = writer.join();
+    assert_eq!(got.0, Some(0), "fifo: {}", got.3);
+    assert_eq!(got.1, alerts, "fifo alerts");
+    assert_eq!(got.2, flows, "fifo flow records");
+
+    // bash's <(...): a /dev/fd/N pipe.
+    let flows_path = dir.path().join("flows-fd.json");
+    let mut bash = Command::new("bash");
+    bash.arg("-c")
+        .arg(r#""$0" replay -q --workers 2 --alerts-out - --flows-out "$1" <(cat "$2")"#)
+        .arg(env!("CARGO_BIN_EXE_outflow"))
+        .arg(&flows_path)
+        .arg(demo());
+    let (code, stdout, err) = run_within(dir.path(), bash);
+    assert_eq!(code, Some(0), "/dev/fd: {err}");
+    assert_eq!(stdout, alerts, "/dev/fd alerts");
+    assert_eq!(
+        std::fs::read_to_string(&flows_path).unwrap(),
+        flows,
+        "/dev/fd flow records"
+    );
+}
+
+/// Byte offset of record `n` (0-based) of a little-endian classic pcap: the 24-byte file
+/// header, then per record a 16-byte header (caplen at +8) and caplen bytes.
+fn record_offset(pcap: &[u8], n: usize) -> usize {
+    let mut off = 24;
+    for _ in 0..n {
+        let caplen = u32::from_le_bytes(pcap[off + 8..off + 12].try_into().unwrap());
+        off += 16 + caplen as usize;
+    }
+    off
+}
+
+#[test]
+fn a_corrupt_record_ends_the_replay_with_its_offset_and_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(demo()).unwrap();
+    // Record 10 001 of 20 633, in the middle of the upload.
+    let at = record_offset(&bytes, 10_000);
+    let prefix = dir.path().join("prefix.pcap");
+    std::fs::write(&prefix, &bytes[..at]).unwrap();
+    let mut bad = bytes.clone();
+    bad[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes()); // caplen
+    let corrupt = dir.path().join("corrupt.pcap");
+    std::fs::write(&corrupt, &bad).unwrap();
+
+    // What a clean file of the records before the bad one gives.
+    let (code, alerts, flows, err) = replay_outputs(dir.path(), &["-q"], &prefix);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!alerts.is_empty() && !flows.is_empty());
+
+    for quiet in [false, true] {
+        let extra: &[&str] = if quiet { &["-q"] } else { &[] };
+        let (code, got_alerts, got_flows, err) = replay_outputs(dir.path(), extra, &corrupt);
+        assert_eq!(code, Some(1), "quiet {quiet}: {err}");
+        assert_eq!(
+            got_alerts, alerts,
+            "quiet {quiet}: alerts before the bad record"
+        );
+        assert_eq!(
+            got_flows, flows,
+            "quiet {quiet}: flows before the bad record"
+        );
+        let want = format!(
+            "outflow: error: {}: cannot read the record at byte offset {at} (after 10000 records)",
+            corrupt.display()
+        );
+        assert!(err.contains(&want), "quiet {quiet}: {err}");
+        assert_eq!(err.matches("outflow: error:").count(), 1, "{err}");
+        assert_eq!(err.contains("outflow replay summary"), !quiet, "{err}");
+    }
+}
+
+#[test]
+fn flow_and_dns_write_errors_name_the_file() {
+    for (flag, what) in [
+        ("--flows-out", "flow records"),
+        ("--dns-out", "DNS transactions"),
+    ] {
+        // /dev/full opens fine and fails every write with ENOSPC.
+        let out = outflow()
+            .args(["replay", "-q", flag, "/dev/full"])
+            .arg(demo())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!("cannot write {what} to /dev/full: No space left")),
+            "{flag}: {err}"
+        );
+    }
+}
+
+/// Whether the tests run as root (as CI does): needed to open `lo` for `outflow run`.
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn start_up_errors_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[flow]\ncapacity_per_worker = 0\n").unwrap();
+    let nosuchif = dir.path().join("nosuchif.toml");
+    std::fs::write(&nosuchif, "[capture]\ninterface = \"nosuchif0\"\n").unwrap();
+    // The state snapshot's place taken by a directory: readable by nobody.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("outflow-state.json")).unwrap();
+    let lo_state = dir.path().join("lo-state.toml");
+    std::fs::write(
+        &lo_state,
+        format!(
+            "[capture]\ninterface = \"lo\"\nworkers = 1\n[http]\nlisten = \"\"\n[state]\ndir = {:?}\n",
+            state.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let mut cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec!["run".into(), "--config".into(), bad.clone().into()],
+            "flow.capacity_per_worker: 0 must be",
+        ),
+        (
+            vec![
+                "replay".into(),
+                "--config".into(),
+                bad.into(),
+                demo().into(),
+            ],
+            "flow.capacity_per_worker: 0 must be",
+        ),
+        (
+            vec!["run".into(), "--config".into(), nosuchif.into()],
+            "capture.interface \"nosuchif0\": no such interface",
+        ),
+        (
+            vec![
+                "replay".into(),
+                "--state-dir".into(),
+                state.clone().into(),
+                demo().into(),
+            ],
+            "state.dir: cannot read the state snapshot",
+        ),
+    ];
+    if is_root() {
+        cases.push((
+            vec!["run".into(), "--config".into(), lo_state.into()],
+            "state.dir: cannot read the state snapshot",
+        ));
+    }
+    for (args, message) in cases {
+        let out = outflow().args(&args).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.matches(message).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("outflow: error:").count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("ERROR"), "{args:?}: also logged: {err}");
+    }
+    // The unreadable snapshot was left where it was, not set aside.
+    assert!(state.join("outflow-state.json").is_dir());
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
 }

@@ -1052,3 +1052,63 @@ fn the_scrape_has_its_own_budget_when_api_requests_fill_theirs() {
     assert_eq!(t.http.rejected(Class::Probe), 0);
     server.stop();
 }
+
+#[test]
+fn an_empty_blank_or_short_api_token_is_refused_naming_its_key() {
+    let replay = |env: Option<&str>, config: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"));
+        c.args(["replay", "-q", "--http", "127.0.0.1:0"]);
+        if let Some(p) = config {
+            c.arg("--config").arg(p);
+        }
+        c.arg(demo());
+        match env {
+            Some(v) => c.env("OUTFLOW_HTTP_TOKEN", v),
+            None => c.env_remove("OUTFLOW_HTTP_TOKEN"),
+        };
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    for (value, problem) in [
+        ("", "is empty"),
+        (" \t ", "is only whitespace"),
+        ("fifteen-chars!!", "is 15 characters long"),
+    ] {
+        let (code, err) = replay(Some(value), None);
+        assert_eq!(code, Some(2), "{value:?}: {err}");
+        assert!(
+            err.contains(&format!("OUTFLOW_HTTP_TOKEN: the API token {problem}")),
+            "{value:?}: {err}"
+        );
+        assert_eq!(err.matches("outflow: error:").count(), 1, "{err}");
+    }
+    // In the file: refused by the config check itself, for every command.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("token.toml");
+    for (value, problem) in [
+        ("   ", "is only whitespace"),
+        ("short", "is 5 characters long"),
+    ] {
+        std::fs::write(&cfg, format!("[http]\ntoken = {value:?}\n")).unwrap();
+        let (code, err) = replay(None, Some(&cfg));
+        assert_eq!(code, Some(2), "{value:?}: {err}");
+        assert!(
+            err.contains(&format!("http.token: the API token {problem}")),
+            "{value:?}: {err}"
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("http.token: the API token"), "{err}");
+    }
+    // 16 characters is enough; "" in the file is the documented "no token".
+    std::fs::write(&cfg, "[http]\ntoken = \"\"\n").unwrap();
+    let (code, err) = replay(Some("sixteen-chars-ok"), Some(&cfg));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = replay(None, Some(&cfg));
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -12,7 +12,7 @@ use super::record::AlertRecord;
 use super::syslog::SyslogTransport;
 use crate::config::{Config, SyslogConfig};
 use crate::decode::Addr;
-use crate::detect::leak::{LeakAlert, LeakAnalyser, LeakStats};
+use crate::detect::leak::{LeakAlert, LeakAnalyser, LeakStats, SnapshotError};
 use crate::detect::{Alert, Detector};
 use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
 use crate::flow::FlowRecord;
@@ -64,6 +64,45 @@ impl Output {
                 })?)
             }
         })
+    }
+}
+
+/// A JSON-lines stream whose write errors say what was being written where: "No space
+/// left on device" alone does not tell an operator which of several outputs to fix.
+struct Named {
+    inner: Box<dyn Write + Send>,
+    /// "flow records to /var/log/outflow/flows.json", "DNS transactions to standard output".
+    what: String,
+}
+
+impl Named {
+    /// Opens `o` for `what` ("flow records"), behind a 1 MiB buffer.
+    fn open(o: &Output, append: bool, what: &str) -> io::Result<BufWriter<Named>> {
+        let to = match o {
+            Output::Stdout => "standard output".to_string(),
+            Output::File(p) => p.display().to_string(),
+        };
+        Ok(BufWriter::with_capacity(
+            1 << 20,
+            Named {
+                inner: o.open(append)?,
+                what: format!("{what} to {to}"),
+            },
+        ))
+    }
+
+    fn name_error(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("cannot write {}: {e}", self.what))
+    }
+}
+
+impl Write for Named {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.name_error(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.name_error(e))
     }
 }
 
@@ -124,6 +163,34 @@ pub struct OutputCounters {
     pub leak: LeakStats,
     /// (entries, capacity, evictions) of each table named in [`OUTPUT_TABLES`].
     pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
+}
+
+/// The state snapshot exists but this process cannot read it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "state.dir: cannot read the state snapshot {} as user {user}: {error}; \
+     make it a file that user can read, or move it away to start without history",
+    path.display()
+)]
+pub struct StateUnreadable {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// Who the process runs as (after dropping privileges to `run.user`).
+    pub user: String,
+    /// The I/O error (part of the message, not a source: printed once).
+    pub error: io::Error,
+}
+
+/// Why the outputs could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// An output file could not be opened, or a sink thread not started; the message names
+    /// the file or the sink.
+    #[error(transparent)]
+    Output(#[from] io::Error),
+    /// The state snapshot could not be read.
+    #[error(transparent)]
+    State(#[from] StateUnreadable),
 }
 
 /// File name of the state snapshot inside `state.dir`.
@@ -242,8 +309,8 @@ struct Writers {
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
     latency: Histogram<u64>,
-    flows: Option<BufWriter<Box<dyn Write + Send>>>,
-    dns_out: Option<BufWriter<Box<dyn Write + Send>>>,
+    flows: Option<BufWriter<Named>>,
+    dns_out: Option<BufWriter<Named>>,
     dns: Option<DnsAnalyser>,
     leak: Option<LeakAnalyser>,
     /// Where long-window state is persisted (`state.dir`), if anywhere.
@@ -354,16 +421,26 @@ impl Writers {
         }
     }
 
-    /// Loads persisted state at start. A corrupt or foreign snapshot is renamed aside with
-    /// a log line and the run starts fresh: state must never stop the sensor.
-    fn load_state(&mut self) {
+    /// Loads persisted state at start. A snapshot that was read but does not parse (corrupt,
+    /// or another version) is renamed aside with a log line and the run starts fresh. A
+    /// snapshot that cannot be read at all (permissions, a directory in its place, an I/O
+    /// error) is an error: the history in it may be intact, and setting it aside would
+    /// throw it away for what is a deployment mistake, so the sensor refuses to start.
+    fn load_state(&mut self) -> Result<(), StateUnreadable> {
         let (Some(l), Some(path)) = (self.leak.as_mut(), self.state.as_ref()) else {
-            return;
+            return Ok(());
         };
         match l.load(path) {
             Ok(true) => tracing::info!(path = %path.display(), "loaded state snapshot"),
             Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
-            Err(e) => {
+            Err(SnapshotError::Io { source, .. }) => {
+                return Err(StateUnreadable {
+                    path: path.clone(),
+                    user: crate::capture::live::effective_user(),
+                    error: source,
+                })
+            }
+            Err(e @ SnapshotError::Invalid { .. }) => {
                 let aside = path.with_extension(format!(
                     "corrupt-{}",
                     std::time::SystemTime::now()
@@ -382,6 +459,7 @@ impl Writers {
                 *l = LeakAnalyser::new_like(l);
             }
         }
+        Ok(())
     }
 
     /// Copies the counters to the shared place every 256 events (and at the end).
@@ -620,7 +698,7 @@ impl OutputThread {
         cfg: Option<&Config>,
         workers: usize,
         rx: Receiver<OutMsg>,
-    ) -> io::Result<impl FnOnce() -> io::Result<Collected> + Send> {
+    ) -> Result<impl FnOnce() -> io::Result<Collected> + Send, PrepareError> {
         let append = sinks.append;
         // Replay must write every alert in order and fail loudly; live must never wait.
         let mode = if sinks.ordered {
@@ -655,12 +733,12 @@ impl OutputThread {
             flows: sinks
                 .flows
                 .as_ref()
-                .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
+                .map(|o| Named::open(o, append, "flow records"))
                 .transpose()?,
             dns_out: sinks
                 .dns
                 .as_ref()
-                .map(|o| o.open(append).map(|w| BufWriter::with_capacity(1 << 20, w)))
+                .map(|o| Named::open(o, append, "DNS transactions"))
                 .transpose()?,
             dns: cfg
                 .filter(|c| c.dns.enabled)
@@ -684,7 +762,7 @@ impl OutputThread {
         if let Some(d) = w.dns.as_mut() {
             d.set_records(want_records);
         }
-        w.load_state();
+        w.load_state()?;
         Ok(move || {
             let mut progress = vec![
                 EventKey {
@@ -752,5 +830,56 @@ impl OutputThread {
                 None => Ok(w.out),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prepares the outputs with `state.dir` = `dir` (no output files, no threads).
+    fn prepare_in(dir: &std::path::Path) -> Result<(), PrepareError> {
+        let mut cfg = Config::default();
+        cfg.state.dir = dir.display().to_string();
+        let (_tx, rx) = crossbeam_channel::bounded(1);
+        OutputThread::prepare(&Sinks::default(), Some(&cfg), 1, rx).map(drop)
+    }
+
+    #[test]
+    fn an_unreadable_state_snapshot_stops_the_start_and_stays_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        // A directory where the snapshot should be: it opens, but reading fails (EISDIR),
+        // as reading a 0600 file of another user fails (EACCES) — and unlike permission
+        // bits, it stops root too, so the test means the same whoever runs it.
+        std::fs::create_dir(&path).unwrap();
+        let err = match prepare_in(dir.path()) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("an unreadable snapshot must stop the start"),
+        };
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains(&crate::capture::live::effective_user()),
+            "{err}"
+        );
+        assert!(err.starts_with("state.dir: cannot read"), "{err}");
+        // Not set aside: the only entry in the directory is the snapshot, where it was.
+        assert!(path.is_dir());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_parse_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(&path, b"{\"version\": 1, \"now_ns\": ").unwrap();
+        prepare_in(dir.path()).unwrap();
+        assert!(!path.exists());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].starts_with("outflow-state.corrupt-"), "{names:?}");
     }
 }

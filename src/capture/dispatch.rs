@@ -31,8 +31,8 @@ pub struct ReaderStats {
     pub files: u64,
     /// Records skipped because their timestamp does not fit (see `capture::ts_ns`).
     pub bad_timestamps: u64,
-    /// Read errors that ended a file early (e.g. a truncated last record), one line each.
-    pub read_errors: Vec<String>,
+    /// Read errors that ended a file early (a corrupt record, a truncated last record).
+    pub read_errors: Vec<super::file::ReadError>,
     /// First and last packet timestamps (ns).
     pub first_ts_ns: Option<u64>,
     /// Last packet timestamp (ns).

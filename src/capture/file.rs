@@ -1,5 +1,11 @@
 //! Offline capture: reads pcap and pcapng files with libpcap and dispatches decoded packets
 //! to the workers in reusable batches.
+//!
+//! Every input is opened exactly once, by the reader: a stream (standard input, a named
+//! pipe, the `/dev/fd/N` of a shell's `<(...)`) yields its bytes only once, so nothing may
+//! look at it beforehand. A record that cannot be read ends its file; the error names the
+//! file, the records read before it and, where libpcap's stream has a position, the byte
+//! offset at which reading failed (see [`ReadError`]).
 
 use super::dispatch::{Dispatcher, Frame, ReaderStats};
 use super::frag::FragPorts;
@@ -23,22 +29,105 @@ pub enum CaptureError {
     WorkersGone,
 }
 
-/// Checks that every file opens as a capture, so a typo fails before anything runs.
+/// Checks that every regular file opens as a capture, so a typo fails before anything runs.
+///
+/// Streams are not opened here: `-` (standard input), a named pipe or a `/dev/fd/N` from a
+/// shell's process substitution can be read only once, and opening one to look at its header
+/// would consume the header (and block until a writer appears). The reader opens them, and
+/// a stream that is not a capture fails there with the same message.
 pub fn check_files(paths: &[PathBuf]) -> Result<(), CaptureError> {
     for p in paths {
-        // `-` is standard input: it can be opened only once, by the reader.
-        if p.as_os_str() != "-" {
-            open(p)?;
+        if p.as_os_str() == "-" {
+            continue;
+        }
+        match std::fs::metadata(p) {
+            // A directory fails to open at once, with libpcap's message naming it.
+            Ok(m) if m.is_file() || m.is_dir() => drop(open(p)?),
+            Ok(_) => {} // a pipe, FIFO, socket or character device: read once, later
+            // Missing or not permitted: libpcap's open gives the message a person expects.
+            Err(_) => drop(open(p)?),
         }
     }
     Ok(())
+}
+
+/// A record that could not be read: the file is corrupt or cut short from there on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadError {
+    /// The file, as given ("standard input" for `-`).
+    pub path: String,
+    /// Records of this file read (and replayed) before the failure.
+    pub records: u64,
+    /// libpcap's position in the file after the last record it delivered: for pcap, where
+    /// the bad record's header starts; for pcapng, where the first block it could not
+    /// deliver starts (blocks without packets, such as statistics, may come first). `None`
+    /// when the input is a stream, which has no position.
+    pub offset: Option<u64>,
+    /// libpcap's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (path, n, msg) = (&self.path, self.records, &self.message);
+        match self.offset {
+            Some(o) => write!(
+                f,
+                "{path}: cannot read the record at byte offset {o} (after {n} records); \
+                 the rest of the file was skipped: {msg}"
+            ),
+            None => write!(
+                f,
+                "{path}: cannot read the record after record {n} (a stream: no byte offset); \
+                 the rest of the input was skipped: {msg}"
+            ),
+        }
+    }
+}
+
+/// libpcap's message without the crate's "libpcap error: " prefix and the path libpcap
+/// repeats, which the error names already.
+fn pcap_message(e: pcap::Error, path: &Path) -> String {
+    match e {
+        pcap::Error::PcapError(m) => {
+            let prefix = format!("{}: ", path.display());
+            m.strip_prefix(&prefix).unwrap_or(&m).to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// libpcap's read position in an offline capture, in bytes from the start of the file.
+///
+/// libpcap's messages for a bad record ("invalid packet capture length", "truncated dump
+/// file") carry no position, and its read functions are not exposed by the `pcap` crate, so
+/// the position is asked of the C stream libpcap reads from: `pcap_file` gives that `FILE`,
+/// `ftello` its position (stdio accounts for its own read-ahead). `None` for a pipe.
+#[allow(unsafe_code)]
+fn position(cap: &pcap::Capture<pcap::Offline>) -> Option<u64> {
+    extern "C" {
+        // libpcap's own declaration: `FILE *pcap_file(pcap_t *)` (pcap/pcap.h); the crate
+        // links libpcap already.
+        fn pcap_file(p: *mut libc::c_void) -> *mut libc::FILE;
+    }
+    // SAFETY: `cap` is an open offline handle that outlives this call, so its pcap_t pointer
+    // is valid; pcap_file only reads a field of it. The FILE it returns belongs to the
+    // handle and is open while the handle is; ftello only reads its position.
+    let pos = unsafe {
+        let file = pcap_file(cap.as_ptr().cast());
+        if file.is_null() {
+            return None;
+        }
+        libc::ftello(file)
+    };
+    u64::try_from(pos).ok()
 }
 
 fn open(path: &Path) -> Result<pcap::Capture<pcap::Offline>, CaptureError> {
     pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).map_err(|e| {
         CaptureError::Open {
             path: path.display().to_string(),
-            message: e.to_string(),
+            message: pcap_message(e, path),
         }
     })
 }
@@ -66,15 +155,30 @@ pub fn read_files(
         let link = LinkType::from_dlt(cap.get_datalink().0);
         d.set_link(link, clock.now(), seq)?;
         st.files += 1;
+        let mut records = 0u64;
         loop {
+            // Where the next record starts: asked before each read, since once libpcap has
+            // failed, its position is somewhere inside the bad record. `ftello` reads a
+            // field of the FILE: nothing next to decoding the frame.
+            let next_at = position(&cap);
             let pkt = match cap.next_packet() {
                 Ok(p) => p,
                 Err(pcap::Error::NoMorePackets) => break,
                 Err(e) => {
-                    st.read_errors.push(format!("{}: {e}", path.display()));
+                    st.read_errors.push(ReadError {
+                        path: if path.as_os_str() == "-" {
+                            "standard input".into()
+                        } else {
+                            path.display().to_string()
+                        },
+                        records,
+                        offset: next_at,
+                        message: pcap_message(e, path),
+                    });
                     break;
                 }
             };
+            records += 1;
             seq += 1;
             let h = pkt.header;
             let Some(ts_ns) = super::ts_ns(h) else {

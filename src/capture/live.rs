@@ -307,6 +307,27 @@ pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
 /// after [`drop_privileges`], as the systemd unit's `CapabilityBoundingSet` does.
 pub const CAPTURE_CAPS: [libc::c_ulong; 2] = [12, 13];
 
+/// The user this process runs as now (after [`drop_privileges`], the `run.user`): its
+/// name and uid, as "outflow (uid 998)", or "uid 998" when it has no passwd entry. For
+/// messages about files the process cannot read.
+#[allow(unsafe_code)]
+pub fn effective_user() -> String {
+    // SAFETY: geteuid cannot fail and takes no pointers.
+    let uid = unsafe { libc::geteuid() };
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live local (`pwd`, `buf` with its true length,
+    // `result`); getpwuid_r writes only within them.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return format!("uid {uid}");
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`, alive here.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    format!("{} (uid {uid})", name.to_string_lossy())
+}
+
 #[allow(unsafe_code)]
 fn unsafe_zeroed_passwd() -> libc::passwd {
     // SAFETY: libc::passwd is a plain C struct of integers and pointers, for which all-zero
@@ -322,5 +343,19 @@ mod tests {
         super::accumulate(&mut last, &mut totals, [u32::MAX - 5, 10, 0]);
         super::accumulate(&mut last, &mut totals, [4, 12, 0]);
         assert_eq!(totals, [u64::from(u32::MAX) + 5, 12, 0]);
+    }
+
+    #[test]
+    fn effective_user_names_the_uid() {
+        let me = super::effective_user();
+        // The effective uid as the kernel reports it (the third field of "Uid:").
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if let Some(euid) = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+        {
+            assert!(me.contains(&format!("uid {euid}")), "{me}");
+        }
     }
 }

@@ -901,8 +901,10 @@ impl LeakAnalyser {
     }
 
     /// Loads state saved by [`save`](Self::save). A missing file is a fresh start
-    /// (`Ok(false)`); a corrupt or other-version file is an error, which the caller handles
-    /// by setting the file aside.
+    /// (`Ok(false)`). A file that cannot be read is [`SnapshotError::Io`]: its history may
+    /// be intact, so the caller refuses to start rather than lose it. A file that was read
+    /// but is corrupt or of another version is [`SnapshotError::Invalid`], which the caller
+    /// handles by setting the file aside. On any error `self` is unchanged.
     pub fn load(&mut self, path: &std::path::Path) -> Result<bool, SnapshotError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
@@ -914,13 +916,21 @@ impl LeakAnalyser {
                 })
             }
         };
-        let invalid = |reason: String| SnapshotError::Invalid {
-            path: path.display().to_string(),
-            reason,
-        };
-        let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        self.restore(&bytes)
+            .map_err(|reason| SnapshotError::Invalid {
+                path: path.display().to_string(),
+                reason,
+            })?;
+        Ok(true)
+    }
+
+    /// Loads a snapshot's bytes, as [`load`](Self::load) does after reading the file (and
+    /// the fuzz target does with any bytes). On error — why the bytes are not a snapshot of
+    /// this version — `self` is unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if snap.version != SNAPSHOT_VERSION {
-            return Err(invalid(format!("version {}", snap.version)));
+            return Err(format!("version {}", snap.version));
         }
         self.now_ns = snap.now_ns;
         self.pairs = snap.pairs.into_iter().collect();
@@ -936,7 +946,7 @@ impl LeakAnalyser {
             .map(|(k, _)| *k)
             .collect();
         self.services = snap.services.into_iter().collect();
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -89,14 +89,10 @@ fn parse_since(v: &str) -> Option<u64> {
     u64::try_from(now.saturating_sub(d).as_nanos()).ok()
 }
 
-/// `GET /api/alerts?since=&detector=&src=&limit=`: recent alerts, newest first.
-pub(super) async fn alerts(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let p = params(raw.as_deref(), &["since", "detector", "src", "limit"])?;
+/// Parses the query string of `GET /api/alerts` (`since`, `detector`, `src`, `limit`).
+/// Every refusal is a 400 naming the parameter; the limit is within 1..=[`MAX_ALERTS`].
+pub fn alerts_query(raw: Option<&str>) -> Result<AlertQuery, ApiError> {
+    let p = params(raw, &["since", "detector", "src", "limit"])?;
     let mut q = AlertQuery {
         limit: limit(&p, MAX_ALERTS)?,
         ..AlertQuery::default()
@@ -127,6 +123,17 @@ pub(super) async fn alerts(
                 .map_err(|_| ApiError::bad_request(format!("src: {v:?} is not an IP address")))?,
         );
     }
+    Ok(q)
+}
+
+/// `GET /api/alerts?since=&detector=&src=&limit=`: recent alerts, newest first.
+pub(super) async fn alerts(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let q = alerts_query(raw.as_deref())?;
     let found = state.telemetry.store.query(&q);
     // The alerts are already JSON: splice them in rather than parse and re-encode.
     let mut body =
@@ -174,6 +181,21 @@ fn top_json(f: &TopFlow) -> serde_json::Value {
     })
 }
 
+/// Parses the query string of `GET /api/flows/top` (`by`, `limit`): the ranking and a
+/// limit within 1..=[`crate::telemetry::TOP_MAX`].
+pub fn top_query(raw: Option<&str>) -> Result<(TopBy, usize), ApiError> {
+    let p = params(raw, &["by", "limit"])?;
+    let n = limit(&p, crate::telemetry::TOP_MAX)?;
+    let by = match get(&p, "by") {
+        None => TopBy::OutBytes,
+        Some(v) => TopBy::parse(v).ok_or_else(|| {
+            let names: Vec<&str> = TopBy::ALL.iter().map(|b| b.name()).collect();
+            ApiError::bad_request(format!("by: unknown {v:?}; one of {}", names.join(", ")))
+        })?,
+    };
+    Ok((by, n))
+}
+
 /// `GET /api/flows/top?by=out_bytes&limit=`: the active outbound flows ranking highest, with
 /// their live counters. Each worker ranks its own table when asked (see
 /// [`crate::telemetry`]); workers that do not answer within 2 s are reported, not waited for.
@@ -183,15 +205,7 @@ pub(super) async fn top_flows(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let p = params(raw.as_deref(), &["by", "limit"])?;
-    let n = limit(&p, crate::telemetry::TOP_MAX)?;
-    let by = match get(&p, "by") {
-        None => TopBy::OutBytes,
-        Some(v) => TopBy::parse(v).ok_or_else(|| {
-            let names: Vec<&str> = TopBy::ALL.iter().map(|b| b.name()).collect();
-            ApiError::bad_request(format!("by: unknown {v:?}; one of {}", names.join(", ")))
-        })?,
-    };
+    let (by, n) = top_query(raw.as_deref())?;
     let mut cache = state.top_cache.lock().await;
     let fresh = cache
         .as_ref()
@@ -387,15 +401,10 @@ pub(super) async fn slices(
     Ok(json_ok(&json!({ "count": listed.len(), "slices": listed })))
 }
 
-/// `GET /api/slices/{id}.pcap` (and `{id}.json`, the sidecar). The id is validated
-/// (`[A-Za-z0-9._-]`, no leading dot) before any path is built, so no request can name a
-/// file outside `slice.dir`.
-pub(super) async fn slice_file(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    axum::extract::Path(name): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+/// Splits the `{name}` of `GET /api/slices/{name}` into (slice id, extension, content
+/// type). Only `<id>.pcap` and `<id>.json` with a [`crate::slice::valid_id`] id pass, so
+/// `slice.dir`/`<id>.<ext>` never leaves `slice.dir`.
+pub fn slice_name(name: &str) -> Result<(&str, &'static str, &'static str), ApiError> {
     let (id, ext, ctype) = if let Some(id) = name.strip_suffix(".pcap") {
         (id, "pcap", "application/vnd.tcpdump.pcap")
     } else if let Some(id) = name.strip_suffix(".json") {
@@ -410,6 +419,19 @@ pub(super) async fn slice_file(
             "invalid slice id: 1 to 128 characters of A-Z a-z 0-9 . _ -, not starting with a dot",
         ));
     }
+    Ok((id, ext, ctype))
+}
+
+/// `GET /api/slices/{id}.pcap` (and `{id}.json`, the sidecar). The id is validated
+/// (`[A-Za-z0-9._-]`, no leading dot) before any path is built, so no request can name a
+/// file outside `slice.dir`.
+pub(super) async fn slice_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let (id, ext, ctype) = slice_name(&name)?;
     let path = slice_dir(&state)?.join(format!("{id}.{ext}"));
     // Streamed, not read into memory: a slice can be 100 MB and clients many. The length
     // is fixed at open: a slice still recording is served as far as it was written.
@@ -460,17 +482,11 @@ fn parse_proto(v: &str) -> Option<u8> {
     }
 }
 
-/// `GET /api/pcap?flow=<id>` or `?src=&dst=&sport=&dport=&proto=&since=&until=`: the
-/// matching packets still held in the workers' rings, any flow, flagged or not, as one pcap
-/// (nanosecond timestamps, oldest first). Address and port filters match both directions.
-pub(super) async fn pcap(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+/// Parses the query string of `GET /api/pcap`: a flow id, or addresses (with optional
+/// ports, protocol and time range). The filter's byte budget is left for the caller.
+pub fn pcap_query(raw: Option<&str>) -> Result<crate::telemetry::PcapFilter, ApiError> {
     let p = params(
-        raw.as_deref(),
+        raw,
         &[
             "flow", "src", "dst", "sport", "dport", "proto", "since", "until",
         ],
@@ -513,6 +529,19 @@ pub(super) async fn pcap(
             "give flow=<flow id>, or src= and/or dst= (with optional sport, dport, proto, since, until)",
         ));
     }
+    Ok(f)
+}
+
+/// `GET /api/pcap?flow=<id>` or `?src=&dst=&sport=&dport=&proto=&since=&until=`: the
+/// matching packets still held in the workers' rings, any flow, flagged or not, as one pcap
+/// (nanosecond timestamps, oldest first). Address and port filters match both directions.
+pub(super) async fn pcap(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let mut f = pcap_query(raw.as_deref())?;
     // One ring query at a time reaches the workers.
     let _one_at_a_time = state.pcap_lock.lock().await;
     f.max_bytes = crate::telemetry::PCAP_MAX / state.telemetry.workers.len().max(1);

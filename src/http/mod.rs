@@ -28,6 +28,47 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2
 /// Environment variable holding the API token (overrides `http.token`).
 pub const TOKEN_ENV: &str = "OUTFLOW_HTTP_TOKEN";
 
+/// Fewest characters an API token may have. The token is the only thing between the
+/// network and the alert and pcap API, and a client can guess at line rate: 16 characters
+/// is 64 bits as hex, 96 as base64, past any online guessing; fewer is a placeholder or a
+/// typo, not a secret.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The API token in force: [`TOKEN_ENV`] when it is set (even to nothing: an empty
+/// variable is a secret that failed to arrive, not a wish for an open API), otherwise
+/// `http.token` unless that is empty, its documented "no token". Either, when given, must
+/// pass [`check_token`].
+pub fn token(cfg: &HttpConfig) -> Result<Option<String>, HttpError> {
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) => check_token(TOKEN_ENV, &t).map(|()| Some(t)),
+        Err(std::env::VarError::NotUnicode(_)) => Err(HttpError::WeakToken {
+            key: TOKEN_ENV,
+            problem: "is not valid UTF-8".into(),
+        }),
+        Err(std::env::VarError::NotPresent) if cfg.token.is_empty() => Ok(None),
+        Err(std::env::VarError::NotPresent) => {
+            check_token("http.token", &cfg.token).map(|()| Some(cfg.token.clone()))
+        }
+    }
+}
+
+/// Refuses an API token that is empty, only whitespace, or shorter than
+/// [`MIN_TOKEN_CHARS`] characters; `key` (`http.token`, [`TOKEN_ENV`]) names where it came
+/// from in the error.
+pub fn check_token(key: &'static str, token: &str) -> Result<(), HttpError> {
+    let chars = token.chars().count();
+    let problem = if token.is_empty() {
+        "is empty".to_string()
+    } else if token.trim().is_empty() {
+        "is only whitespace".to_string()
+    } else if chars < MIN_TOKEN_CHARS {
+        format!("is {chars} characters long")
+    } else {
+        return Ok(());
+    };
+    Err(HttpError::WeakToken { key, problem })
+}
+
 /// Why the HTTP server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -40,6 +81,17 @@ pub enum HttpError {
          environment variable, so the API is not open to the network"
     )]
     TokenRequired(SocketAddr),
+    /// The API token is empty, whitespace or too short.
+    #[error(
+        "{key}: the API token {problem}; use a random token of at least {MIN_TOKEN_CHARS} \
+         characters (e.g. `openssl rand -hex 16`)"
+    )]
+    WeakToken {
+        /// Where the token came from: `http.token` or [`TOKEN_ENV`].
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Binding failed (in use, no permission, no such address).
     #[error("http.listen {addr}: cannot listen: {source}")]
     Bind {
@@ -76,15 +128,10 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `cfg.listen` (the token from `cfg.token` or [`TOKEN_ENV`]) and serves on a
-    /// new thread. Binding happens here, so a port in use is reported before capture
-    /// starts.
+    /// Binds `cfg.listen` (the token from [`token`]) and serves on a new thread. Binding
+    /// happens here, so a port in use is reported before capture starts.
     pub fn start(cfg: &HttpConfig, telemetry: Arc<Telemetry>) -> Result<HttpServer, HttpError> {
-        let token = std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .or_else(|| (!cfg.token.is_empty()).then(|| cfg.token.clone()));
-        Self::start_with(&cfg.listen, token, telemetry)
+        Self::start_with(&cfg.listen, token(cfg)?, telemetry)
     }
 
     /// As [`HttpServer::start`] with an explicit address and token.
