@@ -6,7 +6,7 @@
 //! makes the sender wait (live capture will count and drop instead).
 
 use crate::alert::sink::{
-    Collected, OutMsg, OutputThread, PrepareError, Sinks, StateUnreadable, OUT_QUEUE,
+    Collected, OutMsg, OutputThread, PrepareError, Sinks, StateError, OUT_QUEUE,
 };
 use crate::capture::dispatch::{Dispatcher, ReaderStats};
 use crate::capture::file::{check_files, read_files, CaptureError};
@@ -38,7 +38,7 @@ pub enum ReplayError {
     Output(#[from] std::io::Error),
     /// The state snapshot in `state.dir` exists but cannot be read.
     #[error(transparent)]
-    State(#[from] StateUnreadable),
+    State(#[from] StateError),
     /// A thread panicked (a bug: please report it with the capture).
     #[error("internal error: {0} thread panicked")]
     Panic(&'static str),

@@ -13,7 +13,7 @@
 //! allowlists without touching flow state.
 
 use crate::alert::sink::{
-    OutMsg, Output, OutputCounters, OutputThread, PrepareError, Sinks, StateUnreadable, OUT_QUEUE,
+    OutMsg, Output, OutputCounters, OutputThread, PrepareError, Sinks, StateError, OUT_QUEUE,
 };
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
@@ -48,7 +48,7 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     /// The state snapshot in `state.dir` exists but cannot be read.
     #[error(transparent)]
-    State(#[from] StateUnreadable),
+    State(#[from] StateError),
     /// A thread panicked (a bug: please report it).
     #[error("internal error: {0} thread panicked")]
     Panic(&'static str),

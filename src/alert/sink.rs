@@ -165,20 +165,39 @@ pub struct OutputCounters {
     pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
 }
 
-/// The state snapshot exists but this process cannot read it.
+/// The state in `state.dir` cannot be used: the sensor refuses to start rather than run for
+/// a day and lose what it learnt at the first snapshot or at shutdown.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "state.dir: cannot read the state snapshot {} as user {user}: {error}; \
-     make it a file that user can read, or move it away to start without history",
-    path.display()
-)]
-pub struct StateUnreadable {
-    /// The snapshot file.
-    pub path: PathBuf,
-    /// Who the process runs as (after dropping privileges to `run.user`).
-    pub user: String,
-    /// The I/O error (part of the message, not a source: printed once).
-    pub error: io::Error,
+pub enum StateError {
+    /// The snapshot exists but this process cannot read it.
+    #[error(
+        "state.dir: cannot read the state snapshot {} as user {user}: {error}; \
+         make it a file that user can read, or move it away to start without history",
+        path.display()
+    )]
+    Unreadable {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Who the process runs as (after dropping privileges to `run.user`).
+        user: String,
+        /// The I/O error (part of the message, not a source: printed once).
+        error: io::Error,
+    },
+    /// The directory cannot be created or written (snapshots are written there as a
+    /// temporary file, then renamed).
+    #[error(
+        "state.dir {}: cannot write state snapshots there as user {user}: {error}; \
+         create it writable by that user (the systemd unit's StateDirectory= does)",
+        dir.display()
+    )]
+    DirUnwritable {
+        /// The directory.
+        dir: PathBuf,
+        /// Who the process runs as.
+        user: String,
+        /// The I/O error.
+        error: io::Error,
+    },
 }
 
 /// Why the outputs could not be prepared.
@@ -190,7 +209,7 @@ pub enum PrepareError {
     Output(#[from] io::Error),
     /// The state snapshot could not be read.
     #[error(transparent)]
-    State(#[from] StateUnreadable),
+    State(#[from] StateError),
 }
 
 /// File name of the state snapshot inside `state.dir`.
@@ -426,15 +445,29 @@ impl Writers {
     /// snapshot that cannot be read at all (permissions, a directory in its place, an I/O
     /// error) is an error: the history in it may be intact, and setting it aside would
     /// throw it away for what is a deployment mistake, so the sensor refuses to start.
-    fn load_state(&mut self) -> Result<(), StateUnreadable> {
+    fn load_state(&mut self) -> Result<(), StateError> {
         let (Some(l), Some(path)) = (self.leak.as_mut(), self.state.as_ref()) else {
             return Ok(());
         };
+        if let Some(dir) = path.parent() {
+            // Found out now, not when the first snapshot (or the one at shutdown) fails.
+            let probe = dir.join(".outflow-write-test");
+            let writable = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&probe, b""))
+                .and_then(|()| std::fs::remove_file(&probe));
+            if let Err(error) = writable {
+                return Err(StateError::DirUnwritable {
+                    dir: dir.to_path_buf(),
+                    user: crate::capture::live::effective_user(),
+                    error,
+                });
+            }
+        }
         match l.load(path) {
             Ok(true) => tracing::info!(path = %path.display(), "loaded state snapshot"),
             Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
             Err(SnapshotError::Io { source, .. }) => {
-                return Err(StateUnreadable {
+                return Err(StateError::Unreadable {
                     path: path.clone(),
                     user: crate::capture::live::effective_user(),
                     error: source,
@@ -866,6 +899,31 @@ mod tests {
         // Not set aside: the only entry in the directory is the snapshot, where it was.
         assert!(path.is_dir());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_state_dir_that_cannot_be_written_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the directory should be: it can be neither created nor written,
+        // whoever runs the test (root ignores permission bits).
+        let blocked = dir.path().join("state");
+        std::fs::write(&blocked, b"").unwrap();
+        let err = match prepare_in(&blocked) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("an unwritable state.dir must stop the start"),
+        };
+        assert!(
+            err.starts_with(&format!(
+                "state.dir {}: cannot write state snapshots there as user {}",
+                blocked.display(),
+                crate::capture::live::effective_user()
+            )),
+            "{err}"
+        );
+        // A missing directory is created, and nothing is left in it.
+        let fresh = dir.path().join("a/b");
+        prepare_in(&fresh).unwrap();
+        assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0);
     }
 
     #[test]
