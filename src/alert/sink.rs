@@ -98,10 +98,11 @@ pub struct Sinks {
 }
 
 /// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
-pub const OUTPUT_TABLES: [&str; 6] = [
+pub const OUTPUT_TABLES: [&str; 7] = [
     crate::dns::analyse::DNS_TABLES[0],
     crate::dns::analyse::DNS_TABLES[1],
     crate::dns::analyse::DNS_TABLES[2],
+    crate::dns::analyse::DNS_TABLES[3],
     crate::detect::leak::LEAK_TABLES[0],
     crate::detect::leak::LEAK_TABLES[1],
     crate::detect::leak::LEAK_TABLES[2],
@@ -402,7 +403,8 @@ impl Writers {
             }
         }
         if let Some(l) = self.leak.as_ref() {
-            for (t, v) in tables.iter_mut().skip(3).zip(l.tables()) {
+            let skip = crate::dns::analyse::DNS_TABLES.len();
+            for (t, v) in tables.iter_mut().skip(skip).zip(l.tables()) {
                 *t = v;
             }
         }
