@@ -1039,7 +1039,8 @@ tests:
         eval_time: 10m
         exp_samples: []
 
-  # Health: s1 is healthy, s2 has every problem, s3 stops answering, s4 stops capturing.
+  # Health: s1 is healthy (its alert store full and turning over does not alert), s2 has
+  # every problem, s3 stops answering, s4 stops capturing.
   - interval: 1m
     input_series:
       - {series: 'up{job="outflow",instance="s1"}', values: '1x20'}
@@ -1075,6 +1076,9 @@ tests:
       - {series: 'outflow_table_capacity{job="outflow",instance="s2",table="leak_hosts"}', values: '0x20'}
       - {series: 'outflow_table_evictions_total{job="outflow",instance="s1",table="flows"}', values: '0x20'}
       - {series: 'outflow_table_evictions_total{job="outflow",instance="s2",table="dns_names"}', values: '0+3x20'}
+      - {series: 'outflow_table_entries{job="outflow",instance="s1",table="alert_store"}', values: '100x20'}
+      - {series: 'outflow_table_capacity{job="outflow",instance="s1",table="alert_store"}', values: '100x20'}
+      - {series: 'outflow_table_evictions_total{job="outflow",instance="s1",table="alert_store"}', values: '0+5x20'}
       - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s1"}', values: '0x20'}
       - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s2"}', values: '0x15 2x4'}
       - {series: 'outflow_sink_up{job="outflow",instance="s1",sink="file"}', values: '1x20'}
