@@ -291,10 +291,15 @@ impl<V> PairTable<V> {
             unlink(&mut self.slots, tier, i, Chain::Tier);
             push_back(&mut self.slots, tier, i, Chain::Tier);
         }
-        let own = self.clients.get_mut(&key.0)?.lists.get_mut(t)?;
-        if own.back != i {
-            unlink(&mut self.slots, own, i, Chain::Own);
-            push_back(&mut self.slots, own, i, Chain::Own);
+        if let Some(own) = self
+            .clients
+            .get_mut(&key.0)
+            .and_then(|c| c.lists.get_mut(t))
+        {
+            if own.back != i {
+                unlink(&mut self.slots, own, i, Chain::Own);
+                push_back(&mut self.slots, own, i, Chain::Own);
+            }
         }
         Some(i)
     }
@@ -324,11 +329,11 @@ impl<V> PairTable<V> {
             return;
         }
         let (old, client) = (s.tier as usize, s.key.0);
-        s.tier = tier;
-        let new = tier as usize;
         let Some(c) = self.clients.get_mut(&client) else {
             return;
         };
+        s.tier = tier;
+        let new = tier as usize;
         if let Some(e) = self.tiers.get_mut(old) {
             unlink(&mut self.slots, e, i, Chain::Tier);
         }
@@ -343,10 +348,11 @@ impl<V> PairTable<V> {
         }
     }
 
-    /// Inserts `key` (which must not be held) as a cold pair of client `key.0` whose last
-    /// query is at `now_ns`, first making room as the module documentation says; pairs
-    /// whose last query is before `horizon_ns` are idle. The value comes from `new`, or
-    /// `reuse` resets the value of a freed slot. Returns its slot.
+    /// Inserts `key` as a cold pair of client `key.0` whose last query is at `now_ns`,
+    /// first making room as the module documentation says; pairs whose last query is
+    /// before `horizon_ns` are idle. The value comes from `new`, or
+    /// `reuse` resets the value of a freed slot. Returns its slot (a key already held is
+    /// only touched).
     pub fn insert(
         &mut self,
         key: PairKey,
@@ -355,6 +361,9 @@ impl<V> PairTable<V> {
         new: impl FnOnce() -> V,
         reuse: impl FnOnce(&mut V),
     ) -> Option<u32> {
+        if let Some(i) = self.touch(&key, now_ns) {
+            return Some(i); // already held: nothing to make room for
+        }
         self.make_room(key.0, horizon_ns);
         let i = match self.free.pop() {
             Some(i) => {
@@ -676,6 +685,21 @@ mod tests {
         assert_eq!(t.slots.len(), cap, "the slab never outgrows the capacity");
         assert_eq!(t.evicted.total(), n - cap as u64, "one eviction per insert");
         assert!(t.visited <= 5 * n, "visited {}", t.visited);
+    }
+
+    /// Inserting a key already held makes no room and no second entry: the lists stay
+    /// consistent even if a caller forgets to touch first.
+    #[test]
+    fn inserting_a_held_key_only_touches_it() {
+        let mut t = table(2, 2);
+        let a = put(&mut t, key(1, 1), 1);
+        let hot = t.touch(&key(1, 1), 1).unwrap();
+        t.promote(hot, Tier::Hot);
+        put(&mut t, key(1, 2), 2);
+        let again = t.insert(key(1, 1), 3, 0, || 9, |v| *v = 9).unwrap();
+        assert_eq!((again, t.get(a), t.tier(a)), (a, Some(&1), Some(Tier::Hot)));
+        assert_eq!((t.len(), t.evicted.total()), (2, 0));
+        check(&t);
     }
 
     #[test]
