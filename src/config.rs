@@ -139,8 +139,17 @@ pub struct DnsConfig {
     /// labels: CDNs, anti-virus reputation lookups, DNS blocklists, reverse DNS. Their queries
     /// are counted but never alert. Default: see README.
     pub allow_domains: Vec<String>,
-    /// (client, domain) pairs and NXDOMAIN clients tracked at once. Default 32768.
+    /// (client, domain) pairs tracked at once, and NXDOMAIN clients tracked at once.
+    /// When the pair table is full, a pair with one ordinary query goes before one with
+    /// more, and one with suspicious queries last (see `dns::pairs`). Default 32768.
     pub pair_capacity: usize,
+    /// Fraction of `pair_capacity` one client may hold: beyond it, a new pair of that
+    /// client replaces its own coldest pair, so a host looking up many names cannot push
+    /// out the pairs of others. 1.0 = no per-client limit. Default 0.125.
+    pub client_share: f64,
+    /// ...but a client may always hold this many pairs (capped at `pair_capacity`), so a
+    /// small table still leaves a busy client room. Default 64.
+    pub client_min_pairs: usize,
     /// (client, resolved IP) → name entries kept for `dst_fqdn`. Default 262144.
     pub name_map_capacity: usize,
     /// An answer is remembered at least this long, even with a shorter TTL (clients keep
@@ -202,6 +211,8 @@ impl Default for DnsConfig {
             suppression: Duration::from_secs(3600),
             allow_domains: DEFAULT_DNS_ALLOW.iter().map(|s| s.to_string()).collect(),
             pair_capacity: 32_768,
+            client_share: 0.125,
+            client_min_pairs: 64,
             name_map_capacity: 262_144,
             name_ttl_min: Duration::from_secs(300),
             name_ttl_max: Duration::from_secs(86_400),
@@ -931,6 +942,18 @@ impl Config {
                 p.push(format!("{key}: {v} must be 1..=16777216"));
             }
         }
+        if !(d.client_share > 0.0 && d.client_share <= 1.0) {
+            p.push(format!(
+                "dns.client_share: {} must be above 0 and at most 1 (a fraction of dns.pair_capacity)",
+                d.client_share
+            ));
+        }
+        if d.client_min_pairs == 0 || d.client_min_pairs > d.pair_capacity {
+            p.push(format!(
+                "dns.client_min_pairs: {} must be 1..=dns.pair_capacity ({})",
+                d.client_min_pairs, d.pair_capacity
+            ));
+        }
         if self.run.stats_interval < Duration::from_secs(1) {
             p.push("run.stats_interval: must be at least 1s".into());
         }
@@ -1123,6 +1146,25 @@ mod tests {
         ] {
             assert!(e.contains(key), "missing {key} in {e}");
         }
+    }
+
+    #[test]
+    fn dns_client_share_is_a_fraction_and_its_floor_fits_the_table() {
+        for (text, key) in [
+            ("[dns]\nclient_share = 0.0\n", "dns.client_share:"),
+            ("[dns]\nclient_share = 1.5\n", "dns.client_share:"),
+            ("[dns]\nclient_share = nan\n", "dns.client_share:"),
+            ("[dns]\nclient_min_pairs = 0\n", "dns.client_min_pairs:"),
+            (
+                "[dns]\npair_capacity = 100\nclient_min_pairs = 101\n",
+                "dns.client_min_pairs: 101 must be 1..=dns.pair_capacity (100)",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let c = Config::parse("[dns]\nclient_share = 1.0\nclient_min_pairs = 1\n").unwrap();
+        assert_eq!((c.dns.client_share, c.dns.client_min_pairs), (1.0, 1));
     }
 
     #[test]

@@ -64,8 +64,6 @@ pub struct Snapshot {
     /// Fragment map of this capture thread or fanout worker: (live entries, capacity, live
     /// entries overwritten).
     pub fragments: (u64, u64, u64),
-    /// DNS-over-TCP reassembly slots: (busy, capacity, abandoned).
-    pub dns_tcp: (u64, u64, u64),
 }
 
 /// Where a worker's counters are published; read by the stats line and /metrics.
@@ -236,7 +234,6 @@ impl Driver {
             flows: self.worker.stats,
             flows_active: self.worker.active_flows() as u64,
             flows_capacity: self.worker.table().capacity() as u64,
-            dns_tcp: self.worker.dns_tcp_slots(),
             ..self.extra
         };
         if let Ok(mut g) = p.snap.lock() {

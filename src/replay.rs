@@ -16,9 +16,11 @@ use crate::decode::DecodeError;
 use crate::detect::leak::{LeakAlert, LeakStats};
 use crate::detect::{Alert, Detector};
 use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsRecord};
+use crate::dns::pairs::PairEvictions;
 use crate::flow::{EndReason, FlowRecord};
 use crate::pipeline::{Driver, Snapshot};
 use crate::slice::recorder::SliceSetup;
+use crate::telemetry::Occupancy;
 use crate::worker::{EventKey, Worker, WorkerStats};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::fmt;
@@ -106,6 +108,10 @@ pub struct Summary {
     pub leak: LeakStats,
     /// Flow alerts dropped because their destination's name is allowlisted.
     pub allowlisted_alerts: u64,
+    /// Every bounded table (see [`crate::telemetry::TABLES`]; the alert store only with an
+    /// HTTP server): (entries at the end, capacity, entries evicted or refused because it
+    /// was full). The workers' tables are summed over the workers.
+    pub tables: Vec<(&'static str, Occupancy)>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -128,6 +134,14 @@ impl Summary {
             .and_then(|i| self.flows.records.get(i))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// A table's (entries, capacity, evictions), by its name in [`crate::telemetry::TABLES`].
+    pub fn table(&self, name: &str) -> Option<Occupancy> {
+        self.tables
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, o)| *o)
     }
 
     /// Packets per second of wall time.
@@ -205,6 +219,31 @@ impl fmt::Display for Summary {
                 f,
                 "  slow leaks     {} volume reports, {} threshold events, {} allowlisted",
                 l.volumes, l.threshold_events, l.allowlisted
+            )?;
+        }
+        writeln!(
+            f,
+            "  tables         entries evicted or refused because the table was full"
+        )?;
+        for (name, (_, cap, evicted)) in &self.tables {
+            write!(f, "    {name:<24} {evicted} (capacity {cap})")?;
+            let pairs = &self.dns.pairs_evicted;
+            if *name == crate::dns::analyse::DNS_TABLES[0] && pairs.total() > 0 {
+                let reasons = PairEvictions::REASONS
+                    .iter()
+                    .zip(pairs.by_reason())
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>();
+                write!(f, ": {}", reasons.join(", "))?;
+            }
+            writeln!(f)?;
+        }
+        let (held, _, ring_cap, ring_evicted) = self.flows.ring;
+        if ring_cap > 0 {
+            writeln!(
+                f,
+                "  packet rings   {held} packets held, {ring_evicted} evicted to make room"
             )?;
         }
         writeln!(f, "  alerts         {}", self.alerts)?;
@@ -352,6 +391,12 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         t.capturing
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
+    let tables = crate::telemetry::tables(
+        &flows.tables,
+        reader.fragment_table,
+        &collected.tables,
+        telemetry.as_ref().map(|t| t.store.occupancy()),
+    );
     let summary = Summary {
         workers,
         reader,
@@ -363,6 +408,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         dns: collected.dns,
         leak: collected.leak,
         allowlisted_alerts: collected.allowlisted_alerts,
+        tables,
         elapsed: started.elapsed(),
     };
     Ok(ReplayReport {
@@ -400,6 +446,13 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.ring.2 += s.ring.2;
     sum.ring.3 += s.ring.3;
     sum.carry_dropped += s.carry_dropped;
+    for (a, b) in sum.tables.iter_mut().zip(s.tables.iter()) {
+        a.0 += b.0;
+        a.1 += b.1;
+        a.2 += b.2;
+    }
+    sum.dns.tcp_evicted += s.dns.tcp_evicted;
+    sum.slices.refused += s.slices.refused;
 }
 
 /// A worker thread fed with batches (replay, and live capture without fanout): batches in,

@@ -419,6 +419,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                 .map(|(_, p)| p.snap.lock().map(|g| *g).unwrap_or_default());
             log_stats(mode, &snaps, rsnap.as_ref(), false);
             log_output_stats(&out_counters, false);
+            log_table_stats(&snaps, rsnap.as_ref(), &telemetry, false);
         }
     }
 
@@ -444,6 +445,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     }
     log_stats(mode, &finals, reader_snap.as_ref(), true);
     log_output_stats(&out_counters, true);
+    log_table_stats(&finals, reader_snap.as_ref(), &telemetry, true);
     if let Some(h) = http {
         h.stop();
     }
@@ -561,7 +563,11 @@ fn log_output_stats(c: &Mutex<OutputCounters>, last: bool) {
         dns_queries = c.dns.queries,
         dns_suspicious = c.dns.suspicious,
         dns_nxdomains = c.dns.nxdomains,
-        dns_pairs_dropped = c.dns.pairs_dropped,
+        dns_pairs_evicted_cold = c.dns.pairs_evicted.cold,
+        dns_pairs_evicted_warm = c.dns.pairs_evicted.warm,
+        dns_pairs_evicted_hot = c.dns.pairs_evicted.hot,
+        dns_pairs_evicted_client_share = c.dns.pairs_evicted.client_share,
+        dns_nxdomain_clients_dropped = c.dns.nx_clients_dropped,
         dns_names_evicted = c.dns.names_evicted,
         dns_unanswered = c.dns.unanswered,
         volume_reports = c.leak.volumes,
@@ -570,6 +576,41 @@ fn log_output_stats(c: &Mutex<OutputCounters>, last: bool) {
         leak_groups_evicted = c.leak.groups_evicted,
         baseline_hosts_evicted = c.leak.hosts_evicted,
         "output stats"
+    );
+}
+
+/// The tables line: every bounded table's evictions (or refusals) since start, zeros
+/// included, so a log shows what was lost and that nothing else was.
+fn log_table_stats(workers: &[Snapshot], reader: Option<&Snapshot>, t: &Telemetry, last: bool) {
+    let out = t.output.lock().map(|g| *g).unwrap_or_default();
+    let mut per_worker = [(0u64, 0u64, 0u64); crate::worker::WORKER_TABLES.len()];
+    let mut fragments = (0u64, 0u64, 0u64);
+    for s in workers.iter().chain(reader) {
+        for (a, b) in per_worker.iter_mut().zip(s.flows.tables.iter()) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+        fragments.0 += s.fragments.0;
+        fragments.1 += s.fragments.1;
+        fragments.2 += s.fragments.2;
+    }
+    let tables = crate::telemetry::tables(
+        &per_worker,
+        fragments,
+        &out.tables,
+        Some(t.store.occupancy()),
+    );
+    let evicted = tables
+        .iter()
+        .map(|(name, (_, _, n))| format!("{name}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    info!(
+        target: "outflow::stats",
+        kind = if last { "final" } else { "periodic" },
+        evicted = evicted.as_str(),
+        "table stats"
     );
 }
 

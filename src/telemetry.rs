@@ -10,8 +10,9 @@
 
 use crate::alert::deliver::SinkCounters;
 use crate::alert::record::AlertRecord;
-use crate::alert::sink::OutputCounters;
+use crate::alert::sink::{OutputCounters, OUTPUT_TABLES};
 use crate::pipeline::Snapshot;
+use crate::worker::WORKER_TABLES;
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -358,12 +359,58 @@ impl Default for WorkerShared {
     }
 }
 
+/// (entries, capacity, entries evicted or refused because the table was full).
+pub type Occupancy = (u64, u64, u64);
+
+/// Every bounded table of the process, as the `table` label of `outflow_table_*` and the
+/// table lines of the replay summary: each worker's (summed over the workers), the capture
+/// threads' first-fragment maps, the output thread's DNS and cross-flow tables, and the
+/// API's store of recent alerts. A new table goes here, in its stage's list, and in
+/// `docs/metrics.md`.
+pub const TABLES: [&str; 13] = [
+    WORKER_TABLES[0],
+    WORKER_TABLES[1],
+    WORKER_TABLES[2],
+    WORKER_TABLES[3],
+    "fragments",
+    OUTPUT_TABLES[0],
+    OUTPUT_TABLES[1],
+    OUTPUT_TABLES[2],
+    OUTPUT_TABLES[3],
+    OUTPUT_TABLES[4],
+    OUTPUT_TABLES[5],
+    OUTPUT_TABLES[6],
+    ALERT_STORE,
+];
+
+/// Table label of the [`AlertStore`].
+pub const ALERT_STORE: &str = "alert_store";
+
+/// The tables in [`TABLES`] order, from their sources: the workers' (summed), the
+/// fragment maps (summed), the output thread's, and the alert store if there is one.
+pub fn tables(
+    workers: &[Occupancy; WORKER_TABLES.len()],
+    fragments: Occupancy,
+    output: &[Occupancy; OUTPUT_TABLES.len()],
+    store: Option<Occupancy>,
+) -> Vec<(&'static str, Occupancy)> {
+    let values = workers
+        .iter()
+        .copied()
+        .chain(std::iter::once(fragments))
+        .chain(output.iter().copied())
+        .chain(store);
+    TABLES.iter().copied().zip(values).collect()
+}
+
 /// Recent alerts for `/api/alerts`, newest last; bounded. A ring: a push drops at most the
 /// one oldest alert from the front, O(1); only a query (per API request) walks it.
 #[derive(Debug)]
 pub struct AlertStore {
     kept: usize,
     alerts: Mutex<VecDeque<Arc<AlertRecord>>>,
+    /// Alerts forgotten to make room (counted under the lock, read by /metrics).
+    evicted: AtomicU64,
 }
 
 /// Filters of an `/api/alerts` query.
@@ -385,17 +432,29 @@ impl AlertStore {
         AlertStore {
             kept: kept.max(1),
             alerts: Mutex::new(VecDeque::with_capacity(kept.clamp(1, 65_536))),
+            evicted: AtomicU64::new(0),
         }
     }
 
-    /// Adds an alert, forgetting the oldest beyond the bound.
+    /// Adds an alert, forgetting (and counting) the oldest beyond the bound.
     pub fn push(&self, a: Arc<AlertRecord>) {
         if let Ok(mut g) = self.alerts.lock() {
             while g.len() >= self.kept {
-                g.pop_front();
+                if g.pop_front().is_some() {
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
             }
             g.push_back(a);
         }
+    }
+
+    /// (alerts held, `http.alerts_kept`, alerts forgotten to make room).
+    pub fn occupancy(&self) -> Occupancy {
+        (
+            self.len() as u64,
+            self.kept as u64,
+            self.evicted.load(Ordering::Relaxed),
+        )
     }
 
     /// Alerts held now.
@@ -572,5 +631,27 @@ mod tests {
         });
         let ts: Vec<u64> = all.iter().map(|a| a.ts_ns).collect();
         assert_eq!(ts, (9_900..10_000).rev().collect::<Vec<_>>());
+        assert_eq!(
+            store.occupancy(),
+            (100, 100, 9_900),
+            "every forgotten alert counted"
+        );
+    }
+
+    /// Every table source lands under its own name, in [`TABLES`] order; the alert store
+    /// only when there is one.
+    #[test]
+    fn tables_are_listed_in_order_under_unique_names() {
+        let w = [(1, 10, 100), (2, 20, 200), (3, 30, 300), (4, 40, 400)];
+        let o = [(6, 60, 600); OUTPUT_TABLES.len()];
+        let all = tables(&w, (5, 50, 500), &o, Some((7, 70, 700)));
+        let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, TABLES.to_vec());
+        assert_eq!(all[2], ("dns_tcp", (3, 30, 300)));
+        assert_eq!(all[4], ("fragments", (5, 50, 500)));
+        assert_eq!(all[12], ("alert_store", (7, 70, 700)));
+        let unique: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
+        assert_eq!(unique.len(), TABLES.len());
+        assert_eq!(tables(&w, (5, 50, 500), &o, None).len(), TABLES.len() - 1);
     }
 }

@@ -124,6 +124,11 @@ impl Default for DnsRecycler {
 /// full-size packets of an upload or download).
 pub const VOLUME_STEP: u64 = 256 * 1024;
 
+/// Names of a worker's bounded tables, in the order of [`WorkerStats::tables`] (metric
+/// labels): the flow table, its side map of carried counters, the DNS-over-TCP reassembly
+/// slots, and the flows recording a pcap slice.
+pub const WORKER_TABLES: [&str; 4] = ["flows", "flow_carry", "dns_tcp", "slice_recordings"];
+
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
@@ -150,6 +155,9 @@ pub struct WorkerStats {
     /// Counters of a reused tuple's earlier connection that could not be carried into the
     /// new one because the table's side map was full (see `FlowTable::carry_dropped`).
     pub carry_dropped: u64,
+    /// (entries, capacity, entries evicted or refused because the table was full) of each
+    /// table in [`WORKER_TABLES`], refreshed with the ring and slice counters.
+    pub tables: [(u64, u64, u64); WORKER_TABLES.len()],
 }
 
 /// One worker's state.
@@ -225,14 +233,30 @@ impl Worker {
         self.linktype = u16::try_from(link.linktype()).unwrap_or(0);
     }
 
-    /// Hands staged slice packets to the writer and refreshes the ring/slice counters
-    /// (once per batch or tick).
+    /// Hands staged slice packets to the writer and refreshes the ring, slice and table
+    /// counters (once per batch or tick).
     pub fn flush_slices(&mut self) {
         self.slices.send_staging();
         self.slices.retry_ends();
         self.slices.serve_requests();
         self.stats.slices = self.slices.stats;
         self.stats.carry_dropped = self.table.carry_dropped();
+        let evicted = EndReason::ALL
+            .iter()
+            .position(|r| *r == EndReason::Evicted)
+            .and_then(|i| self.stats.records.get(i))
+            .copied()
+            .unwrap_or(0);
+        self.stats.tables = [
+            (
+                self.table.len() as u64,
+                self.table.capacity() as u64,
+                evicted,
+            ),
+            self.table.carry_occupancy(),
+            self.dns.tcp_slots(),
+            self.slices.recordings(),
+        ];
         let r = &self.slices.ring;
         self.stats.ring = (
             r.len() as u64,
@@ -269,11 +293,6 @@ impl Worker {
     /// Flows currently tracked.
     pub fn active_flows(&self) -> usize {
         self.table.len()
-    }
-
-    /// DNS-over-TCP reassembly slots: (busy, capacity, abandoned).
-    pub fn dns_tcp_slots(&self) -> (u64, u64, u64) {
-        self.dns.tcp_slots()
     }
 
     /// The flow table (read-only), for tests and the stats line.
@@ -1168,6 +1187,28 @@ pub(crate) mod tests {
         assert_eq!(chunks, 5);
         assert!(w.last_expiry().is_some());
         assert_eq!(w.active_flows(), 0);
+    }
+
+    /// The flow table: a flood of new flows on a full table evicts one flow per new flow,
+    /// each evicted flow is written with the reason `evicted`, and the worker's table
+    /// counters (what /metrics and the summary show) say exactly how many.
+    #[test]
+    fn flow_table_evictions_are_counted_exactly() {
+        let mut cfg = Config::default();
+        cfg.flow.capacity_per_worker = 100;
+        let mut w = Worker::new(&cfg);
+        let n = 1000u32;
+        for i in 0..n {
+            udp_packet(&mut w, [10, 1, (i >> 8) as u8, i as u8], u64::from(i) + 1);
+        }
+        let evicted = w
+            .drain()
+            .filter(|(_, e)| matches!(e, Event::Flow(r) if r.reason == EndReason::Evicted))
+            .count();
+        assert_eq!(evicted, 900);
+        w.flush_slices();
+        assert_eq!(w.stats.tables[0], (100, 100, 900));
+        assert_eq!(WORKER_TABLES[0], "flows");
     }
 
     /// Ending the open flows twice (a second end of input) ends the flows opened between.

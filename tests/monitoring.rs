@@ -1039,7 +1039,9 @@ tests:
         eval_time: 10m
         exp_samples: []
 
-  # Health: s1 is healthy, s2 has every problem, s3 stops answering, s4 stops capturing.
+  # Health: s1 is healthy (its alert store full and turning over, its DNS windows evicting
+  # only cold pairs: neither alerts), s2 has every problem, s3 stops answering, s4 stops
+  # capturing.
   - interval: 1m
     input_series:
       - {series: 'up{job="outflow",instance="s1"}', values: '1x20'}
@@ -1075,6 +1077,12 @@ tests:
       - {series: 'outflow_table_capacity{job="outflow",instance="s2",table="leak_hosts"}', values: '0x20'}
       - {series: 'outflow_table_evictions_total{job="outflow",instance="s1",table="flows"}', values: '0x20'}
       - {series: 'outflow_table_evictions_total{job="outflow",instance="s2",table="dns_names"}', values: '0+3x20'}
+      - {series: 'outflow_table_entries{job="outflow",instance="s1",table="alert_store"}', values: '100x20'}
+      - {series: 'outflow_table_capacity{job="outflow",instance="s1",table="alert_store"}', values: '100x20'}
+      - {series: 'outflow_table_evictions_total{job="outflow",instance="s1",table="alert_store"}', values: '0+5x20'}
+      - {series: 'outflow_dns_pair_evictions_total{job="outflow",instance="s1",reason="cold"}', values: '0+100x20'}
+      - {series: 'outflow_dns_pair_evictions_total{job="outflow",instance="s1",reason="hot"}', values: '0x20'}
+      - {series: 'outflow_dns_pair_evictions_total{job="outflow",instance="s2",reason="hot"}', values: '0x15 4x5'}
       - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s1"}', values: '0x20'}
       - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s2"}', values: '0x15 2x4'}
       - {series: 'outflow_sink_up{job="outflow",instance="s1",sink="file"}', values: '1x20'}
@@ -1100,6 +1108,7 @@ tests:
           - {labels: 'ALERTS{alertname="OutflowInternalDrops",alertstate="firing",instance="s2",reason="alert_queue",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowTableNearCapacity",alertstate="firing",instance="s2",table="flows",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowTableEvictions",alertstate="firing",instance="s2",table="dns_names",severity="warning"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowDnsTunnelStateEvicted",alertstate="firing",instance="s2",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSliceWriteErrors",alertstate="firing",instance="s2",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSinkDown",alertstate="firing",instance="s2",job="outflow",sink="syslog",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSinkDroppingAlerts",alertstate="firing",instance="s2",sink="syslog",severity="warning"}', value: 1}

@@ -137,10 +137,11 @@ pub struct Sinks {
 }
 
 /// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
-pub const OUTPUT_TABLES: [&str; 6] = [
+pub const OUTPUT_TABLES: [&str; 7] = [
     crate::dns::analyse::DNS_TABLES[0],
     crate::dns::analyse::DNS_TABLES[1],
     crate::dns::analyse::DNS_TABLES[2],
+    crate::dns::analyse::DNS_TABLES[3],
     crate::detect::leak::LEAK_TABLES[0],
     crate::detect::leak::LEAK_TABLES[1],
     crate::detect::leak::LEAK_TABLES[2],
@@ -271,6 +272,29 @@ pub struct Collected {
     pub leak: LeakStats,
     /// Flow alerts dropped because the destination's name is allowlisted.
     pub allowlisted_alerts: u64,
+    /// (entries, capacity, evictions) of each table named in [`OUTPUT_TABLES`], as the
+    /// input ended (before the last transactions were written out).
+    pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
+}
+
+/// Copies the occupancy of the analysers given into their places in `tables` (laid out
+/// as [`OUTPUT_TABLES`]).
+fn copy_tables(
+    tables: &mut [(u64, u64, u64); OUTPUT_TABLES.len()],
+    dns: Option<&DnsAnalyser>,
+    leak: Option<&LeakAnalyser>,
+) {
+    if let Some(d) = dns {
+        for (t, v) in tables.iter_mut().zip(d.tables()) {
+            *t = v;
+        }
+    }
+    if let Some(l) = leak {
+        let skip = crate::dns::analyse::DNS_TABLES.len();
+        for (t, v) in tables.iter_mut().skip(skip).zip(l.tables()) {
+            *t = v;
+        }
+    }
 }
 
 /// The output's merge buffer: a min-heap of (key, slot) over a slab of events. The heap
@@ -502,21 +526,14 @@ impl Writers {
             return;
         }
         self.since_publish = 0;
+        if self.telemetry.is_none() {
+            return;
+        }
+        self.refresh_tables();
         let Some(t) = &self.telemetry else {
             return;
         };
-        // After `finish` the analysers are gone: keep their last occupancy.
-        let mut tables = self.tables;
-        if let Some(d) = self.dns.as_ref() {
-            for (t, v) in tables.iter_mut().zip(d.tables()) {
-                *t = v;
-            }
-        }
-        if let Some(l) = self.leak.as_ref() {
-            for (t, v) in tables.iter_mut().skip(3).zip(l.tables()) {
-                *t = v;
-            }
-        }
+        let tables = self.tables;
         let c = OutputCounters {
             alerts_by_detector: self.out.alerts_by_detector,
             flow_records: self.out.flow_count,
@@ -526,7 +543,6 @@ impl Writers {
             leak: self.leak.as_ref().map_or(self.out.leak, |l| l.stats),
             tables,
         };
-        self.tables = tables;
         if let Ok(mut g) = t.output.lock() {
             *g = c;
         }
@@ -536,6 +552,12 @@ impl Writers {
             }
             self.latency.reset();
         }
+    }
+
+    /// Copies the analysers' table occupancy into `self.tables`. After `finish` the
+    /// analysers are gone and their last occupancy stays.
+    fn refresh_tables(&mut self) {
+        copy_tables(&mut self.tables, self.dns.as_ref(), self.leak.as_ref());
     }
 
     /// Live: snapshot every `state.snapshot_interval`.
@@ -586,6 +608,7 @@ impl Writers {
 
     /// End of input: pending DNS transactions are written out.
     fn finish(&mut self) {
+        self.refresh_tables();
         let mut alerts = Vec::new();
         if let (Some(path), true) = (self.state.as_ref(), self.leak.is_some()) {
             let Some(l) = self.leak.take() else {
@@ -609,6 +632,8 @@ impl Writers {
             };
             l.finish(&names, &mut |a| alerts.push(a));
             self.out.leak = l.stats;
+            // Closing the last windows may still evict groups.
+            copy_tables(&mut self.tables, None, Some(&l));
         }
         for a in alerts {
             self.leak_alert(a);
@@ -617,10 +642,12 @@ impl Writers {
             let mut outs = Vec::new();
             a.finish(&mut |o| outs.push(o));
             self.out.dns = a.stats;
+            copy_tables(&mut self.tables, Some(&a), None);
             for o in outs {
                 self.dns_output(o);
             }
         }
+        self.out.tables = self.tables;
     }
 
     fn write(&mut self, ev: Event) {

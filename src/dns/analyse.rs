@@ -12,19 +12,26 @@
 //! Every table is bounded by a config key; what does not fit is counted. This thread may
 //! allocate (it owns strings for names and samples), but reuses what it can.
 //!
-//! No table is scanned per event: each is an insertion-ordered map
-//! (`hashlink::LinkedHashMap`, hashing plus a linked list) whose front is the entry to go
-//! first, so eviction and expiry pop from the front in O(1) amortised, even under a flood:
+//! No table is scanned per event: each keeps its entries in linked lists whose front is the
+//! entry to go first, so eviction and expiry pop from a front in O(1) amortised, even under
+//! a flood:
 //!
-//! - windows (per pair and per NXDOMAIN client) move to the back on each query, so the front
-//!   is the idlest; a new key on a full table first expires idle windows from the front, and
-//!   is refused (counted) if none is idle — a flood of new domains cannot push out the
-//!   window of a tunnel in progress.
+//! - (client, domain) windows live in a [`PairTable`]: tiers by what a pair's queries have
+//!   shown (cold: one ordinary query; warm: more, or one suspicious; hot: two suspicious or
+//!   more), each in last-query order, and a per-client share. A full table expires idle
+//!   windows, then evicts the idlest pair of the coldest tier; a client over its share
+//!   replaces its own coldest pair. So a flood of new domains — from one host or many —
+//!   evicts flood pairs, not the window of a tunnel in progress, and a tunnel that starts
+//!   during the flood is tracked. Every eviction is counted by reason.
+//! - NXDOMAIN windows (one per client) move to the back on each NXDOMAIN, so the front is
+//!   the idlest; a new client on a full table first expires idle windows from the front,
+//!   and is refused (counted) if none is idle.
 //! - the IP→name map moves an entry to the back when it is (re)learnt; a full map drops the
 //!   front, the name learnt longest ago.
 //! - pending transactions are in query order; timeouts and a full table write out the front.
 
 use super::extract::{AnswerData, DnsEvent};
+use super::pairs::{client_share, PairEvictions, PairTable, Tier};
 use super::parser::type_name;
 use super::score::{score, split, Score};
 use crate::config::DnsConfig;
@@ -136,8 +143,15 @@ pub enum DnsOutput {
     Record(DnsRecord),
 }
 
-/// Names of the tables [`DnsAnalyser::tables`] reports, as metric labels.
-pub const DNS_TABLES: [&str; 3] = ["dns_windows", "dns_names", "dns_transactions"];
+/// Names of the tables [`DnsAnalyser::tables`] reports, as metric labels: the (client,
+/// domain) windows, the per-client NXDOMAIN windows, the IP→name map and the pending
+/// transactions.
+pub const DNS_TABLES: [&str; 4] = [
+    "dns_windows",
+    "dns_nxdomain",
+    "dns_names",
+    "dns_transactions",
+];
 
 /// Counters of the analyser.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,8 +168,10 @@ pub struct AnalyseStats {
     pub nxdomains: u64,
     /// Malformed messages (from the workers).
     pub malformed: u64,
-    /// New (client, domain) pairs not tracked because the table was full of active pairs.
-    pub pairs_dropped: u64,
+    /// Live (client, domain) windows evicted to make room, by reason.
+    pub pairs_evicted: PairEvictions,
+    /// New NXDOMAIN clients not tracked because that table was full of live windows.
+    pub nx_clients_dropped: u64,
     /// IP→name entries evicted before their TTL because the map was full.
     pub names_evicted: u64,
     /// Transactions written without a response (timeout or table full).
@@ -220,11 +236,42 @@ impl Window {
 struct Pair {
     domain: String,
     window: Window,
-    last_ns: u64,
     last_alert: [Option<u64>; 2],
     worst_entropy: f64,
     worst_query: String,
     samples: VecDeque<String>,
+    /// Queries and suspicious queries since the pair was created (saturating): they
+    /// choose its eviction tier ([`Tier::of`]).
+    queries: u32,
+    suspicious: u32,
+}
+
+impl Pair {
+    fn new(domain: &[u8]) -> Pair {
+        Pair {
+            domain: String::from_utf8_lossy(domain).into_owned(),
+            window: Window::default(),
+            last_alert: [None; 2],
+            worst_entropy: -1.0,
+            worst_query: String::new(),
+            samples: VecDeque::with_capacity(SAMPLES),
+            queries: 0,
+            suspicious: 0,
+        }
+    }
+
+    /// Makes an evicted pair's slot a new pair, keeping its buffers.
+    fn reset(&mut self, domain: &[u8]) {
+        self.domain.clear();
+        self.domain.push_str(&String::from_utf8_lossy(domain));
+        self.window = Window::default();
+        self.last_alert = [None; 2];
+        self.worst_entropy = -1.0;
+        self.worst_query.clear();
+        self.samples.clear();
+        self.queries = 0;
+        self.suspicious = 0;
+    }
 }
 
 struct Nx {
@@ -251,8 +298,8 @@ pub struct DnsAnalyser {
     nx_bucket_ns: u64,
     suppress_ns: u64,
     /// Keyed by (client, keyed hash of the registered domain): no allocation per query.
-    /// Last-query order (front: the idlest).
-    pairs: LinkedHashMap<(Addr, u64), Pair, Fast>,
+    /// Tiered, per-client bounded, last-query order within each list (see [`PairTable`]).
+    pairs: PairTable<Pair>,
     /// Fixed seed: the unique-subdomain estimate must not vary from run to run; domain keys
     /// only need the hash to be unpredictable to outsiders, which a per-build constant
     /// does not give, so the pair key uses `seeded` below.
@@ -275,6 +322,11 @@ pub struct DnsAnalyser {
     pub stats: AnalyseStats,
 }
 
+/// Pairs one client may hold.
+fn share_of(cfg: &DnsConfig) -> usize {
+    client_share(cfg.pair_capacity, cfg.client_share, cfg.client_min_pairs)
+}
+
 fn ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
@@ -286,13 +338,18 @@ fn ip(a: Addr, v6: bool) -> IpAddr {
 impl DnsAnalyser {
     /// Occupancy of the bounded tables, in the order of [`DNS_TABLES`]: (entries,
     /// capacity, entries evicted or refused because the table was full).
-    pub fn tables(&self) -> [(u64, u64, u64); 3] {
+    pub fn tables(&self) -> [(u64, u64, u64); DNS_TABLES.len()] {
         let n = |x: usize| x as u64;
         [
             (
                 n(self.pairs.len()),
                 n(self.cfg.pair_capacity),
-                self.stats.pairs_dropped,
+                self.stats.pairs_evicted.total(),
+            ),
+            (
+                n(self.clients.len()),
+                n(self.cfg.pair_capacity),
+                self.stats.nx_clients_dropped,
             ),
             (
                 n(self.names.len()),
@@ -313,7 +370,7 @@ impl DnsAnalyser {
             bucket_ns: (ns(cfg.window) / BUCKETS as u64).max(1),
             nx_bucket_ns: (ns(cfg.nxdomain_window) / BUCKETS as u64).max(1),
             suppress_ns: ns(cfg.suppression),
-            pairs: LinkedHashMap::default(),
+            pairs: PairTable::new(cfg.pair_capacity, share_of(cfg)),
             hasher: foldhash::fast::FixedState::with_seed(0x7375_6264_6f6d_6169),
             seeded: foldhash::fast::RandomState::default(),
             clients: LinkedHashMap::default(),
@@ -344,6 +401,7 @@ impl DnsAnalyser {
         self.nx_bucket_ns = fresh.nx_bucket_ns;
         self.suppress_ns = fresh.suppress_ns;
         self.allow = fresh.allow;
+        self.pairs.set_limits(cfg.pair_capacity, share_of(cfg));
         self.cfg = fresh.cfg;
     }
 
@@ -457,29 +515,36 @@ impl DnsAnalyser {
             use std::hash::BuildHasher;
             self.seeded.hash_one(sp.registered)
         });
-        if self.pairs.to_back(&lookup).is_none() && self.pairs.len() >= self.cfg.pair_capacity {
-            // Full: expire idle pairs from the front (each popped once), else refuse.
-            let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
-            while self.pairs.front().is_some_and(|(_, p)| p.last_ns < horizon) {
-                self.visited += 1;
-                self.pairs.pop_front();
+        let slot = match self.pairs.touch(&lookup, ev.ts_ns) {
+            Some(i) => i,
+            None => {
+                let horizon = ev.ts_ns.saturating_sub(ns(self.cfg.window));
+                let registered = sp.registered;
+                let Some(i) = self.pairs.insert(
+                    lookup,
+                    ev.ts_ns,
+                    horizon,
+                    || Pair::new(registered),
+                    |p| p.reset(registered),
+                ) else {
+                    return;
+                };
+                self.stats.pairs_evicted = self.pairs.evicted;
+                i
             }
-            if self.pairs.len() >= self.cfg.pair_capacity {
-                self.visited += 1;
-                self.stats.pairs_dropped += 1;
-                return;
-            }
+        };
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return;
+        };
+        pair.queries = pair.queries.saturating_add(1);
+        if suspicious {
+            pair.suspicious = pair.suspicious.saturating_add(1);
         }
-        let pair = self.pairs.entry(lookup).or_insert_with(|| Pair {
-            domain: String::from_utf8_lossy(sp.registered).into_owned(),
-            window: Window::default(),
-            last_ns: 0,
-            last_alert: [None; 2],
-            worst_entropy: -1.0,
-            worst_query: String::new(),
-            samples: VecDeque::with_capacity(SAMPLES),
-        });
-        pair.last_ns = ev.ts_ns;
+        let tier = Tier::of(pair.queries, pair.suspicious);
+        self.pairs.promote(slot, tier);
+        let Some(pair) = self.pairs.get_mut(slot) else {
+            return;
+        };
         let b = pair.window.bucket(epoch);
         b.queries = b.queries.saturating_add(1);
         if suspicious {
@@ -629,7 +694,7 @@ impl DnsAnalyser {
             }
             if self.clients.len() >= self.cfg.pair_capacity {
                 self.visited += 1;
-                self.stats.pairs_dropped += 1;
+                self.stats.nx_clients_dropped += 1;
                 return;
             }
         }
@@ -760,33 +825,157 @@ mod tests {
         DnsAnalyser::new(&cfg)
     }
 
-    /// Windows: a flood of new domains on a full table of live windows is refused at O(1)
-    /// per query; once the windows are idle, each new one expires the idlest from the front.
+    /// Windows: a flood of new domains on a full table evicts the idlest one-query pair at
+    /// O(1) per query; once the windows are idle, each new one expires the idlest instead,
+    /// and that is not counted as an eviction.
     #[test]
-    fn pair_windows_refuse_or_expire_in_constant_work() {
+    fn pair_windows_evict_or_expire_in_constant_work() {
         let cap = 100;
-        let mut a = analyser(|c| c.pair_capacity = cap);
+        let mut a = analyser(|c| {
+            c.pair_capacity = cap;
+            c.client_share = 1.0;
+        });
         a.set_records(false);
         let n = 20_000u64;
         for i in 0..n {
             a.on_event(&event(SEC, 1, 0, &format!("x.d{i}.com")), &mut |_| {});
             assert!(a.pairs.len() <= cap);
         }
-        assert_eq!(a.stats.pairs_dropped, n - cap as u64);
+        let cold = PairEvictions {
+            cold: n - cap as u64,
+            ..PairEvictions::default()
+        };
+        assert_eq!(a.stats.pairs_evicted, cold);
+        assert_eq!(a.tables()[0], (cap as u64, cap as u64, n - cap as u64));
         let window = ns(a.cfg.window);
         for i in 0..n {
             let ts = 2 * window + i * window;
             a.on_event(&event(ts, 2, 0, &format!("y.e{i}.com")), &mut |_| {});
             assert!(a.pairs.len() <= cap);
         }
-        assert_eq!(
-            a.stats.pairs_dropped,
-            n - cap as u64,
-            "idle windows made room"
-        );
-        assert!(a.visited <= 2 * 2 * n, "visited {}", a.visited);
+        assert_eq!(a.stats.pairs_evicted, cold, "idle windows made room");
+        // Every pair of both phases is still held, expired or evicted.
+        assert_eq!(a.pairs.expired + a.pairs.len() as u64, n + cap as u64);
+        let visited = a.visited + a.pairs.visited;
+        assert!(visited <= 5 * 2 * n, "visited {visited}");
     }
 
+    /// A base32-looking 40-character label (entropy ≈ 4.5 bits/char): a suspicious query.
+    fn tunnel_name(i: u32) -> String {
+        let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut x = 0x9e37_79b9u64.wrapping_mul(u64::from(i) + 1);
+        let label: String = (0..40)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                alphabet[(x % 32) as usize] as char
+            })
+            .collect();
+        format!("{label}.exfil-c2.net")
+    }
+
+    /// Issue 12, item 5: 40 000 lookups of distinct domains in 10 s fill the default table
+    /// (32 768 pairs) by 8.2 s; a 60-query tunnel that starts at 8.5 s must still alert,
+    /// whether the flood comes from another host, from many hosts, or from the tunnelling
+    /// host itself, and the evictions are counted exactly. (The table used to refuse every
+    /// new pair once full: the tunnel was never tracked, and nothing said so.)
+    #[test]
+    fn a_flood_of_distinct_domains_does_not_blind_the_tunnel_detector() {
+        const FLOOD: u32 = 40_000;
+        const TUNNEL: u32 = 60;
+        let cap = DnsConfig::default().pair_capacity as u64;
+        assert_eq!(cap, 32_768);
+        let share = 4_096; // 1/8 of the capacity
+        let tunnel_host = 5u32;
+        // (flood hosts, tunnel host, client_share, expected evictions)
+        let cases = [
+            (
+                "another host",
+                vec![7u32],
+                0.125,
+                PairEvictions {
+                    client_share: u64::from(FLOOD) - share,
+                    ..PairEvictions::default()
+                },
+            ),
+            (
+                "another host, no per-client share",
+                vec![7],
+                1.0,
+                PairEvictions {
+                    cold: u64::from(FLOOD) + 1 - cap,
+                    ..PairEvictions::default()
+                },
+            ),
+            (
+                "sixteen hosts",
+                (100..116).collect(),
+                0.125,
+                PairEvictions {
+                    cold: u64::from(FLOOD) + 1 - cap,
+                    ..PairEvictions::default()
+                },
+            ),
+            (
+                "the tunnelling host itself",
+                vec![tunnel_host],
+                0.125,
+                PairEvictions {
+                    client_share: u64::from(FLOOD) + 1 - share,
+                    ..PairEvictions::default()
+                },
+            ),
+        ];
+        for (what, hosts, fraction, evicted) in cases {
+            let mut a = analyser(|c| c.client_share = fraction);
+            a.set_records(false);
+            let mut events: Vec<(u64, u32, String)> = (0..FLOOD)
+                .map(|i| {
+                    let ts = SEC + u64::from(i) * 10 * SEC / u64::from(FLOOD);
+                    let host = hosts[i as usize % hosts.len()];
+                    (ts, host, format!("www.d{i}.com"))
+                })
+                .collect();
+            events.extend((0..TUNNEL).map(|i| {
+                let ts = SEC + 8_500_000_000 + u64::from(i) * 25_000_000;
+                (ts, tunnel_host, tunnel_name(i))
+            }));
+            events.sort_by_key(|e| e.0);
+            let mut alerts = Vec::new();
+            for (ts, host, name) in &events {
+                a.on_event(&event(*ts, *host, 0, name), &mut |o| {
+                    if let DnsOutput::Alert(x) = o {
+                        alerts.push(x);
+                    }
+                });
+            }
+            assert_eq!(alerts.len(), 1, "{what}: {alerts:?}");
+            let x = &alerts[0];
+            assert_eq!(
+                (x.detector, x.reason, x.domain.as_str()),
+                (Detector::DnsTunnel, "suspicious_queries", "exfil-c2.net"),
+                "{what}"
+            );
+            assert_eq!(x.client, IpAddr::from(tunnel_host.to_be_bytes()), "{what}");
+            assert_eq!((x.queries, x.suspicious), (6, 6), "{what}");
+            assert_eq!(a.stats.pairs_evicted, evicted, "{what}");
+            assert_eq!(a.pairs.expired, 0, "{what}: nothing was idle");
+            assert_eq!(
+                a.tables()[0],
+                (
+                    cap.min(u64::from(FLOOD) + 1 - evicted.total()),
+                    cap,
+                    evicted.total()
+                ),
+                "{what}"
+            );
+        }
+    }
+
+    /// NXDOMAIN windows: a flood of new clients on a full table of live windows is refused
+    /// (and counted) at O(1) per response; once the windows are idle, each new client
+    /// expires the idlest from the front, which is not counted.
     #[test]
     fn nxdomain_windows_refuse_or_expire_in_constant_work() {
         let cap = 100;
@@ -794,18 +983,28 @@ mod tests {
         a.set_records(false);
         let n = 20_000u32;
         let window = ns(a.cfg.nxdomain_window);
-        for i in 0..n {
-            let mut ev = event(SEC, i, 0, "nope.example.com");
+        let nx = |ts: u64, client: u32| {
+            let mut ev = event(ts, client, 0, "nope.example.com");
             ev.response = true;
             ev.rcode = 3;
-            a.on_event(&ev, &mut |_| {});
-            ev.ts_ns = 2 * window + u64::from(i) * window;
-            ev.client = Addr::v4((i + n).to_be_bytes());
-            a.on_event(&ev, &mut |_| {});
+            ev
+        };
+        for i in 0..n {
+            a.on_event(&nx(SEC, i), &mut |_| {});
             assert!(a.clients.len() <= cap);
         }
-        assert!(a.stats.pairs_dropped > 0);
-        assert!(a.visited <= 4 * u64::from(n), "visited {}", a.visited);
+        assert_eq!(a.stats.nx_clients_dropped, u64::from(n) - cap as u64);
+        assert_eq!(
+            a.tables()[1],
+            (cap as u64, cap as u64, u64::from(n) - cap as u64)
+        );
+        for i in 0..n {
+            let ts = 2 * window + u64::from(i) * window;
+            a.on_event(&nx(ts, n + i), &mut |_| {});
+            assert!(a.clients.len() <= cap);
+        }
+        assert_eq!(a.stats.nx_clients_dropped, u64::from(n) - cap as u64);
+        assert!(a.visited <= 2 * u64::from(n), "visited {}", a.visited);
     }
 
     #[test]
@@ -849,7 +1048,7 @@ mod tests {
         }
         assert_eq!(a.stats.transactions_evicted, u64::from(n) - cap as u64);
         assert_eq!(
-            a.tables()[2],
+            a.tables()[3],
             (cap as u64, cap as u64, u64::from(n) - cap as u64)
         );
         assert!(written.windows(2).all(|w| w[0] < w[1]), "query order");

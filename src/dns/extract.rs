@@ -189,6 +189,9 @@ pub struct ExtractStats {
     pub truncated_capture: u64,
     /// TCP streams whose reassembly was abandoned (gap, oversize message, pool full).
     pub tcp_abandoned: u64,
+    /// Of those, streams whose slot was taken by a new stream because all were busy: the
+    /// pool's evictions.
+    pub tcp_evicted: u64,
     /// TCP DNS messages skipped because one segment carried more than the cap.
     pub tcp_capped: u64,
 }
@@ -248,15 +251,12 @@ impl DnsExtractor {
         }
     }
 
-    /// TCP reassembly slots: (holding part of a message, capacity, streams abandoned).
-    /// Scans the 128 slots: called once per publication, not per packet.
+    /// TCP reassembly slots: (holding part of a message, capacity, streams evicted
+    /// holding part of a message). Scans the 128 slots: called once per publication, not
+    /// per packet.
     pub fn tcp_slots(&self) -> (u64, u64, u64) {
         let busy = self.slots.iter().filter(|s| s.len > 0).count();
-        (
-            busy as u64,
-            self.slots.len() as u64,
-            self.stats.tcp_abandoned,
-        )
+        (busy as u64, self.slots.len() as u64, self.stats.tcp_evicted)
     }
 
     /// Whether a packet is DNS by its ports.
@@ -336,6 +336,7 @@ impl DnsExtractor {
                         self.visited += 1;
                         if self.slots.get(i).is_some_and(|s| s.len > 0) {
                             self.stats.tcp_abandoned += 1;
+                            self.stats.tcp_evicted += 1;
                         }
                         i
                     }

@@ -13,6 +13,7 @@
 
 pub mod analyse;
 pub mod extract;
+pub mod pairs;
 pub mod parser;
 pub mod score;
 

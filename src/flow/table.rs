@@ -379,6 +379,16 @@ impl FlowTable {
         self.carry_dropped
     }
 
+    /// The carried-counters side map: (entries, capacity, carries dropped because it was
+    /// full).
+    pub fn carry_occupancy(&self) -> (u64, u64, u64) {
+        (
+            self.carried.len() as u64,
+            self.carry_capacity as u64,
+            self.carry_dropped,
+        )
+    }
+
     /// Eviction and expiry work so far (see [`TableWork`]).
     pub fn work(&self) -> TableWork {
         self.work.get()
@@ -1048,6 +1058,7 @@ mod tests {
         }
         // 64 carries fit; the 65th is dropped and counted, the others are kept.
         assert_eq!(t.carry_dropped(), 1);
+        assert_eq!(t.carry_occupancy(), (64, 64, 1));
         assert_eq!(t.load(slots[64]).unwrap().carried, DirCounters::default());
         assert_eq!(t.load(slots[5]).unwrap().carried.ip_bytes, 105);
         // Ending a flow frees its carry for the next one.

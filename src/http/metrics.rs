@@ -325,7 +325,22 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         .counter(&[], sum(&|s| s.flows.dns.malformed)),
     );
 
-    // Bounded tables: the flow tables (summed over workers) and the output thread's.
+    let mut pairs = Family::new(
+        "outflow_dns_pair_evictions_total",
+        "Live (client, domain) DNS windows evicted to make room, by reason: cold (one ordinary query), warm (more queries, or one suspicious), hot (two or more suspicious: tunnel state lost), client_share (a client over its share replaced its own pair).",
+        MetricType::COUNTER,
+    );
+    let by_reason = out.dns.pairs_evicted.by_reason();
+    for (reason, n) in crate::dns::pairs::PairEvictions::REASONS
+        .iter()
+        .zip(by_reason)
+    {
+        pairs = pairs.counter(&[("reason", reason)], n);
+    }
+    fams.push(pairs);
+
+    // Bounded tables (every one of them, see `telemetry::TABLES`): the workers' summed
+    // over workers, the fragment maps, the output thread's and the alert store.
     let mut entries = Family::new(
         "outflow_table_entries",
         "Entries in a bounded table now.",
@@ -341,39 +356,24 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         "Entries evicted (or refused) because a bounded table was full.",
         MetricType::COUNTER,
     );
-    let flow_evicted = sum(&|s| s.flows.records.get(evicted_idx).copied().unwrap_or(0));
-    let tables = [
-        (
-            "flows",
-            (
-                sum(&|s| s.flows_active),
-                sum(&|s| s.flows_capacity),
-                flow_evicted,
-            ),
-        ),
-        (
-            "fragments",
-            (
-                sum(&|s| s.fragments.0),
-                sum(&|s| s.fragments.1),
-                sum(&|s| s.fragments.2),
-            ),
-        ),
-        (
-            "dns_tcp",
-            (
-                sum(&|s| s.dns_tcp.0),
-                sum(&|s| s.dns_tcp.1),
-                sum(&|s| s.dns_tcp.2),
-            ),
-        ),
-    ]
-    .into_iter()
-    .chain(
-        crate::alert::sink::OUTPUT_TABLES
-            .iter()
-            .copied()
-            .zip(out.tables.iter().copied()),
+    let mut per_worker = [(0u64, 0u64, 0u64); crate::worker::WORKER_TABLES.len()];
+    for s in &all {
+        for (a, b) in per_worker.iter_mut().zip(s.flows.tables.iter()) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+    }
+    let fragments = (
+        sum(&|s| s.fragments.0),
+        sum(&|s| s.fragments.1),
+        sum(&|s| s.fragments.2),
+    );
+    let tables = crate::telemetry::tables(
+        &per_worker,
+        fragments,
+        &out.tables,
+        Some(t.store.occupancy()),
     );
     for (name, (n, cap, ev)) in tables {
         entries = entries.gauge(&[("table", name)], n as f64);

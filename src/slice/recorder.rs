@@ -170,6 +170,9 @@ pub struct RecorderStats {
     pub dropped: u64,
     /// Slice messages (start/end) the writer's queue had no room for.
     pub lost_messages: u64,
+    /// Alerts whose flow was not recorded because `slice.max_recording` flows already
+    /// were (their slice holds the ring's packets only).
+    pub refused: u64,
 }
 
 struct Recording {
@@ -215,6 +218,15 @@ impl Recorder {
             pending_ends: Vec::with_capacity(2 * cfg.max_recording.max(1)),
             stats: RecorderStats::default(),
         }
+    }
+
+    /// Flows recording: (now, `slice.max_recording`, alerts refused because it was full).
+    pub fn recordings(&self) -> (u64, u64, u64) {
+        (
+            self.recording.len() as u64,
+            self.max_recording as u64,
+            self.stats.refused,
+        )
     }
 
     /// Connects to the slice writer: alerts start slices from now on.
@@ -301,6 +313,7 @@ impl Recorder {
         }
         let already = self.recording.contains_key(&flow_id);
         if !already && self.recording.len() >= self.max_recording {
+            self.stats.refused += 1;
             self.send_end(flow_id, SliceEnd::TooMany, 0);
             return (true, false);
         }
@@ -626,6 +639,46 @@ mod tests {
             .sum();
         assert_eq!(staged, 9);
         drop(returns);
+    }
+
+    /// The recordings table: alerts on more flows than `max_recording` get a slice of the
+    /// ring's packets only, and each refusal is counted; a second alert on a flow already
+    /// recording is not a refusal, and an ended recording makes room.
+    #[test]
+    fn recordings_beyond_max_recording_are_refused_and_counted() {
+        let cfg = SliceConfig {
+            ring_bytes: 1 << 20,
+            max_recording: 3,
+            ..SliceConfig::default()
+        };
+        let mut r = Recorder::new(&cfg);
+        let (tx, _rx) = crossbeam_channel::bounded(1024);
+        let Pools {
+            returns: _r,
+            mut takes,
+        } = pools(1);
+        r.attach(SliceLink {
+            worker: 0,
+            tx,
+            pool: takes.remove(0),
+            lossless: false,
+            requests: crossbeam_channel::never(),
+        });
+        for flow in 0..10u64 {
+            let recording = flow < 3;
+            assert_eq!(r.start(meta(flow)), (true, recording), "flow {flow}");
+        }
+        assert_eq!(r.recordings(), (3, 3, 7));
+        assert_eq!(
+            r.start(meta(1)),
+            (true, true),
+            "a higher tier on a recording flow"
+        );
+        r.end(0, SliceEnd::FlowEnded);
+        assert_eq!(r.start(meta(10)), (true, true));
+        assert_eq!(r.start(meta(11)), (true, false));
+        assert_eq!(r.recordings(), (3, 3, 8));
+        assert_eq!(r.stats.refused, 8);
     }
 
     #[test]
