@@ -140,6 +140,21 @@ fn can_run() -> Result<(), String> {
     Ok(())
 }
 
+/// The start of every live test: root and the tools checked, the other live tests waited
+/// for, the namespaces made. `None` (the reason printed) when the test cannot run here.
+fn live_setup(tag: &str) -> Option<(Netns, std::sync::MutexGuard<'static, ()>)> {
+    if let Err(why) = can_run() {
+        eprintln!("skipping live capture test: {why}");
+        return None;
+    }
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(ns) = Netns::create(tag) else {
+        eprintln!("skipping live capture test: cannot create network namespaces");
+        return None;
+    };
+    Some((ns, one))
+}
+
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
@@ -214,13 +229,7 @@ fn sum_samples(body: &str, name: &str) -> f64 {
 
 #[test]
 fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
-    if let Err(why) = can_run() {
-        eprintln!("skipping live capture test: {why}");
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ns) = Netns::create("t1") else {
-        eprintln!("skipping live capture test: cannot create network namespaces");
+    let Some((ns, _one)) = live_setup("t1") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -286,29 +295,11 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     let alerts = dir.path().join("alerts.json");
     let flows = dir.path().join("flows.json");
     let log = dir.path().join("log.json");
-    let sensor = Sensor(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.cap,
-                env!("CARGO_BIN_EXE_outflow"),
-                "run",
-                "--config",
-            ])
-            .arg(&cfg)
-            .arg("--alerts-out")
-            .arg(&alerts)
-            .arg("--flows-out")
-            .arg(&flows)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(&log, "capturing with", Duration::from_secs(10)),
-        "sensor did not start: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+    let (sensor, base) = start_sensor(
+        &ns.cap,
+        &cfg,
+        &log,
+        &[("--alerts-out", &alerts), ("--flows-out", &flows)],
     );
     assert!(
         std::fs::read_to_string(&log)
@@ -316,17 +307,6 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
             .contains("PACKET_FANOUT"),
         "expected fanout mode"
     );
-
-    assert!(
-        wait_for(&log, "listening on http://", Duration::from_secs(5)),
-        "no HTTP server"
-    );
-    let base = {
-        let l = std::fs::read_to_string(&log).unwrap();
-        let at = l.find("listening on http://").unwrap() + "listening on http://".len();
-        let hostport: String = l[at..].chars().take_while(|c| *c != '/').collect();
-        format!("http://{hostport}")
-    };
 
     // logrotate: the alert file is moved away before the SIGHUP; the sensor must reopen the
     // path, so the alert lands in a new file and the moved one stays as it was.
@@ -343,25 +323,7 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     );
     std::thread::sleep(Duration::from_millis(1200)); // workers pick it up on their tick
 
-    let replay = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.send,
-            "tcpreplay",
-            "-q",
-            "-i",
-            &ns.send_dev,
-            "--pps=8000",
-        ])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "tcpreplay: {}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    tcpreplay(&ns, &pcap, "--pps=8000");
     // The upload's FIN closes it; wait out the 5 s linger so its record is written.
     assert!(
         wait_for(&flows, "\"resp_port\":443", Duration::from_secs(15)),
@@ -546,23 +508,25 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     }
 }
 
-/// Starts `outflow run --config cfg` inside `ns`, logging JSON to `log`, flows to `flows`;
-/// waits until it captures and its HTTP server listens, and returns it with the base URL.
-fn start_sensor(ns: &str, cfg: &Path, flows: &Path, log: &Path) -> (Sensor, String) {
+/// Starts `outflow run --config cfg` inside `ns` with the given output flags, logging JSON
+/// to `log`; waits until it captures and its HTTP server listens, and returns it with the
+/// base URL.
+fn start_sensor(ns: &str, cfg: &Path, log: &Path, outputs: &[(&str, &Path)]) -> (Sensor, String) {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        env!("CARGO_BIN_EXE_outflow"),
+        "run",
+        "--config",
+    ])
+    .arg(cfg);
+    for (flag, path) in outputs {
+        cmd.arg(flag).arg(path);
+    }
     let sensor = Sensor(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                env!("CARGO_BIN_EXE_outflow"),
-                "run",
-                "--config",
-            ])
-            .arg(cfg)
-            .arg("--flows-out")
-            .arg(flows)
-            .stderr(std::fs::File::create(log).unwrap())
+        cmd.stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -640,13 +604,7 @@ fn tcpreplay(ns: &Netns, pcap: &Path, rate: &str) {
 /// `Restart=on-failure` brings it back), and the log names the interface.
 #[test]
 fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
-    if let Err(why) = can_run() {
-        eprintln!("skipping live capture test: {why}");
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ns) = Netns::create("t2") else {
-        eprintln!("skipping live capture test: cannot create network namespaces");
+    let Some((ns, _one)) = live_setup("t2") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -694,7 +652,7 @@ fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
     )
     .unwrap();
     let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
-    let (sensor, base) = start_sensor(&ns.cap, &cfg, &flows, &log);
+    let (sensor, base) = start_sensor(&ns.cap, &cfg, &log, &[("--flows-out", &flows)]);
     tcpreplay(&ns, &pcap, "--pps=2000");
     let t = Instant::now();
     loop {
@@ -758,13 +716,7 @@ fn vm_hwm(pid: u32) -> u64 {
 /// flows once ended by their idle timeout, then a second flood holding the table full).
 #[test]
 fn sigterm_after_a_flood_exits_in_seconds_without_a_memory_spike() {
-    if let Err(why) = can_run() {
-        eprintln!("skipping live capture test: {why}");
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ns) = Netns::create("t3") else {
-        eprintln!("skipping live capture test: cannot create network namespaces");
+    let Some((ns, _one)) = live_setup("t3") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -790,7 +742,7 @@ fn sigterm_after_a_flood_exits_in_seconds_without_a_memory_spike() {
     )
     .unwrap();
     let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
-    let (sensor, base) = start_sensor(&ns.cap, &cfg, &flows, &log);
+    let (sensor, base) = start_sensor(&ns.cap, &cfg, &log, &[("--flows-out", &flows)]);
     let metric = |name: &str| {
         let (_, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
         sum_samples(&m, name)
@@ -860,13 +812,7 @@ fn proc_status(pid: u32, name: &str) -> String {
 /// CAP_NET_ADMIN and CAP_NET_RAW, and no way to gain privileges by executing anything.
 #[test]
 fn run_user_drops_to_the_user_with_no_new_privileges_and_a_capture_only_bounding_set() {
-    if let Err(why) = can_run() {
-        eprintln!("skipping live capture test: {why}");
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(ns) = Netns::create("t4") else {
-        eprintln!("skipping live capture test: cannot create network namespaces");
+    let Some((ns, _one)) = live_setup("t4") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -884,7 +830,7 @@ fn run_user_drops_to_the_user_with_no_new_privileges_and_a_capture_only_bounding
     )
     .unwrap();
     let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
-    let (sensor, _) = start_sensor(&ns.cap, &cfg, &flows, &log);
+    let (sensor, _) = start_sensor(&ns.cap, &cfg, &log, &[("--flows-out", &flows)]);
     assert!(wait_for(&log, "dropped privileges", Duration::from_secs(5)));
     let pid = sensor.0.id();
     assert_eq!(proc_status(pid, "Uid"), "65534\t65534\t65534\t65534");
