@@ -8,6 +8,7 @@ use etherparse::PacketBuilder;
 use outflow::alert::json::{alert_json, dns_alert_json, dns_record_json};
 use outflow::config::Config;
 use outflow::detect::Detector;
+use outflow::gen::tunnel_name;
 use outflow::gen::{merge, Packet, PcapWriter, TcpSession};
 use std::io::BufWriter;
 use std::path::Path;
@@ -174,19 +175,7 @@ fn query_rate_per_domain_alerts_above_500_in_5_minutes() {
 fn suspicious_subdomains_alert_and_allowlist_holds() {
     let dir = tempfile::tempdir().unwrap();
     // Base32-looking 40-character labels (entropy ≈ 4.5): 8 of them in a minute.
-    let random = |i: u32| {
-        let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
-        let mut x = 0x9e37_79b9u64.wrapping_mul(u64::from(i) + 1);
-        let label: String = (0..40)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                alphabet[(x % 32) as usize] as char
-            })
-            .collect();
-        format!("{label}.exfil-c2.net")
-    };
+    let random = tunnel_name;
     let path = dir.path().join("tunnel.pcap");
     write(&path, lookups(8, 60, 0, random).into_iter());
     let r = common::replay(&Config::default(), 2, std::slice::from_ref(&path));
@@ -494,22 +483,6 @@ fn interleaved_tcp_dns_streams_do_not_depend_on_workers() {
             .count();
         assert_eq!(answered, 200, "{workers} workers");
     }
-}
-
-/// A base32-looking 40-character label under exfil-c2.net (entropy ≈ 4.5 bits/char): a
-/// suspicious query.
-fn tunnel_name(i: u32) -> String {
-    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut x = 0x9e37_79b9u64.wrapping_mul(u64::from(i) + 1);
-    let label: String = (0..40)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            alphabet[(x % 32) as usize] as char
-        })
-        .collect();
-    format!("{label}.exfil-c2.net")
 }
 
 /// Issue 12, item 5: 40 000 lookups of distinct domains within 10 s (the default table

@@ -6,6 +6,7 @@
 use etherparse::PacketBuilder;
 use outflow::alert::Sinks;
 use outflow::config::Config;
+use outflow::gen::tunnel_name;
 use outflow::gen::{fragmented_udp, merge, Packet, PcapWriter, TcpSession};
 use outflow::replay::{run, ReplayOptions, ReplayReport};
 use outflow::telemetry::{Telemetry, TABLES};
@@ -81,21 +82,6 @@ fn response(
         port,
         &dns(port, true, rcode, name, a),
     )
-}
-
-/// A base32-looking 40-character label (entropy ≈ 4.5 bits/char): a suspicious query.
-fn tunnel_name(i: u32) -> String {
-    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut x = 0x9e37_79b9u64.wrapping_mul(u64::from(i) + 1);
-    let label: String = (0..40)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            alphabet[(x % 32) as usize] as char
-        })
-        .collect();
-    format!("{label}.exfil-c2.net")
 }
 
 /// `n` one-packet outbound UDP flows, from `src(i)` to `dst(i)`, a millisecond apart.

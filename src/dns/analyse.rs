@@ -788,6 +788,7 @@ fn tx_key(ev: &DnsEvent) -> TxKey {
 mod tests {
     use super::*;
     use crate::dns::extract::{NameBuf, ARENA, MAX_ANSWERS, MAX_RESOLVED};
+    use crate::gen::tunnel_name;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -858,21 +859,6 @@ mod tests {
         assert_eq!(a.pairs.expired + a.pairs.len() as u64, n + cap as u64);
         let visited = a.visited + a.pairs.visited;
         assert!(visited <= 5 * 2 * n, "visited {visited}");
-    }
-
-    /// A base32-looking 40-character label (entropy ≈ 4.5 bits/char): a suspicious query.
-    fn tunnel_name(i: u32) -> String {
-        let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
-        let mut x = 0x9e37_79b9u64.wrapping_mul(u64::from(i) + 1);
-        let label: String = (0..40)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                alphabet[(x % 32) as usize] as char
-            })
-            .collect();
-        format!("{label}.exfil-c2.net")
     }
 
     /// Issue 12, item 5: 40 000 lookups of distinct domains in 10 s fill the default table
