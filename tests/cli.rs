@@ -399,6 +399,86 @@ fn a_corrupt_record_ends_the_replay_with_its_offset_and_status_1() {
     }
 }
 
+/// Past 65 536 records the counted offset is checked against the stream: it must still be
+/// exact, and the replay must not ask the kernel for its position per record.
+#[test]
+fn a_corrupt_record_far_into_a_big_file_still_has_its_exact_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.pcap");
+    outflow::gen::write_concurrent(&path, 100_000, 3).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = record_offset(&bytes, 90_000);
+    bytes[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let out = outflow()
+        .args(["replay", "-q", "--flows-out", "/dev/null"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read the record at byte offset {at} (after 90000 records)"
+        )),
+        "{err}"
+    );
+}
+
+/// pcapng: blocks of varying layout, so the offset is where libpcap's stream stood when it
+/// failed, and the message says so.
+#[test]
+fn a_corrupt_pcapng_block_is_reported_near_its_offset() {
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    }
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]); // version 1.0
+    shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length unknown
+    let mut idb = vec![1, 0, 0, 0]; // Ethernet, reserved
+    idb.extend_from_slice(&65_535u32.to_le_bytes());
+    let epb = |caplen: u32| {
+        let mut b = vec![0u8; 12]; // interface 0, timestamp 0
+        b.extend_from_slice(&caplen.to_le_bytes());
+        b.extend_from_slice(&60u32.to_le_bytes());
+        b.extend_from_slice(&[0u8; 60]);
+        b
+    };
+    let mut file = block(0x0a0d_0d0a, &shb);
+    file.extend(block(1, &idb));
+    for _ in 0..3 {
+        file.extend(block(6, &epb(60)));
+    }
+    let bad_at = file.len();
+    file.extend(block(6, &epb(u32::MAX)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.pcapng");
+    std::fs::write(&path, &file).unwrap();
+    let out = outflow()
+        .args(["replay", "-q"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let at = err
+        .split("cannot read the block ending at or before byte offset ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        at > bad_at && at <= file.len(),
+        "{at} not within the bad block: {err}"
+    );
+    assert!(err.contains("(after 3 records)"), "{err}");
+}
+
 #[test]
 fn flow_and_dns_write_errors_name_the_file() {
     for (flag, what) in [
