@@ -597,20 +597,10 @@ fn tcpreplay(ns: &Netns, pcap: &Path, rate: &str) {
     );
 }
 
-/// Issue 12.1: with `slice.dir` set (as the shipped config does), a sensor whose interface
-/// disappears used to keep running forever with no worker: each worker, after its capture
-/// failed, kept serving slice requests, so the "every worker finished" check never passed.
-/// Now: the open flows are written, the process exits non-zero within seconds (systemd's
-/// `Restart=on-failure` brings it back), and the log names the interface.
-#[test]
-fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
-    let Some((ns, _one)) = live_setup("t2") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    // Twelve UDP exchanges left open (udp_timeout 1h): their records can only come from
-    // the flush at exit.
-    let udps: Vec<UdpExchange> = (0..12u16)
+/// Twelve UDP exchanges of 10.0.0.9 (two requests of 100 bytes, answers of 300), each
+/// from its own port, for the live tests that need a few open flows.
+fn twelve_udp_exchanges() -> Vec<UdpExchange> {
+    (0..12u16)
         .map(|i| {
             UdpExchange::new(
                 SocketAddr::from(([10, 0, 0, 9], 40_000 + i)),
@@ -620,10 +610,13 @@ fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
                 300,
             )
         })
-        .collect();
-    let pcap = dir.path().join("in.pcap");
+        .collect()
+}
+
+/// Writes the exchanges' packets, merged in time order, to `path`; returns the count.
+fn write_udp_pcap(path: &Path, udps: &[UdpExchange]) -> u64 {
     let mut w = PcapWriter::new(
-        BufWriter::new(std::fs::File::create(&pcap).unwrap()),
+        BufWriter::new(std::fs::File::create(path).unwrap()),
         1,
         65535,
     )
@@ -638,6 +631,25 @@ fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
         sent += 1;
     }
     w.into_inner().unwrap();
+    sent
+}
+
+/// Issue 12.1: with `slice.dir` set (as the shipped config does), a sensor whose interface
+/// disappears used to keep running forever with no worker: each worker, after its capture
+/// failed, kept serving slice requests, so the "every worker finished" check never passed.
+/// Now: the open flows are written, the process exits non-zero within seconds (systemd's
+/// `Restart=on-failure` brings it back), and the log names the interface.
+#[test]
+fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
+    let Some((ns, _one)) = live_setup("t2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Twelve UDP exchanges left open (udp_timeout 1h): their records can only come from
+    // the flush at exit.
+    let udps = twelve_udp_exchanges();
+    let pcap = dir.path().join("in.pcap");
+    let sent = write_udp_pcap(&pcap, &udps);
     let cfg = dir.path().join("outflow.toml");
     std::fs::write(
         &cfg,
@@ -850,4 +862,59 @@ fn run_user_drops_to_the_user_with_no_new_privileges_and_a_capture_only_bounding
     signal(&sensor.0, 15);
     let (code, _, _) = wait_exit(sensor, Duration::from_secs(10));
     assert_eq!(code, 0, "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+/// A flow output that cannot be written (a full disk) is logged while the sensor runs,
+/// naming the file, not only when it stops: a sensor runs for months.
+#[test]
+fn a_full_disk_is_logged_when_it_happens() {
+    let Some((ns, _one)) = live_setup("t5") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    write_udp_pcap(&pcap, &twelve_udp_exchanges());
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"{}\"\nworkers = 2\n[log]\nformat = \"json\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[flow]\nudp_timeout = \"1s\"\n",
+            ns.cap_dev
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log.json");
+    let (sensor, _) = start_sensor(
+        &ns.cap,
+        &cfg,
+        &log,
+        &[("--flows-out", Path::new("/dev/full"))],
+    );
+    tcpreplay(&ns, &pcap, "--pps=2000");
+    // The flows end on their 1 s timeout and their records are written (and flushed).
+    assert!(
+        wait_for(
+            &log,
+            "cannot write flow records to /dev/full",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logs.matches("cannot write flow records").count(),
+        1,
+        "{logs}"
+    );
+    signal(&sensor.0, 15);
+    let (code, _, _) = wait_exit(sensor, Duration::from_secs(10));
+    // The stop itself went well (exit 0); the stop summary repeats the output's failure.
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{logs}");
+    assert!(
+        logs.contains("\"output: cannot write flow records to /dev/full"),
+        "{logs}"
+    );
 }

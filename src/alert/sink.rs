@@ -363,6 +363,9 @@ struct Writers {
     collect: bool,
     out: Collected,
     first_error: Option<io::Error>,
+    /// The service (appending outputs): a write error is logged when it happens, since
+    /// the run may go on for months; a replay reports it once, at its end.
+    log_errors: bool,
     since_publish: u32,
     /// The tables' occupancy at the last publication.
     tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
@@ -422,7 +425,7 @@ impl Writers {
             }
         };
         if let Err(e) = r {
-            self.first_error.get_or_insert(e);
+            self.note_error(e);
         }
     }
 
@@ -721,7 +724,7 @@ impl Writers {
             }
         };
         if let Err(e) = r {
-            self.first_error.get_or_insert(e);
+            self.note_error(e);
         }
     }
 
@@ -736,13 +739,30 @@ impl Writers {
     }
 
     fn flush(&mut self) {
+        let mut errors = Vec::new();
         for w in [self.flows.as_mut(), self.dns_out.as_mut()]
             .into_iter()
             .flatten()
         {
             if let Err(e) = w.flush() {
-                self.first_error.get_or_insert(e);
+                errors.push(e);
             }
+        }
+        for e in errors {
+            self.note_error(e);
+        }
+    }
+
+    /// Keeps the first output write error for the exit status and, live, logs it when it
+    /// happens: a sensor runs for months, and a full disk must show in the journal the
+    /// moment records stop being written, not at the next stop. Later errors (every record
+    /// after a full disk fails alike) are not logged again.
+    fn note_error(&mut self, e: io::Error) {
+        if self.first_error.is_none() {
+            if self.log_errors {
+                tracing::error!("{e}; later write errors of the outputs are not logged");
+            }
+            self.first_error = Some(e);
         }
     }
 }
@@ -816,6 +836,7 @@ impl OutputThread {
             tables: [(0, 0, 0); OUTPUT_TABLES.len()],
             out: Collected::default(),
             first_error: None,
+            log_errors: append,
         };
         let ordered = sinks.ordered;
         let want_records = w.dns_out.is_some() || w.collect;
