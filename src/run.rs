@@ -423,8 +423,13 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
         }
     }
 
-    // Shutdown: the capture side first, then the workers, then the output.
+    // Shutdown: the capture side first, then the workers, then the output. The HTTP
+    // server's grace for requests in flight runs meanwhile.
     telemetry.capturing.store(false, Ordering::Relaxed);
+    let mut http = http;
+    if let Some(h) = http.as_mut() {
+        h.begin_stop();
+    }
     drop(reload_out);
     let reader_snap = match reader {
         Some((h, _)) => Some(h.join().map_err(|_| RunError::Panic("capture"))?),

@@ -233,6 +233,16 @@ impl HttpServer {
         self.shutdown();
     }
 
+    /// Tells the server to stop accepting and to finish the requests in flight (within
+    /// [`SHUTDOWN_GRACE`]) without waiting for it; [`HttpServer::stop`] then joins. A
+    /// stopping sensor starts this first, so the grace runs beside the flush of the
+    /// outputs instead of after it (the whole stop must fit in 5 s).
+    pub fn begin_stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
     fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
