@@ -838,7 +838,9 @@ fn idle_and_slowloris_clients_cannot_lock_out_the_scrape_and_the_probe() {
         for path in ["/metrics", "/healthz"] {
             let (status, body, took) = timed_get(s.addr, path, Duration::from_secs(5));
             assert_eq!(status, 200, "{path} after {took:?}: {body}");
-            assert!(took < Duration::from_secs(2), "{path} took {took:?}");
+            // Milliseconds when all is well (measured 9–52 ms, debug build); the old server
+            // gave no answer at all. 3 s of slack for a loaded 2-core CI machine.
+            assert!(took < Duration::from_secs(3), "{path} took {took:?}");
             worst = worst.max(took);
         }
         rounds += 1;
@@ -913,9 +915,16 @@ fn a_full_connection_table_closes_its_oldest_idle_connection() {
     let mut sockets: Vec<std::net::TcpStream> = (0..20)
         .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let http = &t.http;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    // The server accepts on its own thread: wait (boundedly) until it has seen all 20, not
+    // a fixed time that a loaded machine may not honour.
+    let since = std::time::Instant::now();
+    while (load(&http.accepted) < 20 || load(&http.evicted) < 12)
+        && since.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(load(&http.accepted), 20);
     assert_eq!(load(&http.evicted), 12);
     assert_eq!(load(&http.open), 8);
@@ -1027,6 +1036,13 @@ fn the_scrape_has_its_own_budget_when_api_requests_fill_theirs() {
             std::thread::spawn(move || timed_get(addr, "/api/flows/top", Duration::from_secs(5)))
         })
         .collect();
+    // Both slow requests accepted (then their heads are read at once: give that a moment).
+    let since = std::time::Instant::now();
+    while t.http.accepted.load(std::sync::atomic::Ordering::Relaxed) < 2
+        && since.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     // Both API places are taken: a third API request is refused at once...
     let (status, body, took) = timed_get(addr, "/api/alerts", Duration::from_secs(5));

@@ -124,6 +124,20 @@ fn counted_start(path: &Path) -> Option<u64> {
     .then_some(24)
 }
 
+/// The file's snaplen as libpcap holds it (`pcap_snapshot`; the `pcap` crate has no
+/// getter): records at least this long may have been shortened by libpcap.
+#[allow(unsafe_code)]
+fn snapshot(cap: &pcap::Capture<pcap::Offline>) -> u32 {
+    extern "C" {
+        // libpcap's declaration: `int pcap_snapshot(pcap_t *)` (pcap/pcap.h).
+        fn pcap_snapshot(p: *mut libc::c_void) -> libc::c_int;
+    }
+    // SAFETY: `cap` is an open offline handle that outlives this call; pcap_snapshot only
+    // reads a field of it.
+    let n = unsafe { pcap_snapshot(cap.as_ptr().cast()) };
+    u32::try_from(n).unwrap_or(0)
+}
+
 /// libpcap's read position in an offline capture, in bytes from the start of the file.
 ///
 /// libpcap's messages for a bad record ("invalid packet capture length", "truncated dump
@@ -189,14 +203,20 @@ pub fn read_files(
         // Where the next record starts, counted for classic pcap (16-byte record header and
         // the captured bytes), so a bad record's offset is exact without asking the stream.
         let mut next_at = counted_start(path);
+        let mut pending_check = false;
+        let snaplen = snapshot(&cap);
         loop {
             // libpcap shortens a record longer than the file's snaplen (a broken writer)
             // and reports the shortened length: the count would drift. Checked against the
             // stream now and then (one system call in 65 536 records); if it drifted, the
             // offset of a failure is only the stream's position.
-            if records % 65_536 == 65_535 && next_at.is_some() && position(&cap) != next_at {
+            if (pending_check || records % 65_536 == 65_535)
+                && next_at.is_some()
+                && position(&cap) != next_at
+            {
                 next_at = None;
             }
+            pending_check = false;
             let pkt = match cap.next_packet() {
                 Ok(p) => p,
                 Err(pcap::Error::NoMorePackets) => break,
@@ -221,6 +241,11 @@ pub fn read_files(
             seq += 1;
             let h = pkt.header;
             next_at = next_at.map(|o| o + 16 + u64::from(h.caplen));
+            if h.caplen >= snaplen && next_at.is_some() {
+                // Perhaps shortened by libpcap (see above): make sure, at the price of one
+                // system call for such records only (a capture cut by its snaplen).
+                pending_check = true;
+            }
             let Some(ts_ns) = super::ts_ns(h) else {
                 st.frames += 1;
                 st.bad_timestamps += 1;

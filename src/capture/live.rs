@@ -259,6 +259,12 @@ pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
         .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
         .unwrap_or(63);
     for cap in (0..=last_cap).filter(|c| !CAPTURE_CAPS.contains(c)) {
+        // Already out of the set (a container or unit that narrowed it): nothing to drop,
+        // and dropping would need CAP_SETPCAP, which such a process may rightly lack.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 0 {
+            continue;
+        }
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
         let e = io::Error::last_os_error();
@@ -290,8 +296,9 @@ pub fn drop_privileges(user: &str) -> Result<(), LiveError> {
             return Err(fail("could regain root after setuid".into()));
         }
         // Nor may anything executed later gain privileges (setuid binaries, file
-        // capabilities). Threads started after this inherit it; the ones before (the log
-        // writer) never execute anything.
+        // capabilities). This and the bounding set are per thread: threads started after
+        // this inherit them; the one started before (the log writer) keeps the full
+        // bounding set, but it only writes log lines and never executes anything.
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(fail(format!(
                 "PR_SET_NO_NEW_PRIVS: {}",
