@@ -38,7 +38,7 @@ pub enum ReplayError {
     // The io::Error is the source: `{:#}` prints it once, after this.
     #[error("output")]
     Output(#[from] std::io::Error),
-    /// The state snapshot in `state.dir` exists but cannot be read.
+    /// `state.dir` cannot be written, or its snapshot exists but cannot be read.
     #[error(transparent)]
     State(#[from] StateError),
     /// A thread panicked (a bug: please report it with the capture).

@@ -46,7 +46,7 @@ pub enum RunError {
     /// An output could not be opened, or a thread not started.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// The state snapshot in `state.dir` exists but cannot be read.
+    /// `state.dir` cannot be written, or its snapshot exists but cannot be read.
     #[error(transparent)]
     State(#[from] StateError),
     /// A thread panicked (a bug: please report it).
@@ -237,7 +237,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
 
     let telemetry = Telemetry::new("live", n, cfg.http.alerts_kept);
     // Bound before capture starts, so a port in use or a missing token stops the start.
-    let http = if cfg.http.listen.is_empty() {
+    let mut http = if cfg.http.listen.is_empty() {
         None
     } else {
         Some(HttpServer::start_with(
@@ -426,7 +426,6 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     // Shutdown: the capture side first, then the workers, then the output. The HTTP
     // server's grace for requests in flight runs meanwhile.
     telemetry.capturing.store(false, Ordering::Relaxed);
-    let mut http = http;
     if let Some(h) = http.as_mut() {
         h.begin_stop();
     }
