@@ -9,8 +9,7 @@ use outflow::alert::json::{alert_json, dns_alert_json, dns_record_json};
 use outflow::config::Config;
 use outflow::detect::Detector;
 use outflow::gen::tunnel_name;
-use outflow::gen::{merge, Packet, PcapWriter, TcpSession};
-use std::io::BufWriter;
+use outflow::gen::{merge, Packet, TcpSession};
 use std::path::Path;
 
 const S: u64 = 1_000_000_000;
@@ -110,16 +109,7 @@ fn lookups(n: u32, span: u64, rcode: u8, name_of: impl Fn(u32) -> String) -> Vec
 }
 
 fn write(path: &Path, packets: impl Iterator<Item = Packet>) {
-    let mut w = PcapWriter::new(
-        BufWriter::new(std::fs::File::create(path).unwrap()),
-        1,
-        65535,
-    )
-    .unwrap();
-    for p in packets {
-        w.write(p.ts_ns, &p.frame).unwrap();
-    }
-    w.into_inner().unwrap();
+    common::write_pcap(path, packets);
 }
 
 #[test]

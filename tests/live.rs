@@ -615,23 +615,14 @@ fn twelve_udp_exchanges() -> Vec<UdpExchange> {
 
 /// Writes the exchanges' packets, merged in time order, to `path`; returns the count.
 fn write_udp_pcap(path: &Path, udps: &[UdpExchange]) -> u64 {
-    let mut w = PcapWriter::new(
-        BufWriter::new(std::fs::File::create(path).unwrap()),
-        1,
-        65535,
+    common::write_pcap(
+        path,
+        merge(
+            udps.iter()
+                .map(|u| Box::new(u.packets()) as Box<dyn Iterator<Item = Packet>>)
+                .collect(),
+        ),
     )
-    .unwrap();
-    let mut sent = 0u64;
-    for p in merge(
-        udps.iter()
-            .map(|u| Box::new(u.packets()) as Box<dyn Iterator<Item = Packet>>)
-            .collect(),
-    ) {
-        w.write(p.ts_ns, &p.frame).unwrap();
-        sent += 1;
-    }
-    w.into_inner().unwrap();
-    sent
 }
 
 /// Issue 12.1: with `slice.dir` set (as the shipped config does), a sensor whose interface

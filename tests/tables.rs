@@ -3,15 +3,15 @@
 //! show exactly the entries evicted (or refused). The tables' names come from
 //! `telemetry::TABLES`, so a new table without a case here fails the last check.
 
+mod common;
+
 use etherparse::PacketBuilder;
-use outflow::alert::Sinks;
 use outflow::config::Config;
 use outflow::gen::tunnel_name;
-use outflow::gen::{fragmented_udp, merge, Packet, PcapWriter, TcpSession};
-use outflow::replay::{run, ReplayOptions, ReplayReport};
+use outflow::gen::{fragmented_udp, merge, Packet, TcpSession};
+use outflow::replay::ReplayReport;
 use outflow::telemetry::{Telemetry, TABLES};
 use std::collections::BTreeSet;
-use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -96,40 +96,13 @@ fn outbound(n: u32, src: impl Fn(u32) -> [u8; 4], dst: impl Fn(u32) -> [u8; 4]) 
 
 fn write(path: &Path, mut packets: Vec<Packet>) {
     packets.sort_by_key(|p| p.ts_ns);
-    let mut w = PcapWriter::new(
-        BufWriter::new(std::fs::File::create(path).unwrap()),
-        1,
-        65535,
-    )
-    .unwrap();
-    for p in packets {
-        w.write(p.ts_ns, &p.frame).unwrap();
-    }
-    w.into_inner().unwrap();
+    common::write_pcap(path, packets);
 }
 
 /// Replays with one worker and telemetry on; returns the report and the /metrics text.
 fn replay(cfg: &Config, path: &Path) -> (ReplayReport, String) {
     let t = Telemetry::new("replay", 1, cfg.http.alerts_kept);
-    let r = run(&ReplayOptions {
-        config: cfg.clone(),
-        workers: Some(1),
-        inputs: vec![path.to_path_buf()],
-        sinks: Sinks {
-            alerts: None,
-            flows: None,
-            dns: None,
-            collect: true,
-            append: false,
-            ordered: true,
-            syslog: None,
-            sink_queue: 4096,
-            telemetry: Some(Arc::clone(&t)),
-            slice_requests: None,
-            dns_recycle: None,
-        },
-    })
-    .expect("replay");
+    let r = common::replay_with(cfg, 1, &[path.to_path_buf()], Some(Arc::clone(&t)));
     let mut buf = Vec::new();
     prometheus::Encoder::encode(
         &prometheus::TextEncoder::new(),

@@ -19,6 +19,16 @@ pub fn shared_pcaps() -> Option<PathBuf> {
 
 /// Replays files and collects every alert and flow record.
 pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport {
+    replay_with(cfg, workers, inputs, None)
+}
+
+/// [`replay`], publishing its counters into `telemetry` (for `/metrics`) when given.
+pub fn replay_with(
+    cfg: &Config,
+    workers: usize,
+    inputs: &[PathBuf],
+    telemetry: Option<std::sync::Arc<outflow::telemetry::Telemetry>>,
+) -> ReplayReport {
     run(&ReplayOptions {
         config: cfg.clone(),
         workers: Some(workers),
@@ -32,12 +42,26 @@ pub fn replay(cfg: &Config, workers: usize, inputs: &[PathBuf]) -> ReplayReport 
             ordered: true,
             syslog: None,
             sink_queue: 4096,
-            telemetry: None,
+            telemetry,
             slice_requests: None,
             dns_recycle: None,
         },
     })
     .expect("replay")
+}
+
+/// Writes generated packets, in the order given, to an Ethernet pcap file at `path`;
+/// returns how many.
+pub fn write_pcap(path: &Path, packets: impl IntoIterator<Item = outflow::gen::Packet>) -> u64 {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = outflow::gen::PcapWriter::new(file, 1, 65535).unwrap();
+    let mut n = 0;
+    for p in packets {
+        w.write(p.ts_ns, &p.frame).unwrap();
+        n += 1;
+    }
+    w.into_inner().unwrap();
+    n
 }
 
 /// A running `outflow` process with its HTTP server, for tests that talk to it over HTTP.
