@@ -70,6 +70,83 @@ pub struct Config {
     pub http: HttpConfig,
     /// Pcap slices of flagged flows.
     pub slice: SliceConfig,
+    /// Tunnels, MPLS and PPPoE unwrapped to reach the packets flows are tracked on.
+    pub decap: DecapConfig,
+}
+
+/// Decapsulation: which tunnels are unwrapped (each on by default, on its standard ports),
+/// so that flows are tracked on the innermost headers. See `decode::tunnel`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecapConfig {
+    /// Tunnels unwrapped at most, nested (MPLS and PPPoE do not count). Default 4, at
+    /// most 8. A packet nested deeper is tracked on the deepest layer reached and counted.
+    pub max_depth: u8,
+    /// Keep a flow record of each tunnel's own outer connection (the mirror session), as
+    /// Zeek's conn.log does; it is never reported as an upload. Default true.
+    pub outer_flows: bool,
+    /// GRE version 0 (RFC 2784/2890): IPv4, IPv6, Ethernet (transparent bridging), MPLS.
+    pub gre: bool,
+    /// ERSPAN type I, II and III inside GRE (Cisco/Arista remote SPAN).
+    pub erspan: bool,
+    /// IP-in-IP: 4in4, 6in4, 4in6, 6in6 (IP protocols 4 and 41).
+    pub ip_in_ip: bool,
+    /// MPLS label stacks, incl. an Ethernet pseudowire with a control word.
+    pub mpls: bool,
+    /// PPPoE session frames.
+    pub pppoe: bool,
+    /// VXLAN UDP destination ports (AWS Traffic Mirroring, Azure vTAP). Default [4789];
+    /// [] switches VXLAN off. At most 4 ports per tunnel type.
+    pub vxlan_ports: Vec<u16>,
+    /// Geneve UDP destination ports (GCP Packet Mirroring, AWS GWLB). Default [6081].
+    pub geneve_ports: Vec<u16>,
+    /// GRE-in-UDP destination ports (RFC 8086). Default [4754].
+    pub gre_udp_ports: Vec<u16>,
+    /// Teredo UDP ports, either side. Default [3544].
+    pub teredo_ports: Vec<u16>,
+    /// GTP-U UDP ports, either side. Default [2152].
+    pub gtp_ports: Vec<u16>,
+}
+
+impl Default for DecapConfig {
+    fn default() -> Self {
+        let d = crate::decode::Decap::DEFAULT;
+        DecapConfig {
+            max_depth: d.max_depth,
+            outer_flows: d.outer_flows,
+            gre: d.gre,
+            erspan: d.erspan,
+            ip_in_ip: d.ip_in_ip,
+            mpls: d.mpls,
+            pppoe: d.pppoe,
+            vxlan_ports: vec![4789],
+            geneve_ports: vec![6081],
+            gre_udp_ports: vec![4754],
+            teredo_ports: vec![3544],
+            gtp_ports: vec![2152],
+        }
+    }
+}
+
+impl DecapConfig {
+    /// The decoder's form of these settings.
+    pub fn decap(&self) -> crate::decode::Decap {
+        use crate::decode::PortSet;
+        crate::decode::Decap {
+            max_depth: self.max_depth,
+            outer_flows: self.outer_flows,
+            gre: self.gre,
+            erspan: self.erspan,
+            ip_in_ip: self.ip_in_ip,
+            mpls: self.mpls,
+            pppoe: self.pppoe,
+            vxlan: PortSet::new(&self.vxlan_ports),
+            geneve: PortSet::new(&self.geneve_ports),
+            gre_udp: PortSet::new(&self.gre_udp_ports),
+            teredo: PortSet::new(&self.teredo_ports),
+            gtp: PortSet::new(&self.gtp_ports),
+        }
+    }
 }
 
 impl Default for Config {
@@ -99,6 +176,7 @@ impl Default for Config {
             output: OutputConfig::default(),
             http: HttpConfig::default(),
             slice: SliceConfig::default(),
+            decap: DecapConfig::default(),
         }
     }
 }
@@ -859,6 +937,28 @@ impl Config {
         }
         if c.read_timeout.is_zero() || c.read_timeout > Duration::from_secs(1) {
             p.push("capture.read_timeout: must be between 1ms and 1s".into());
+        }
+        let d = &self.decap;
+        if d.max_depth > 8 {
+            p.push(format!("decap.max_depth: {} must be 0..=8", d.max_depth));
+        }
+        for (key, ports) in [
+            ("decap.vxlan_ports", &d.vxlan_ports),
+            ("decap.geneve_ports", &d.geneve_ports),
+            ("decap.gre_udp_ports", &d.gre_udp_ports),
+            ("decap.teredo_ports", &d.teredo_ports),
+            ("decap.gtp_ports", &d.gtp_ports),
+        ] {
+            if ports.len() > crate::decode::MAX_TUNNEL_PORTS {
+                p.push(format!(
+                    "{key}: {} ports, at most {} per tunnel type",
+                    ports.len(),
+                    crate::decode::MAX_TUNNEL_PORTS
+                ));
+            }
+            if ports.contains(&0) {
+                p.push(format!("{key}: port 0 is not a port"));
+            }
         }
         let hw = &self.detect.host_window;
         if hw.window < Duration::from_secs(1) {

@@ -66,6 +66,9 @@ pub struct Snapshot {
     /// Fragment map of this capture thread or fanout worker: (live entries, capacity, live
     /// entries overwritten).
     pub fragments: (u64, u64, u64),
+    /// Tunnels, MPLS, PPPoE and offloaded frames this capture thread or fanout worker
+    /// decoded.
+    pub encap: crate::decode::EncapCounts,
 }
 
 /// Where a worker's counters are published; read by the stats line and /metrics.

@@ -358,12 +358,14 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     drop(out_tx);
 
     let mut dispatcher = Dispatcher::new(to, free_rx)?;
+    dispatcher.set_decap(cfg.decap.decap());
     let mut publish = |st: &ReaderStats| {
         if let Some(t) = &telemetry {
             if let Ok(mut s) = t.reader.snap.lock() {
                 s.frames = st.frames;
                 s.decode_errors = st.decode_errors;
                 s.fragments = st.fragment_table;
+                s.encap = st.encap;
             }
         }
     };
@@ -383,6 +385,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             s.frames = reader.frames;
             s.decode_errors = reader.decode_errors;
             s.fragments = reader.fragment_table;
+            s.encap = reader.encap;
         }
         t.reader
             .alive

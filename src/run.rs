@@ -20,7 +20,7 @@ use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
 use crate::capture::{ts_ns, BatchPacket, Clock};
 use crate::config::{Config, ConfigError};
-use crate::decode::{decode, DecodeError};
+use crate::decode::{decode_frame, DecodeError};
 use crate::http::HttpServer;
 use crate::pipeline::{Driver, Published, Snapshot, PUBLISH_EVERY};
 use crate::replay::batch_worker_loop;
@@ -305,6 +305,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                     stop: Arc::clone(&signals.stop),
                     reload: rx,
                     frags: fragments(&cfg),
+                    decap: cfg.decap.decap(),
                 };
                 workers.push(
                     std::thread::Builder::new()
@@ -327,9 +328,10 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                 to.push(tx);
                 free_rx.push(free);
             }
-            let dispatcher = Dispatcher::new(to, free_rx)
+            let mut dispatcher = Dispatcher::new(to, free_rx)
                 .map_err(|e| RunError::Io(std::io::Error::other(e.to_string())))?
                 .lossy();
+            dispatcher.set_decap(cfg.decap.decap());
             let h = handles.pop().ok_or(RunError::Panic("capture"))?;
             let pubr: Published = Arc::clone(&telemetry.reader);
             let ctx = LiveReader {
@@ -626,6 +628,7 @@ fn add(t: &mut Snapshot, s: &Snapshot) {
     for (a, b) in t.decode_errors.iter_mut().zip(s.decode_errors.iter()) {
         *a += b;
     }
+    t.encap.add(&s.encap);
     t.kernel_received += s.kernel_received;
     t.kernel_dropped += s.kernel_dropped;
     t.interface_dropped += s.interface_dropped;
@@ -642,6 +645,7 @@ struct LiveWorker {
     stop: Arc<AtomicBool>,
     reload: Receiver<Arc<Config>>,
     frags: FragPorts,
+    decap: crate::decode::Decap,
 }
 
 impl LiveWorker {
@@ -670,22 +674,33 @@ impl LiveWorker {
                     let now = clock.observe(ts);
                     d.extra.frames += 1;
                     let wire_len = hdr.len.max(hdr.caplen);
-                    match decode(h.link, pkt.data, wire_len) {
-                        Ok(mut meta) => {
+                    match decode_frame(h.link, pkt.data, wire_len, &self.decap) {
+                        Ok(decoded) => {
+                            d.extra.encap.count(&decoded);
+                            let mut meta = decoded.meta;
                             self.frags.resolve(&mut meta, now);
                             d.advance(now);
-                            d.worker.packet(
-                                &BatchPacket {
-                                    seq,
-                                    ts_ns: ts,
-                                    clock_ns: now,
-                                    wire_len,
-                                    data_start: 0,
-                                    cap_len: hdr.caplen,
-                                    meta,
-                                },
-                                pkt.data,
-                            );
+                            let bp = BatchPacket {
+                                seq,
+                                ts_ns: ts,
+                                clock_ns: now,
+                                wire_len,
+                                data_start: 0,
+                                cap_len: hdr.caplen,
+                                meta,
+                                outer_copy: false,
+                            };
+                            d.worker.packet(&bp, pkt.data);
+                            if let Some(outer) = decoded.outer {
+                                // Fanout hashes the outer headers, so the tunnel's own
+                                // flow is this worker's too.
+                                let o = BatchPacket {
+                                    meta: outer,
+                                    outer_copy: true,
+                                    ..bp
+                                };
+                                d.worker.packet(&o, &[]);
+                            }
                             if d.worker.has_pending() {
                                 d.flush();
                             }
@@ -845,6 +860,7 @@ impl LiveReader {
             fragments: self.frags.occupancy(clock_ns),
             frames: st.frames,
             decode_errors: st.decode_errors,
+            encap: st.encap,
             queue_dropped: d.dropped,
             ..Snapshot::default()
         };

@@ -184,7 +184,20 @@ pub struct Worker {
     /// ([`finish_some`](Self::finish_some)).
     finish_order: Vec<(u64, u32)>,
     finish_at: usize,
+    /// What the decoder unwraps (to list a new tunnelled flow's tunnels).
+    decap: crate::decode::Decap,
+    /// The tunnels of each tunnelled flow, by table slot: a null pointer (no allocation)
+    /// for the others, so the array costs 8 bytes a flow and its pages stay unmapped until
+    /// a tunnelled flow lands on them. Filled when the flow is created (the frame is
+    /// decoded once more, for new tunnelled flows only), moved into its final record.
+    #[allow(clippy::vec_box)]
+    tunnels: Vec<Option<Box<crate::decode::TunnelChain>>>,
 }
+
+/// Flow-id bit of a tunnel's outer flow. Flow ids are the sequence number of a flow's first
+/// frame, and a tunnelled frame opens two flows (inner and outer); the bit keeps their ids
+/// apart (sequence numbers never reach 2^55).
+pub const OUTER_FLOW_ID_BIT: u64 = 1 << 55;
 
 /// Events buffered per batch before they are handed on; sized so a batch never needs more.
 const PENDING_CAPACITY: usize = 4096;
@@ -217,6 +230,10 @@ impl Worker {
             finish_at: 0,
             dns_pool: Vec::with_capacity(DNS_POOL),
             last_expiry: None,
+            decap: cfg.decap.decap(),
+            // Slots are numbered from 1. `vec![None; n]` of `Option<Box<_>>` is a zeroed
+            // allocation (lazily mapped pages).
+            tunnels: vec![None; f.capacity_per_worker.clamp(1, crate::flow::MAX_CAPACITY) + 1],
         }
     }
 
@@ -468,9 +485,12 @@ impl Worker {
         hash: u64,
     ) {
         let m = &p.meta;
-        self.stats.packets += 1;
-        self.stats.ip_bytes += u64::from(m.ip_len);
-        self.stats.wire_bytes += u64::from(p.wire_len);
+        if !p.outer_copy {
+            // A tunnelled frame counts once, with its inner packet.
+            self.stats.packets += 1;
+            self.stats.ip_bytes += u64::from(m.ip_len);
+            self.stats.wire_bytes += u64::from(p.wire_len);
+        }
         let mut sub = 0u32;
 
         let mut slot = self.table.find(hash, &key);
@@ -489,7 +509,8 @@ impl Worker {
             if reuse {
                 if let Some(old) = self.table.remove(s) {
                     let reason = closing_reason(&old);
-                    self.emit_record(&old, reason, packet_key(p, &mut sub));
+                    let chain = self.take_tunnels(s);
+                    self.emit_record(&old, reason, packet_key(p, &mut sub), chain);
                     // The outbound count continues across the reuse (see Flow::carried).
                     carried = old.out_total().map(|c| (c, old.latch));
                 }
@@ -499,7 +520,7 @@ impl Worker {
         }
         let (slot, mut flow) = match (slot, flow) {
             (Some(s), Some(f)) => (s, f),
-            _ => match self.create(p, key, src_is_hi, hash, &mut sub) {
+            _ => match self.create(p, frame, key, src_is_hi, hash, &mut sub) {
                 Some(x) => x,
                 None => return,
             },
@@ -543,7 +564,7 @@ impl Worker {
             flow.carried = self.table.load(slot).map(|f| f.carried).unwrap_or_default();
         }
         self.table.touch(slot, class, p.clock_ns);
-        if self.slices.active() {
+        if self.slices.active() && !p.outer_copy {
             let (keep, flags) = self.slices.keep(
                 frame.len(),
                 usize::from(m.payload_offset),
@@ -563,7 +584,7 @@ impl Worker {
                 self.table.store(slot, &flow);
             }
         }
-        if self.dns.is_dns(m) {
+        if !p.outer_copy && self.dns.is_dns(m) {
             let pending = &mut self.pending;
             let pool = &mut self.dns_pool;
             self.dns
@@ -589,6 +610,7 @@ impl Worker {
             if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {
                 *n += 1;
             }
+            a.tunnel = self.tunnels.get(slot as usize).cloned().flatten();
             if crate::slice::valid_id(&a.id) {
                 let (exists, recording) = self.slices.start(crate::slice::SliceMeta {
                     id: a.id.clone(),
@@ -616,7 +638,13 @@ impl Worker {
                 .push((packet_key(p, &mut sub), Event::Alert(Box::new(a))));
         }
         if interim {
-            self.emit_record(&snapshot, EndReason::ActiveTimeout, packet_key(p, &mut sub));
+            let chain = self.tunnels.get(slot as usize).cloned().flatten();
+            self.emit_record(
+                &snapshot,
+                EndReason::ActiveTimeout,
+                packet_key(p, &mut sub),
+                chain,
+            );
         }
     }
 
@@ -658,7 +686,8 @@ impl Worker {
                 sub: 0,
             };
             self.last_expiry = Some(key);
-            self.emit_record(&flow, reason, key);
+            let chain = self.take_tunnels(slot);
+            self.emit_record(&flow, reason, key, chain);
         }
         self.table.next_expiry().is_none_or(|(at, _)| at > clock_ns)
     }
@@ -718,7 +747,8 @@ impl Worker {
                     id: flow.id,
                     sub: 0,
                 };
-                self.emit_record(&flow, reason, key);
+                let chain = self.take_tunnels(slot);
+                self.emit_record(&flow, reason, key, chain);
             }
         }
         if last.is_none() {
@@ -728,9 +758,16 @@ impl Worker {
         last
     }
 
+    /// The tunnel list of the flow that was in `slot` (removed or being removed).
+    #[inline]
+    fn take_tunnels(&mut self, slot: u32) -> Option<Box<crate::decode::TunnelChain>> {
+        self.tunnels.get_mut(slot as usize).and_then(Option::take)
+    }
+
     fn create(
         &mut self,
         p: &BatchPacket,
+        frame: &[u8],
         key: FlowKey,
         src_is_hi: bool,
         hash: u64,
@@ -739,7 +776,8 @@ impl Worker {
         if self.table.is_full() {
             let victim = self.table.least_recent()?;
             if let Some(old) = self.table.remove(victim) {
-                self.emit_record(&old, EndReason::Evicted, packet_key(p, sub));
+                let chain = self.take_tunnels(victim);
+                self.emit_record(&old, EndReason::Evicted, packet_key(p, sub), chain);
             }
         }
         let m = &p.meta;
@@ -759,9 +797,14 @@ impl Worker {
         } else {
             (m.dport, m.sport)
         };
+        let outer = key.tunnel.is_outer();
         let flow = Flow {
             key,
-            id: p.seq,
+            id: if outer {
+                p.seq | OUTER_FLOW_ID_BIT
+            } else {
+                p.seq
+            },
             orig_is_hi,
             first_ns: p.ts_ns,
             last_ns: p.ts_ns,
@@ -775,7 +818,13 @@ impl Worker {
                 TcpState::NotTcp
             },
             first_ports,
-            outbound: self.direction.outbound(orig, resp, m.ipv6),
+            // A tunnel's own flow (the mirror session) is transport, never an upload: its
+            // bytes are counted again in the flows inside it.
+            outbound: if outer {
+                None
+            } else {
+                self.direction.outbound(orig, resp, m.ipv6)
+            },
             latch: 0,
             next_seq: [None; 2],
             reset: false,
@@ -787,6 +836,13 @@ impl Worker {
             .insert(hash, flow, timer_class(&flow), p.clock_ns)?;
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.table.len() as u64);
+        if m.encap.depth > 0 && !outer {
+            let link = crate::decode::LinkType::from_dlt(i32::from(self.linktype));
+            let chain = crate::decode::tunnel_chain(link, frame, p.wire_len, &self.decap);
+            if let Some(t) = self.tunnels.get_mut(slot as usize) {
+                *t = Some(Box::new(chain));
+            }
+        }
         Some((
             slot,
             Flow {
@@ -796,7 +852,13 @@ impl Worker {
         ))
     }
 
-    fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) {
+    fn emit_record(
+        &mut self,
+        flow: &Flow,
+        reason: EndReason,
+        key: EventKey,
+        tunnel: Option<Box<crate::decode::TunnelChain>>,
+    ) {
         if flow.recording {
             use crate::slice::SliceEnd;
             let end = match reason {
@@ -816,8 +878,9 @@ impl Worker {
         // The unreported rest of an outbound flow's volume is not sent: it is a function of
         // the record (see `end_volume`), which the output stage applies after the record.
         // Half the events of a flood of one-packet flows.
-        self.pending
-            .push((key, Event::Flow(FlowRecord::of(flow, reason))));
+        let mut record = FlowRecord::of(flow, reason);
+        record.tunnel = tunnel;
+        self.pending.push((key, Event::Flow(record)));
     }
 }
 
@@ -1100,6 +1163,7 @@ pub(crate) mod tests {
             data_start: 0,
             cap_len: f.len() as u32,
             meta,
+            outer_copy: false,
         };
         w.packet(&p, &f);
     }

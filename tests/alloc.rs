@@ -90,6 +90,7 @@ fn per_packet_path_does_not_allocate() {
                 data_start: 0,
                 cap_len: f.len() as u32,
                 meta,
+                outer_copy: false,
             };
             worker.packet(&p, f);
         }

@@ -5,8 +5,9 @@
 //! originator/responder orientation and the same `orig_pkts`, `orig_ip_bytes`, `resp_pkts`,
 //! `resp_ip_bytes`: Zeek's counters and ours both sum IP total lengths per direction, and
 //! both pick the SYN sender (or the first packet's sender, or the SYN-ACK's receiver) as
-//! originator. The only exceptions are the captures listed in `NEEDS_DECAPSULATION`, whose
-//! connections are inside tunnels, MPLS or PPPoE that outflow does not decode yet.
+//! originator. Connections inside tunnels (GRE, ERSPAN, VXLAN, GTP, Teredo) are matched on
+//! their inner headers and must carry a tunnel list exactly when Zeek gives them
+//! `tunnel_parents`; the tunnels' own UDP connections (VXLAN, GTP, Teredo) are flows too.
 
 mod common;
 
@@ -21,6 +22,8 @@ struct ConnRow {
     resp: (String, u16),
     proto: String,
     counts: (u64, u64, u64, u64),
+    /// Zeek's `tunnel_parents`: the connection came through a tunnel.
+    tunnelled: bool,
 }
 
 fn parse_conn_log(path: &Path) -> Vec<ConnRow> {
@@ -51,6 +54,7 @@ fn parse_conn_log(path: &Path) -> Vec<ConnRow> {
                 num("resp_pkts"),
                 num("resp_ip_bytes"),
             ),
+            tunnelled: v.get("tunnel_parents").is_some_and(|t| *t != "-"),
         });
     }
     rows
@@ -60,16 +64,20 @@ fn proto_name(p: u8) -> &'static str {
     match p {
         6 => "tcp",
         17 => "udp",
+        1 | 58 => "icmp",
         _ => "other",
     }
 }
 
+/// Same connection. ICMP: Zeek's `orig_p` is the first message's type, as ours; its
+/// `resp_p` is the type of the expected answer where ours is the code, so it is not
+/// compared.
 fn matches(r: &FlowRecord, row: &ConnRow) -> bool {
     proto_name(r.proto) == row.proto
         && r.orig_addr.to_ip(r.ipv6).to_string() == row.orig.0
         && r.orig_port == row.orig.1
         && r.resp_addr.to_ip(r.ipv6).to_string() == row.resp.0
-        && r.resp_port == row.resp.1
+        && (row.proto == "icmp" || r.resp_port == row.resp.1)
 }
 
 fn zeek_cases(root: &Path) -> Vec<(PathBuf, PathBuf)> {
@@ -106,21 +114,31 @@ fn flow_records_match_zeek_conn_log() {
         cases.len()
     );
     let mut checked = 0;
+    let mut tunnelled = 0;
     let mut mismatches: Vec<(String, String)> = Vec::new();
     for (pcap, conn) in &cases {
         let case = case_name(conn);
         let rows = parse_conn_log(conn);
         for workers in [1, 4] {
             let report = common::replay(&Config::default(), workers, std::slice::from_ref(pcap));
-            for row in rows.iter().filter(|r| r.proto == "tcp" || r.proto == "udp") {
+            for row in &rows {
                 let got: Vec<_> = report
                     .flows
                     .iter()
                     .filter(|r| matches(r, row))
-                    .map(|r| (r.orig.pkts, r.orig.ip_bytes, r.resp.pkts, r.resp.ip_bytes))
+                    .map(|r| {
+                        (
+                            (r.orig.pkts, r.orig.ip_bytes, r.resp.pkts, r.resp.ip_bytes),
+                            r.tunnel.is_some(),
+                        )
+                    })
                     .collect();
-                if got.contains(&row.counts) {
+                // A connection Zeek saw inside a tunnel carries its tunnel list here.
+                if got.contains(&(row.counts, row.tunnelled)) {
                     checked += 1;
+                    if row.tunnelled {
+                        tunnelled += 1;
+                    }
                     continue;
                 }
                 mismatches.push((
@@ -140,53 +158,25 @@ fn flow_records_match_zeek_conn_log() {
             }
         }
     }
-    // Captures whose connections are inside encapsulations outflow does not decode yet
-    // (PPPoE, MPLS, GRE/ERSPAN, VXLAN, Teredo, IP-in-IP, GTP: issue 13). Their mismatches
-    // are printed, not hidden; any mismatch anywhere else fails, and so does a listed case
-    // that starts matching (then it must leave the list).
-    let pending: Vec<&String> = mismatches
-        .iter()
-        .filter(|(c, _)| NEEDS_DECAPSULATION.contains(&c.as_str()))
-        .map(|(_, m)| m)
-        .collect();
-    for m in &pending {
-        eprintln!("known gap (decapsulation, issue 13): {m}");
-    }
-    let unexpected: Vec<&String> = mismatches
-        .iter()
-        .filter(|(c, _)| !NEEDS_DECAPSULATION.contains(&c.as_str()))
-        .map(|(_, m)| m)
-        .collect();
     assert!(
-        unexpected.is_empty(),
+        mismatches.is_empty(),
         "{}",
-        unexpected
+        mismatches
             .iter()
-            .map(|s| s.as_str())
+            .map(|(_, m)| m.as_str())
             .collect::<Vec<_>>()
             .join("\n")
     );
-    for case in NEEDS_DECAPSULATION {
-        if cases.iter().any(|(_, conn)| case_name(conn) == *case) {
-            assert!(
-                mismatches.iter().any(|(c, _)| c == case),
-                "{case} now matches Zeek: remove it from NEEDS_DECAPSULATION"
-            );
-        }
-    }
-    // The 8 original captures with 76 TCP/UDP connections, checked with 1 and 4 workers.
-    assert!(checked >= 140, "only {checked} connections checked");
+    // TCP, UDP and ICMP connections of all the cases, with 1 and 4 workers; the tunnel,
+    // MPLS and PPPoE cases (ERSPAN I/II, GRE in GRE, GTP, Teredo, VXLAN, PPPoE, VLAN+MPLS)
+    // included.
+    assert!(checked >= 300, "only {checked} connections checked");
+    assert!(
+        tunnelled >= 30,
+        "only {tunnelled} tunnelled connections checked"
+    );
+    eprintln!("{checked} connections checked, {tunnelled} of them tunnelled");
 }
-
-/// Zeek cases whose connections are tunnelled or behind a link layer outflow does not
-/// decode yet (issue 13 adds them).
-const NEEDS_DECAPSULATION: &[&str] = &[
-    "core__pppoe",
-    "core__tunnels__gre-in-gre",
-    "core__tunnels__gtp__inner_ipv6",
-    "core__tunnels__teredo",
-    "core__vlan-mpls",
-];
 
 fn case_name(conn: &Path) -> String {
     conn.parent()

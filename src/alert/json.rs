@@ -3,7 +3,7 @@
 //! new name, never by repurposing an old one.
 
 use crate::config::ByteCount;
-use crate::decode::proto;
+use crate::decode::{proto, TunnelChain, TunnelHop};
 use crate::detect::leak::LeakAlert;
 use crate::detect::Alert;
 use crate::dns::analyse::{DnsAlert, DnsRecord};
@@ -77,6 +77,8 @@ struct AlertJson<'a> {
     dst_port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     vlan: Option<Vec<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tunnel: Option<Vec<HopJson>>,
     src_is_orig: bool,
     flow_open: bool,
     flow_start: String,
@@ -135,6 +137,7 @@ pub fn alert_json(a: &Alert) -> String {
         dst_ip: a.dst.to_string(),
         dst_port: a.dport,
         vlan: vlan(a.vlan),
+        tunnel: a.tunnel.as_deref().map(hops_json),
         src_is_orig: a.src_is_orig,
         flow_open: true,
         flow_start: rfc3339(a.flow_start_ns),
@@ -212,6 +215,23 @@ pub fn write_flow_json<W: std::io::Write>(w: &mut W, r: &FlowRecord) -> std::io:
         [a, 0] => write!(w, ",\"vlan\":[{a}]")?,
         [a, b] => write!(w, ",\"vlan\":[{a},{b}]")?,
     }
+    if r.tunnel_tag.is_outer() {
+        write!(
+            w,
+            ",\"tunnel_outer\":\"{}\"",
+            r.tunnel_tag.tunnel_kind().name()
+        )?;
+    }
+    if let Some(chain) = &r.tunnel {
+        w.write_all(b",\"tunnel\":[")?;
+        for (i, h) in chain.hops().iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            write_hop(w, h)?;
+        }
+        w.write_all(b"]")?;
+    }
     write!(
         w,
         ",\"orig_pkts\":{},\"orig_ip_bytes\":{},\"orig_bytes\":{},\"resp_pkts\":{},\"resp_ip_bytes\":{},\"resp_bytes\":{}",
@@ -240,6 +260,58 @@ pub fn write_flow_json<W: std::io::Write>(w: &mut W, r: &FlowRecord) -> std::io:
         Some(Side::Resp) => w.write_all(b"\"resp\"}"),
         None => w.write_all(b"null}"),
     }
+}
+
+/// One tunnel hop, the same fields as [`HopJson`] (addresses need no escaping).
+fn write_hop<W: std::io::Write>(w: &mut W, h: &TunnelHop) -> std::io::Result<()> {
+    write!(
+        w,
+        "{{\"type\":\"{}\",\"src_ip\":\"{}\",\"dst_ip\":\"{}\"",
+        h.kind.name(),
+        h.src.to_ip(h.ipv6),
+        h.dst.to_ip(h.ipv6)
+    )?;
+    if h.sport != 0 || h.dport != 0 {
+        write!(w, ",\"src_port\":{},\"dst_port\":{}", h.sport, h.dport)?;
+    }
+    if let Some(id) = h.id {
+        write!(w, ",\"id\":{id}")?;
+    }
+    w.write_all(b"}")
+}
+
+/// A tunnel hop in alerts and the API: type, outer addresses (and UDP ports), id.
+#[derive(Serialize)]
+pub struct HopJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    src_ip: String,
+    dst_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u32>,
+}
+
+/// The hops of a tunnel list, for serde.
+pub fn hops_json(chain: &TunnelChain) -> Vec<HopJson> {
+    chain
+        .hops()
+        .iter()
+        .map(|h| {
+            let ports = h.sport != 0 || h.dport != 0;
+            HopJson {
+                kind: h.kind.name(),
+                src_ip: h.src.to_ip(h.ipv6).to_string(),
+                dst_ip: h.dst.to_ip(h.ipv6).to_string(),
+                src_port: ports.then_some(h.sport),
+                dst_port: ports.then_some(h.dport),
+                id: h.id,
+            }
+        })
+        .collect()
 }
 
 fn write_flag_letters<W: std::io::Write>(w: &mut W, f: u8) -> std::io::Result<()> {
@@ -574,6 +646,10 @@ mod tests {
         resp_port: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
         vlan: Option<Vec<u16>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tunnel_outer: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tunnel: Option<Vec<HopJson>>,
         orig_pkts: u64,
         orig_ip_bytes: u64,
         orig_bytes: u64,
@@ -604,6 +680,11 @@ mod tests {
             resp_ip: r.resp_addr.to_ip(r.ipv6).to_string(),
             resp_port: r.resp_port,
             vlan: vlan(r.vlan),
+            tunnel_outer: r
+                .tunnel_tag
+                .is_outer()
+                .then(|| r.tunnel_tag.tunnel_kind().name()),
+            tunnel: r.tunnel.as_deref().map(hops_json),
             orig_pkts: r.orig.pkts,
             orig_ip_bytes: r.orig.ip_bytes,
             orig_bytes: r.orig.payload_bytes,
@@ -621,6 +702,49 @@ mod tests {
             }),
         })
         .unwrap()
+    }
+
+    fn tunnel_tag(n: u64) -> crate::decode::TunnelTag {
+        use crate::decode::{TunnelKind, TunnelTag};
+        match n % 3 {
+            0 => TunnelTag::default(),
+            1 => TunnelTag {
+                kind: TunnelKind::Vxlan as u8,
+                id: 7,
+            },
+            _ => TunnelTag {
+                kind: TunnelKind::Geneve as u8 | TunnelTag::OUTER,
+                id: 0,
+            },
+        }
+    }
+
+    fn tunnel(n: u64) -> Option<Box<TunnelChain>> {
+        use crate::decode::{Addr, TunnelKind};
+        if n % 3 != 1 {
+            return None;
+        }
+        let mut c = TunnelChain::default();
+        c.hops[0] = TunnelHop {
+            kind: TunnelKind::Gre,
+            ipv6: true,
+            src: Addr([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            dst: Addr([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
+            sport: 0,
+            dport: 0,
+            id: if n % 2 == 0 { Some(0xdead_beef) } else { None },
+        };
+        c.hops[1] = TunnelHop {
+            kind: TunnelKind::Vxlan,
+            ipv6: false,
+            src: Addr::v4([192, 0, 2, 1]),
+            dst: Addr::v4([192, 0, 2, 2]),
+            sport: 49152,
+            dport: 4789,
+            id: Some(7),
+        };
+        c.len = 2;
+        Some(Box::new(c))
     }
 
     #[test]
@@ -666,6 +790,8 @@ mod tests {
                         tcp: TcpState::Established,
                         reason,
                         outbound,
+                        tunnel_tag: tunnel_tag(n),
+                        tunnel: tunnel(n),
                     };
                     assert_eq!(flow_json(&r), reference(&r));
                     n += 1;

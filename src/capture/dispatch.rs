@@ -9,7 +9,7 @@
 use super::file::CaptureError;
 use super::frag::{FragPorts, FragStats};
 use super::{Batch, BatchPacket};
-use crate::decode::{decode, DecodeError, LinkType};
+use crate::decode::{decode_frame, Decap, DecodeError, EncapCounts, LinkType};
 use crossbeam_channel::{Receiver, Sender};
 
 /// What the reader saw.
@@ -27,6 +27,8 @@ pub struct ReaderStats {
     pub decode_errors: [u64; DecodeError::ALL.len()],
     /// IP fragment bookkeeping.
     pub fragments: FragStats,
+    /// Tunnels, MPLS, PPPoE and offloaded frames the decoder met.
+    pub encap: EncapCounts,
     /// Files read.
     pub files: u64,
     /// Records skipped because their timestamp does not fit (see `capture::ts_ns`).
@@ -67,6 +69,8 @@ pub struct Dispatcher {
     /// predictable, or an attacker could aim a flood of flows at the worker holding the
     /// upload it wants evicted. (Outputs do not depend on it; see `worker`.)
     seed: u64,
+    /// What the decoder unwraps.
+    decap: Decap,
     /// Packets dropped because a worker had no free batch (live only).
     pub dropped: u64,
 }
@@ -91,6 +95,7 @@ impl Dispatcher {
                 use std::hash::BuildHasher;
                 std::collections::hash_map::RandomState::new().hash_one(0x006f_7574_666c_6f77_u64)
             },
+            decap: Decap::DEFAULT,
             dropped: 0,
         })
     }
@@ -120,8 +125,8 @@ impl Dispatcher {
         st.wire_bytes += u64::from(wire_len);
         st.first_ts_ns.get_or_insert(f.ts_ns);
         st.last_ts_ns = Some(f.ts_ns);
-        let mut meta = match decode(f.link, f.data, wire_len) {
-            Ok(m) => m,
+        let d = match decode_frame(f.link, f.data, wire_len, &self.decap) {
+            Ok(d) => d,
             Err(e) => {
                 if let Some(c) = st.decode_errors.get_mut(e.index()) {
                     *c += 1;
@@ -129,6 +134,8 @@ impl Dispatcher {
                 return Ok(());
             }
         };
+        st.encap.count(&d);
+        let mut meta = d.meta;
         frags.resolve(&mut meta, f.clock_ns);
         st.decoded += 1;
         let w = (meta.symmetric_hash(self.seed) % self.workers() as u64) as usize;
@@ -140,8 +147,25 @@ impl Dispatcher {
             data_start: 0,
             cap_len: 0,
             meta,
+            outer_copy: false,
         };
-        self.push(w, bp, f.data, f.seq)
+        self.push(w, bp, f.data, f.seq)?;
+        if let Some(outer) = d.outer {
+            // The tunnel's own flow lives on the worker its outer headers hash to.
+            let w = (outer.symmetric_hash(self.seed) % self.workers() as u64) as usize;
+            let bp = BatchPacket {
+                meta: outer,
+                outer_copy: true,
+                ..bp
+            };
+            self.push(w, bp, &[], f.seq)?;
+        }
+        Ok(())
+    }
+
+    /// Sets what the decoder unwraps (the config's `[decap]`).
+    pub fn set_decap(&mut self, decap: Decap) {
+        self.decap = decap;
     }
 
     /// Number of workers.

@@ -36,6 +36,10 @@ pub struct BatchPacket {
     pub cap_len: u32,
     /// The decoded headers.
     pub meta: PacketMeta,
+    /// A second copy of a tunnelled frame, carrying the tunnel's outer headers to the
+    /// worker of the tunnel's outer flow; it has no bytes and counts only in that flow
+    /// (the frame itself is counted with its inner packet).
+    pub outer_copy: bool,
 }
 
 /// A reusable batch of packets for one worker.

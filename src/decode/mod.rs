@@ -18,8 +18,13 @@
 mod link;
 mod net;
 mod transport;
+mod tunnel;
 
 pub use link::LinkType;
+pub use tunnel::{
+    Decap, Layer, PortSet, TunnelChain, TunnelHop, TunnelKind, TunnelTag, MAX_CHAIN,
+    MAX_TUNNEL_PORTS,
+};
 
 /// Why a frame could not be decoded. Each reason is a counter in the replay summary and
 /// (later) in `/metrics`; the frame itself is skipped.
@@ -43,11 +48,15 @@ pub enum DecodeError {
     /// The transport header contradicts itself: TCP data offset < 5 or beyond the IP payload,
     /// UDP length < 8 or beyond the IP payload.
     BadTransportHeader,
+    /// An encapsulation header (MPLS, PPPoE, GRE, ERSPAN, VXLAN, Geneve, GTP) that is
+    /// broken or cut off. Inside an IP tunnel the packet still counts in the tunnel's
+    /// outer flow; see [`Decoded::inner_error`].
+    BadEncapsulation,
 }
 
 impl DecodeError {
     /// Every reason, in a stable order (used to lay out counters).
-    pub const ALL: [DecodeError; 8] = [
+    pub const ALL: [DecodeError; 9] = [
         DecodeError::UnsupportedLinkType,
         DecodeError::TruncatedLink,
         DecodeError::NonIp,
@@ -56,6 +65,7 @@ impl DecodeError {
         DecodeError::IpLengthExceedsFrame,
         DecodeError::TruncatedTransport,
         DecodeError::BadTransportHeader,
+        DecodeError::BadEncapsulation,
     ];
 
     /// Stable snake_case name, used in summaries and metric labels.
@@ -69,6 +79,7 @@ impl DecodeError {
             DecodeError::IpLengthExceedsFrame => "ip_length_exceeds_frame",
             DecodeError::TruncatedTransport => "truncated_transport",
             DecodeError::BadTransportHeader => "bad_transport_header",
+            DecodeError::BadEncapsulation => "bad_encapsulation",
         }
     }
 
@@ -214,6 +225,27 @@ pub struct PacketMeta {
     pub payload_offset: u16,
     /// Fragmentation state of the IP packet.
     pub fragment: Fragment,
+    /// The IP length came from the frame, not the header: a segmentation-offloaded
+    /// frame (TSO: IPv4 total length 0 on TCP; GRO: a length beyond a frame the capture
+    /// holds whole). Not an error; counted on its own.
+    pub len_from_frame: bool,
+    /// The innermost tunnel id on the packet's way (part of the flow key), or the marker
+    /// of a tunnel's own outer flow.
+    pub tunnel: TunnelTag,
+    /// Encapsulations peeled to reach this packet.
+    pub encap: Encap,
+}
+
+/// What the decoder unwrapped to reach a packet (counters, not flow identity).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Encap {
+    /// [`Layer`] bits of every encapsulation peeled.
+    pub layers: u16,
+    /// IP tunnels unwrapped.
+    pub depth: u8,
+    /// Another tunnel was inside, deeper than `max_depth`: the packet is tracked on the
+    /// deepest layer reached.
+    pub too_deep: bool,
 }
 
 /// One end of a conversation: address and port (0 where the protocol has none).
@@ -256,27 +288,210 @@ impl PacketMeta {
         let mut h = foldhash::fast::FixedState::with_seed(seed).build_hasher();
         lo.hash(&mut h);
         hi.hash(&mut h);
-        (self.proto, self.ipv6, self.vlan).hash(&mut h);
+        (self.proto, self.ipv6, self.vlan, self.tunnel).hash(&mut h);
         h.finish()
     }
 }
 
-/// Decodes one captured frame. `data` is what was captured, `wire_len` how long the frame
-/// was on the wire (the pcap record's original length).
+/// Decodes one captured frame with every encapsulation on ([`Decap::DEFAULT`]): the
+/// innermost packet, or why there is none. `data` is what was captured, `wire_len` how
+/// long the frame was on the wire (the pcap record's original length).
 #[inline]
 pub fn decode(link: LinkType, data: &[u8], wire_len: u32) -> Result<PacketMeta, DecodeError> {
-    let l2 = link::peel(link, data)?;
-    // Bytes of the frame from the IP header on, on the wire. The captured slice may be
-    // shorter (snaplen); the wire length may not be smaller than what was captured.
-    let wire_ip_len = (wire_len as usize)
-        .max(data.len())
-        .saturating_sub(l2.ip_offset);
-    let ip_data = data.get(l2.ip_offset..).ok_or(DecodeError::TruncatedLink)?;
-    let mut meta = net::decode_ip(l2.ether_type, ip_data, wire_ip_len)?;
-    meta.vlan = l2.vlan;
-    meta.l3_offset = u16::try_from(l2.ip_offset).unwrap_or(u16::MAX);
-    meta.payload_offset = meta.payload_offset.saturating_add(meta.l3_offset);
-    Ok(meta)
+    decode_frame(link, data, wire_len, &Decap::DEFAULT).map(|d| d.meta)
+}
+
+/// One frame decoded: the packet the flow stage tracks and, for a tunnelled frame, the
+/// tunnel's outermost packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// The innermost packet; or, when what a tunnel carried could not be decoded, the
+    /// tunnel's outermost packet (marked as its outer flow), so no byte goes uncounted.
+    pub meta: PacketMeta,
+    /// The outermost packet of a tunnelled frame, marked as the tunnel's outer flow
+    /// ([`TunnelTag::OUTER`]), when [`Decap::outer_flows`] asks for those flows.
+    pub outer: Option<PacketMeta>,
+    /// Why the inside of a tunnel could not be decoded (then `meta` is the outer packet).
+    pub inner_error: Option<DecodeError>,
+}
+
+/// Decodes one captured frame, unwrapping what `decap` switches on.
+#[inline]
+pub fn decode_frame(
+    link: LinkType,
+    data: &[u8],
+    wire_len: u32,
+    decap: &Decap,
+) -> Result<Decoded, DecodeError> {
+    decode_layers(link, data, wire_len, decap, &mut ())
+}
+
+/// The tunnels a frame came through, outermost first (what a flow record lists). Called
+/// once per new tunnelled flow, not per packet.
+pub fn tunnel_chain(link: LinkType, data: &[u8], wire_len: u32, decap: &Decap) -> TunnelChain {
+    let mut chain = TunnelChain::default();
+    let _ = decode_layers(link, data, wire_len, decap, &mut chain);
+    chain
+}
+
+fn decode_layers(
+    link: LinkType,
+    data: &[u8],
+    wire_len: u32,
+    decap: &Decap,
+    hops: &mut impl tunnel::HopSink,
+) -> Result<Decoded, DecodeError> {
+    // Where the current layer's frame ends on the wire, counted from `data[0]`. The
+    // captured slice may be shorter (snaplen); the wire length may not be smaller than what
+    // was captured.
+    let mut end = (wire_len as usize).max(data.len());
+    let mut l2 = link::peel(link, data, decap)?;
+    let mut layers = l2.layers;
+    let mut vlan = l2.vlan;
+    let mut tag = TunnelTag::default();
+    let mut outer: Option<PacketMeta> = None;
+    let mut depth = 0u8;
+    loop {
+        let ip_data = data.get(l2.ip_offset..).ok_or(DecodeError::TruncatedLink)?;
+        let wire_ip_len = end.saturating_sub(l2.ip_offset);
+        let whole = data.len() >= end;
+        let mut meta = match net::decode_ip(l2.ether_type, ip_data, wire_ip_len, whole) {
+            Ok(m) => m,
+            Err(e) => return inner_failed(outer, e, decap, layers, depth),
+        };
+        meta.vlan = vlan;
+        meta.l3_offset = u16::try_from(l2.ip_offset).unwrap_or(u16::MAX);
+        meta.payload_offset = meta.payload_offset.saturating_add(meta.l3_offset);
+        let next = match tunnel::next_layer(&meta, data, decap) {
+            None => None,
+            Some(Ok(n)) if depth < decap.max_depth => Some(n),
+            Some(Ok(_)) => {
+                meta.encap.too_deep = true;
+                None
+            }
+            // A broken tunnel header inside a tunnel: the outer flow counts it. At the
+            // outermost layer the packet is what it looks like (a GRE or UDP packet).
+            Some(Err(e)) if outer.is_some() => return inner_failed(outer, e, decap, layers, depth),
+            Some(Err(_)) => None,
+        };
+        let Some(n) = next else {
+            meta.tunnel = tag;
+            meta.encap.layers = layers;
+            meta.encap.depth = depth;
+            let outer = outer.filter(|_| decap.outer_flows);
+            return Ok(Decoded {
+                meta,
+                outer,
+                inner_error: None,
+            });
+        };
+        if outer.is_none() {
+            let mut o = meta;
+            o.tunnel = TunnelTag {
+                kind: n.hop.kind as u8 | TunnelTag::OUTER,
+                id: 0,
+            };
+            o.encap.layers = layers;
+            outer = Some(o);
+        }
+        hops.push(n.hop);
+        layers |= n.hop.kind.layer().bit();
+        depth += 1;
+        if let Some(id) = n.key_id {
+            tag = TunnelTag {
+                kind: n.hop.kind as u8,
+                id,
+            };
+        }
+        end = n.end.min(end);
+        l2 = match n.inner {
+            tunnel::Inner::Ethernet => match link::peel_inner_ethernet(data, n.offset, decap) {
+                Ok(l) => {
+                    vlan = l.vlan;
+                    l
+                }
+                Err(e) => return inner_failed(outer, e, decap, layers, depth),
+            },
+            tunnel::Inner::Mpls => match link::peel_mpls(data, n.offset, decap) {
+                Ok(l) => l,
+                Err(e) => return inner_failed(outer, e, decap, layers, depth),
+            },
+            tunnel::Inner::Ip(p) => link::L2 {
+                ip_offset: n.offset,
+                ether_type: p,
+                vlan,
+                layers: 0,
+            },
+        };
+        layers |= l2.layers;
+    }
+}
+
+/// The inside of a tunnel did not decode: the frame counts as a packet of the tunnel's
+/// outer flow.
+fn inner_failed(
+    outer: Option<PacketMeta>,
+    e: DecodeError,
+    decap: &Decap,
+    layers: u16,
+    depth: u8,
+) -> Result<Decoded, DecodeError> {
+    let _ = decap;
+    match outer {
+        Some(mut o) => {
+            o.encap.layers = layers;
+            o.encap.depth = depth;
+            Ok(Decoded {
+                meta: o,
+                outer: None,
+                inner_error: Some(e),
+            })
+        }
+        None => Err(e),
+    }
+}
+
+/// Counters of what the decoder unwrapped; one per reader or fanout worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncapCounts {
+    /// Frames that went through each encapsulation, indexed like [`Layer::ALL`].
+    pub layers: [u64; Layer::ALL.len()],
+    /// Frames with a tunnel nested deeper than the configured depth.
+    pub too_deep: u64,
+    /// Tunnelled frames whose inside did not decode (counted in the tunnel's outer flow).
+    pub inner_errors: u64,
+    /// Packets whose IP length came from the frame (TSO/GRO offloaded frames).
+    pub len_from_frame: u64,
+}
+
+impl EncapCounts {
+    /// Counts one decoded frame.
+    #[inline]
+    pub fn count(&mut self, d: &Decoded) {
+        let m = &d.meta;
+        if m.encap.layers != 0 {
+            for (i, l) in Layer::ALL.iter().enumerate() {
+                if m.encap.layers & l.bit() != 0 {
+                    if let Some(c) = self.layers.get_mut(i) {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+        self.too_deep += u64::from(m.encap.too_deep);
+        self.inner_errors += u64::from(d.inner_error.is_some());
+        self.len_from_frame += u64::from(m.len_from_frame);
+    }
+
+    /// Adds another reader's counters.
+    pub fn add(&mut self, o: &EncapCounts) {
+        for (a, b) in self.layers.iter_mut().zip(o.layers.iter()) {
+            *a += b;
+        }
+        self.too_deep += o.too_deep;
+        self.inner_errors += o.inner_errors;
+        self.len_from_frame += o.len_from_frame;
+    }
 }
 
 #[cfg(test)]

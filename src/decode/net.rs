@@ -26,10 +26,17 @@ const IPV6_SHIM6: u8 = 140;
 
 /// Decodes an IP packet. `ip` is the captured bytes from the IP header on; `wire_len` is how
 /// many bytes followed the link header on the wire.
+///
+/// `whole` says the capture holds the frame as it was on the wire (no snaplen cut): then a
+/// length field larger than the frame, or an IPv4 total length of 0 on TCP, is a
+/// segmentation-offloaded frame (GRO / TSO: the NIC or kernel merged segments, or left
+/// the length to the hardware that never ran), and the length is taken from the frame, as
+/// Zeek and Wireshark do. Such packets are marked [`PacketMeta::len_from_frame`].
 pub(super) fn decode_ip(
     proto: NetProto,
     ip: &[u8],
     wire_len: usize,
+    whole: bool,
 ) -> Result<PacketMeta, DecodeError> {
     let version = match proto {
         NetProto::Ipv4 => 4,
@@ -37,24 +44,36 @@ pub(super) fn decode_ip(
         NetProto::ByVersion => ip.first().ok_or(DecodeError::TruncatedIp)? >> 4,
     };
     match version {
-        4 => decode_v4(ip, wire_len),
-        6 => decode_v6(ip, wire_len),
+        4 => decode_v4(ip, wire_len, whole),
+        6 => decode_v6(ip, wire_len, whole),
         _ => Err(DecodeError::BadIpHeader),
     }
 }
 
-fn decode_v4(ip: &[u8], wire_len: usize) -> Result<PacketMeta, DecodeError> {
+fn decode_v4(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, DecodeError> {
     let hdr = Ipv4HeaderSlice::from_slice(ip).map_err(|e| match e {
         V4Err::Len(_) => DecodeError::TruncatedIp,
         V4Err::Content(_) => DecodeError::BadIpHeader,
     })?;
     let hlen = hdr.slice().len();
-    let total = usize::from(hdr.total_len());
+    let mut total = usize::from(hdr.total_len());
+    let mut len_from_frame = false;
+    if total == 0 && hdr.protocol().0 == super::proto::TCP && wire_len >= hlen {
+        // TSO: the stack leaves the total length to the NIC, so a sensor on the sending
+        // host captures 0 there. The frame says how long the segment is.
+        total = wire_len;
+        len_from_frame = true;
+    }
     if total < hlen {
         return Err(DecodeError::BadIpHeader);
     }
     if total > wire_len {
-        return Err(DecodeError::IpLengthExceedsFrame);
+        if !whole || wire_len < hlen {
+            return Err(DecodeError::IpLengthExceedsFrame);
+        }
+        // GRO: a merged super-frame whose header kept a segment's length (or vice versa).
+        total = wire_len;
+        len_from_frame = true;
     }
     let wire_payload = total - hlen;
     let captured = ip.get(hlen..total.min(ip.len())).unwrap_or(&[]);
@@ -72,25 +91,33 @@ fn decode_v4(ip: &[u8], wire_len: usize) -> Result<PacketMeta, DecodeError> {
         proto: hdr.protocol().0,
         ip_len: total as u32,
         fragment,
+        len_from_frame,
         ..PacketMeta::default()
     };
     finish(meta, hlen, captured, wire_payload)
 }
 
-fn decode_v6(ip: &[u8], wire_len: usize) -> Result<PacketMeta, DecodeError> {
+fn decode_v6(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, DecodeError> {
     let hdr = Ipv6HeaderSlice::from_slice(ip).map_err(|e| match e {
         V6Err::Len(_) => DecodeError::TruncatedIp,
         V6Err::Content(_) => DecodeError::BadIpHeader,
     })?;
-    let total = 40 + usize::from(hdr.payload_length());
+    let mut total = 40 + usize::from(hdr.payload_length());
+    let mut len_from_frame = false;
     if total > wire_len {
-        return Err(DecodeError::IpLengthExceedsFrame);
+        if !whole || wire_len < 40 {
+            return Err(DecodeError::IpLengthExceedsFrame);
+        }
+        // GRO super-frame (see `decode_ip`).
+        total = wire_len;
+        len_from_frame = true;
     }
     let mut meta = PacketMeta {
         src: Addr::v6(hdr.source()),
         dst: Addr::v6(hdr.destination()),
         ipv6: true,
         ip_len: total as u32,
+        len_from_frame,
         ..PacketMeta::default()
     };
 

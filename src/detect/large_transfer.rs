@@ -98,6 +98,7 @@ impl LargeTransfer {
             dst_fqdn: None,
             read_mono_ns: 0,
             slice_id: None,
+            tunnel: None,
         }
     }
 }

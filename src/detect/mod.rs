@@ -114,6 +114,8 @@ pub struct Alert {
     /// Id of the pcap slice holding the flow's packets (`/api/slices/<id>.pcap`), when
     /// slices are written.
     pub slice_id: Option<String>,
+    /// The tunnels the flow came through (see [`crate::flow::FlowRecord::tunnel`]).
+    pub tunnel: Option<Box<crate::decode::TunnelChain>>,
 }
 
 impl Alert {

@@ -1,6 +1,6 @@
 //! The direction-free flow key.
 
-use crate::decode::{Addr, PacketMeta};
+use crate::decode::{Addr, PacketMeta, TunnelTag};
 
 /// Identifies a bidirectional flow: (protocol, sorted endpoints, VLAN ids). Both directions
 /// of a conversation produce the same key.
@@ -21,6 +21,10 @@ pub struct FlowKey {
     /// Outer and inner VLAN ids (0 = untagged). Part of the key: the same addresses on two
     /// VLANs are two networks.
     pub vlan: [u16; 2],
+    /// The innermost tunnel id (VNI, ERSPAN session, GRE key) the packets came through, or
+    /// the marker of a tunnel's own outer flow: the same private addresses behind two
+    /// mirrored VPCs are two networks.
+    pub tunnel: TunnelTag,
 }
 
 impl FlowKey {
@@ -37,6 +41,7 @@ impl FlowKey {
                 proto: meta.proto,
                 ipv6: meta.ipv6,
                 vlan: meta.vlan,
+                tunnel: meta.tunnel,
             },
             src_is_hi,
         )

@@ -1,7 +1,7 @@
 //! Flow records: what a finished (or long-running) flow looked like, for the conn log.
 
 use super::{DirCounters, Flow};
-use crate::decode::Addr;
+use crate::decode::{Addr, TunnelChain, TunnelTag};
 
 /// Why a flow record was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,9 +44,9 @@ impl EndReason {
     }
 }
 
-/// A flow record: plain `Copy` data, built on the worker without allocating and rendered as
-/// JSON on the output thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A flow record: plain data, built on the worker and rendered as JSON on the output
+/// thread. Only a tunnelled flow's record allocates (its [`TunnelChain`], once per flow).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlowRecord {
     /// Flow id (sequence number of its first packet).
     pub flow_id: u64,
@@ -82,6 +82,13 @@ pub struct FlowRecord {
     pub reason: EndReason,
     /// The home side if this was an outbound flow.
     pub outbound: Option<super::Side>,
+    /// The flow key's tunnel tag: the innermost tunnel id, or the marker of a tunnel's own
+    /// outer flow (then `tunnel_tag.is_outer()`).
+    pub tunnel_tag: TunnelTag,
+    /// The tunnels the flow's first packet came through, outermost first (Zeek's
+    /// `tunnel_parents` and tunnel.log in one). Boxed: most flows have none, and events
+    /// must stay small.
+    pub tunnel: Option<Box<TunnelChain>>,
 }
 
 impl FlowRecord {
@@ -116,6 +123,8 @@ impl FlowRecord {
             tcp: flow.tcp,
             reason,
             outbound: flow.outbound,
+            tunnel_tag: flow.key.tunnel,
+            tunnel: None,
         }
     }
 

@@ -1,8 +1,8 @@
-//! Fixed-capacity flow table: 124 bytes a flow plus a 4-byte hash bucket, O(1) everything.
+//! Fixed-capacity flow table: 132 bytes a flow plus a 4-byte hash bucket, O(1) everything.
 //!
 //! **Layout.** A slab of packed entries allocated once (`capacity` of them), a power-of-two
 //! array of hash-bucket heads, and one intrusive doubly linked list per [`TimerClass`]. Each
-//! entry is 31 `u32` words (124 bytes) holding the key, the counters and every link
+//! entry is 33 `u32` words (132 bytes) holding the key, the counters and every link
 //! ([`Entry`] documents the words); the worker works on an unpacked [`Flow`] it
 //! [`load`](FlowTable::load)s and [`store`](FlowTable::store)s around each packet. Links are
 //! 24-bit slot numbers plus one (0 = none), which caps a table at 2^24 − 1 flows: 16.7 M per
@@ -90,26 +90,29 @@ mod w {
     pub const PORTS: usize = 8;
     /// `proto << 24 | vlan[0] << 12 | vlan[1]` (12-bit VLAN ids).
     pub const PV: usize = 9;
-    /// Words 0..=9 are the key (with the `ipv6` bit of [`MISC_A`]).
-    pub const KEY_WORDS: usize = 10;
-    /// 10, 11: first packet time (ns), low and high word.
-    pub const FIRST: usize = 10;
-    /// 12, 13: `latch count << 56 | (last activity − first packet)` (ns).
-    pub const DUR: usize = 12;
-    /// 14, 15: `orig_flags << 56 | flow id`.
-    pub const ID: usize = 14;
-    /// 16..=20 orig, 21..=25 resp: IP bytes (u64, 56 bits used, packet bits 40..48 above),
+    /// The tunnel tag: its id, and its kind (low 8 bits; the rest is 0).
+    pub const TUN_ID: usize = 10;
+    pub const TUN_KIND: usize = 11;
+    /// Words 0..=11 are the key (with the `ipv6` bit of [`MISC_A`]).
+    pub const KEY_WORDS: usize = 12;
+    /// 12, 13: first packet time (ns), low and high word.
+    pub const FIRST: usize = 12;
+    /// 14, 15: `latch count << 56 | (last activity − first packet)` (ns).
+    pub const DUR: usize = 14;
+    /// 16, 17: `orig_flags << 56 | flow id`.
+    pub const ID: usize = 16;
+    /// 18..=22 orig, 23..=27 resp: IP bytes (u64, 56 bits used, packet bits 40..48 above),
     /// payload bytes (u64, 56 bits, packet bits 32..40 above), packets bits 0..32.
-    pub const ORIG: usize = 16;
-    pub const RESP: usize = 21;
-    /// 26, 27: TCP next sequence numbers (orig, resp); other protocols: first ports.
-    pub const SEQ: usize = 26;
-    /// 28: LRU previous (24 bits) | misc bits 0..8 above; 29: LRU next | misc bits 8..16;
-    /// 30: hash chain / free list next | resp flags.
-    pub const PREV: usize = 28;
-    pub const NEXT: usize = 29;
-    pub const CHAIN: usize = 30;
-    pub const WORDS: usize = 31;
+    pub const ORIG: usize = 18;
+    pub const RESP: usize = 23;
+    /// 28, 29: TCP next sequence numbers (orig, resp); other protocols: first ports.
+    pub const SEQ: usize = 28;
+    /// 30: LRU previous (24 bits) | misc bits 0..8 above; 31: LRU next | misc bits 8..16;
+    /// 32: hash chain / free list next | resp flags.
+    pub const PREV: usize = 30;
+    pub const NEXT: usize = 31;
+    pub const CHAIN: usize = 32;
+    pub const WORDS: usize = 33;
 }
 
 /// Bits of the 16 misc bits (kept in the top bytes of the `PREV` and `NEXT` words).
@@ -127,7 +130,7 @@ mod m {
     pub const CARRY: u32 = 1 << 15;
 }
 
-/// One packed flow: see [`w`] for the words. 124 bytes, 4-byte aligned.
+/// One packed flow: see [`w`] for the words. 132 bytes, 4-byte aligned.
 type Entry = [u32; w::WORDS];
 
 #[inline]
@@ -193,6 +196,8 @@ fn key_words(k: &FlowKey) -> [u32; w::KEY_WORDS] {
         u32::from(k.proto) << 24
             | u32::from(k.vlan[0] & 0xfff) << 12
             | u32::from(k.vlan[1] & 0xfff),
+        k.tunnel.id,
+        u32::from(k.tunnel.kind),
     ]
 }
 
@@ -212,7 +217,7 @@ fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
-/// Prefetches the cache lines of an entry (124 bytes span two or three lines).
+/// Prefetches the cache lines of an entry (132 bytes span three lines).
 #[inline]
 fn prefetch_entry(e: &Entry) {
     for i in [0, 15, w::WORDS - 1] {
@@ -222,7 +227,7 @@ fn prefetch_entry(e: &Entry) {
     }
 }
 
-/// Whether an entry holds this key. A fold over the ten words rather than slice equality,
+/// Whether an entry holds this key. A fold over the twelve words rather than slice equality,
 /// which calls `memcmp` (measured: 13% of a worker's time on a flow-heavy capture).
 #[inline]
 fn same_key(e: &Entry, kw: &[u32; w::KEY_WORDS]) -> bool {
@@ -244,6 +249,10 @@ fn key_of(e: &Entry) -> FlowKey {
         proto: (e[w::PV] >> 24) as u8,
         ipv6: misc(e) & m::IPV6 != 0,
         vlan: [(e[w::PV] >> 12 & 0xfff) as u16, (e[w::PV] & 0xfff) as u16],
+        tunnel: crate::decode::TunnelTag {
+            kind: e[w::TUN_KIND] as u8,
+            id: e[w::TUN_ID],
+        },
     }
 }
 
@@ -321,7 +330,7 @@ impl FlowTable {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         // Largest power of two not above half the capacity: chains hold two to four
         // entries when the table is full (Suricata's flow hash runs fuller), and the heads
-        // cost at most 2 bytes a flow, which keeps the whole table within 128.
+        // cost at most 2 bytes a flow, which keeps the whole table within 136.
         let half = (capacity / 2).max(1);
         let buckets = 1usize << (usize::BITS - 1 - half.leading_zeros());
         let carry_capacity = (capacity / 256).max(64);
@@ -925,6 +934,10 @@ mod tests {
             proto: 6,
             ipv6: true,
             vlan: [4094, 7],
+            tunnel: crate::decode::TunnelTag {
+                kind: 0x85,
+                id: u32::MAX,
+            },
         };
         f.id = (1 << 56) - 1;
         f.orig_is_hi = true;
@@ -987,12 +1000,13 @@ mod tests {
         for cap in [1 << 20, 1_000_000, 4_000_000, 10_000_000] {
             let t = FlowTable::new(cap, [1; CLASSES]);
             let per_flow = t.memory_bytes() as f64 / cap as f64;
-            // Measured 2026-11-26: 124-byte entry + at most 2 bytes of heads + the carry map
+            // Measured 2026-11-26: 132-byte entry (124 before the tunnel tag joined the key)
+            // + at most 2 bytes of heads + the carry map
             // (1/256 of the flows at ~60 bytes): 126.2 bytes at 2^20 flows.
-            assert!(per_flow <= 128.0, "{cap}: {per_flow} bytes per flow");
+            assert!(per_flow <= 136.0, "{cap}: {per_flow} bytes per flow");
             println!("{cap} flows: {per_flow:.1} bytes per flow");
         }
-        assert_eq!(std::mem::size_of::<Entry>(), 124);
+        assert_eq!(std::mem::size_of::<Entry>(), 132);
     }
 
     #[test]
@@ -1138,6 +1152,10 @@ mod model {
             proto,
             ipv6,
             vlan: [r.below(2) as u16 * 4095, r.below(2) as u16 * 7],
+            tunnel: crate::decode::TunnelTag {
+                kind: r.below(2) as u8 * 5,
+                id: r.below(2) as u32,
+            },
         }
     }
 
