@@ -446,6 +446,10 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.ring.2 += s.ring.2;
     sum.ring.3 += s.ring.3;
     sum.carry_dropped += s.carry_dropped;
+    sum.recent.inserted += s.recent.inserted;
+    sum.recent.joined += s.recent.joined;
+    sum.recent.overwritten += s.recent.overwritten;
+    sum.recent.links_lost += s.recent.links_lost;
     for (a, b) in sum.tables.iter_mut().zip(s.tables.iter()) {
         a.0 += b.0;
         a.1 += b.1;

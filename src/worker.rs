@@ -20,7 +20,8 @@ use crate::detect::{Alert, Detector, Direction, LargeTransfer};
 use crate::dns::extract::ExtractStats;
 use crate::dns::{DnsEvent, DnsExtractor};
 use crate::flow::{
-    DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, Side, TcpState, TimerClass,
+    Closed, DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, RecentClosed,
+    RecentStats, Side, TcpState, TimerClass,
 };
 
 /// Total order of output events; see the module documentation.
@@ -155,6 +156,8 @@ pub struct WorkerStats {
     /// Counters of a reused tuple's earlier connection that could not be carried into the
     /// new one because the table's side map was full (see `FlowTable::carry_dropped`).
     pub carry_dropped: u64,
+    /// Closed TCP connections remembered, and late packets that joined them.
+    pub recent: RecentStats,
     /// (entries, capacity, entries evicted or refused because the table was full) of each
     /// table in [`WORKER_TABLES`], refreshed with the ring and slice counters.
     pub tables: [(u64, u64, u64); WORKER_TABLES.len()],
@@ -163,6 +166,8 @@ pub struct WorkerStats {
 /// One worker's state.
 pub struct Worker {
     table: FlowTable,
+    /// Recently closed TCP connections, for late FIN/RST (see [`RecentClosed`]).
+    recent: RecentClosed,
     direction: Direction,
     large: LargeTransfer,
     active_timeout_ns: u64,
@@ -205,6 +210,10 @@ impl Worker {
         timeouts[TimerClass::Other as usize] = ns(f.other_timeout);
         Worker {
             table: FlowTable::new(f.capacity_per_worker, timeouts),
+            recent: RecentClosed::new(
+                RecentClosed::capacity_for(f.capacity_per_worker),
+                ns(f.tcp_recent_closed),
+            ),
             direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs),
             large: LargeTransfer::new(&cfg.detect.large_transfer),
             active_timeout_ns: ns(f.active_timeout),
@@ -241,6 +250,7 @@ impl Worker {
         self.slices.serve_requests();
         self.stats.slices = self.slices.stats;
         self.stats.carry_dropped = self.table.carry_dropped();
+        self.stats.recent = self.recent.stats;
         let evicted = EndReason::ALL
             .iter()
             .position(|r| *r == EndReason::Evicted)
@@ -658,7 +668,10 @@ impl Worker {
                 sub: 0,
             };
             self.last_expiry = Some(key);
-            self.emit_record(&flow, reason, key);
+            let continues = self.emit_record(&flow, reason, key);
+            if closing {
+                self.remember_closed(&flow, continues, at);
+            }
         }
         self.table.next_expiry().is_none_or(|(at, _)| at > clock_ns)
     }
@@ -739,15 +752,30 @@ impl Worker {
         if self.table.is_full() {
             let victim = self.table.least_recent()?;
             if let Some(old) = self.table.remove(victim) {
-                self.emit_record(&old, EndReason::Evicted, packet_key(p, sub));
+                let continues = self.emit_record(&old, EndReason::Evicted, packet_key(p, sub));
+                // Evicted during its linger: late packets may still come.
+                if matches!(old.tcp, TcpState::Closed | TcpState::Reset) {
+                    self.remember_closed(&old, continues, p.clock_ns);
+                }
             }
         }
         let m = &p.meta;
+        // A TCP packet without SYN on the tuple of a connection that closed moments ago (a
+        // FIN or RST retransmitted after the linger) belongs to that connection: it keeps
+        // its originator and home side. A SYN is a new connection and never joins.
+        let joined = if m.proto == proto::TCP && m.tcp_flags & tcp_flags::SYN == 0 {
+            self.recent.find(&key, p.clock_ns)
+        } else {
+            None
+        };
         // The originator sent the SYN. A SYN-ACK as first packet means we missed the SYN
         // and the sender is the responder; otherwise the first packet's sender originates.
         let synack = m.proto == proto::TCP
             && m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK;
-        let src_is_orig = !synack;
+        let src_is_orig = match joined {
+            Some(c) => src_is_hi == c.orig_is_hi,
+            None => !synack,
+        };
         let orig_is_hi = src_is_hi == src_is_orig;
         let (orig, resp) = if src_is_orig {
             (m.src, m.dst)
@@ -758,6 +786,10 @@ impl Worker {
             (m.sport, m.dport)
         } else {
             (m.dport, m.sport)
+        };
+        let outbound = match joined {
+            Some(c) => c.outbound,
+            None => self.direction.outbound(orig, resp, m.ipv6),
         };
         let flow = Flow {
             key,
@@ -775,7 +807,7 @@ impl Worker {
                 TcpState::NotTcp
             },
             first_ports,
-            outbound: self.direction.outbound(orig, resp, m.ipv6),
+            outbound,
             latch: 0,
             next_seq: [None; 2],
             reset: false,
@@ -785,6 +817,9 @@ impl Worker {
         let slot = self
             .table
             .insert(hash, flow, timer_class(&flow), p.clock_ns)?;
+        if let Some(c) = joined {
+            self.recent.join(flow.id, c.flow_id);
+        }
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.table.len() as u64);
         Some((
@@ -796,7 +831,20 @@ impl Worker {
         ))
     }
 
-    fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) {
+    /// Remembers a closed connection that leaves the table at `clock_ns`, for late packets;
+    /// `continues` is the first record's id if it was itself a late flow.
+    fn remember_closed(&mut self, flow: &Flow, continues: Option<u64>, clock_ns: u64) {
+        let closed = Closed {
+            orig_is_hi: flow.orig_is_hi,
+            flow_id: continues.unwrap_or(flow.id),
+            outbound: flow.outbound,
+        };
+        self.recent.remember(&flow.key, closed, clock_ns);
+    }
+
+    /// Writes a flow's record; returns the id of the first record it continues, if it is a
+    /// late flow (see [`RecentClosed`]).
+    fn emit_record(&mut self, flow: &Flow, reason: EndReason, key: EventKey) -> Option<u64> {
         if flow.recording {
             use crate::slice::SliceEnd;
             let end = match reason {
@@ -816,8 +864,17 @@ impl Worker {
         // The unreported rest of an outbound flow's volume is not sent: it is a function of
         // the record (see `end_volume`), which the output stage applies after the record.
         // Half the events of a flood of one-packet flows.
-        self.pending
-            .push((key, Event::Flow(FlowRecord::of(flow, reason))));
+        let continues = self
+            .recent
+            .continues(flow.id, reason != EndReason::ActiveTimeout);
+        self.pending.push((
+            key,
+            Event::Flow(FlowRecord {
+                continues: continues.and_then(std::num::NonZeroU64::new),
+                ..FlowRecord::of(flow, reason)
+            }),
+        ));
+        continues
     }
 }
 
