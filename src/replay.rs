@@ -199,6 +199,14 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {:<24} {n}", reason.name())?;
             }
         }
+        let rc = &self.flows.recent;
+        if rc.inserted + rc.joined > 0 {
+            writeln!(
+                f,
+                "  recent closed  {} tcp closings remembered, {} late flows joined one, {} overwritten, {} links lost",
+                rc.inserted, rc.joined, rc.overwritten, rc.links_lost
+            )?;
+        }
         let x = &self.flows.dns;
         if x.messages + x.malformed + x.truncated_capture > 0 {
             writeln!(

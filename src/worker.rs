@@ -127,8 +127,14 @@ pub const VOLUME_STEP: u64 = 256 * 1024;
 
 /// Names of a worker's bounded tables, in the order of [`WorkerStats::tables`] (metric
 /// labels): the flow table, its side map of carried counters, the DNS-over-TCP reassembly
-/// slots, and the flows recording a pcap slice.
-pub const WORKER_TABLES: [&str; 4] = ["flows", "flow_carry", "dns_tcp", "slice_recordings"];
+/// slots, the flows recording a pcap slice, and the recently closed TCP connections.
+pub const WORKER_TABLES: [&str; 5] = [
+    "flows",
+    "flow_carry",
+    "dns_tcp",
+    "slice_recordings",
+    "tcp_recent_closed",
+];
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -266,6 +272,7 @@ impl Worker {
             self.table.carry_occupancy(),
             self.dns.tcp_slots(),
             self.slices.recordings(),
+            self.recent.occupancy(),
         ];
         let r = &self.slices.ring;
         self.stats.ring = (

@@ -157,6 +157,13 @@ fn a_second_late_flow_links_to_the_first_record() {
     }
     let s = &rep.summary.flows.recent;
     assert_eq!((s.inserted, s.joined), (2, 2));
+    assert!(
+        rep.summary
+            .to_string()
+            .contains("recent closed  2 tcp closings remembered, 2 late flows joined one"),
+        "{}",
+        rep.summary
+    );
 }
 
 /// A RST from the server after the linger joins the same way, and ends as a reset.
