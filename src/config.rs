@@ -558,6 +558,14 @@ pub struct FlowConfig {
     /// tcp_close_delay).
     #[serde(with = "humantime_serde")]
     pub tcp_close_linger: Duration,
+    /// How long after its linger a closed TCP connection is remembered, so that a late FIN
+    /// or RST (or any TCP packet without SYN) on its tuple joins it: same originator, and a
+    /// record linked to the first by `continues`, instead of a new flow started by the
+    /// sender, often the external side. "0s" turns this off; at most "1h". Default "2m"
+    /// (Linux gives up retransmitting an orphaned FIN after about 100 s,
+    /// `tcp_orphan_retries`). Entries: `capacity_per_worker / 16` per worker (at least 64).
+    #[serde(with = "humantime_serde")]
+    pub tcp_recent_closed: Duration,
     /// Idle timeout of a UDP flow. Default "1m" (Zeek's udp_inactivity_timeout).
     #[serde(with = "humantime_serde")]
     pub udp_timeout: Duration,
@@ -585,6 +593,7 @@ impl Default for FlowConfig {
             tcp_timeout: Duration::from_secs(600),
             tcp_unestablished_timeout: Duration::from_secs(30),
             tcp_close_linger: Duration::from_secs(5),
+            tcp_recent_closed: Duration::from_secs(120),
             udp_timeout: Duration::from_secs(60),
             other_timeout: Duration::from_secs(60),
             active_timeout: Duration::from_secs(1800),
@@ -852,6 +861,8 @@ impl Default for LargeTransferConfig {
 /// Upper bound on the flow table per worker: the table links slots with 24-bit numbers
 /// (see `flow::table`), so 16.7 M flows (2 GiB at 128 bytes a flow) a worker.
 const MAX_FLOW_CAPACITY: usize = crate::flow::MAX_CAPACITY;
+/// Longest `flow.tcp_recent_closed`: far beyond any stack's FIN/RST retransmissions.
+const MAX_RECENT_CLOSED: Duration = Duration::from_secs(3600);
 /// More workers than this is a typo, not a deployment.
 const MAX_WORKERS: usize = 1024;
 
@@ -1080,6 +1091,14 @@ impl Config {
                 p.push(format!("{key}: must be greater than 0"));
             }
         }
+        // Longer than a retransmitting stack keeps trying, an entry would only attach
+        // unrelated later traffic on a reused port pair to an old connection.
+        if f.tcp_recent_closed > MAX_RECENT_CLOSED {
+            p.push(format!(
+                "flow.tcp_recent_closed: {} must be at most 1h (0s turns it off)",
+                humantime::format_duration(f.tcp_recent_closed)
+            ));
+        }
         if !(1..=1 << 20).contains(&f.fragment_capacity) {
             p.push(format!(
                 "flow.fragment_capacity: {} must be 1..=1048576",
@@ -1265,6 +1284,24 @@ mod tests {
         }
         let c = Config::parse("[dns]\nclient_share = 1.0\nclient_min_pairs = 1\n").unwrap();
         assert_eq!((c.dns.client_share, c.dns.client_min_pairs), (1.0, 1));
+    }
+
+    /// The late-FIN window: 0 turns it off, above an hour is refused with the key named.
+    #[test]
+    fn tcp_recent_closed_is_bounded() {
+        let e = Config::parse("[flow]\ntcp_recent_closed = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("flow.tcp_recent_closed: 2h must be at most 1h"),
+            "{e}"
+        );
+        let c = Config::parse("[flow]\ntcp_recent_closed = \"0s\"\n").unwrap();
+        assert!(c.flow.tcp_recent_closed.is_zero());
+        assert_eq!(
+            Config::default().flow.tcp_recent_closed,
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

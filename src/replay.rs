@@ -199,6 +199,14 @@ impl fmt::Display for Summary {
                 writeln!(f, "    {:<24} {n}", reason.name())?;
             }
         }
+        let rc = &self.flows.recent;
+        if rc.inserted + rc.joined > 0 {
+            writeln!(
+                f,
+                "  recent closed  {} tcp closings remembered, {} late flows joined one, {} overwritten, {} links lost",
+                rc.inserted, rc.joined, rc.overwritten, rc.links_lost
+            )?;
+        }
         let x = &self.flows.dns;
         if x.messages + x.malformed + x.truncated_capture > 0 {
             writeln!(
@@ -449,6 +457,10 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     sum.ring.2 += s.ring.2;
     sum.ring.3 += s.ring.3;
     sum.carry_dropped += s.carry_dropped;
+    sum.recent.inserted += s.recent.inserted;
+    sum.recent.joined += s.recent.joined;
+    sum.recent.overwritten += s.recent.overwritten;
+    sum.recent.links_lost += s.recent.links_lost;
     for (a, b) in sum.tables.iter_mut().zip(s.tables.iter()) {
         a.0 += b.0;
         a.1 += b.1;

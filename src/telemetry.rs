@@ -367,11 +367,12 @@ pub type Occupancy = (u64, u64, u64);
 /// threads' first-fragment maps, the output thread's DNS and cross-flow tables, and the
 /// API's store of recent alerts. A new table goes here, in its stage's list, and in
 /// `docs/metrics.md`.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     WORKER_TABLES[0],
     WORKER_TABLES[1],
     WORKER_TABLES[2],
     WORKER_TABLES[3],
+    WORKER_TABLES[4],
     "fragments",
     OUTPUT_TABLES[0],
     OUTPUT_TABLES[1],
@@ -642,14 +643,21 @@ mod tests {
     /// only when there is one.
     #[test]
     fn tables_are_listed_in_order_under_unique_names() {
-        let w = [(1, 10, 100), (2, 20, 200), (3, 30, 300), (4, 40, 400)];
+        let w = [
+            (1, 10, 100),
+            (2, 20, 200),
+            (3, 30, 300),
+            (4, 40, 400),
+            (8, 80, 800),
+        ];
         let o = [(6, 60, 600); OUTPUT_TABLES.len()];
         let all = tables(&w, (5, 50, 500), &o, Some((7, 70, 700)));
         let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, TABLES.to_vec());
         assert_eq!(all[2], ("dns_tcp", (3, 30, 300)));
-        assert_eq!(all[4], ("fragments", (5, 50, 500)));
-        assert_eq!(all[12], ("alert_store", (7, 70, 700)));
+        assert_eq!(all[4], ("tcp_recent_closed", (8, 80, 800)));
+        assert_eq!(all[5], ("fragments", (5, 50, 500)));
+        assert_eq!(all[13], ("alert_store", (7, 70, 700)));
         let unique: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
         assert_eq!(unique.len(), TABLES.len());
         assert_eq!(tables(&w, (5, 50, 500), &o, None).len(), TABLES.len() - 1);

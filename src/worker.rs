@@ -20,7 +20,8 @@ use crate::detect::{Alert, Detector, Direction, LargeTransfer};
 use crate::dns::extract::ExtractStats;
 use crate::dns::{DnsEvent, DnsExtractor};
 use crate::flow::{
-    DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, Side, TcpState, TimerClass,
+    Closed, DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, RecentClosed,
+    RecentStats, Side, TcpState, TimerClass,
 };
 
 /// Total order of output events; see the module documentation.
@@ -126,8 +127,14 @@ pub const VOLUME_STEP: u64 = 256 * 1024;
 
 /// Names of a worker's bounded tables, in the order of [`WorkerStats::tables`] (metric
 /// labels): the flow table, its side map of carried counters, the DNS-over-TCP reassembly
-/// slots, and the flows recording a pcap slice.
-pub const WORKER_TABLES: [&str; 4] = ["flows", "flow_carry", "dns_tcp", "slice_recordings"];
+/// slots, the flows recording a pcap slice, and the recently closed TCP connections.
+pub const WORKER_TABLES: [&str; 5] = [
+    "flows",
+    "flow_carry",
+    "dns_tcp",
+    "slice_recordings",
+    "tcp_recent_closed",
+];
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,6 +162,8 @@ pub struct WorkerStats {
     /// Counters of a reused tuple's earlier connection that could not be carried into the
     /// new one because the table's side map was full (see `FlowTable::carry_dropped`).
     pub carry_dropped: u64,
+    /// Closed TCP connections remembered, and late packets that joined them.
+    pub recent: RecentStats,
     /// (entries, capacity, entries evicted or refused because the table was full) of each
     /// table in [`WORKER_TABLES`], refreshed with the ring and slice counters.
     pub tables: [(u64, u64, u64); WORKER_TABLES.len()],
@@ -163,6 +172,8 @@ pub struct WorkerStats {
 /// One worker's state.
 pub struct Worker {
     table: FlowTable,
+    /// Recently closed TCP connections, for late FIN/RST (see [`RecentClosed`]).
+    recent: RecentClosed,
     direction: Direction,
     large: LargeTransfer,
     active_timeout_ns: u64,
@@ -218,6 +229,10 @@ impl Worker {
         timeouts[TimerClass::Other as usize] = ns(f.other_timeout);
         Worker {
             table: FlowTable::new(f.capacity_per_worker, timeouts),
+            recent: RecentClosed::new(
+                RecentClosed::capacity_for(f.capacity_per_worker),
+                ns(f.tcp_recent_closed),
+            ),
             direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs),
             large: LargeTransfer::new(&cfg.detect.large_transfer),
             active_timeout_ns: ns(f.active_timeout),
@@ -258,6 +273,7 @@ impl Worker {
         self.slices.serve_requests();
         self.stats.slices = self.slices.stats;
         self.stats.carry_dropped = self.table.carry_dropped();
+        self.stats.recent = self.recent.stats;
         let evicted = EndReason::ALL
             .iter()
             .position(|r| *r == EndReason::Evicted)
@@ -273,6 +289,7 @@ impl Worker {
             self.table.carry_occupancy(),
             self.dns.tcp_slots(),
             self.slices.recordings(),
+            self.recent.occupancy(),
         ];
         let r = &self.slices.ring;
         self.stats.ring = (
@@ -687,7 +704,10 @@ impl Worker {
             };
             self.last_expiry = Some(key);
             let chain = self.take_tunnels(slot);
-            self.emit_record(&flow, reason, key, chain);
+            let continues = self.emit_record(&flow, reason, key, chain);
+            if closing {
+                self.remember_closed(&flow, continues, at);
+            }
         }
         self.table.next_expiry().is_none_or(|(at, _)| at > clock_ns)
     }
@@ -777,15 +797,31 @@ impl Worker {
             let victim = self.table.least_recent()?;
             if let Some(old) = self.table.remove(victim) {
                 let chain = self.take_tunnels(victim);
-                self.emit_record(&old, EndReason::Evicted, packet_key(p, sub), chain);
+                let continues =
+                    self.emit_record(&old, EndReason::Evicted, packet_key(p, sub), chain);
+                // Evicted during its linger: late packets may still come.
+                if matches!(old.tcp, TcpState::Closed | TcpState::Reset) {
+                    self.remember_closed(&old, continues, p.clock_ns);
+                }
             }
         }
         let m = &p.meta;
+        // A TCP packet without SYN on the tuple of a connection that closed moments ago (a
+        // FIN or RST retransmitted after the linger) belongs to that connection: it keeps
+        // its originator and home side. A SYN is a new connection and never joins.
+        let joined = if m.proto == proto::TCP && m.tcp_flags & tcp_flags::SYN == 0 {
+            self.recent.find(&key, p.clock_ns)
+        } else {
+            None
+        };
         // The originator sent the SYN. A SYN-ACK as first packet means we missed the SYN
         // and the sender is the responder; otherwise the first packet's sender originates.
         let synack = m.proto == proto::TCP
             && m.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK;
-        let src_is_orig = !synack;
+        let src_is_orig = match joined {
+            Some(c) => src_is_hi == c.orig_is_hi,
+            None => !synack,
+        };
         let orig_is_hi = src_is_hi == src_is_orig;
         let (orig, resp) = if src_is_orig {
             (m.src, m.dst)
@@ -798,6 +834,13 @@ impl Worker {
             (m.dport, m.sport)
         };
         let outer = key.tunnel.is_outer();
+        let outbound = match joined {
+            Some(c) => c.outbound,
+            // A tunnel's own flow (the mirror session) is transport, never an upload: its
+            // bytes are counted again in the flows inside it.
+            None if outer => None,
+            None => self.direction.outbound(orig, resp, m.ipv6),
+        };
         let flow = Flow {
             key,
             id: if outer {
@@ -818,13 +861,7 @@ impl Worker {
                 TcpState::NotTcp
             },
             first_ports,
-            // A tunnel's own flow (the mirror session) is transport, never an upload: its
-            // bytes are counted again in the flows inside it.
-            outbound: if outer {
-                None
-            } else {
-                self.direction.outbound(orig, resp, m.ipv6)
-            },
+            outbound,
             latch: 0,
             next_seq: [None; 2],
             reset: false,
@@ -834,6 +871,9 @@ impl Worker {
         let slot = self
             .table
             .insert(hash, flow, timer_class(&flow), p.clock_ns)?;
+        if let Some(c) = joined {
+            self.recent.join(flow.id, c.flow_id);
+        }
         self.stats.flows_created += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.table.len() as u64);
         if m.encap.depth > 0 && !outer {
@@ -852,13 +892,26 @@ impl Worker {
         ))
     }
 
+    /// Remembers a closed connection that leaves the table at `clock_ns`, for late packets;
+    /// `continues` is the first record's id if it was itself a late flow.
+    fn remember_closed(&mut self, flow: &Flow, continues: Option<u64>, clock_ns: u64) {
+        let closed = Closed {
+            orig_is_hi: flow.orig_is_hi,
+            flow_id: continues.unwrap_or(flow.id),
+            outbound: flow.outbound,
+        };
+        self.recent.remember(&flow.key, closed, clock_ns);
+    }
+
+    /// Writes a flow's record (with its tunnel list, if any); returns the id of the first
+    /// record it continues, if it is a late flow (see [`RecentClosed`]).
     fn emit_record(
         &mut self,
         flow: &Flow,
         reason: EndReason,
         key: EventKey,
         tunnel: Option<Box<crate::decode::TunnelChain>>,
-    ) {
+    ) -> Option<u64> {
         if flow.recording {
             use crate::slice::SliceEnd;
             let end = match reason {
@@ -878,9 +931,18 @@ impl Worker {
         // The unreported rest of an outbound flow's volume is not sent: it is a function of
         // the record (see `end_volume`), which the output stage applies after the record.
         // Half the events of a flood of one-packet flows.
-        let mut record = FlowRecord::of(flow, reason);
-        record.tunnel = tunnel;
-        self.pending.push((key, Event::Flow(record)));
+        let continues = self
+            .recent
+            .continues(flow.id, reason != EndReason::ActiveTimeout);
+        self.pending.push((
+            key,
+            Event::Flow(FlowRecord {
+                continues: continues.and_then(std::num::NonZeroU64::new),
+                tunnel,
+                ..FlowRecord::of(flow, reason)
+            }),
+        ));
+        continues
     }
 }
 

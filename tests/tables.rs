@@ -7,6 +7,8 @@ mod common;
 
 use etherparse::PacketBuilder;
 use outflow::config::Config;
+use outflow::decode::{decode, LinkType};
+use outflow::flow::{FlowKey, RecentClosed};
 use outflow::gen::tunnel_name;
 use outflow::gen::{fragmented_udp, merge, Packet, TcpSession};
 use outflow::replay::ReplayReport;
@@ -172,6 +174,57 @@ fn every_table_counts_its_evictions_exactly() {
                 .collect(),
             64,
             6,
+        ),
+        (
+            // Five connections whose keys share a slot of the recently-closed table (64
+            // slots: 100 flows / 16 is less) close by RST 10 s apart: each remembered
+            // closing but the first overwrites a live one. A last packet moves the clock
+            // past the fifth one's linger.
+            "tcp_recent_closed",
+            |c, _| c.flow.capacity_per_worker = 100,
+            {
+                let recent = RecentClosed::new(RecentClosed::capacity_for(100), 1);
+                let seg = |ts: u64, port: u16, seq: u32, syn: bool| {
+                    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+                        .ipv4([10, 0, 0, 5], [203, 0, 113, 9], 64)
+                        .tcp(port, 443, seq, 65535);
+                    let b = if syn { b.syn() } else { b.rst() };
+                    let mut f = Vec::new();
+                    b.write(&mut f, &[]).unwrap();
+                    Packet {
+                        ts_ns: ts,
+                        frame: f,
+                    }
+                };
+                let slot = |port: u16| {
+                    let f = seg(0, port, 1000, true).frame;
+                    let m = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+                    recent.slot_of(&FlowKey::of(&m).0)
+                };
+                let first = slot(50_000);
+                let ports = (50_000..u16::MAX).filter(|p| slot(*p) == first).take(5);
+                let mut packets: Vec<Packet> = ports
+                    .enumerate()
+                    .flat_map(|(i, port)| {
+                        let t = T0 + i as u64 * 10 * S;
+                        [
+                            seg(t, port, 1000, true),
+                            seg(t + 1_000_000, port, 1001, false),
+                        ]
+                    })
+                    .collect();
+                packets.push(udp(
+                    T0 + 60 * S,
+                    [10, 0, 0, 5],
+                    40_000,
+                    [203, 0, 113, 9],
+                    9,
+                    &[],
+                ));
+                packets
+            },
+            64,
+            4,
         ),
         (
             // 130 TCP DNS streams each holding part of a message: 128 slots, 2 evicted.

@@ -187,10 +187,13 @@ pub fn flow_json(r: &FlowRecord) -> String {
 pub fn write_flow_json<W: std::io::Write>(w: &mut W, r: &FlowRecord) -> std::io::Result<()> {
     let tcp = r.proto == proto::TCP;
     let ts = |ns: u64| humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns));
+    write!(w, "{{\"flow_id\":{}", r.flow_id)?;
+    if let Some(first) = r.continues {
+        write!(w, ",\"continues\":{first}")?;
+    }
     write!(
         w,
-        "{{\"flow_id\":{},\"ts\":\"{}\",\"end_ts\":\"{}\",\"duration\":",
-        r.flow_id,
+        ",\"ts\":\"{}\",\"end_ts\":\"{}\",\"duration\":",
         ts(r.start_ns),
         ts(r.last_ns)
     )?;
@@ -636,6 +639,8 @@ mod tests {
     #[derive(Serialize)]
     struct FlowJson {
         flow_id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        continues: Option<u64>,
         ts: String,
         end_ts: String,
         duration: f64,
@@ -671,6 +676,7 @@ mod tests {
         let tcp = r.proto == proto::TCP;
         serde_json::to_string(&FlowJson {
             flow_id: r.flow_id,
+            continues: r.continues.map(|x| x.get()),
             ts: rfc3339(r.start_ns),
             end_ts: rfc3339(r.last_ns),
             duration: secs(r.duration_ns()),
@@ -762,6 +768,7 @@ mod tests {
                 ] {
                     let r = FlowRecord {
                         flow_id: 12345 + n,
+                        continues: std::num::NonZeroU64::new(n % 3),
                         proto,
                         ipv6,
                         orig_addr: if ipv6 {

@@ -1,5 +1,5 @@
-//! Flows: direction-free keys, per-flow live counters, and the fixed-capacity table each
-//! worker owns.
+//! Flows: direction-free keys, per-flow live counters, the fixed-capacity table each
+//! worker owns, and its memory of recently closed TCP connections (for late FIN/RST).
 //!
 //! A worker updates its flows on every packet, so these types are built for that path: the
 //! key and counters are plain `Copy` data, the table is allocated once at start-up and never
@@ -7,10 +7,12 @@
 //! allocates after start-up, or reads the wall clock.
 
 mod key;
+mod recent;
 mod record;
 mod table;
 
 pub use key::FlowKey;
+pub use recent::{Closed, RecentClosed, RecentStats};
 pub use record::{EndReason, FlowRecord};
 pub use table::{FlowTable, TableWork, TimerClass, MAX_CAPACITY};
 

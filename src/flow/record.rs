@@ -50,6 +50,10 @@ impl EndReason {
 pub struct FlowRecord {
     /// Flow id (sequence number of its first packet).
     pub flow_id: u64,
+    /// A late TCP packet (no SYN) after a closed connection's linger started this flow: the
+    /// id of that connection's first record (see `flow::RecentClosed`). Set by the worker.
+    /// Non-zero (flow ids start at 1), which keeps the record within its size budget.
+    pub continues: Option<std::num::NonZeroU64>,
     /// IP protocol.
     pub proto: u8,
     /// IPv6 or IPv4.
@@ -107,6 +111,7 @@ impl FlowRecord {
         };
         FlowRecord {
             flow_id: flow.id,
+            continues: None,
             proto: flow.key.proto,
             ipv6: flow.key.ipv6,
             orig_addr,

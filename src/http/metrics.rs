@@ -273,6 +273,18 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         );
     }
     fams.push(ended);
+    let recent = |f: &dyn Fn(&crate::flow::RecentStats) -> u64| sum(&|s| f(&s.flows.recent));
+    fams.push(
+        Family::new(
+            "outflow_tcp_recent_closed_total",
+            "Recently closed TCP connections (for late FIN/RST): inserted = remembered after their linger; joined = a late packet without SYN started a flow that kept the connection's originator and links to its record; overwritten = a live entry replaced by a colliding insert; link_lost = a late flow's link to the first record lost (its bucket was full).",
+            MetricType::COUNTER,
+        )
+        .counter(&[("event", "inserted")], recent(&|r| r.inserted))
+        .counter(&[("event", "joined")], recent(&|r| r.joined))
+        .counter(&[("event", "overwritten")], recent(&|r| r.overwritten))
+        .counter(&[("event", "link_lost")], recent(&|r| r.links_lost)),
+    );
     let evicted_idx = EndReason::ALL
         .iter()
         .position(|r| *r == EndReason::Evicted)
