@@ -10,6 +10,7 @@ use outflow::http::HttpServer;
 use outflow::replay::{self, ReplayOptions};
 use outflow::run::{RunOptions, Signals};
 use outflow::telemetry::Telemetry;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -229,6 +230,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     slice_requests: None,
                     dns_recycle: None,
                 },
+                // A person watching a terminal sees a long replay move; a pipe or a log file
+                // gets nothing but the summary.
+                progress: !quiet && std::io::stderr().is_terminal(),
             };
             // Installed before the replay starts: a SIGTERM right after the last packet must
             // still end the serving cleanly.
@@ -241,9 +245,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !quiet {
                 eprintln!("{}", report.summary);
             }
-            // A corrupt or cut-short file: everything before the bad record was replayed
-            // and written, but the result is incomplete, so the status says so (as tcpdump's
-            // does), and --quiet does not hide it.
+            // A file that ends inside its last record (copied while still being written):
+            // everything in it was replayed, so it is a warning and the status stays 0; but
+            // the input was not whole, which --quiet does not hide.
+            for w in &report.summary.reader.truncated {
+                eprintln!("outflow: warning: {w}");
+            }
+            // A corrupt file: everything before the bad record was replayed and written, but
+            // the result is incomplete, so the status says so (as tcpdump's does), and
+            // --quiet does not hide it.
             let read_errors = &report.summary.reader.read_errors;
             for e in read_errors {
                 eprintln!("outflow: error: {e}");
