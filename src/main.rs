@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay pcap/pcapng files through the sensor (in order, as one capture).
+    /// Replay pcap/pcapng files, plain or gzip/zstd-compressed, through the sensor (in
+    /// order, as one capture).
     Replay {
         /// Configuration file (TOML). Without it the documented defaults apply.
         #[arg(long)]
@@ -64,10 +65,11 @@ enum Command {
         /// Keep the HTTP server up after the replay ends, until SIGINT or SIGTERM.
         #[arg(long, requires = "http")]
         serve: bool,
-        /// Do not print the summary.
+        /// Do not print the summary, nor the progress shown on a terminal.
         #[arg(long, short)]
         quiet: bool,
-        /// Capture files (`-` = standard input, e.g. from `tcpdump -w -`).
+        /// Capture files, plain or compressed (gzip, zstd: found by their first bytes);
+        /// `-` = standard input, e.g. from `tcpdump -w -`.
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
