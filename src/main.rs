@@ -10,6 +10,7 @@ use outflow::http::HttpServer;
 use outflow::replay::{self, ReplayOptions};
 use outflow::run::{RunOptions, Signals};
 use outflow::telemetry::Telemetry;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay pcap/pcapng files through the sensor (in order, as one capture).
+    /// Replay pcap/pcapng files, plain or gzip/zstd-compressed, through the sensor (in
+    /// order, as one capture).
     Replay {
         /// Configuration file (TOML). Without it the documented defaults apply.
         #[arg(long)]
@@ -63,10 +65,11 @@ enum Command {
         /// Keep the HTTP server up after the replay ends, until SIGINT or SIGTERM.
         #[arg(long, requires = "http")]
         serve: bool,
-        /// Do not print the summary.
+        /// Do not print the summary, nor the progress shown on a terminal.
         #[arg(long, short)]
         quiet: bool,
-        /// Capture files (`-` = standard input, e.g. from `tcpdump -w -`).
+        /// Capture files, plain or compressed (gzip, zstd: found by their first bytes);
+        /// `-` = standard input, e.g. from `tcpdump -w -`.
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
@@ -229,6 +232,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     slice_requests: None,
                     dns_recycle: None,
                 },
+                // A person watching a terminal sees a long replay move; a pipe or a log file
+                // gets nothing but the summary.
+                progress: !quiet && std::io::stderr().is_terminal(),
             };
             // Installed before the replay starts: a SIGTERM right after the last packet must
             // still end the serving cleanly.
@@ -241,9 +247,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !quiet {
                 eprintln!("{}", report.summary);
             }
-            // A corrupt or cut-short file: everything before the bad record was replayed
-            // and written, but the result is incomplete, so the status says so (as tcpdump's
-            // does), and --quiet does not hide it.
+            // A file that ends inside its last record (copied while still being written):
+            // everything in it was replayed, so it is a warning and the status stays 0; but
+            // the input was not whole, which --quiet does not hide.
+            for w in &report.summary.reader.truncated {
+                eprintln!("outflow: warning: {w}");
+            }
+            // A corrupt file: everything before the bad record was replayed and written, but
+            // the result is incomplete, so the status says so (as tcpdump's does), and
+            // --quiet does not hide it.
             let read_errors = &report.summary.reader.read_errors;
             for e in read_errors {
                 eprintln!("outflow: error: {e}");

@@ -9,7 +9,8 @@ use crate::alert::sink::{
     Collected, OutMsg, OutputThread, PrepareError, Sinks, StateError, OUT_QUEUE,
 };
 use crate::capture::dispatch::{Dispatcher, ReaderStats};
-use crate::capture::file::{check_files, read_files, CaptureError};
+use crate::capture::file::{check_files, read_files, total_size, CaptureError};
+use crate::capture::progress::Progress;
 use crate::capture::Batch;
 use crate::config::Config;
 use crate::decode::DecodeError;
@@ -66,6 +67,9 @@ pub struct ReplayOptions {
     pub inputs: Vec<PathBuf>,
     /// Outputs.
     pub sinks: Sinks,
+    /// Show progress on standard error once the replay has run a couple of seconds (the
+    /// caller decides: the command does when standard error is a terminal).
+    pub progress: bool,
 }
 
 /// Result of a replay.
@@ -269,6 +273,14 @@ impl fmt::Display for Summary {
                 r.read_errors.len()
             )?;
         }
+        if !r.truncated.is_empty() {
+            // Each is reported once, as a warning of the command (shown with --quiet too).
+            writeln!(
+                f,
+                "  truncated files {} (last record cut short: see the warning below)",
+                r.truncated.len()
+            )?;
+        }
         write!(
             f,
             "  throughput     {:.0} packets/s, {:.1} Mbit/s ({} workers, {:.3} s)",
@@ -377,7 +389,16 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
             }
         }
     };
-    let read = read_files(&opts.inputs, cfg, &mut dispatcher, &mut publish);
+    let mut progress = Progress::new(opts.progress, total_size(&opts.inputs));
+    let read = read_files(
+        &opts.inputs,
+        cfg,
+        &mut dispatcher,
+        &mut publish,
+        &mut progress,
+    );
+    // Cleared before anything else is printed, even when reading failed.
+    progress.finish();
     drop(dispatcher); // closes the worker channels: workers finish and flush
 
     let mut flows = WorkerStats::default();

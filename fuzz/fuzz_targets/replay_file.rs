@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
             sink_queue: 64,
             ..Sinks::default()
         },
+        progress: false,
     };
     match run(&opts) {
         Ok(report) => drop(report.summary.to_string()),

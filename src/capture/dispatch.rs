@@ -33,8 +33,11 @@ pub struct ReaderStats {
     pub files: u64,
     /// Records skipped because their timestamp does not fit (see `capture::ts_ns`).
     pub bad_timestamps: u64,
-    /// Read errors that ended a file early (a corrupt record, a truncated last record).
+    /// Read errors that ended a file early (a corrupt record, corrupt compressed data).
     pub read_errors: Vec<super::file::ReadError>,
+    /// Files that end inside their last record (copied while still being written): warnings,
+    /// since everything before the cut was replayed.
+    pub truncated: Vec<super::file::ReadError>,
     /// First and last packet timestamps (ns).
     pub first_ts_ns: Option<u64>,
     /// Last packet timestamp (ns).

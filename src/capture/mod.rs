@@ -1,8 +1,9 @@
 //! Capture: frames in, batches of decoded packets out to the workers.
 //!
-//! Offline, one reader thread ([`file`]) reads pcap/pcapng files with libpcap, decodes each
-//! frame, gives later IP fragments the ports of their first fragment ([`frag`]), and appends
-//! the packet to the batch of the worker chosen by the packet's symmetric hash. Batches are
+//! Offline, one reader thread ([`file`]) reads pcap/pcapng files with libpcap (plain, or
+//! decompressed on the way by [`source`]), decodes each frame, gives later IP fragments the
+//! ports of their first fragment ([`frag`]), and appends the packet to the batch of the
+//! worker chosen by the packet's symmetric hash. Batches are
 //! allocated once and cycle between the reader and the workers over bounded crossbeam
 //! channels, so steady-state reading allocates nothing per packet.
 //!
@@ -14,6 +15,8 @@ pub mod dispatch;
 pub mod file;
 pub mod frag;
 pub mod live;
+pub mod progress;
+pub mod source;
 
 use crate::decode::PacketMeta;
 

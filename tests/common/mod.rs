@@ -46,6 +46,7 @@ pub fn replay_with(
             slice_requests: None,
             dns_recycle: None,
         },
+        progress: false,
     })
     .expect("replay")
 }
