@@ -8,6 +8,7 @@ use outflow::alert::json::{alert_json, flow_json};
 use outflow::config::Config;
 use outflow::decode::{Addr, DecodeError};
 use outflow::flow::{EndReason, FlowRecord};
+use outflow::gen;
 use outflow::gen::{
     fragmented_udp, malformed_frames, merge, write_demo, Close, FlowExpect, Link, Packet,
     PcapWriter, TcpSession, UdpExchange, DEMO_ALERT_IP_BYTES,
@@ -615,6 +616,87 @@ fn forged_rst_and_syn_do_not_restart_the_outbound_count() {
             // Out-of-window RSTs are ignored like the endpoints ignore them: one flow.
             assert_eq!(rep.flows.len(), 1, "{name}");
             assert_eq!(a.carried.ip_bytes, 0, "{name}");
+        }
+    }
+}
+
+/// An upload mirrored through VXLAN, Geneve or ERSPAN III alerts at the same packet and
+/// byte as the bare upload, names its tunnel, and the mirror session's own flow is kept
+/// but never treated as an upload.
+#[test]
+fn an_upload_inside_a_mirror_tunnel_alerts_on_the_crossing_packet() {
+    use outflow::decode::TunnelKind;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = low_threshold();
+    let mut s = TcpSession::new(
+        sa("10.0.0.5:40000"),
+        sa("198.51.100.7:443"),
+        3_000_000,
+        1_000,
+    );
+    s.ack_every = 4;
+    let bare = dir.path().join("bare.pcap");
+    write(&bare, 1, 65535, s.packets());
+    let want = common::replay(&cfg, 2, &[bare]);
+    assert_eq!(want.alerts.len(), 1);
+    for (wrap, kind, id) in [
+        (gen::Wrap::Vxlan { vni: 77 }, TunnelKind::Vxlan, 77),
+        (gen::Wrap::Geneve { vni: 9 }, TunnelKind::Geneve, 9),
+        (
+            gen::Wrap::ErspanIII { session: 5 },
+            TunnelKind::ErspanIII,
+            5,
+        ),
+    ] {
+        let path = dir.path().join(format!("{}.pcap", kind.name()));
+        let mut seq = 0u32;
+        write(
+            &path,
+            1,
+            65535,
+            s.packets().map(|p| {
+                seq += 1;
+                Packet {
+                    ts_ns: p.ts_ns,
+                    frame: gen::wrap(wrap, &p.frame, seq),
+                }
+            }),
+        );
+        for workers in [1, 2] {
+            let rep = common::replay(&cfg, workers, std::slice::from_ref(&path));
+            assert_eq!(rep.alerts.len(), 1, "{}", kind.name());
+            let (a, w) = (&rep.alerts[0], &want.alerts[0]);
+            assert_eq!(
+                (a.ts_ns, a.out, a.src, a.dst, a.flow_id),
+                (w.ts_ns, w.out, w.src, w.dst, w.flow_id),
+                "{}",
+                kind.name()
+            );
+            let hops = a.tunnel.as_deref().expect("the alert names its tunnel");
+            assert_eq!(hops.hops().len(), 1);
+            let h = hops.hops()[0];
+            assert_eq!((h.kind, h.id), (kind, Some(id)));
+            assert_eq!(h.src.to_ip(false).to_string(), "172.31.0.10");
+            assert_eq!(h.dst.to_ip(false).to_string(), "172.31.0.99");
+            // The inner flow counts exactly what the bare one did, keyed by the tunnel id.
+            let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel.is_some()).collect();
+            assert_eq!(inner.len(), 1);
+            assert_eq!(counters(inner[0]), counters(&want.flows[0]));
+            assert_eq!(inner[0].tunnel_tag.id, id);
+            // The mirror session: one outer flow (or one per VXLAN/Geneve source port),
+            // marked, never outbound, carrying every frame once.
+            let outer: Vec<_> = rep
+                .flows
+                .iter()
+                .filter(|r| r.tunnel_tag.is_outer())
+                .collect();
+            assert!(!outer.is_empty());
+            assert!(outer.iter().all(|r| r.outbound.is_none()
+                && r.tunnel_tag.tunnel_kind() == kind
+                && r.orig_addr.to_ip(false).to_string() == "172.31.0.10"));
+            let frames: u64 = outer.iter().map(|r| r.orig.pkts + r.resp.pkts).sum();
+            assert_eq!(frames, s.expected().pkts());
+            assert_eq!(rep.flows.len(), 1 + outer.len());
         }
     }
 }

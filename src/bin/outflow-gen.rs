@@ -109,8 +109,27 @@ enum Cmd {
         /// Start mid-connection (no handshake).
         #[arg(long)]
         no_syn: bool,
+        /// Deliver the frames as a mirror would: `vxlan:VNI`, `geneve:VNI` or
+        /// `erspan3:SESSION` (needs --link ethernet).
+        #[arg(long, value_parser = parse_wrap)]
+        wrap: Option<gen::Wrap>,
         out: PathBuf,
     },
+}
+
+fn parse_wrap(s: &str) -> Result<gen::Wrap, String> {
+    let (kind, id) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s}: expected vxlan:VNI, geneve:VNI or erspan3:SESSION"))?;
+    let id: u32 = id.parse().map_err(|e| format!("{s}: {e}"))?;
+    match kind {
+        "vxlan" if id < 1 << 24 => Ok(gen::Wrap::Vxlan { vni: id }),
+        "geneve" if id < 1 << 24 => Ok(gen::Wrap::Geneve { vni: id }),
+        "erspan3" if id < 1 << 10 => Ok(gen::Wrap::ErspanIII { session: id as u16 }),
+        _ => Err(format!(
+            "{s}: expected vxlan:VNI or geneve:VNI (VNI < 2^24) or erspan3:SESSION (< 1024)"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -270,6 +289,7 @@ fn main() -> Result<()> {
             ack_every,
             close,
             no_syn,
+            wrap,
             out,
         } => {
             let (client, server): (SocketAddr, SocketAddr) = if ipv6 {
@@ -300,10 +320,20 @@ fn main() -> Result<()> {
                 s.link.linktype(),
                 snaplen,
             )?;
+            if wrap.is_some() && !matches!(s.link, Link::Ethernet { .. }) {
+                anyhow::bail!("--wrap needs --link ethernet");
+            }
             let mut buf = Vec::new();
             let mut packets = s.packets();
+            let mut seq = 0u32;
             while let Some(ts) = packets.next_into(&mut buf) {
-                w.write(ts, &buf)?;
+                match wrap {
+                    Some(t) => {
+                        seq = seq.wrapping_add(1);
+                        w.write(ts, &gen::wrap(t, &buf, seq))?
+                    }
+                    None => w.write(ts, &buf)?,
+                }
             }
             let (n, written) = (w.packets(), w.bytes_written());
             w.into_inner()?

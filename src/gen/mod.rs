@@ -18,6 +18,7 @@ mod malformed;
 mod scenario;
 mod stress;
 mod tcp;
+mod tunnel;
 mod udp;
 mod wire;
 mod writer;
@@ -36,6 +37,7 @@ pub use stress::{
 };
 pub use tcp::{Close, Segment, TcpPackets, TcpSegments, TcpSession};
 pub use tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
+pub use tunnel::{wrap, Wrap, MIRROR_DST, MIRROR_SRC};
 pub use udp::{fragmented_udp, UdpExchange, UdpPackets};
 pub use writer::PcapWriter;
 
