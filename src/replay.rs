@@ -184,6 +184,30 @@ impl fmt::Display for Summary {
         if r.bad_timestamps > 0 {
             writeln!(f, "  bad timestamps {} (skipped)", r.bad_timestamps)?;
         }
+        let en = &r.encap;
+        if en.layers.iter().any(|n| *n > 0) {
+            let layers: Vec<String> = crate::decode::Layer::ALL
+                .iter()
+                .zip(en.layers.iter())
+                .filter(|(_, n)| **n > 0)
+                .map(|(l, n)| format!("{} {n}", l.name()))
+                .collect();
+            writeln!(f, "  decapsulated   {}", layers.join(", "))?;
+        }
+        if en.too_deep + en.inner_errors > 0 {
+            writeln!(
+                f,
+                "  tunnels        {} nested too deep, {} with an undecodable inside (counted in the tunnel's flow)",
+                en.too_deep, en.inner_errors
+            )?;
+        }
+        if en.len_from_frame > 0 {
+            writeln!(
+                f,
+                "  offloaded      {} (TSO/GRO: IP length taken from the frame)",
+                en.len_from_frame
+            )?;
+        }
         let fr = &r.fragments;
         if fr.first + fr.matched + fr.orphaned > 0 {
             writeln!(

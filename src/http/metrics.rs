@@ -249,6 +249,37 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         );
     }
     fams.push(decode);
+    let mut encap = Family::new(
+        "outflow_decapsulated_frames_total",
+        "Frames that came through each encapsulation (tunnels, MPLS, PPPoE).",
+        MetricType::COUNTER,
+    );
+    for (i, l) in crate::decode::Layer::ALL.iter().enumerate() {
+        encap = encap.counter(
+            &[("layer", l.name())],
+            sum(&|s| s.encap.layers.get(i).copied().unwrap_or(0)),
+        );
+    }
+    fams.push(encap);
+    let mut notes = Family::new(
+        "outflow_decode_notes_total",
+        "Frames decoded with a caveat: a tunnel nested deeper than decap.max_depth \
+         (too_deep), a tunnel whose inside did not decode and was counted in the tunnel's \
+         own flow (tunnel_inner_error), an IP length taken from the frame (offload_length: \
+         TSO/GRO).",
+        MetricType::COUNTER,
+    );
+    for (name, f) in [
+        (
+            "too_deep",
+            (|s: &Snapshot| s.encap.too_deep) as fn(&Snapshot) -> u64,
+        ),
+        ("tunnel_inner_error", |s: &Snapshot| s.encap.inner_errors),
+        ("offload_length", |s: &Snapshot| s.encap.len_from_frame),
+    ] {
+        notes = notes.counter(&[("note", name)], sum(&f));
+    }
+    fams.push(notes);
     fams.push(per_worker(
         "outflow_flows_active",
         "Flows in the worker's table now.",
