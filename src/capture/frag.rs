@@ -84,9 +84,8 @@ impl FragPorts {
     /// Records a first fragment's ports, or fills in a later fragment's.
     #[inline]
     pub fn resolve(&mut self, meta: &mut PacketMeta, clock_ns: u64) {
-        let id = match meta.fragment {
-            Fragment::None => return,
-            Fragment::First { id } | Fragment::Later { id } => id,
+        let Some(id) = meta.fragment.id() else {
+            return;
         };
         let key = FragKey {
             src: meta.src,
@@ -139,7 +138,7 @@ mod tests {
             proto: 17,
             sport: 5_000,
             dport: 53,
-            fragment: Fragment::First { id },
+            fragment: Fragment::First { id, data: 20 },
             ..PacketMeta::default()
         }
     }
