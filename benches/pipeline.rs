@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
                     data_start: i as u32,
                     cap_len: f.len() as u32,
                     meta,
+                    held: false,
                 });
             }
             worker.packets(&batch, |p| {

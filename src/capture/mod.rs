@@ -1,7 +1,8 @@
 //! Capture: frames in, batches of decoded packets out to the workers.
 //!
 //! Offline, one reader thread ([`file`]) reads pcap/pcapng files with libpcap, decodes each
-//! frame, gives later IP fragments the ports of their first fragment ([`frag`]), and appends
+//! frame, gives later IP fragments the ports of their first fragment ([`frag`]; orphans that
+//! precede it are held and delivered after it for reassembly), and appends
 //! the packet to the batch of the worker chosen by the packet's symmetric hash. Batches are
 //! allocated once and cycle between the reader and the workers over bounded crossbeam
 //! channels, so steady-state reading allocates nothing per packet.
@@ -36,6 +37,11 @@ pub struct BatchPacket {
     pub cap_len: u32,
     /// The decoded headers.
     pub meta: PacketMeta,
+    /// A later IP fragment that arrived before its datagram's first fragment, delivered
+    /// again by the reader right after the first fragment, to the first fragment's worker,
+    /// for reassembly only: it was counted when it arrived. Its bytes are the fragment's
+    /// data alone (see [`frag`]).
+    pub held: bool,
 }
 
 /// A reusable batch of packets for one worker.
