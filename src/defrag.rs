@@ -398,7 +398,8 @@ fn piece(m: &PacketMeta) -> Option<(u16, bool, usize, usize)> {
 fn add(s: &mut Slot, st: &mut DefragStats, offset: u32, more: bool, data: &[u8]) -> Option<Added> {
     let len = u32::try_from(data.len()).ok()?;
     let end = offset.checked_add(len)?;
-    if len == 0 || (more && len % 8 != 0) {
+    // Offsets from the wire are in 8-byte units; one that is not came from elsewhere.
+    if len == 0 || (more && len % 8 != 0) || offset % 8 != 0 {
         return None;
     }
     match (more, s.end) {

@@ -160,6 +160,25 @@ fn malformed_fragments_are_counted_and_ignored() {
     assert_eq!(r.occupancy().0, 1, "still waiting for 200..304");
 }
 
+/// A fragment offset that is not a multiple of 8 cannot come from the wire; one made by
+/// hand is refused like a malformed fragment, not a panic.
+#[test]
+fn an_unaligned_offset_is_bad() {
+    let d = datagram(&pattern(400));
+    let frames = cut(14, &d, 208);
+    let mut r = Reassembler::new(TIMEOUT);
+    feed(&mut r, &frames[..1], S);
+    let f = &frames[1];
+    let mut m = decode(LinkType::RawIp, f, f.len() as u32).unwrap();
+    m.fragment = Fragment::Later {
+        id: 14,
+        offset: 203,
+        more: false,
+    };
+    r.offer(&m, f, S, None, |_, _, _| true);
+    assert_eq!((r.stats.bad, r.stats.reassembled), (1, 0));
+}
+
 #[test]
 fn a_fragment_cut_by_the_snaplen_is_counted() {
     let d = datagram(&pattern(400));
@@ -419,6 +438,9 @@ proptest! {
         prop_assert_eq!(r.stats.bad, model.bad + u64::from(want.as_ref().is_some_and(|w| udp_payload_of(w).is_none())));
         prop_assert_eq!(r.stats.too_big, model.too_big);
         prop_assert_eq!(r.stats.too_many, u64::from(model.dropped));
+        // Every datagram started is accounted for.
+        let st = r.stats;
+        prop_assert_eq!(st.started, st.reassembled + st.timeouts + st.evicted + st.too_many + r.occupancy().0);
         match want {
             Some(w) => {
                 prop_assert_eq!(r.stats.reassembled, 1);
