@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
                     cap_len: f.len() as u32,
                     meta,
                     outer_copy: false,
+                    held: false,
                 });
             }
             worker.packets(&batch, |p| {

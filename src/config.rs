@@ -580,8 +580,9 @@ pub struct FlowConfig {
     /// Bounded map from (addresses, protocol, IP id) to the ports of a datagram's first
     /// fragment, so later fragments are counted in the right flow. Default 4096 entries.
     pub fragment_capacity: usize,
-    /// How long a first fragment's ports are remembered. Default "30s" (RFC 791's
-    /// reassembly timer is 15 s; Linux uses 30 s).
+    /// How long a first fragment's ports are remembered, and how long a datagram being
+    /// reassembled for the parsers waits for its other fragments (`crate::defrag`). Default
+    /// "30s" (RFC 791's reassembly timer is 15 s; Linux uses 30 s).
     #[serde(with = "humantime_serde")]
     pub fragment_timeout: Duration,
 }

@@ -11,7 +11,9 @@
 //! [`decode`] turns a frame into a small `Copy` [`decode::PacketMeta`]; each worker owns a
 //! fixed-capacity [`flow::FlowTable`] whose per-direction counters are updated on every
 //! packet, and runs the per-flow [`detect`]ors inline, so a large upload alerts on the packet
-//! that crosses the threshold, not when the connection ends. Finished flows and alerts go to
+//! that crosses the threshold, not when the connection ends. A DNS message that arrived in IP
+//! fragments is put back together on the worker ([`defrag`]) before it is parsed. Finished
+//! flows and alerts go to
 //! an output thread ([`alert::sink`]) that merges the workers' streams into one deterministic
 //! order.
 //!
@@ -26,6 +28,7 @@ pub mod alert;
 pub mod capture;
 pub mod config;
 pub mod decode;
+pub mod defrag;
 pub mod detect;
 pub mod dns;
 pub mod flow;

@@ -63,9 +63,10 @@ pub struct Snapshot {
     pub alerts_dropped: u64,
     /// Packets dropped inside outflow because this worker's queue was full (fallback mode).
     pub queue_dropped: u64,
-    /// Fragment map of this capture thread or fanout worker: (live entries, capacity, live
-    /// entries overwritten).
-    pub fragments: (u64, u64, u64),
+    /// Fragment tables of this capture thread or fanout worker (see
+    /// [`crate::capture::frag::READER_TABLES`]): (live entries, capacity, live entries
+    /// overwritten) each.
+    pub fragments: [crate::telemetry::Occupancy; 2],
     /// Tunnels, MPLS, PPPoE and offloaded frames this capture thread or fanout worker
     /// decoded.
     pub encap: crate::decode::EncapCounts,

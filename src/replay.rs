@@ -212,9 +212,21 @@ impl fmt::Display for Summary {
         if fr.first + fr.matched + fr.orphaned > 0 {
             writeln!(
                 f,
-                "  ip fragments   {} first, {} matched, {} orphaned",
-                fr.first, fr.matched, fr.orphaned
+                "  ip fragments   {} first, {} matched, {} orphaned ({} held for reassembly, {} delivered, {} not held)",
+                fr.first, fr.matched, fr.orphaned, fr.held, fr.replayed, fr.not_held
             )?;
+        }
+        let named = self.flows.defrag.named();
+        if named.iter().any(|(_, n)| *n > 0) {
+            let (datagrams, fragments) = named.split_at(5);
+            let list = |xs: &[(&str, u64)]| {
+                xs.iter()
+                    .map(|(name, n)| format!("{name} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            writeln!(f, "  ip reassembly  datagrams: {}", list(datagrams))?;
+            writeln!(f, "    fragments ignored: {}", list(fragments))?;
         }
         writeln!(
             f,
@@ -449,7 +461,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     }
     let tables = crate::telemetry::tables(
         &flows.tables,
-        reader.fragment_table,
+        &reader.fragment_table,
         &collected.tables,
         telemetry.as_ref().map(|t| t.store.occupancy()),
     );
@@ -512,6 +524,7 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
         a.2 += b.2;
     }
     sum.dns.tcp_evicted += s.dns.tcp_evicted;
+    sum.defrag.add(&s.defrag);
     sum.slices.refused += s.slices.refused;
 }
 
@@ -542,6 +555,7 @@ pub(crate) fn batch_worker_loop(
         d.worker.set_link(batch.link);
         d.packets(&batch);
         d.advance(batch.clock_ns);
+        d.worker.expire_fragments(batch.clock_ns);
         d.record_processing(
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             batch.packets.len() as u64,

@@ -304,7 +304,8 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
                     n,
                     stop: Arc::clone(&signals.stop),
                     reload: rx,
-                    frags: fragments(&cfg),
+                    // The kernel reassembles before the fanout: nothing to hold.
+                    frags: FragPorts::from_config(&cfg, false),
                     decap: cfg.decap.decap(),
                 };
                 workers.push(
@@ -336,7 +337,7 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
             let pubr: Published = Arc::clone(&telemetry.reader);
             let ctx = LiveReader {
                 stop: Arc::clone(&signals.stop),
-                frags: fragments(&cfg),
+                frags: FragPorts::from_config(&cfg, true),
                 published: Arc::clone(&pubr),
             };
             reader = Some((
@@ -475,11 +476,6 @@ fn kernel_counters(h: &mut Handle, s: &mut Snapshot) {
     }
 }
 
-fn fragments(cfg: &Config) -> FragPorts {
-    let t = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
-    FragPorts::new(cfg.flow.fragment_capacity, t)
-}
-
 /// The stats line: one per worker, one for the capture thread (single mode) and a total.
 fn log_stats(mode: CaptureMode, workers: &[Snapshot], reader: Option<&Snapshot>, last: bool) {
     let kind = if last { "final" } else { "periodic" };
@@ -590,20 +586,22 @@ fn log_output_stats(c: &Mutex<OutputCounters>, last: bool) {
 fn log_table_stats(workers: &[Snapshot], reader: Option<&Snapshot>, t: &Telemetry, last: bool) {
     let out = t.output.lock().map(|g| *g).unwrap_or_default();
     let mut per_worker = [(0u64, 0u64, 0u64); crate::worker::WORKER_TABLES.len()];
-    let mut fragments = (0u64, 0u64, 0u64);
+    let mut readers = [(0u64, 0u64, 0u64); crate::capture::frag::READER_TABLES.len()];
     for s in workers.iter().chain(reader) {
         for (a, b) in per_worker.iter_mut().zip(s.flows.tables.iter()) {
             a.0 += b.0;
             a.1 += b.1;
             a.2 += b.2;
         }
-        fragments.0 += s.fragments.0;
-        fragments.1 += s.fragments.1;
-        fragments.2 += s.fragments.2;
+        for (a, b) in readers.iter_mut().zip(s.fragments.iter()) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
     }
     let tables = crate::telemetry::tables(
         &per_worker,
-        fragments,
+        &readers,
         &out.tables,
         Some(t.store.occupancy()),
     );
@@ -689,6 +687,7 @@ impl LiveWorker {
                                 cap_len: hdr.caplen,
                                 meta,
                                 outer_copy: false,
+                                held: false,
                             };
                             d.worker.packet(&bp, pkt.data);
                             if let Some(outer) = decoded.outer {
@@ -751,6 +750,7 @@ impl LiveWorker {
                 d.flush();
                 kernel_counters(&mut h, &mut d.extra);
                 d.extra.fragments = self.frags.occupancy(clock.now());
+                d.worker.expire_fragments(clock.now());
                 if let Ok(cfg) = self.reload.try_recv() {
                     d.worker.reconfigure(&cfg);
                 }

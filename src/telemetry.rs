@@ -11,6 +11,7 @@
 use crate::alert::deliver::SinkCounters;
 use crate::alert::record::AlertRecord;
 use crate::alert::sink::{OutputCounters, OUTPUT_TABLES};
+use crate::capture::frag::READER_TABLES;
 use crate::pipeline::Snapshot;
 use crate::worker::WORKER_TABLES;
 use hdrhistogram::Histogram;
@@ -364,16 +365,18 @@ pub type Occupancy = (u64, u64, u64);
 
 /// Every bounded table of the process, as the `table` label of `outflow_table_*` and the
 /// table lines of the replay summary: each worker's (summed over the workers), the capture
-/// threads' first-fragment maps, the output thread's DNS and cross-flow tables, and the
-/// API's store of recent alerts. A new table goes here, in its stage's list, and in
-/// `docs/metrics.md`.
-pub const TABLES: [&str; 14] = [
+/// threads' first-fragment maps and held orphan fragments, the output thread's DNS and
+/// cross-flow tables, and the API's store of recent alerts. A new table goes here, in its
+/// stage's list, and in `docs/metrics.md`.
+pub const TABLES: [&str; 16] = [
     WORKER_TABLES[0],
     WORKER_TABLES[1],
     WORKER_TABLES[2],
     WORKER_TABLES[3],
     WORKER_TABLES[4],
-    "fragments",
+    WORKER_TABLES[5],
+    READER_TABLES[0],
+    READER_TABLES[1],
     OUTPUT_TABLES[0],
     OUTPUT_TABLES[1],
     OUTPUT_TABLES[2],
@@ -388,17 +391,18 @@ pub const TABLES: [&str; 14] = [
 pub const ALERT_STORE: &str = "alert_store";
 
 /// The tables in [`TABLES`] order, from their sources: the workers' (summed), the
-/// fragment maps (summed), the output thread's, and the alert store if there is one.
+/// capture threads' fragment tables (summed), the output thread's, and the alert store if
+/// there is one.
 pub fn tables(
     workers: &[Occupancy; WORKER_TABLES.len()],
-    fragments: Occupancy,
+    readers: &[Occupancy; READER_TABLES.len()],
     output: &[Occupancy; OUTPUT_TABLES.len()],
     store: Option<Occupancy>,
 ) -> Vec<(&'static str, Occupancy)> {
     let values = workers
         .iter()
         .copied()
-        .chain(std::iter::once(fragments))
+        .chain(readers.iter().copied())
         .chain(output.iter().copied())
         .chain(store);
     TABLES.iter().copied().zip(values).collect()
@@ -649,17 +653,21 @@ mod tests {
             (3, 30, 300),
             (4, 40, 400),
             (8, 80, 800),
+            (11, 110, 1100),
         ];
+        let r = [(5, 50, 500), (9, 90, 900)];
         let o = [(6, 60, 600); OUTPUT_TABLES.len()];
-        let all = tables(&w, (5, 50, 500), &o, Some((7, 70, 700)));
+        let all = tables(&w, &r, &o, Some((7, 70, 700)));
         let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, TABLES.to_vec());
         assert_eq!(all[2], ("dns_tcp", (3, 30, 300)));
         assert_eq!(all[4], ("tcp_recent_closed", (8, 80, 800)));
-        assert_eq!(all[5], ("fragments", (5, 50, 500)));
-        assert_eq!(all[13], ("alert_store", (7, 70, 700)));
+        assert_eq!(all[5], ("ip_reassembly", (11, 110, 1100)));
+        assert_eq!(all[6], ("fragments", (5, 50, 500)));
+        assert_eq!(all[7], ("fragments_held", (9, 90, 900)));
+        assert_eq!(all[15], ("alert_store", (7, 70, 700)));
         let unique: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
         assert_eq!(unique.len(), TABLES.len());
-        assert_eq!(tables(&w, (5, 50, 500), &o, None).len(), TABLES.len() - 1);
+        assert_eq!(tables(&w, &r, &o, None).len(), TABLES.len() - 1);
     }
 }

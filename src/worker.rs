@@ -15,7 +15,8 @@
 
 use crate::capture::BatchPacket;
 use crate::config::Config;
-use crate::decode::{proto, tcp_flags, Addr, PacketMeta};
+use crate::decode::{proto, tcp_flags, Addr, Fragment, PacketMeta};
+use crate::defrag::{DefragStats, Reassembler};
 use crate::detect::{Alert, Detector, Direction, LargeTransfer};
 use crate::dns::extract::ExtractStats;
 use crate::dns::{DnsEvent, DnsExtractor};
@@ -127,13 +128,15 @@ pub const VOLUME_STEP: u64 = 256 * 1024;
 
 /// Names of a worker's bounded tables, in the order of [`WorkerStats::tables`] (metric
 /// labels): the flow table, its side map of carried counters, the DNS-over-TCP reassembly
-/// slots, the flows recording a pcap slice, and the recently closed TCP connections.
-pub const WORKER_TABLES: [&str; 5] = [
+/// slots, the flows recording a pcap slice, the recently closed TCP connections and the IP
+/// reassembly slots.
+pub const WORKER_TABLES: [&str; 6] = [
     "flows",
     "flow_carry",
     "dns_tcp",
     "slice_recordings",
     "tcp_recent_closed",
+    "ip_reassembly",
 ];
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
@@ -155,6 +158,8 @@ pub struct WorkerStats {
     pub peak_flows: u64,
     /// DNS messages seen by this worker.
     pub dns: ExtractStats,
+    /// IP fragment reassembly.
+    pub defrag: DefragStats,
     /// Pcap slices started and packets they lost.
     pub slices: crate::slice::recorder::RecorderStats,
     /// The packet ring: (packets held, bytes used, capacity in bytes, packets evicted).
@@ -178,6 +183,7 @@ pub struct Worker {
     large: LargeTransfer,
     active_timeout_ns: u64,
     dns: DnsExtractor,
+    defrag: Reassembler,
     pending: Vec<(EventKey, Event)>,
     /// Packet ring and pcap slices of flagged flows.
     pub slices: crate::slice::recorder::Recorder,
@@ -237,6 +243,7 @@ impl Worker {
             large: LargeTransfer::new(&cfg.detect.large_transfer),
             active_timeout_ns: ns(f.active_timeout),
             dns: DnsExtractor::new(cfg.dns.enabled, &cfg.dns.ports),
+            defrag: Reassembler::new(ns(f.fragment_timeout)),
             pending: Vec::with_capacity(PENDING_CAPACITY),
             slices: crate::slice::recorder::Recorder::new(&cfg.slice),
             linktype: 1,
@@ -290,6 +297,7 @@ impl Worker {
             self.dns.tcp_slots(),
             self.slices.recordings(),
             self.recent.occupancy(),
+            self.defrag.occupancy(),
         ];
         let r = &self.slices.ring;
         self.stats.ring = (
@@ -501,6 +509,77 @@ impl Worker {
         src_is_hi: bool,
         hash: u64,
     ) {
+        // The one test reassembly costs an unfragmented packet.
+        if p.meta.fragment != Fragment::None {
+            self.fragment(p, frame, key, src_is_hi, hash);
+            return;
+        }
+        self.track(p, frame, key, src_is_hi, hash, true);
+    }
+
+    /// An IP fragment: counted in its flow like any packet (unless the reader delivered it
+    /// again for reassembly only), then offered to the reassembler, never to the parsers
+    /// directly: a fragment's payload is not a message.
+    #[inline(never)]
+    fn fragment(
+        &mut self,
+        p: &BatchPacket,
+        frame: &[u8],
+        key: FlowKey,
+        src_is_hi: bool,
+        hash: u64,
+    ) {
+        if p.held {
+            self.reassemble(p, frame, None, HELD_SUB);
+        } else if let Some((flow_id, sub)) = self.track(p, frame, key, src_is_hi, hash, false) {
+            self.reassemble(p, frame, Some(flow_id), sub);
+        }
+    }
+
+    /// Offers a fragment to the reassembler; `flow_id` is the flow it was counted in (`None`
+    /// for a held fragment). A first fragment the DNS extractor wants opens a datagram; a
+    /// completed datagram's UDP payload goes to the extractor's datagram parser, the same
+    /// call an unfragmented packet's payload goes to. Its events follow the packet's own
+    /// (`sub` onwards).
+    fn reassemble(&mut self, p: &BatchPacket, frame: &[u8], flow_id: Option<u64>, mut sub: u32) {
+        let m = &p.meta;
+        let open = flow_id.filter(|_| self.dns.wants_datagram(m));
+        let (dns, pending, pool) = (&mut self.dns, &mut self.pending, &mut self.dns_pool);
+        self.defrag
+            .offer(m, frame, p.clock_ns, open, |first, flow_id, datagram| {
+                let Some(payload) = crate::defrag::udp_payload(first, datagram) else {
+                    return false;
+                };
+                dns.datagram(first, payload, p.ts_ns, flow_id, &mut |ev| {
+                    queue_dns(pool, pending, packet_key(p, &mut sub), ev)
+                });
+                true
+            });
+        self.stats.dns = self.dns.stats;
+        self.stats.defrag = self.defrag.stats;
+    }
+
+    /// Drops the datagrams being reassembled whose time ran out by `clock_ns`. Per batch
+    /// (and tick), so the counters at the end of input do not depend on which worker got
+    /// which fragment.
+    pub fn expire_fragments(&mut self, clock_ns: u64) {
+        self.defrag.expire(clock_ns);
+        self.stats.defrag = self.defrag.stats;
+    }
+
+    /// Counts a packet in its flow, runs the detectors and (with `tap`) the parsers on its
+    /// payload; returns the flow's id and the sub-key for the packet's next event, or `None`
+    /// if no flow could be made.
+    #[inline(always)]
+    fn track(
+        &mut self,
+        p: &BatchPacket,
+        frame: &[u8],
+        key: FlowKey,
+        src_is_hi: bool,
+        hash: u64,
+        tap: bool,
+    ) -> Option<(u64, u32)> {
         let m = &p.meta;
         if !p.outer_copy {
             // A tunnelled frame counts once, with its inner packet.
@@ -537,10 +616,7 @@ impl Worker {
         }
         let (slot, mut flow) = match (slot, flow) {
             (Some(s), Some(f)) => (s, f),
-            _ => match self.create(p, frame, key, src_is_hi, hash, &mut sub) {
-                Some(x) => x,
-                None => return,
-            },
+            _ => self.create(p, frame, key, src_is_hi, hash, &mut sub)?,
         };
         if let Some((c, latch)) = carried {
             if flow.outbound.is_some() {
@@ -601,20 +677,12 @@ impl Worker {
                 self.table.store(slot, &flow);
             }
         }
-        if !p.outer_copy && self.dns.is_dns(m) {
+        if tap && !p.outer_copy && self.dns.is_dns(m) {
             let pending = &mut self.pending;
             let pool = &mut self.dns_pool;
             self.dns
                 .packet(m, frame, p.ts_ns, snapshot.id, from == Side::Orig, |ev| {
-                    let b = match pool.pop() {
-                        Some(mut b) => {
-                            *b = ev;
-                            b
-                        }
-                        // Only until the boxes come back from the output thread.
-                        None => Box::new(ev),
-                    };
-                    pending.push((packet_key(p, &mut sub), Event::Dns(b)))
+                    queue_dns(pool, pending, packet_key(p, &mut sub), ev)
                 });
             self.stats.dns = self.dns.stats;
         }
@@ -663,6 +731,7 @@ impl Worker {
                 chain,
             );
         }
+        Some((snapshot.id, sub))
     }
 
     /// Expires every flow whose idle timeout ends at or before `clock_ns`.
@@ -1065,6 +1134,30 @@ fn count(c: &mut DirCounters, m: &PacketMeta) {
     c.payload_bytes += u64::from(m.payload_len);
 }
 
+/// Boxes a DNS event, reusing a box the output thread returned, and queues it.
+#[allow(clippy::vec_box)] // the boxes are the allocations being reused (see `Event::Dns`)
+fn queue_dns(
+    pool: &mut Vec<Box<DnsEvent>>,
+    pending: &mut Vec<(EventKey, Event)>,
+    key: EventKey,
+    ev: DnsEvent,
+) {
+    let b = match pool.pop() {
+        Some(mut b) => {
+            *b = ev;
+            b
+        }
+        // Only until the boxes come back from the output thread.
+        None => Box::new(ev),
+    };
+    pending.push((key, Event::Dns(b)));
+}
+
+/// First event sub-key of a held fragment. The reader gives held fragments the sequence
+/// number of the first fragment they follow, so their events need keys after that packet's
+/// own (a handful); at most one datagram completes per first fragment.
+const HELD_SUB: u32 = 1 << 16;
+
 fn packet_key(p: &BatchPacket, sub: &mut u32) -> EventKey {
     let k = EventKey {
         time_ns: p.clock_ns,
@@ -1226,6 +1319,7 @@ pub(crate) mod tests {
             cap_len: f.len() as u32,
             meta,
             outer_copy: false,
+            held: false,
         };
         w.packet(&p, &f);
     }

@@ -1,5 +1,6 @@
 //! The per-packet path allocates nothing in steady state: decode, fragment ports, flow
-//! lookup/creation/expiry and the inline detectors run under a counting global allocator.
+//! lookup/creation/expiry, IP fragment reassembly and the inline detectors run under a
+//! counting global allocator.
 
 use etherparse::PacketBuilder;
 use outflow::capture::frag::FragPorts;
@@ -60,6 +61,17 @@ fn frames(flows: u16, round: u16) -> Vec<Vec<u8>> {
         }
         out.push(f);
         out.push(g);
+        if i % 100 == 0 {
+            // A DNS response in three IP fragments, a new datagram each round: reassembled.
+            let server = std::net::SocketAddrV4::new(ext.into(), 53);
+            let client = std::net::SocketAddrV4::new(home.into(), port);
+            let id = i.wrapping_add(round.wrapping_mul(7919));
+            out.extend(
+                outflow::gen::fragmented_udp(server, client, 0, id, 3000, 1480, false)
+                    .into_iter()
+                    .map(|p| p.frame),
+            );
+        }
     }
     out
 }
@@ -91,6 +103,7 @@ fn per_packet_path_does_not_allocate() {
                 cap_len: f.len() as u32,
                 meta,
                 outer_copy: false,
+                held: false,
             };
             worker.packet(&p, f);
         }
@@ -126,4 +139,9 @@ fn per_packet_path_does_not_allocate() {
     assert!(events > 0, "the churn phase must evict flows");
     assert!(expired > 0, "the time jump must expire flows");
     assert_eq!(after - before, 0, "allocations on the per-packet path");
+    assert!(
+        worker.stats.defrag.reassembled >= 20,
+        "{:?}",
+        worker.stats.defrag
+    );
 }

@@ -167,6 +167,21 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
     );
     assert_eq!(metric(&m, "outflow_table_capacity{table=dns_tcp}"), 256.0);
     assert_eq!(
+        metric(&m, "outflow_table_capacity{table=ip_reassembly}") as usize,
+        2 * outflow::defrag::SLOTS
+    );
+    assert_eq!(
+        metric(&m, "outflow_table_capacity{table=fragments_held}") as usize,
+        outflow::capture::frag::HELD_SLOTS
+    );
+    for (event, n) in sum.flows.defrag.named() {
+        assert_eq!(
+            metric(&m, &format!("outflow_ip_reassembly_total{{event={event}}}")) as u64,
+            n,
+            "{event}"
+        );
+    }
+    assert_eq!(
         metric(&m, "outflow_table_evictions_total{table=fragments}") as u64,
         sum.reader.fragments.overwritten
     );

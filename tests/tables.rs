@@ -127,6 +127,48 @@ fn sample(text: &str, series: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// The second fragment of a fragmented DNS response with IP id `id`: an orphan (its first
+/// fragment never comes), held by the reader for reassembly.
+fn dns_orphan(id: u16) -> Packet {
+    fragmented_udp(
+        "198.51.100.53:53".parse().unwrap(),
+        "10.0.0.5:40000".parse().unwrap(),
+        T0,
+        id,
+        3000,
+        1480,
+        false,
+    )
+    .swap_remove(1)
+}
+
+/// `n` IP ids whose orphans (see [`dns_orphan`]) the reader holds in the same slot: found
+/// with the reader's own map, whose hash is fixed.
+fn colliding_held_ids(n: usize) -> Vec<u16> {
+    use outflow::capture::frag::FragPorts;
+    use outflow::decode::{decode, LinkType};
+    let meta = |id: u16| {
+        let f = dns_orphan(id).frame;
+        (decode(LinkType::Ethernet, &f, f.len() as u32).unwrap(), f)
+    };
+    let (base, base_frame) = meta(1);
+    let mut ids = vec![1];
+    for id in 2..u16::MAX {
+        if ids.len() == n {
+            break;
+        }
+        let mut m = FragPorts::new(16, 30 * S).holding(&[53]);
+        m.hold(&base, &base_frame, 0);
+        let (other, frame) = meta(id);
+        m.hold(&other, &frame, 0);
+        if m.stats.held_overwritten == 1 {
+            ids.push(id);
+        }
+    }
+    assert_eq!(ids.len(), n);
+    ids
+}
+
 type Case = (&'static str, fn(&mut Config, &Path), Vec<Packet>, u64, u64);
 
 #[test]
@@ -296,6 +338,45 @@ fn every_table_counts_its_evictions_exactly() {
                 })
                 .collect(),
             1,
+            4,
+        ),
+        (
+            // Ten fragmented DNS responses whose later fragments never come: eight slots,
+            // two datagrams evicted.
+            "ip_reassembly",
+            |_, _| {},
+            (0..10u16)
+                .map(|i| {
+                    let mut f = fragmented_udp(
+                        "198.51.100.53:53".parse().unwrap(),
+                        "10.0.0.5:40000".parse().unwrap(),
+                        T0 + u64::from(i) * 1_000_000,
+                        200 + i,
+                        3000,
+                        1480,
+                        false,
+                    );
+                    f.swap_remove(0)
+                })
+                .collect(),
+            8,
+            2,
+        ),
+        (
+            // Later fragments of five DNS datagrams whose held copies land in one slot of
+            // the held table (ids found below): each but the first takes a live slot.
+            "fragments_held",
+            |_, _| {},
+            colliding_held_ids(5)
+                .into_iter()
+                .enumerate()
+                .map(|(n, id)| {
+                    let mut p = dns_orphan(id);
+                    p.ts_ns = T0 + n as u64 * 1_000_000;
+                    p
+                })
+                .collect(),
+            32,
             4,
         ),
         (

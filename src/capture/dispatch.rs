@@ -5,9 +5,13 @@
 //! dispatcher and the workers over bounded channels. Offline the dispatcher waits for a free
 //! batch (nothing may be lost); live it never waits: when a worker has no free batch, the
 //! batch being filled is dropped and its packets are counted.
+//!
+//! IP fragments: the dispatcher gives later fragments their first fragment's ports
+//! ([`super::frag`]) and, when a first fragment arrives, hands its worker the orphan
+//! fragments held for it, right after it, for reassembly only (see [`crate::defrag`]).
 
 use super::file::CaptureError;
-use super::frag::{FragPorts, FragStats};
+use super::frag::{FragPorts, FragStats, Resolved};
 use super::{Batch, BatchPacket};
 use crate::decode::{decode_frame, Decap, DecodeError, EncapCounts, LinkType};
 use crossbeam_channel::{Receiver, Sender};
@@ -15,8 +19,9 @@ use crossbeam_channel::{Receiver, Sender};
 /// What the reader saw.
 #[derive(Clone, Debug, Default)]
 pub struct ReaderStats {
-    /// The fragment map at the end: (live entries, capacity, live entries overwritten).
-    pub fragment_table: (u64, u64, u64),
+    /// The fragment tables at the end (see [`super::frag::READER_TABLES`]): (live entries,
+    /// capacity, live entries overwritten) each.
+    pub fragment_table: [crate::telemetry::Occupancy; 2],
     /// Frames read from the files.
     pub frames: u64,
     /// Their wire length in bytes (the records' original length).
@@ -139,7 +144,7 @@ impl Dispatcher {
         };
         st.encap.count(&d);
         let mut meta = d.meta;
-        frags.resolve(&mut meta, f.clock_ns);
+        let resolved = frags.resolve(&mut meta, f.clock_ns);
         st.decoded += 1;
         let w = (meta.symmetric_hash(self.seed) % self.workers() as u64) as usize;
         let bp = BatchPacket {
@@ -151,6 +156,7 @@ impl Dispatcher {
             cap_len: 0,
             meta,
             outer_copy: false,
+            held: false,
         };
         self.push(w, bp, f.data, f.seq)?;
         if let Some(outer) = d.outer {
@@ -163,12 +169,47 @@ impl Dispatcher {
             };
             self.push(w, bp, &[], f.seq)?;
         }
-        Ok(())
+        match resolved {
+            Resolved::Unfragmented | Resolved::Matched => Ok(()),
+            Resolved::Orphan => {
+                frags.hold(&meta, f.data, f.clock_ns);
+                Ok(())
+            }
+            Resolved::First => self.deliver_held(w, &meta, f, frags),
+        }
     }
 
     /// Sets what the decoder unwraps (the config's `[decap]`).
     pub fn set_decap(&mut self, decap: Decap) {
         self.decap = decap;
+    }
+
+    /// Hands the orphan fragments held for a first fragment's datagram to its worker,
+    /// right after it, marked `held`: reassembled there, not counted again (they were
+    /// counted when they arrived). They take the first fragment's sequence number and
+    /// clocks, so their events (the reassembled message) sort right after its own.
+    fn deliver_held(
+        &mut self,
+        w: usize,
+        first: &crate::decode::PacketMeta,
+        f: &Frame<'_>,
+        frags: &mut FragPorts,
+    ) -> Result<(), CaptureError> {
+        for (meta, bytes) in frags.take_held(first, f.clock_ns) {
+            let p = BatchPacket {
+                seq: f.seq,
+                ts_ns: f.ts_ns,
+                clock_ns: f.clock_ns,
+                wire_len: 0,
+                data_start: 0,
+                cap_len: 0,
+                meta,
+                outer_copy: false,
+                held: true,
+            };
+            self.push(w, p, bytes, f.seq)?;
+        }
+        Ok(())
     }
 
     /// Number of workers.

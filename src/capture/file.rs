@@ -231,8 +231,7 @@ pub fn read_files(
     progress: &mut Progress,
 ) -> Result<ReaderStats, CaptureError> {
     let mut st = ReaderStats::default();
-    let frag_timeout = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
-    let mut frags = FragPorts::new(cfg.flow.fragment_capacity, frag_timeout);
+    let mut frags = FragPorts::from_config(cfg, true);
     let mut clock = super::Clock::default();
     let mut seq = 0u64;
     // Input bytes of the files already read, for the progress display.

@@ -1,4 +1,4 @@
-//! Ports for IP fragments.
+//! Ports for IP fragments, and orphan fragments held for reassembly.
 //!
 //! Only the first fragment of a datagram carries the TCP/UDP header. To count a later
 //! fragment's bytes in the right flow (and send it to the right worker), the reader remembers
@@ -9,11 +9,25 @@
 //! order) keeps ports 0: its bytes are counted in a (addresses, protocol, 0, 0) flow rather
 //! than dropped, and counted as orphaned.
 //!
+//! Reassembly ([`crate::defrag`]) happens on the worker that owns the first fragment's flow,
+//! which an orphan may not reach (it is dispatched by its port-0 flow). Counting must not
+//! wait for the first fragment (that would reorder the flows' events), so when holding is
+//! on (for the DNS ports, [`FragPorts::holding`]) the reader also keeps a *copy* of each
+//! orphan UDP fragment's data, and when the first fragment arrives and its ports are wanted,
+//! the dispatcher delivers the copies right after it, to its worker, marked `held`: the
+//! worker reassembles them and does not count them again. Byte counting is exactly what it
+//! is without holding. The copies sit in [`HELD_SLOTS`] datagram slots indexed by hash (like
+//! the port map: a colliding orphan takes the slot, counted), each with room for
+//! [`HELD_BYTES`] bytes in [`HELD_PIECES`] fragments: 512 KiB, allocated once. Live capture
+//! in fanout mode does not hold: there the kernel reassembles before the fanout
+//! (`PACKET_FANOUT_FLAG_DEFRAG`).
+//!
 //! Insertion, lookup and expiry touch exactly one slot (an expired slot is simply free for
 //! the next insert), so no fragment costs a scan, whatever the flood; only the occupancy
 //! metric scans, once per publication.
 
-use crate::decode::{Addr, Fragment, PacketMeta};
+use crate::decode::{proto, Addr, Fragment, PacketMeta};
+use crate::telemetry::Occupancy;
 use std::hash::{BuildHasher, Hash};
 
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -34,6 +48,20 @@ struct Slot {
     used: bool,
 }
 
+/// Datagrams whose orphan fragments can be held at once.
+pub const HELD_SLOTS: usize = 32;
+/// Bytes of orphan fragment data held per datagram. DNS responses over UDP are at most
+/// 4096 bytes at the common EDNS buffer sizes (1232 since DNS Flag Day 2020); 16 KiB also
+/// covers the larger ones some resolvers allow. The first fragment's own bytes are not held.
+pub const HELD_BYTES: usize = 16 * 1024;
+/// Orphan fragments held per datagram: a 16 KiB datagram at the IPv6 minimum MTU is 14
+/// fragments.
+pub const HELD_PIECES: usize = 32;
+
+/// Names of the reader's bounded tables, in the order of [`FragPorts::occupancy`]: the
+/// first-fragment port map and the held orphan fragments.
+pub const READER_TABLES: [&str; 2] = ["fragments", "fragments_held"];
+
 /// Counters of the fragment map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragStats {
@@ -45,16 +73,61 @@ pub struct FragStats {
     pub orphaned: u64,
     /// Live entries overwritten by a colliding first fragment.
     pub overwritten: u64,
+    /// Orphan UDP fragments whose data was copied for reassembly.
+    pub held: u64,
+    /// Held fragments delivered after their first fragment, to its worker.
+    pub replayed: u64,
+    /// Orphan UDP fragments not held: their datagram's slot was full, or the snaplen cut
+    /// them.
+    pub not_held: u64,
+    /// Datagrams with held fragments dropped for a colliding datagram's orphan.
+    pub held_overwritten: u64,
 }
 
-/// Fixed-capacity map from a fragmented datagram to its ports.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    /// Offset in the datagram, "more fragments", and where its bytes are in the slot.
+    offset: u16,
+    more: bool,
+    at: u16,
+    len: u16,
+}
+
+struct Held {
+    key: FragKey,
+    expires_ns: u64,
+    used: bool,
+    n: usize,
+    bytes: usize,
+    pieces: [Piece; HELD_PIECES],
+    buf: Box<[u8]>,
+}
+
+/// Fixed-capacity map from a fragmented datagram to its ports, and the orphan fragments
+/// held for reassembly.
 pub struct FragPorts {
     slots: Vec<Slot>,
     mask: usize,
     timeout_ns: u64,
     hasher: foldhash::fast::FixedState,
+    /// Ports whose datagrams' orphans are held (empty: none are).
+    hold_ports: Vec<u16>,
+    held: Vec<Held>,
     /// Counters.
     pub stats: FragStats,
+}
+
+/// What [`FragPorts::resolve`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// Not a fragment.
+    Unfragmented,
+    /// A first fragment: its ports remembered.
+    First,
+    /// A later fragment given its first fragment's ports.
+    Matched,
+    /// A later fragment whose first fragment is not known: ports 0.
+    Orphan,
 }
 
 impl FragPorts {
@@ -66,38 +139,197 @@ impl FragPorts {
             mask: n - 1,
             timeout_ns,
             hasher: foldhash::fast::FixedState::with_seed(0x6672_6167),
+            hold_ports: Vec::new(),
+            held: Vec::new(),
             stats: FragStats::default(),
         }
     }
 
-    /// (entries not yet expired at `clock_ns`, capacity, live entries overwritten) for the
-    /// table metrics. Scans the slots: called once per publication, not per packet.
-    pub fn occupancy(&self, clock_ns: u64) -> (u64, u64, u64) {
+    /// The map the config asks for (`flow.fragment_capacity`, `flow.fragment_timeout`),
+    /// holding orphans for the DNS ports when `hold` (the dispatching reader; not a fanout
+    /// worker, whose kernel reassembles).
+    pub fn from_config(cfg: &crate::config::Config, hold: bool) -> FragPorts {
+        let t = u64::try_from(cfg.flow.fragment_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let f = FragPorts::new(cfg.flow.fragment_capacity, t);
+        if hold && cfg.dns.enabled {
+            f.holding(&cfg.dns.ports)
+        } else {
+            f
+        }
+    }
+
+    /// Holds orphan UDP fragments for datagrams whose first fragment uses one of `ports`
+    /// (the DNS extractor's, by the same test: [`PacketMeta::uses_port`]). Allocates the
+    /// held slots ([`HELD_SLOTS`] × [`HELD_BYTES`]).
+    pub fn holding(mut self, ports: &[u16]) -> FragPorts {
+        self.hold_ports = ports.to_vec();
+        if self.hold_ports.is_empty() {
+            return self;
+        }
+        self.held = (0..HELD_SLOTS)
+            .map(|_| Held {
+                key: FragKey::default(),
+                expires_ns: 0,
+                used: false,
+                n: 0,
+                bytes: 0,
+                pieces: [Piece::default(); HELD_PIECES],
+                buf: vec![0u8; HELD_BYTES].into_boxed_slice(),
+            })
+            .collect();
+        self
+    }
+
+    /// For the table metrics, in [`READER_TABLES`] order: the port map's (entries not yet
+    /// expired at `clock_ns`, capacity, live entries overwritten) and the held orphans'
+    /// (datagrams held, slots, held datagrams overwritten). Scans the slots: called once per
+    /// publication, not per packet.
+    pub fn occupancy(&self, clock_ns: u64) -> [Occupancy; 2] {
         let live = self
             .slots
             .iter()
             .filter(|s| s.used && s.expires_ns >= clock_ns)
             .count();
-        (live as u64, self.slots.len() as u64, self.stats.overwritten)
+        let held = self
+            .held
+            .iter()
+            .filter(|h| h.used && h.expires_ns >= clock_ns)
+            .count();
+        [
+            (live as u64, self.slots.len() as u64, self.stats.overwritten),
+            (
+                held as u64,
+                self.held.len() as u64,
+                self.stats.held_overwritten,
+            ),
+        ]
     }
 
-    /// Records a first fragment's ports, or fills in a later fragment's.
-    #[inline]
-    pub fn resolve(&mut self, meta: &mut PacketMeta, clock_ns: u64) {
-        let id = match meta.fragment {
-            Fragment::None => return,
-            Fragment::First { id } | Fragment::Later { id } => id,
-        };
-        let key = FragKey {
+    fn key_of(meta: &PacketMeta, id: u32) -> FragKey {
+        FragKey {
             src: meta.src,
             dst: meta.dst,
             proto: meta.proto,
             id,
             vlan: meta.vlan,
+        }
+    }
+
+    /// The key of held fragments: as the reassembler's (`defrag::DatagramKey`), without
+    /// the protocol for IPv6, where a later fragment's "next header" may be an extension
+    /// header that the first fragment's walk went past.
+    fn held_key_of(meta: &PacketMeta, id: u32) -> FragKey {
+        FragKey {
+            proto: if meta.ipv6 { 0 } else { meta.proto },
+            ..Self::key_of(meta, id)
+        }
+    }
+
+    /// Keeps a copy of an orphan's data (`meta` decoded from `frame`) if holding is on and
+    /// it is UDP: see the module documentation.
+    pub fn hold(&mut self, meta: &PacketMeta, frame: &[u8], clock_ns: u64) {
+        let (Some(id), Fragment::Later { offset, more, .. }) = (meta.fragment.id(), meta.fragment)
+        else {
+            return;
         };
+        if self.held.is_empty() || meta.proto != proto::UDP {
+            return;
+        }
+        let key = Self::held_key_of(meta, id);
+        let idx = (self.hasher.hash_one(key) as usize) % self.held.len();
+        let Some(h) = self.held.get_mut(idx) else {
+            return;
+        };
+        let live = h.used && h.expires_ns >= clock_ns;
+        if !live || h.key != key {
+            if live {
+                self.stats.held_overwritten += 1;
+            }
+            h.key = key;
+            h.used = true;
+            h.n = 0;
+            h.bytes = 0;
+            h.expires_ns = clock_ns.saturating_add(self.timeout_ns);
+        }
+        let start = usize::from(meta.payload_offset);
+        let len = meta.payload_len as usize;
+        let data = frame.get(start..).and_then(|d| d.get(..len));
+        let (Some(data), Some(piece), Some(dst)) = (
+            data,
+            h.pieces.get_mut(h.n),
+            h.buf.get_mut(h.bytes..h.bytes + len),
+        ) else {
+            self.stats.not_held += 1;
+            return;
+        };
+        dst.copy_from_slice(data);
+        // Both fit in u16: the buffer is HELD_BYTES.
+        *piece = Piece {
+            offset,
+            more,
+            at: h.bytes as u16,
+            len: len as u16,
+        };
+        h.n += 1;
+        h.bytes += len;
+        self.stats.held += 1;
+    }
+
+    /// The held orphans of `first`'s datagram, as (the packet to hand its worker, its
+    /// bytes), if its ports are wanted; the slot is freed either way. Counts them as
+    /// replayed.
+    pub fn take_held<'a>(
+        &'a mut self,
+        first: &PacketMeta,
+        clock_ns: u64,
+    ) -> impl Iterator<Item = (PacketMeta, &'a [u8])> + 'a {
+        let mut found: Option<&'a Held> = None;
+        if let (Some(id), false) = (first.fragment.id(), self.held.is_empty()) {
+            let key = Self::held_key_of(first, id);
+            let idx = (self.hasher.hash_one(key) as usize) % self.held.len();
+            let wanted = first.proto == proto::UDP && first.uses_port(&self.hold_ports);
+            if let Some(h) = self.held.get_mut(idx) {
+                if h.used && h.key == key && h.expires_ns >= clock_ns {
+                    h.used = false;
+                    if wanted {
+                        self.stats.replayed += h.n as u64;
+                        found = Some(h);
+                    }
+                }
+            }
+        }
+        let first = *first;
+        found.into_iter().flat_map(move |h| {
+            h.pieces.iter().take(h.n).map(move |p| {
+                let meta = PacketMeta {
+                    fragment: Fragment::Later {
+                        id: first.fragment.id().unwrap_or(0),
+                        offset: p.offset,
+                        more: p.more,
+                    },
+                    ip_len: 0,
+                    l3_offset: 0,
+                    payload_offset: 0,
+                    payload_len: u32::from(p.len),
+                    ..first
+                };
+                let at = usize::from(p.at);
+                let bytes = h.buf.get(at..at + usize::from(p.len)).unwrap_or(&[]);
+                (meta, bytes)
+            })
+        })
+    }
+
+    /// Records a first fragment's ports, or fills in a later fragment's; says which it was.
+    #[inline]
+    pub fn resolve(&mut self, meta: &mut PacketMeta, clock_ns: u64) -> Resolved {
+        let Some(id) = meta.fragment.id() else {
+            return Resolved::Unfragmented;
+        };
+        let key = Self::key_of(meta, id);
         let idx = (self.hasher.hash_one(key) as usize) & self.mask;
         let Some(slot) = self.slots.get_mut(idx) else {
-            return;
+            return Resolved::Orphan;
         };
         let live = slot.used && slot.expires_ns >= clock_ns;
         match meta.fragment {
@@ -113,17 +345,20 @@ impl FragPorts {
                     used: true,
                 };
                 self.stats.first += 1;
+                Resolved::First
             }
             Fragment::Later { .. } => {
                 if live && slot.key == key {
                     meta.sport = slot.sport;
                     meta.dport = slot.dport;
                     self.stats.matched += 1;
+                    Resolved::Matched
                 } else {
                     self.stats.orphaned += 1;
+                    Resolved::Orphan
                 }
             }
-            Fragment::None => {}
+            Fragment::None => Resolved::Unfragmented,
         }
     }
 }
@@ -139,9 +374,114 @@ mod tests {
             proto: 17,
             sport: 5_000,
             dport: 53,
-            fragment: Fragment::First { id },
+            fragment: Fragment::First { id, data: 20 },
             ..PacketMeta::default()
         }
+    }
+
+    fn later(id: u32, offset: u16, more: bool, len: u32) -> PacketMeta {
+        PacketMeta {
+            sport: 0,
+            dport: 0,
+            fragment: Fragment::Later { id, offset, more },
+            payload_offset: 20,
+            payload_len: len,
+            ..first(id)
+        }
+    }
+
+    /// An orphan's data is kept until its first fragment comes; then it is handed out once,
+    /// with the first fragment's ports, if they are wanted.
+    #[test]
+    fn orphans_are_held_until_their_first_fragment() {
+        let mut f = FragPorts::new(64, 10_000).holding(&[53]);
+        let frame: Vec<u8> = (0..120u8).collect();
+        for (i, off) in [(0u16, 200u16), (1, 100)] {
+            let mut m = later(7, off, i == 0, 100);
+            assert_eq!(f.resolve(&mut m, 1), Resolved::Orphan);
+            f.hold(&m, &frame, 1);
+        }
+        assert_eq!(f.occupancy(1)[1], (1, HELD_SLOTS as u64, 0));
+        let mut m = first(7);
+        assert_eq!(f.resolve(&mut m, 2), Resolved::First);
+        let got: Vec<_> = f
+            .take_held(&m, 2)
+            .map(|(h, b)| (h.fragment, (h.sport, h.dport), b.to_vec()))
+            .collect();
+        let data = frame[20..].to_vec();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Fragment::Later {
+                        id: 7,
+                        offset: 200,
+                        more: true
+                    },
+                    (5_000, 53),
+                    data.clone()
+                ),
+                (
+                    Fragment::Later {
+                        id: 7,
+                        offset: 100,
+                        more: false
+                    },
+                    (5_000, 53),
+                    data
+                ),
+            ]
+        );
+        assert_eq!((f.stats.held, f.stats.replayed), (2, 2));
+        // Handed out once.
+        assert_eq!(f.take_held(&m, 2).count(), 0);
+        assert_eq!(f.occupancy(2)[1].0, 0);
+        // Not a DNS port: freed, not handed out.
+        let mut o = later(8, 100, false, 100);
+        f.resolve(&mut o, 3);
+        f.hold(&o, &frame, 3);
+        let mut m = PacketMeta {
+            dport: 9999,
+            ..first(8)
+        };
+        f.resolve(&mut m, 3);
+        assert_eq!(f.take_held(&m, 3).count(), 0);
+        assert_eq!((f.stats.held, f.stats.replayed), (3, 2));
+        assert_eq!(f.occupancy(3)[1].0, 0);
+        // Expired: nothing.
+        f.hold(&o, &frame, 3);
+        assert_eq!(f.take_held(&first(8), 3 + 10_001).count(), 0);
+    }
+
+    /// The held slots are bounded: too many pieces or bytes for one datagram are not held,
+    /// a colliding datagram takes a live slot (counted), an unheld map holds nothing.
+    #[test]
+    fn held_slots_are_bounded() {
+        let mut f = FragPorts::new(64, 10_000).holding(&[53]);
+        let frame = vec![0u8; 1520];
+        for i in 0..HELD_PIECES as u16 + 5 {
+            f.hold(&later(1, 8 * (i + 1), true, 8), &frame, 1);
+        }
+        assert_eq!((f.stats.held, f.stats.not_held), (HELD_PIECES as u64, 5));
+        let mut f = FragPorts::new(64, 10_000).holding(&[53]);
+        for i in 0..20u16 {
+            f.hold(&later(2, 1480 * (i + 1), true, 1480), &frame, 1);
+        }
+        assert_eq!(f.stats.held, (HELD_BYTES / 1480) as u64);
+        // A snaplen-cut orphan is not held.
+        f.hold(&later(3, 8, true, 1480), &frame[..100], 1);
+        assert_eq!(f.stats.not_held, 20 - HELD_BYTES as u64 / 1480 + 1);
+        // Many datagrams through 32 slots: every live slot taken is counted.
+        let mut f = FragPorts::new(64, 10_000).holding(&[53]);
+        for id in 0..1000 {
+            f.hold(&later(id, 8, true, 8), &frame, 1);
+        }
+        let (live, cap, over) = f.occupancy(1)[1];
+        assert_eq!(cap, HELD_SLOTS as u64);
+        assert_eq!(live + over, 1000);
+        let mut f = FragPorts::new(64, 10_000);
+        f.hold(&later(1, 8, true, 8), &frame, 1);
+        assert_eq!((f.stats.held, f.occupancy(1)[1]), (0, (0, 0, 0)));
     }
 
     /// A flood of first fragments: the array never grows, each insert touches its one slot,
@@ -154,7 +494,7 @@ mod tests {
             f.resolve(&mut first(id), 0);
             assert_eq!(f.slots.len(), 64);
         }
-        let (live, cap, overwritten) = f.occupancy(0);
+        let [(live, cap, overwritten), _] = f.occupancy(0);
         assert_eq!(cap, 64);
         assert!(live <= 64);
         assert_eq!(f.stats.first, u64::from(n));

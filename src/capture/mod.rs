@@ -2,8 +2,9 @@
 //!
 //! Offline, one reader thread ([`file`]) reads pcap/pcapng files with libpcap (plain, or
 //! decompressed on the way by [`source`]), decodes each frame, gives later IP fragments the
-//! ports of their first fragment ([`frag`]), and appends the packet to the batch of the
-//! worker chosen by the packet's symmetric hash. Batches are
+//! ports of their first fragment ([`frag`]; orphans that precede it are held and delivered
+//! after it for reassembly), and appends the packet to the batch of the worker chosen by
+//! the packet's symmetric hash. Batches are
 //! allocated once and cycle between the reader and the workers over bounded crossbeam
 //! channels, so steady-state reading allocates nothing per packet.
 //!
@@ -43,6 +44,11 @@ pub struct BatchPacket {
     /// worker of the tunnel's outer flow; it has no bytes and counts only in that flow
     /// (the frame itself is counted with its inner packet).
     pub outer_copy: bool,
+    /// A later IP fragment that arrived before its datagram's first fragment, delivered
+    /// again by the reader right after the first fragment, to the first fragment's worker,
+    /// for reassembly only: it was counted when it arrived. Its bytes are the fragment's
+    /// data alone (see [`frag`]).
+    pub held: bool,
 }
 
 /// A reusable batch of packets for one worker.

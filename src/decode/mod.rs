@@ -117,7 +117,8 @@ pub mod tcp_flags {
     pub const URG: u8 = 0x20;
 }
 
-/// Where an IP packet sits in a fragmented datagram.
+/// Where an IP packet sits in a fragmented datagram, and what a reassembler needs to put it
+/// back (see `crate::defrag`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Fragment {
     /// Not fragmented.
@@ -127,13 +128,34 @@ pub enum Fragment {
     First {
         /// IP identification (IPv4: 16 bits; IPv6 fragment header: 32 bits).
         id: u32,
+        /// Where the fragmentable part starts, counted from the IP header: after the IPv4
+        /// header, or right after the IPv6 fragment header (extension headers that follow
+        /// it belong to the datagram and are reassembled with it).
+        data: u16,
     },
     /// Offset > 0: no transport header; its ports are those of the `First` fragment with the
-    /// same (addresses, protocol, id), if that was seen.
+    /// same (addresses, protocol, id), if that was seen. Its data starts at
+    /// [`PacketMeta::payload_offset`] and is [`PacketMeta::payload_len`] bytes on the wire.
     Later {
         /// IP identification.
         id: u32,
+        /// Offset of its data in the datagram's fragmentable part, in bytes (a multiple of
+        /// 8, at most 65 528).
+        offset: u16,
+        /// The "more fragments" flag: false on the datagram's last fragment.
+        more: bool,
     },
+}
+
+impl Fragment {
+    /// The IP identification of a fragment.
+    #[inline]
+    pub fn id(self) -> Option<u32> {
+        match self {
+            Fragment::None => None,
+            Fragment::First { id, .. } | Fragment::Later { id, .. } => Some(id),
+        }
+    }
 }
 
 /// An IP address in 16 bytes: IPv6 as is, IPv4 in the IPv4-mapped form `::ffff:a.b.c.d`.
@@ -261,6 +283,13 @@ impl PacketMeta {
             proto::ICMP | proto::ICMPV6 => (0, 0),
             _ => (self.sport, self.dport),
         }
+    }
+
+    /// Whether either port is one of `ports`: how a parser decides which packets are its
+    /// own (the DNS extractor, and the reader choosing which fragments to hold for it).
+    #[inline]
+    pub fn uses_port(&self, ports: &[u16]) -> bool {
+        ports.iter().any(|p| *p == self.sport || *p == self.dport)
     }
 
     /// The packet's two endpoints in canonical (sorted) order, and whether the source is the

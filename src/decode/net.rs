@@ -81,8 +81,17 @@ fn decode_v4(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, Deco
     let id = u32::from(hdr.identification());
     let fragment = match (offset, hdr.more_fragments()) {
         (0, false) => Fragment::None,
-        (0, true) => Fragment::First { id },
-        _ => Fragment::Later { id },
+        // The IPv4 header is at most 60 bytes.
+        (0, true) => Fragment::First {
+            id,
+            data: hlen as u16,
+        },
+        // 13 bits of 8-byte units: at most 65 528 bytes.
+        (o, more) => Fragment::Later {
+            id,
+            offset: o.wrapping_mul(8),
+            more,
+        },
     };
     let meta = PacketMeta {
         src: Addr::v4(hdr.source()),
@@ -145,10 +154,18 @@ fn decode_v6(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, Deco
                     .map_err(|_| ext_error(off, total, ip.len()))?;
                 next = frag.next_header().0;
                 let id = frag.identification();
+                let data = u16::try_from(off + frag.slice().len()).unwrap_or(u16::MAX);
                 match (frag.fragment_offset().value(), frag.more_fragments()) {
+                    // An atomic fragment (RFC 6946): a whole datagram.
                     (0, false) => {}
-                    (0, true) => meta.fragment = Fragment::First { id },
-                    _ => meta.fragment = Fragment::Later { id },
+                    (0, true) => meta.fragment = Fragment::First { id, data },
+                    (o, more) => {
+                        meta.fragment = Fragment::Later {
+                            id,
+                            offset: o.wrapping_mul(8),
+                            more,
+                        }
+                    }
                 }
                 frag.slice().len()
             }

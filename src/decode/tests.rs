@@ -93,7 +93,7 @@ fn ipv6_with_extension_headers_and_fragments() {
     assert!(m.ipv6);
     assert_eq!(m.proto, proto::UDP);
     assert_eq!((m.sport, m.dport), (5000, 53));
-    assert_eq!(m.fragment, Fragment::First { id: 7 });
+    assert_eq!(m.fragment, Fragment::First { id: 7, data: 56 });
     assert_eq!(m.ip_len as usize, ip.len());
     assert_eq!(m.payload_len, 16);
 
@@ -102,7 +102,14 @@ fn ipv6_with_extension_headers_and_fragments() {
     later[50] = 0x00;
     later[51] = 0x40; // offset 8 (units of 8 bytes), M=0
     let m = decode(LinkType::RawIp, &later, later.len() as u32).unwrap();
-    assert_eq!(m.fragment, Fragment::Later { id: 7 });
+    assert_eq!(
+        m.fragment,
+        Fragment::Later {
+            id: 7,
+            offset: 64,
+            more: false
+        }
+    );
     assert_eq!((m.sport, m.dport), (0, 0));
     assert_eq!(m.payload_len as usize, udp_len);
 }
@@ -113,12 +120,19 @@ fn ipv4_fragments() {
     let mut first = f.clone();
     first[14 + 6] = 0x20; // MF
     let m = decode(LinkType::Ethernet, &first, first.len() as u32).unwrap();
-    assert!(matches!(m.fragment, Fragment::First { .. }));
+    assert!(matches!(m.fragment, Fragment::First { data: 20, .. }));
     assert_eq!(m.sport, 51234);
     let mut later = f.clone();
     later[14 + 7] = 10; // offset 80 bytes
     let m = decode(LinkType::Ethernet, &later, later.len() as u32).unwrap();
-    assert!(matches!(m.fragment, Fragment::Later { .. }));
+    assert_eq!(
+        m.fragment,
+        Fragment::Later {
+            id: u32::from(u16::from_be_bytes([f[18], f[19]])),
+            offset: 80,
+            more: false
+        }
+    );
     assert_eq!((m.sport, m.dport), (0, 0));
     assert_eq!(m.payload_len, 120);
 }

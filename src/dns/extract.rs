@@ -262,9 +262,24 @@ impl DnsExtractor {
     /// Whether a packet is DNS by its ports.
     #[inline]
     pub fn is_dns(&self, m: &PacketMeta) -> bool {
-        self.enabled
-            && (m.proto == proto::UDP || m.proto == proto::TCP)
-            && self.ports.iter().any(|p| *p == m.sport || *p == m.dport)
+        self.enabled && (m.proto == proto::UDP || m.proto == proto::TCP) && m.uses_port(&self.ports)
+    }
+
+    /// Whether a fragmented datagram is worth reassembling for DNS: the same port test as
+    /// [`is_dns`](Self::is_dns), on its first fragment, UDP only (TCP segments are not
+    /// fragmented by well-behaved senders, and DNS over TCP is reassembled as a stream).
+    #[inline]
+    pub fn wants_datagram(&self, first: &PacketMeta) -> bool {
+        self.enabled && first.proto == proto::UDP && first.uses_port(&self.ports)
+    }
+
+    /// The ports this extractor takes as DNS (none when DNS is disabled).
+    pub fn ports(&self) -> &[u16] {
+        if self.enabled {
+            &self.ports
+        } else {
+            &[]
+        }
     }
 
     /// Handles one DNS packet's payload; calls `emit` for each complete message.
@@ -287,7 +302,7 @@ impl DnsExtractor {
             return;
         }
         if m.proto == proto::UDP {
-            self.message(m, payload, ts_ns, flow_id, &mut emit);
+            self.datagram(m, payload, ts_ns, flow_id, &mut emit);
         } else if !payload.is_empty() {
             self.tcp(m, payload, ts_ns, flow_id, from_orig, &mut emit);
         }
@@ -418,7 +433,10 @@ impl DnsExtractor {
         self.stats.tcp_capped += capped;
     }
 
-    fn message(
+    /// Parses one UDP datagram's payload: the whole payload of an unfragmented packet
+    /// (from [`packet`](Self::packet)) or of a reassembled datagram (`m` is then its first
+    /// fragment's headers; see [`crate::defrag`]).
+    pub fn datagram(
         &mut self,
         m: &PacketMeta,
         msg: &[u8],

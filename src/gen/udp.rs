@@ -390,6 +390,69 @@ pub fn fragmented_udp(
         .collect()
 }
 
+/// IPv6 fragment header length (RFC 8200 §4.5).
+const IPV6_FRAGMENT_HEADER_LEN: usize = 8;
+
+/// Splits one unfragmented IP packet as the generator writes it (`link_len` bytes of link
+/// header, then IPv4 without options or IPv6 without extension headers) into fragments of
+/// at most `frag_payload` data bytes (rounded down to a multiple of 8, at least 8), in
+/// order, all at the packet's time. IPv4 fragments carry the low 16 bits of `id` as their
+/// identification; IPv6 fragments get a fragment header with `id`. A packet that fits in one
+/// fragment, or that is not IP, is returned as it is.
+pub fn fragment_packet(p: &Packet, link_len: usize, frag_payload: usize, id: u32) -> Vec<Packet> {
+    let frag = (frag_payload / 8 * 8).max(8);
+    let Some(ip) = p.frame.get(link_len..) else {
+        return vec![p.clone()];
+    };
+    let (v6, hdr) = match ip.first().map(|b| b >> 4) {
+        Some(4) => (false, IPV4_HEADER_LEN),
+        Some(6) => (true, IPV6_HEADER_LEN),
+        _ => return vec![p.clone()],
+    };
+    let (Some(head), Some(data)) = (ip.get(..hdr), ip.get(hdr..)) else {
+        return vec![p.clone()];
+    };
+    if data.len() <= frag {
+        return vec![p.clone()];
+    }
+    let link = &p.frame[..link_len];
+    let count = data.len().div_ceil(frag);
+    (0..count)
+        .map(|i| {
+            let chunk = &data[i * frag..data.len().min((i + 1) * frag)];
+            let more = i + 1 < count;
+            let offset = (i * frag) as u16; // in bytes; a multiple of 8
+            let mut frame = link.to_vec();
+            let mut h = head.to_vec();
+            if v6 {
+                let next = h[6];
+                h[4..6].copy_from_slice(
+                    &((IPV6_FRAGMENT_HEADER_LEN + chunk.len()) as u16).to_be_bytes(),
+                );
+                h[6] = 44;
+                frame.extend_from_slice(&h);
+                frame.extend_from_slice(&[next, 0]);
+                frame.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+                frame.extend_from_slice(&id.to_be_bytes());
+            } else {
+                h[2..4].copy_from_slice(&((IPV4_HEADER_LEN + chunk.len()) as u16).to_be_bytes());
+                h[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+                let flags = (offset / 8) | if more { 0x2000 } else { 0 };
+                h[6..8].copy_from_slice(&flags.to_be_bytes());
+                h[10..12].copy_from_slice(&[0, 0]);
+                let c = wire::checksum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                frame.extend_from_slice(&h);
+            }
+            frame.extend_from_slice(chunk);
+            Packet {
+                ts_ns: p.ts_ns,
+                frame,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -367,6 +367,22 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         )
         .counter(&[], sum(&|s| s.flows.dns.malformed)),
     );
+    let mut defrag = Family::new(
+        "outflow_ip_reassembly_total",
+        "IP fragment reassembly for the parsers (DNS over UDP): datagrams started, reassembled, dropped at timeout, evicted (all slots taken) or with too many fragments; fragments ignored as overlapping (the bytes received first are kept), too big (past 65535 bytes), bad (zero length, misaligned, contradicting the end) or truncated (cut by the snaplen).",
+        MetricType::COUNTER,
+    );
+    for (i, (event, _)) in crate::defrag::DefragStats::default()
+        .named()
+        .iter()
+        .enumerate()
+    {
+        defrag = defrag.counter(
+            &[("event", event)],
+            sum(&|s| s.flows.defrag.named().get(i).map_or(0, |(_, n)| *n)),
+        );
+    }
+    fams.push(defrag);
 
     let mut pairs = Family::new(
         "outflow_dns_pair_evictions_total",
@@ -407,14 +423,17 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
             a.2 += b.2;
         }
     }
-    let fragments = (
-        sum(&|s| s.fragments.0),
-        sum(&|s| s.fragments.1),
-        sum(&|s| s.fragments.2),
-    );
+    let mut readers = [(0u64, 0u64, 0u64); crate::capture::frag::READER_TABLES.len()];
+    for s in &all {
+        for (a, b) in readers.iter_mut().zip(s.fragments.iter()) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+    }
     let tables = crate::telemetry::tables(
         &per_worker,
-        fragments,
+        &readers,
         &out.tables,
         Some(t.store.occupancy()),
     );
