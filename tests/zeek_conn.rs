@@ -221,6 +221,14 @@ fn case_name(conn: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// (capture, inner originator, inner responder, outer hops (src, dst) outermost first).
+type IpInIpCase = (
+    &'static str,
+    (&'static str, u16),
+    (&'static str, u16),
+    &'static [(&'static str, &'static str)],
+);
+
 /// Zeek's `core/tunnels/ip-in-ip` captures (4in4, 4in6, 6in4, 6in6, 6in6in6 and a tunnel
 /// that changes mid-connection) have no conn.log; their baseline lists each inner
 /// connection and its encapsulation: one UDP or TCP connection inside one (two for
@@ -231,8 +239,7 @@ fn ip_in_ip_connections_are_tracked_inside_their_tunnels() {
         return;
     };
     let dir = root.join("zeek/core__tunnels__ip-in-ip");
-    // (capture, inner orig, inner resp, outer hops (src, dst) outermost first)
-    let cases: &[(&str, (&str, u16), (&str, u16), &[(&str, &str)])] = &[
+    let cases: &[IpInIpCase] = &[
         (
             "4in4.pcap",
             ("10.0.0.1", 30000),
