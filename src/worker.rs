@@ -1450,6 +1450,7 @@ pub(crate) mod tests {
     fn events_stay_small() {
         let size = std::mem::size_of::<Event>();
         println!("Event: {size} bytes");
-        assert!(size <= 128, "Event is {size} bytes");
+        // 128 before the flow record's tunnel tag and tunnel-list pointer (16 bytes).
+        assert!(size <= 144, "Event is {size} bytes");
     }
 }

@@ -190,11 +190,24 @@ fn malformed_headers_have_reasons() {
         Err(DecodeError::BadIpHeader)
     );
     let mut long = f.clone();
-    long[16] = 0x10; // total length 4096+ > frame
+    // Total length 4096+ > frame. Cut by a snaplen (the wire had more than the capture
+    // holds): the header is wrong.
+    long[16] = 0x10;
     assert_eq!(
-        decode(LinkType::Ethernet, &long, long.len() as u32),
+        decode(LinkType::Ethernet, &long, long.len() as u32 + 10),
         Err(DecodeError::IpLengthExceedsFrame)
     );
+    // The whole frame captured: a GRO super-frame, the length comes from the frame.
+    let m = decode(LinkType::Ethernet, &long, long.len() as u32).unwrap();
+    assert!(m.len_from_frame);
+    assert_eq!(m.ip_len as usize, long.len() - 14);
+    // TSO: IPv4 total length 0 on TCP.
+    let mut tso = f.clone();
+    tso[16] = 0;
+    tso[17] = 0;
+    let m = decode(LinkType::Ethernet, &tso, tso.len() as u32).unwrap();
+    assert!(m.len_from_frame);
+    assert_eq!(m.ip_len as usize, tso.len() - 14);
     let mut doff = f.clone();
     doff[14 + 20 + 12] = 0x40; // TCP data offset 4
     assert_eq!(
