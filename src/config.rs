@@ -511,6 +511,11 @@ pub struct CaptureConfig {
     /// PACKET_FANOUT group id, 1..=65535, unique per interface on the host. 0 = derived from
     /// the process id. Default 0.
     pub fanout_group: u16,
+    /// With several workers, let the kernel spread packets over them (PACKET_FANOUT). The
+    /// kernel hashes the outermost headers; for VXLAN/Geneve mirrors (whose outer source port
+    /// differs per inner flow and direction) set false: one capture thread then hashes the
+    /// decoded, innermost headers. Default true.
+    pub fanout: bool,
     /// Packets per batch handed from the reader to a worker. Larger batches amortise the
     /// channel hand-off; smaller ones lower latency. Default 256.
     pub batch_packets: usize,
@@ -531,6 +536,7 @@ impl Default for CaptureConfig {
             read_timeout: Duration::from_millis(100),
             filter: String::new(),
             fanout_group: 0,
+            fanout: true,
             batch_packets: 256,
             batches_per_worker: 8,
         }

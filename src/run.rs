@@ -221,6 +221,9 @@ pub fn run(opts: RunOptions, signals: Signals) -> Result<RunReport, RunError> {
     let (mode, mut handles) = if n == 1 {
         info!(interface = %cfg.capture.interface, "capturing with one worker reading the interface directly");
         (CaptureMode::Direct, vec![live::open(&cfg.capture)?])
+    } else if !cfg.capture.fanout {
+        info!(interface = %cfg.capture.interface, "capture.fanout = false: one capture thread hashes the innermost headers");
+        (CaptureMode::Single, vec![live::open(&cfg.capture)?])
     } else {
         match open_fanout(&cfg, n)? {
             Some(h) => (CaptureMode::Fanout, h),

@@ -118,7 +118,17 @@ fn per_packet_path_does_not_allocate() {
         n
     };
 
+    // The same conversations mirrored through VXLAN (VNI 7): warmed up like the others.
+    let vxlan = |fs: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        fs.iter()
+            .take(200)
+            .enumerate()
+            .map(|(i, f)| outflow::gen::wrap(outflow::gen::Wrap::Vxlan { vni: 7 }, f, i as u32))
+            .collect()
+    };
+    let (vxlan_warm, vxlan_steady) = (vxlan(&warm), vxlan(&steady));
     run(&mut worker, &warm, 1_000_000_000, &mut spare);
+    run(&mut worker, &vxlan_warm, 1_000_000_000, &mut spare);
     // In steady state the DNS event boxes in circulation are back in the pool (the output
     // thread returns them): give the worker as many as the churn phase will use, made by
     // another worker on the same frames.
@@ -132,6 +142,9 @@ fn per_packet_path_does_not_allocate() {
     // Existing flows updated; then new flows evict old ones (table full); then a jump in
     // time expires the rest by idle timeout.
     run(&mut worker, &steady, 2_000_000_000, &mut spare);
+    // Tunnelled packets of flows that exist (their tunnel lists were made when the flows
+    // were, during warm-up): decapsulation allocates nothing per packet.
+    run(&mut worker, &vxlan_steady, 2_500_000_000, &mut spare);
     let events = run(&mut worker, &churn, 3_000_000_000, &mut spare);
     worker.advance(10_000_000_000_000);
     let expired = worker.drain().count();

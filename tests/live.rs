@@ -909,3 +909,103 @@ fn a_full_disk_is_logged_when_it_happens() {
         "{logs}"
     );
 }
+
+/// Issue 13: a VXLAN mirror (as AWS Traffic Mirroring delivers it) captured live with two
+/// workers and `capture.fanout = false`: every inner connection is one flow with its exact
+/// inner counters and the tunnel (VNI 42) on its record, and the mirror session's own flows
+/// are kept apart and never outbound.
+#[test]
+fn a_vxlan_mirror_captured_live_counts_each_inner_connection_once() {
+    let Some((ns, _one)) = live_setup("t6") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let udps = twelve_udp_exchanges();
+    let pcap = dir.path().join("vxlan.pcap");
+    let mut seq = 0u32;
+    let sent = common::write_pcap(
+        &pcap,
+        merge(
+            udps.iter()
+                .map(|u| Box::new(u.packets()) as Box<dyn Iterator<Item = Packet>>)
+                .collect(),
+        )
+        .map(|p| {
+            seq += 1;
+            Packet {
+                ts_ns: p.ts_ns,
+                frame: outflow::gen::wrap(outflow::gen::Wrap::Vxlan { vni: 42 }, &p.frame, seq),
+            }
+        }),
+    );
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"{}\"\nworkers = 2\nfanout = false\n[log]\nformat = \"json\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[flow]\nudp_timeout = \"1h\"\n",
+            ns.cap_dev,
+        ),
+    )
+    .unwrap();
+    let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
+    let (sensor, base) = start_sensor(&ns.cap, &cfg, &log, &[("--flows-out", &flows)]);
+    tcpreplay(&ns, &pcap, "--pps=2000");
+    let t = Instant::now();
+    loop {
+        let (_, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
+        // The capture thread publishes its counters on its own tick.
+        if sum_samples(&m, "outflow_packets_total") >= sent as f64
+            && sample(&m, "outflow_decapsulated_frames_total{layer=\"vxlan\"}") >= sent as f64
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "packets not seen: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&sensor.0, libc::SIGTERM);
+    let (code, _, _) = wait_exit(sensor, Duration::from_secs(10));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("capture.fanout = false"), "{logs}");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&flows)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for u in &udps {
+        let e = u.expected();
+        let mine: Vec<_> = records
+            .iter()
+            .filter(|f| f["orig_port"] == u.client.port() && f["orig_ip"] == "10.0.0.9")
+            .collect();
+        assert_eq!(mine.len(), 1, "{}: {records:?}", u.client);
+        let r = mine[0];
+        assert_eq!(
+            (&r["orig_pkts"], &r["orig_ip_bytes"], &r["resp_ip_bytes"]),
+            (
+                &serde_json::json!(e.orig_pkts),
+                &serde_json::json!(e.orig_ip_bytes),
+                &serde_json::json!(e.resp_ip_bytes)
+            )
+        );
+        assert_eq!(r["tunnel"][0]["type"], "vxlan");
+        assert_eq!(r["tunnel"][0]["id"], 42);
+        assert_eq!(r["tunnel"][0]["dst_port"], 4789);
+    }
+    let outer: Vec<_> = records
+        .iter()
+        .filter(|f| f["tunnel_outer"] == "vxlan")
+        .collect();
+    assert!(!outer.is_empty());
+    assert!(outer.iter().all(|f| f["outbound"].is_null()));
+    let frames: u64 = outer
+        .iter()
+        .map(|f| f["orig_pkts"].as_u64().unwrap() + f["resp_pkts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(frames, sent);
+    assert_eq!(records.len(), udps.len() + outer.len());
+}

@@ -28,8 +28,8 @@ const IPV6_SHIM6: u8 = 140;
 /// many bytes followed the link header on the wire.
 ///
 /// `whole` says the capture holds the frame as it was on the wire (no snaplen cut): then a
-/// length field larger than the frame, or an IPv4 total length of 0 on TCP, is a
-/// segmentation-offloaded frame (GRO / TSO: the NIC or kernel merged segments, or left
+/// length field larger than a TCP frame bigger than one MTU (see [`GRO_MIN_IP_BYTES`]), or
+/// an IPv4 total length of 0 on TCP, is a segmentation-offloaded frame (GRO / TSO: the NIC or kernel merged segments, or left
 /// the length to the hardware that never ran), and the length is taken from the frame, as
 /// Zeek and Wireshark do. Such packets are marked [`PacketMeta::len_from_frame`].
 pub(super) fn decode_ip(
@@ -68,10 +68,10 @@ fn decode_v4(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, Deco
         return Err(DecodeError::BadIpHeader);
     }
     if total > wire_len {
-        if !whole || wire_len < hlen {
+        if !(whole && gro_sized(wire_len, hdr.protocol().0)) || wire_len < hlen {
             return Err(DecodeError::IpLengthExceedsFrame);
         }
-        // GRO: a merged super-frame whose header kept a segment's length (or vice versa).
+        // GRO: a merged super-frame whose header does not describe it.
         total = wire_len;
         len_from_frame = true;
     }
@@ -114,7 +114,7 @@ fn decode_v6(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, Deco
     let mut total = 40 + usize::from(hdr.payload_length());
     let mut len_from_frame = false;
     if total > wire_len {
-        if !whole || wire_len < 40 {
+        if !(whole && gro_sized(wire_len, hdr.next_header().0)) {
             return Err(DecodeError::IpLengthExceedsFrame);
         }
         // GRO super-frame (see `decode_ip`).
@@ -188,6 +188,16 @@ fn decode_v6(ip: &[u8], wire_len: usize, whole: bool) -> Result<PacketMeta, Deco
         }
     }
     Err(DecodeError::BadIpHeader)
+}
+
+/// IP bytes beyond which a frame can only be an offloaded super-frame: one standard Ethernet
+/// MTU. GRO merges TCP segments, so a length field that disagrees with a frame larger than
+/// any single segment is the offload's doing; in a frame of ordinary size it is a broken
+/// header (tcpdump's `ipv4_invalid_total_length` capture), and stays an error.
+const GRO_MIN_IP_BYTES: usize = 1500;
+
+fn gro_sized(wire_len: usize, proto: u8) -> bool {
+    wire_len > GRO_MIN_IP_BYTES && proto == super::proto::TCP
 }
 
 /// An extension header that does not parse: cut off by the snaplen, or malformed.

@@ -197,10 +197,20 @@ fn malformed_headers_have_reasons() {
         decode(LinkType::Ethernet, &long, long.len() as u32 + 10),
         Err(DecodeError::IpLengthExceedsFrame)
     );
-    // The whole frame captured: a GRO super-frame, the length comes from the frame.
-    let m = decode(LinkType::Ethernet, &long, long.len() as u32).unwrap();
+    // The whole frame captured, of ordinary size: a broken header all the same.
+    assert_eq!(
+        decode(LinkType::Ethernet, &long, long.len() as u32),
+        Err(DecodeError::IpLengthExceedsFrame)
+    );
+    // A whole TCP frame larger than one MTU: a GRO super-frame, the length comes from the
+    // frame.
+    let mut gro = long.clone();
+    gro.resize(14 + 3000, 0);
+    gro[16..18].copy_from_slice(&4000u16.to_be_bytes());
+    let m = decode(LinkType::Ethernet, &gro, gro.len() as u32).unwrap();
     assert!(m.len_from_frame);
-    assert_eq!(m.ip_len as usize, long.len() - 14);
+    assert_eq!(m.ip_len, 3000);
+    assert_eq!(m.payload_len, 3000 - 40);
     // TSO: IPv4 total length 0 on TCP.
     let mut tso = f.clone();
     tso[16] = 0;
