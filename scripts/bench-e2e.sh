@@ -8,6 +8,9 @@
 #   flood.pcap  5 M small packets, 1.2 M one-packet flows from new sources, most of them home
 #               hosts (headline: per-host cross-flow state)
 #   mixed-1g.pcap  ~1 GB of 2000 concurrent mixed flows (secondary: the per-byte path)
+#   mixed-1g-vxlan.pcap  the same frames inside VXLAN (`outflow-gen wrap vxlan:42`), as an
+#               AWS/Azure mirror delivers them: the cost of decapsulation (and of the
+#               mirror session's outer flows) against mixed
 # For each capture, ROUNDS times and interleaved: the libpcap read floor (`outflow
 # read-only`), softflowd reading the file, and `outflow replay` with 1 and 2 workers. Each
 # command's CPU time (user + sys, threads summed) and peak RSS come from /usr/bin/time; the
@@ -17,17 +20,18 @@
 # `--flows-out /dev/null`).
 #
 # Environment: ROUNDS (3), TIMEOUT (seconds per command, 600; a command that runs longer is
-# reported as a timeout and not run again), CAPTURES ("flows flood mixed"), FLOWS_OUT (1; 0
+# reported as a timeout and not run again), CAPTURES ("flows flood mixed vxlan"), FLOWS_OUT (1; 0
 # skips the flow-record section), BENCH_FILE / BENCH_SIZE (the mixed capture, 1G),
 # SOFTFLOWD (path of softflowd; default: found on PATH or in /usr/sbin).
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 TIMEOUT=${TIMEOUT:-600}
-CAPTURES=${CAPTURES:-flows flood mixed}
+CAPTURES=${CAPTURES:-flows flood mixed vxlan}
 FLOWS_OUT=${FLOWS_OUT:-1}
 DIR=target/bench
 MIXED=${BENCH_FILE:-$DIR/mixed-1g.pcap}
+VXLAN=${MIXED%.pcap}-vxlan.pcap
 SIZE=${BENCH_SIZE:-1G}
 BIN=./target/release
 TIME=/usr/bin/time
@@ -62,8 +66,9 @@ path_of() {
     flows) echo "$DIR/flows.pcap" ;;
     flood) echo "$DIR/flood.pcap" ;;
     mixed) echo "$MIXED" ;;
+    vxlan) echo "$VXLAN" ;;
     *)
-        echo "bench-e2e: unknown capture $1 (flows, flood, mixed)" >&2
+        echo "bench-e2e: unknown capture $1 (flows, flood, mixed, vxlan)" >&2
         exit 1
         ;;
     esac
@@ -73,6 +78,12 @@ for c in $CAPTURES; do
     flows) gen "$DIR/flows.pcap" flows ;;
     flood) gen "$DIR/flood.pcap" flood ;;
     mixed) gen "$MIXED" mixed --bytes "$SIZE" ;;
+    vxlan)
+        gen "$MIXED" mixed --bytes "$SIZE"
+        if [ ! -f "$VXLAN" ] || [ "$MIXED" -nt "$VXLAN" ] || [ "$BIN/outflow-gen" -nt "$VXLAN" ]; then
+            $BIN/outflow-gen wrap vxlan:42 "$MIXED" "$VXLAN"
+        fi
+        ;;
     *) path_of "$c" >/dev/null ;;
     esac
 done

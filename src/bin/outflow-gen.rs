@@ -115,6 +115,16 @@ enum Cmd {
         wrap: Option<gen::Wrap>,
         out: PathBuf,
     },
+    /// Rewrites an Ethernet capture as a mirror would deliver it: each frame inside VXLAN,
+    /// Geneve or ERSPAN III from 172.31.0.10 to 172.31.0.99 (tunnelled benches, or a
+    /// check of a sensor's mirror setup).
+    Wrap {
+        /// `vxlan:VNI`, `geneve:VNI` or `erspan3:SESSION`.
+        #[arg(value_parser = parse_wrap)]
+        tunnel: gen::Wrap,
+        input: PathBuf,
+        out: PathBuf,
+    },
 }
 
 fn parse_wrap(s: &str) -> Result<gen::Wrap, String> {
@@ -277,6 +287,7 @@ fn main() -> Result<()> {
                 (u.fin_ts_ns - s.first_ts_ns) as f64 / 1e9,
             );
         }
+        Cmd::Wrap { tunnel, input, out } => wrap_capture(tunnel, &input, &out)?,
         Cmd::Upload {
             bytes,
             download,
@@ -353,5 +364,41 @@ fn main() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `outflow-gen wrap`: every frame of an Ethernet capture inside `tunnel`.
+fn wrap_capture(tunnel: gen::Wrap, input: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let mut cap =
+        pcap::Capture::from_file(input).with_context(|| format!("opening {}", input.display()))?;
+    if cap.get_datalink() != pcap::Linktype::ETHERNET {
+        anyhow::bail!("{}: not an Ethernet capture", input.display());
+    }
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    // The largest snaplen libpcap accepts: room for the outer headers on any input's.
+    let mut w = PcapWriter::new(BufWriter::with_capacity(4 << 20, file), 1, 262_144)?;
+    let mut seq = 0u32;
+    loop {
+        match cap.next_packet() {
+            Ok(p) => {
+                seq = seq.wrapping_add(1);
+                let ts = u64::try_from(p.header.ts.tv_sec).unwrap_or(0) * 1_000_000_000
+                    + u64::try_from(p.header.ts.tv_usec).unwrap_or(0) * 1_000;
+                // A snaplen-cut frame stays cut, with its wire length kept.
+                let wire = p.header.len as usize;
+                let frame = gen::wrap_cut(tunnel, p.data, wire, seq);
+                let orig_len = frame.len() - p.data.len() + wire.max(p.data.len());
+                w.write_raw(ts, &frame, u32::try_from(orig_len).unwrap_or(u32::MAX))?;
+            }
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", input.display())),
+        }
+    }
+    let n = w.packets();
+    w.into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("{}: {n} frames wrapped", out.display());
     Ok(())
 }

@@ -37,7 +37,7 @@ pub use stress::{
 };
 pub use tcp::{Close, Segment, TcpPackets, TcpSegments, TcpSession};
 pub use tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
-pub use tunnel::{wrap, Wrap, MIRROR_DST, MIRROR_SRC};
+pub use tunnel::{wrap, wrap_cut, Wrap, MIRROR_DST, MIRROR_SRC};
 pub use udp::{fragment_packet, fragmented_udp, UdpExchange, UdpPackets};
 pub use writer::PcapWriter;
 

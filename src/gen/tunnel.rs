@@ -34,6 +34,14 @@ pub const MIRROR_DST: [u8; 4] = [172, 31, 0, 99];
 /// the tunnel, from [`MIRROR_SRC`] to [`MIRROR_DST`]. The UDP source port is a hash of the
 /// inner frame's addresses, as VXLAN senders do.
 pub fn wrap(w: Wrap, inner: &[u8], seq: u32) -> Vec<u8> {
+    wrap_cut(w, inner, inner.len(), seq)
+}
+
+/// [`wrap`] for a frame a snaplen cut: `inner` is what was captured of a frame that was
+/// `inner_len` bytes on the wire; the outer length fields describe the whole frame (write
+/// the result with an original length of `len() - inner.len() + inner_len`).
+pub fn wrap_cut(w: Wrap, inner: &[u8], inner_len: usize, seq: u32) -> Vec<u8> {
+    let inner_len = inner_len.max(inner.len());
     let mut payload = Vec::with_capacity(inner.len() + 40);
     let (proto, udp_dport) = match w {
         Wrap::Vxlan { vni } => {
@@ -65,7 +73,7 @@ pub fn wrap(w: Wrap, inner: &[u8], seq: u32) -> Vec<u8> {
     payload.extend_from_slice(inner);
     let mut frame = Vec::with_capacity(payload.len() + 42);
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x02, 0, 0, 0, 0, 0x10, 0x08, 0x00]);
-    let l4_len = payload.len() + if udp_dport.is_some() { 8 } else { 0 };
+    let l4_len = payload.len() - inner.len() + inner_len + if udp_dport.is_some() { 8 } else { 0 };
     let ip = Ipv4Header::new(l4_len as u16, 64, proto, MIRROR_SRC, MIRROR_DST)
         .map(|mut h| {
             h.header_checksum = h.calc_header_checksum();
