@@ -217,10 +217,9 @@ fn exact_counts_for_every_generated_flow_with_1_and_4_workers() {
     }
 }
 
-#[test]
-fn alert_fires_on_the_crossing_packet_while_the_flow_is_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = low_threshold();
+/// A 3 MB upload from a home host (10.0.0.5:40000 -> 198.51.100.7:443), ACKed every 4
+/// segments.
+fn upload_session() -> TcpSession {
     let mut s = TcpSession::new(
         sa("10.0.0.5:40000"),
         sa("198.51.100.7:443"),
@@ -228,6 +227,14 @@ fn alert_fires_on_the_crossing_packet_while_the_flow_is_open() {
         1_000,
     );
     s.ack_every = 4;
+    s
+}
+
+#[test]
+fn alert_fires_on_the_crossing_packet_while_the_flow_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = low_threshold();
+    let s = upload_session();
     let path = dir.path().join("up.pcap");
     write(&path, 1, 65535, s.packets());
 
@@ -628,13 +635,7 @@ fn an_upload_inside_a_mirror_tunnel_alerts_on_the_crossing_packet() {
     use outflow::decode::TunnelKind;
     let dir = tempfile::tempdir().unwrap();
     let cfg = low_threshold();
-    let mut s = TcpSession::new(
-        sa("10.0.0.5:40000"),
-        sa("198.51.100.7:443"),
-        3_000_000,
-        1_000,
-    );
-    s.ack_every = 4;
+    let s = upload_session();
     let bare = dir.path().join("bare.pcap");
     write(&bare, 1, 65535, s.packets());
     let want = common::replay(&cfg, 2, &[bare]);

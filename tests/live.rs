@@ -9,7 +9,7 @@
 
 mod common;
 
-use outflow::gen::{merge, Packet, PcapWriter, TcpSession, UdpExchange};
+use outflow::gen::{merge, Packet, PcapWriter, TcpSession, UdpExchange, Wrap};
 use std::io::BufWriter;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -615,13 +615,29 @@ fn twelve_udp_exchanges() -> Vec<UdpExchange> {
 
 /// Writes the exchanges' packets, merged in time order, to `path`; returns the count.
 fn write_udp_pcap(path: &Path, udps: &[UdpExchange]) -> u64 {
+    write_udp_pcap_wrapped(path, udps, None)
+}
+
+/// [`write_udp_pcap`], each frame inside `wrap` if given (as a mirror delivers it).
+fn write_udp_pcap_wrapped(path: &Path, udps: &[UdpExchange], wrap: Option<Wrap>) -> u64 {
+    let mut seq = 0u32;
     common::write_pcap(
         path,
         merge(
             udps.iter()
                 .map(|u| Box::new(u.packets()) as Box<dyn Iterator<Item = Packet>>)
                 .collect(),
-        ),
+        )
+        .map(|p| match wrap {
+            Some(w) => {
+                seq += 1;
+                Packet {
+                    ts_ns: p.ts_ns,
+                    frame: outflow::gen::wrap(w, &p.frame, seq),
+                }
+            }
+            None => p,
+        }),
     )
 }
 
@@ -922,22 +938,7 @@ fn a_vxlan_mirror_captured_live_counts_each_inner_connection_once() {
     let dir = tempfile::tempdir().unwrap();
     let udps = twelve_udp_exchanges();
     let pcap = dir.path().join("vxlan.pcap");
-    let mut seq = 0u32;
-    let sent = common::write_pcap(
-        &pcap,
-        merge(
-            udps.iter()
-                .map(|u| Box::new(u.packets()) as Box<dyn Iterator<Item = Packet>>)
-                .collect(),
-        )
-        .map(|p| {
-            seq += 1;
-            Packet {
-                ts_ns: p.ts_ns,
-                frame: outflow::gen::wrap(outflow::gen::Wrap::Vxlan { vni: 42 }, &p.frame, seq),
-            }
-        }),
-    );
+    let sent = write_udp_pcap_wrapped(&pcap, &udps, Some(Wrap::Vxlan { vni: 42 }));
     let cfg = dir.path().join("outflow.toml");
     std::fs::write(
         &cfg,

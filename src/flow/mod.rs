@@ -7,6 +7,15 @@
 //! allocates after start-up, or reads the wall clock.
 
 mod key;
+#[cfg(test)]
+mod tests_support {
+    /// This process's resident set (`VmRSS`), KiB; `None` off Linux.
+    pub fn rss_kib() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
 mod recent;
 mod record;
 mod table;

@@ -1088,11 +1088,7 @@ mod tests {
     /// for 4 M flows (~500 MB) must not add that to the resident set.
     #[test]
     fn a_big_table_is_not_resident_until_used() {
-        fn rss_kib() -> Option<u64> {
-            let s = std::fs::read_to_string("/proc/self/status").ok()?;
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        }
+        use crate::flow::tests_support::rss_kib;
         let Some(before) = rss_kib() else {
             return; // not Linux
         };
