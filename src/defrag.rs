@@ -80,7 +80,8 @@ type Fast = foldhash::fast::RandomState;
 /// Identifies a datagram (RFC 791: source, destination, protocol, identification; RFC 8200:
 /// source, destination, 32-bit identification, no protocol, since what follows the fragment
 /// header may be another extension header in later fragments and the transport protocol in
-/// the first), plus the VLANs: mirrors of two VLANs may reuse addresses.
+/// the first), plus the VLANs and the tunnel tag: mirrors of two VLANs or two tunnels may
+/// reuse addresses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DatagramKey {
     src: Addr,
@@ -88,6 +89,7 @@ pub struct DatagramKey {
     proto: u8,
     id: u32,
     vlan: [u16; 2],
+    tunnel: crate::decode::TunnelTag,
 }
 
 impl DatagramKey {
@@ -99,6 +101,7 @@ impl DatagramKey {
             proto: if m.ipv6 { 0 } else { m.proto },
             id: m.fragment.id()?,
             vlan: m.vlan,
+            tunnel: m.tunnel,
         })
     }
 }

@@ -587,7 +587,9 @@ impl Worker {
             self.stats.ip_bytes += u64::from(m.ip_len);
             self.stats.wire_bytes += u64::from(p.wire_len);
         }
-        let mut sub = 0u32;
+        // The outer copy has its frame's sequence number: its events take keys after the
+        // inner packet's, which may be made on another worker.
+        let mut sub = if p.outer_copy { OUTER_SUB } else { 0 };
 
         let mut slot = self.table.find(hash, &key);
         let mut flow = slot.and_then(|s| self.table.load(s));
@@ -1158,6 +1160,11 @@ fn queue_dns(
 /// own (a handful); at most one datagram completes per first fragment.
 const HELD_SUB: u32 = 1 << 16;
 
+/// First event sub-key of a tunnelled frame's outer copy ([`BatchPacket::outer_copy`]): it
+/// shares the frame's sequence number with the inner packet, whose events (on this or
+/// another worker) take the sub-keys from 0.
+const OUTER_SUB: u32 = 1 << 24;
+
 fn packet_key(p: &BatchPacket, sub: &mut u32) -> EventKey {
     let k = EventKey {
         time_ns: p.clock_ns,
@@ -1429,6 +1436,55 @@ pub(crate) mod tests {
         w.flush_slices();
         assert_eq!(w.stats.tables[0], (100, 100, 900));
         assert_eq!(WORKER_TABLES[0], "flows");
+    }
+
+    /// A tunnelled frame gives two packets with the same sequence number: the inner one and
+    /// the outer copy (on the worker of the tunnel's own flow). The events each makes must
+    /// still have distinct keys: the output merges workers by key, and two equal keys from
+    /// two workers come out in arrival order, which breaks the byte-identical output for
+    /// any worker count. Here the table is full, so both packets of each frame evict a flow.
+    #[test]
+    fn inner_and_outer_copy_events_have_distinct_keys() {
+        use crate::decode::{decode_frame, Decap, LinkType};
+        let mut cfg = Config::default();
+        cfg.flow.capacity_per_worker = 4;
+        let mut w = Worker::new(&cfg);
+        let mut keys = Vec::new();
+        for i in 0..20u64 {
+            let mut inner = Vec::new();
+            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 1, 0, i as u8], [198, 51, 100, 1], 64)
+                .udp(40_000, 9999)
+                .write(&mut inner, &[0; 20])
+                .unwrap();
+            let f = crate::gen::wrap(crate::gen::Wrap::Vxlan { vni: 5 }, &inner, i as u32);
+            let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &Decap::DEFAULT).unwrap();
+            let t = 1_000_000_000 + i;
+            let p = BatchPacket {
+                seq: i + 1,
+                ts_ns: t,
+                clock_ns: t,
+                wire_len: f.len() as u32,
+                data_start: 0,
+                cap_len: f.len() as u32,
+                meta: d.meta,
+                outer_copy: false,
+                held: false,
+            };
+            w.packet(&p, &f);
+            let o = BatchPacket {
+                meta: d.outer.unwrap(),
+                outer_copy: true,
+                ..p
+            };
+            w.packet(&o, &[]);
+            keys.extend(w.drain().map(|(k, _)| k));
+        }
+        assert!(keys.len() >= 30, "{} events", keys.len());
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), keys.len(), "duplicate event keys: {keys:?}");
     }
 
     /// Ending the open flows twice (a second end of input) ends the flows opened between.

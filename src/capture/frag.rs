@@ -37,6 +37,8 @@ struct FragKey {
     proto: u8,
     id: u32,
     vlan: [u16; 2],
+    /// The tunnel tag, as in the flow key.
+    tunnel: crate::decode::TunnelTag,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -212,6 +214,7 @@ impl FragPorts {
             proto: meta.proto,
             id,
             vlan: meta.vlan,
+            tunnel: meta.tunnel,
         }
     }
 
@@ -388,6 +391,31 @@ mod tests {
             payload_len: len,
             ..first(id)
         }
+    }
+
+    /// Fragments of two mirrored networks behind different tunnels (VNI 1 and 2) that reuse
+    /// the same addresses and IP id are two datagrams, as their flows are two flows (the
+    /// tunnel tag is in the flow key): a later fragment must not take the ports of the
+    /// other network's first fragment.
+    #[test]
+    fn fragments_behind_two_tunnels_are_two_datagrams() {
+        use crate::decode::{TunnelKind, TunnelTag};
+        let vni = |id| TunnelTag {
+            kind: TunnelKind::Vxlan as u8,
+            id,
+        };
+        let mut f = FragPorts::new(64, 10_000);
+        let mut m = PacketMeta {
+            tunnel: vni(1),
+            ..first(7)
+        };
+        assert_eq!(f.resolve(&mut m, 1), Resolved::First);
+        let mut l = PacketMeta {
+            tunnel: vni(2),
+            ..later(7, 100, false, 100)
+        };
+        assert_eq!(f.resolve(&mut l, 2), Resolved::Orphan);
+        assert_eq!((l.sport, l.dport), (0, 0));
     }
 
     /// An orphan's data is kept until its first fragment comes; then it is handed out once,

@@ -460,3 +460,25 @@ fn udp_payload_of(d: &[u8]) -> Option<Vec<u8>> {
     let n = usize::from(u16::from_be_bytes([*d.get(4)?, *d.get(5)?]));
     (n >= 8).then(|| d.get(8..n).map(<[u8]>::to_vec)).flatten()
 }
+
+/// The datagram key carries the tunnel tag like the flow key: the same addresses and IP id
+/// behind two tunnels (two mirrored VPCs) are two datagrams.
+#[test]
+fn datagrams_behind_two_tunnels_have_two_keys() {
+    use crate::decode::{TunnelKind, TunnelTag};
+    let f = cut(9, &datagram(&pattern(100)), 48);
+    let m = decode(LinkType::RawIp, &f[0], f[0].len() as u32).unwrap();
+    let tag = |id| TunnelTag {
+        kind: TunnelKind::Vxlan as u8,
+        id,
+    };
+    let a = PacketMeta {
+        tunnel: tag(1),
+        ..m
+    };
+    let b = PacketMeta {
+        tunnel: tag(2),
+        ..m
+    };
+    assert_ne!(DatagramKey::of(&a), DatagramKey::of(&b));
+}
