@@ -680,6 +680,7 @@ impl LiveWorker {
                             d.extra.encap.count(&decoded);
                             let mut meta = decoded.meta;
                             self.frags.resolve(&mut meta, now);
+                            crate::decode::mark_outer_fragment(&mut meta, &self.decap);
                             d.advance(now);
                             let bp = BatchPacket {
                                 seq,

@@ -214,7 +214,13 @@ impl FragPorts {
             proto: meta.proto,
             id,
             vlan: meta.vlan,
-            tunnel: meta.tunnel,
+            // The outer-flow mark is not identity: a UDP tunnel's later fragments get it
+            // only once they have their first fragment's ports.
+            tunnel: if meta.tunnel.is_outer() {
+                crate::decode::TunnelTag::default()
+            } else {
+                meta.tunnel
+            },
         }
     }
 

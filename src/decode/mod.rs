@@ -22,8 +22,8 @@ mod tunnel;
 
 pub use link::LinkType;
 pub use tunnel::{
-    Decap, Layer, PortSet, TunnelChain, TunnelHop, TunnelKind, TunnelTag, MAX_CHAIN,
-    MAX_TUNNEL_PORTS,
+    carrier_kind, mark_outer_fragment, Decap, Layer, PortSet, TunnelChain, TunnelHop, TunnelKind,
+    TunnelTag, MAX_CHAIN, MAX_TUNNEL_PORTS,
 };
 
 /// Why a frame could not be decoded. Each reason is a counter in the replay summary and
@@ -405,6 +405,9 @@ fn decode_layers(
         };
         let Some(n) = next else {
             meta.tunnel = tag;
+            if outer.is_none() {
+                tunnel::mark_outer_fragment(&mut meta, decap);
+            }
             meta.encap.layers = layers;
             meta.encap.depth = depth;
             let outer = outer.filter(|_| decap.outer_flows);
@@ -416,8 +419,9 @@ fn decode_layers(
         };
         if outer.is_none() {
             let mut o = meta;
+            let kind = tunnel::carrier_kind(&meta, decap).unwrap_or(n.hop.kind);
             o.tunnel = TunnelTag {
-                kind: n.hop.kind as u8 | TunnelTag::OUTER,
+                kind: kind as u8 | TunnelTag::OUTER,
                 id: 0,
             };
             o.encap.layers = layers;

@@ -374,7 +374,6 @@ fn snaplen_cut_vxlan_counts_the_inner_wire_length() {
 /// upload, while the README says the tunnel's own flow "is never outbound". GRE and
 /// IP-in-IP fragments are recognisable by the IP protocol alone.
 #[test]
-#[ignore = "review: fragments of a tunnel packet form a plain (alertable) flow, not the tunnel's outer flow"]
 fn fragments_of_a_gre_packet_count_in_the_tunnels_outer_flow() {
     let inner = tcp_v4(1400, false);
     // Ethernet + IPv4 (proto 47) + GRE (IPv4) + the inner IP packet.

@@ -451,6 +451,42 @@ pub(super) fn next_layer(
     }
 }
 
+/// The tunnel an outermost packet carries, judged by its IP protocol and ports alone: what
+/// names a tunnel's own (outer) flow. GRE is `Gre` whatever it carries (ERSPAN included),
+/// so the flow is the same for its fragments, whose GRE header only the first one holds.
+pub fn carrier_kind(m: &PacketMeta, decap: &Decap) -> Option<TunnelKind> {
+    match m.proto {
+        IPPROTO_GRE if decap.gre || decap.erspan => Some(TunnelKind::Gre),
+        IPPROTO_IPIP | IPPROTO_IPV6 if decap.ip_in_ip => Some(TunnelKind::Ip),
+        proto::UDP if decap.vxlan.contains(m.dport) => Some(TunnelKind::Vxlan),
+        proto::UDP if decap.geneve.contains(m.dport) => Some(TunnelKind::Geneve),
+        proto::UDP if decap.gre_udp.contains(m.dport) => Some(TunnelKind::GreUdp),
+        proto::UDP if decap.gtp.contains(m.dport) || decap.gtp.contains(m.sport) => {
+            Some(TunnelKind::Gtp)
+        }
+        proto::UDP if decap.teredo.contains(m.dport) || decap.teredo.contains(m.sport) => {
+            Some(TunnelKind::Teredo)
+        }
+        _ => None,
+    }
+}
+
+/// A fragment of a tunnel packet (its inside cannot be read without reassembling the outer
+/// packet) counts in the tunnel's own flow, never as a plain flow that could look like an
+/// upload. Called by the decoder for what it can tell (GRE, IP-in-IP, a UDP tunnel's first
+/// fragment) and by the reader again once a later UDP fragment has its ports.
+#[inline]
+pub fn mark_outer_fragment(m: &mut PacketMeta, decap: &Decap) {
+    if m.fragment != Fragment::None && m.encap.depth == 0 && m.tunnel == TunnelTag::default() {
+        if let Some(k) = carrier_kind(m, decap) {
+            m.tunnel = TunnelTag {
+                kind: k as u8 | TunnelTag::OUTER,
+                id: 0,
+            };
+        }
+    }
+}
+
 type Found = (Next, TunnelKind, Option<u32>);
 
 fn placeholder(inner: Inner, offset: usize, end: usize, key_id: Option<u32>) -> Next {
