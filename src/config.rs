@@ -548,7 +548,7 @@ impl Default for CaptureConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
     /// Flows each worker can track at once. When full, the least recently seen flow is
-    /// evicted (and counted). Default 262144, at most 16777215; 126 bytes a flow (see
+    /// evicted (and counted). Default 262144, at most 16777215; 134 bytes a flow (see
     /// README), paged in as flows arrive.
     pub capacity_per_worker: usize,
     /// Idle timeout of an established TCP connection. Default "10m" (Suricata's default for
@@ -866,7 +866,7 @@ impl Default for LargeTransferConfig {
 }
 
 /// Upper bound on the flow table per worker: the table links slots with 24-bit numbers
-/// (see `flow::table`), so 16.7 M flows (2 GiB at 128 bytes a flow) a worker.
+/// (see `flow::table`), so 16.7 M flows (2.2 GiB at 134 bytes a flow) a worker.
 const MAX_FLOW_CAPACITY: usize = crate::flow::MAX_CAPACITY;
 /// Longest `flow.tcp_recent_closed`: far beyond any stack's FIN/RST retransmissions.
 const MAX_RECENT_CLOSED: Duration = Duration::from_secs(3600);
