@@ -386,7 +386,7 @@ fn decode_layers(
         let whole = data.len() >= end;
         let mut meta = match net::decode_ip(l2.ether_type, ip_data, wire_ip_len, whole) {
             Ok(m) => m,
-            Err(e) => return inner_failed(outer, e, decap, layers, depth),
+            Err(e) => return inner_failed(outer, e, layers, depth),
         };
         meta.vlan = vlan;
         meta.l3_offset = u16::try_from(l2.ip_offset).unwrap_or(u16::MAX);
@@ -400,7 +400,7 @@ fn decode_layers(
             }
             // A broken tunnel header inside a tunnel: the outer flow counts it. At the
             // outermost layer the packet is what it looks like (a GRE or UDP packet).
-            Some(Err(e)) if outer.is_some() => return inner_failed(outer, e, decap, layers, depth),
+            Some(Err(e)) if outer.is_some() => return inner_failed(outer, e, layers, depth),
             Some(Err(_)) => None,
         };
         let Some(n) = next else {
@@ -443,11 +443,11 @@ fn decode_layers(
                     vlan = l.vlan;
                     l
                 }
-                Err(e) => return inner_failed(outer, e, decap, layers, depth),
+                Err(e) => return inner_failed(outer, e, layers, depth),
             },
             tunnel::Inner::Mpls => match link::peel_mpls(data, n.offset, decap) {
                 Ok(l) => l,
-                Err(e) => return inner_failed(outer, e, decap, layers, depth),
+                Err(e) => return inner_failed(outer, e, layers, depth),
             },
             tunnel::Inner::Ip(p) => link::L2 {
                 ip_offset: n.offset,
@@ -465,11 +465,9 @@ fn decode_layers(
 fn inner_failed(
     outer: Option<PacketMeta>,
     e: DecodeError,
-    decap: &Decap,
     layers: u16,
     depth: u8,
 ) -> Result<Decoded, DecodeError> {
-    let _ = decap;
     match outer {
         Some(mut o) => {
             o.encap.layers = layers;
