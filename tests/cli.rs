@@ -574,3 +574,22 @@ fn start_up_errors_are_printed_once() {
     assert!(state.join("outflow-state.json").is_dir());
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
 }
+
+/// Issue 14 ("logs for machines and people"): standard error that is not a terminal (a pipe
+/// here; the journal under systemd) gets log lines without ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = outflow()
+        .args(["replay", "-q", "--state-dir"])
+        .arg(dir.path())
+        .arg(demo())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    // The first replay with a state directory logs that there is no snapshot yet.
+    assert!(err.contains("no state snapshot yet"), "{err}");
+    assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
+}
