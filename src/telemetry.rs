@@ -148,10 +148,10 @@ impl TopBy {
     /// Query-string name.
     pub fn name(self) -> &'static str {
         match self {
-            TopBy::OutBytes => "out_bytes",
+            TopBy::OutBytes => "out_payload_bytes",
             TopBy::OutIpBytes => "out_ip_bytes",
             TopBy::OutPkts => "out_pkts",
-            TopBy::InBytes => "in_bytes",
+            TopBy::InBytes => "in_payload_bytes",
             TopBy::InIpBytes => "in_ip_bytes",
             TopBy::Duration => "duration",
         }
@@ -159,7 +159,12 @@ impl TopBy {
 
     /// Parses a query-string name.
     pub fn parse(s: &str) -> Option<TopBy> {
-        TopBy::ALL.into_iter().find(|b| b.name() == s)
+        match s {
+            // The names before byte kinds were spelled out (payload bytes); still accepted.
+            "out_bytes" => Some(TopBy::OutBytes),
+            "in_bytes" => Some(TopBy::InBytes),
+            _ => TopBy::ALL.into_iter().find(|b| b.name() == s),
+        }
     }
 
     fn code(self) -> u64 {

@@ -64,6 +64,27 @@ fn demo_replay_prints_the_upload_alert_and_a_summary() {
     assert_eq!(leak["events"], 1);
     assert_eq!(alerts[1]["scope"], "flow");
     assert_eq!(alerts[2]["scope"], "window");
+    // One meaning per field name: byte kinds spelled out; nothing meaningless (a per-flow
+    // asymmetry verdict has no window, events or peers); messages say what was observed
+    // (the 150 MB went in ~1.3 s of packets, not "in 24 h").
+    assert!(
+        leak["out_ip_bytes"].as_u64().unwrap_or(0) > 150_000_000,
+        "{leak}"
+    );
+    assert!(leak.get("total_bytes").is_none(), "{leak}");
+    let msg = leak["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(" in ") && msg.ends_with("(1 threshold events)"),
+        "{msg}"
+    );
+    assert!(!msg.contains(" h ("), "{msg}");
+    for k in ["window", "events", "peers"] {
+        assert!(alerts[1].get(k).is_none(), "{k} in {}", alerts[1]);
+        assert!(alerts[2].get(k).is_some(), "{k} missing in {}", alerts[2]);
+    }
+    assert!(alerts[1]["in_ip_bytes"].as_u64().is_some(), "{}", alerts[1]);
+    assert!(alerts[0].get("out_bytes").is_none() && alerts[0].get("in_bytes").is_none());
+    assert!(alerts[0]["out_payload_bytes"].as_u64().unwrap_or(0) > 99_000_000);
     let a = &alerts[0];
     assert_eq!(a["detector"], "large_outbound_transfer");
     assert_eq!(a["src_ip"], "10.0.0.5");

@@ -47,6 +47,18 @@ fn vlan(v: [u16; 2]) -> Option<Vec<u16>> {
     }
 }
 
+/// Human-readable duration of what was observed: "0.4 s", "12 min", "3.5 h".
+pub fn human_span(ns: u64) -> String {
+    let s = ns as f64 / 1e9;
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
 /// Human-readable byte count (decimal units, like the thresholds).
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -88,10 +100,10 @@ struct AlertJson<'a> {
     tier: u8,
     out_pkts: u64,
     out_ip_bytes: u64,
-    out_bytes: u64,
+    out_payload_bytes: u64,
     in_pkts: u64,
     in_ip_bytes: u64,
-    in_bytes: u64,
+    in_payload_bytes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     reused_tuple_ip_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,10 +159,10 @@ pub fn alert_json(a: &Alert) -> String {
         tier: a.tier,
         out_pkts: a.out.pkts,
         out_ip_bytes: a.out.ip_bytes,
-        out_bytes: a.out.payload_bytes,
+        out_payload_bytes: a.out.payload_bytes,
         in_pkts: a.inbound.pkts,
         in_ip_bytes: a.inbound.ip_bytes,
-        in_bytes: a.inbound.payload_bytes,
+        in_payload_bytes: a.inbound.payload_bytes,
         reused_tuple_ip_bytes: a.carried.ip_bytes,
         dst_fqdn: a.dst_fqdn.as_deref(),
         slice_id: a.slice_id.as_deref(),
@@ -409,18 +421,21 @@ struct LeakAlertJson<'a> {
     src_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dst_ip: Option<String>,
-    total_bytes: u64,
+    out_ip_bytes: u64,
     threshold_bytes: u64,
-    window: f64,
-    events: u64,
-    peers: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_seen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_seen: Option<String>,
     dst_fqdns: &'a [String],
-    #[serde(skip_serializing_if = "is_zero")]
-    in_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_ip_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mean: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -483,13 +498,17 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
             human_bytes(a.std as u64),
             a.events
         ),
+        // What was observed: the span from the first to the last event summed, not the
+        // window's length (a 2-second upload is not "in 24 h").
         _ => format!(
-            "Data leak: {who}{names} {} in {:.0} h ({} threshold events)",
+            "Data leak: {who}{names} {} in {} ({} threshold events)",
             human_bytes(a.total_bytes),
-            a.window_s / 3600.0,
+            human_span(a.last_ns.saturating_sub(a.first_ns)),
             a.events
         ),
     };
+    // A per-flow verdict (asymmetry of one flow) has no window, events or peers.
+    let per_flow = a.flow_id.is_some();
     let j = LeakAlertJson {
         alert_id: &a.id,
         ts: rfc3339(a.ts_ns),
@@ -502,15 +521,15 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         }),
         src_ip: a.src.map(|i| i.to_string()),
         dst_ip: a.dst.map(|i| i.to_string()),
-        total_bytes: a.total_bytes,
+        out_ip_bytes: a.total_bytes,
         threshold_bytes: a.threshold_bytes,
-        window: a.window_s,
-        events: a.events,
-        peers: a.peers,
+        window: (!per_flow).then_some(a.window_s),
+        events: (!per_flow).then_some(a.events),
+        peers: (!per_flow).then_some(a.peers),
         first_seen: (a.first_ns > 0).then(|| rfc3339(a.first_ns)),
         last_seen: (a.last_ns > 0).then(|| rfc3339(a.last_ns)),
         dst_fqdns: &a.fqdns,
-        in_bytes: a.in_bytes,
+        in_ip_bytes: (a.detector == Detector::Asymmetry).then_some(a.in_bytes),
         mean: stats.then_some(a.mean),
         std: stats.then_some(a.std),
         z: stats.then_some(if a.z.is_finite() { a.z } else { f64::MAX }),

@@ -174,10 +174,10 @@ fn top_json(f: &TopFlow) -> serde_json::Value {
         "duration": f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9,
         "out_pkts": f.out.pkts,
         "out_ip_bytes": f.out.ip_bytes,
-        "out_bytes": f.out.payload_bytes,
+        "out_payload_bytes": f.out.payload_bytes,
         "in_pkts": f.inbound.pkts,
         "in_ip_bytes": f.inbound.ip_bytes,
-        "in_bytes": f.inbound.payload_bytes,
+        "in_payload_bytes": f.inbound.payload_bytes,
     })
 }
 
@@ -196,7 +196,7 @@ pub fn top_query(raw: Option<&str>) -> Result<(TopBy, usize), ApiError> {
     Ok((by, n))
 }
 
-/// `GET /api/flows/top?by=out_bytes&limit=`: the active outbound flows ranking highest, with
+/// `GET /api/flows/top?by=out_payload_bytes&limit=`: the active outbound flows ranking highest, with
 /// their live counters. Each worker ranks its own table when asked (see
 /// [`crate::telemetry`]); workers that do not answer within 2 s are reported, not waited for.
 pub(super) async fn top_flows(
