@@ -405,3 +405,156 @@ fn fragments_of_a_gre_packet_count_in_the_tunnels_outer_flow() {
         );
     }
 }
+
+/// Ethernet + IPv4 (172.31.0.10 → 172.31.0.99) + UDP to `dport` carrying `payload`.
+fn outer_udp(dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([9; 6], [8; 6])
+        .ipv4([172, 31, 0, 10], [172, 31, 0, 99], 64)
+        .udp(49152, dport)
+        .write(&mut f, payload)
+        .unwrap();
+    f
+}
+
+/// Ethernet + IPv4 + IP protocol `proto` carrying `payload`.
+fn outer_ip(proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([9; 6], [8; 6])
+        .ipv4([172, 31, 0, 10], [172, 31, 0, 99], 64)
+        .write(&mut f, etherparse::IpNumber(proto), payload)
+        .unwrap();
+    f
+}
+
+/// The inner TCP packet of `tcp_v4` decoded inside a tunnel: same addresses, ports, lengths.
+fn assert_inner(d: &Decoded, kind: Option<TunnelKind>, depth: u8) {
+    let m = &d.meta;
+    assert_eq!(d.inner_error, None);
+    assert_eq!(
+        (m.src, m.dst),
+        (Addr::v4([10, 0, 0, 5]), Addr::v4([203, 0, 113, 50]))
+    );
+    assert_eq!(
+        (m.sport, m.dport, m.ip_len, m.payload_len),
+        (51234, 443, 140, 100)
+    );
+    assert_eq!(m.encap.depth, depth);
+    if let Some(k) = kind {
+        assert!(m.encap.layers & k.layer().bit() != 0, "{:?}", m.encap);
+    }
+}
+
+/// GRE in UDP (RFC 8086) with a key, Geneve carrying IPv4 directly, GTP-U with an extension
+/// header, and MPLS/PPPoE link layers: each unwraps to the same inner packet.
+#[test]
+fn each_tunnel_type_unwraps_to_the_inner_packet() {
+    let inner = tcp_v4(100, false);
+    let ip = &inner[14..];
+    let dflt = Decap::DEFAULT;
+
+    // GRE-in-UDP: K bit, key 0x01020304, protocol IPv4.
+    let mut p = vec![0x20, 0x00, 0x08, 0x00, 1, 2, 3, 4];
+    p.extend_from_slice(ip);
+    let f = outer_udp(4754, &p);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &dflt).unwrap();
+    assert_inner(&d, Some(TunnelKind::GreUdp), 1);
+    assert_eq!(d.meta.tunnel.id, 0x0102_0304);
+    assert_eq!(d.outer.unwrap().tunnel.tunnel_kind(), TunnelKind::GreUdp);
+
+    // Geneve, protocol IPv4, VNI 77, no options.
+    let mut p = vec![0x00, 0x00, 0x08, 0x00, 0, 0, 77, 0];
+    p.extend_from_slice(ip);
+    let f = outer_udp(6081, &p);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &dflt).unwrap();
+    assert_inner(&d, Some(TunnelKind::Geneve), 1);
+    assert_eq!(d.meta.tunnel.id, 77);
+
+    // GTP-U G-PDU with the E flag and one 4-byte extension header (PDU session container).
+    let mut p = vec![0x34, 0xff, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0x85];
+    p.extend_from_slice(&[1, 0x10, 0x01, 0x00]); // length 1 (4 bytes), ..., next type 0
+    p.extend_from_slice(ip);
+    let f = outer_udp(2152, &p);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &dflt).unwrap();
+    assert_inner(&d, Some(TunnelKind::Gtp), 1);
+    let chain = tunnel_chain(LinkType::Ethernet, &f, f.len() as u32, &dflt);
+    assert_eq!(chain.hops()[0].id, Some(0xdead_beef));
+    // GTP keys nothing: the TEID differs per direction.
+    assert_eq!(d.meta.tunnel, TunnelTag::default());
+
+    // MPLS: two labels, then an Ethernet pseudowire behind the control word.
+    let mut f = vec![2; 12];
+    f.extend_from_slice(&[0x88, 0x47, 0, 0x01, 0x00, 64, 0, 0x02, 0x01, 64]);
+    f.extend_from_slice(&[0, 0, 0, 0]); // control word
+    f.extend_from_slice(&inner);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &dflt).unwrap();
+    assert_inner(&d, None, 0);
+    assert!(d.meta.encap.layers & Layer::Mpls.bit() != 0);
+    // MPLS straight to IPv4 (first nibble 4).
+    let mut f = vec![2; 12];
+    f.extend_from_slice(&[0x88, 0x47, 0, 0x01, 0x01, 64]);
+    f.extend_from_slice(ip);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &dflt).unwrap();
+    assert_eq!(d.meta.ip_len, 140);
+
+    // PPPoE session, PPP protocol IPv4.
+    let mut f = vec![2; 12];
+    let len = (ip.len() + 2) as u16;
+    f.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x00, 0x07]);
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[0x00, 0x21]);
+    f.extend_from_slice(ip);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &dflt).unwrap();
+    assert_eq!((d.meta.sport, d.meta.ip_len), (51234, 140));
+    assert!(d.meta.encap.layers & Layer::Pppoe.bit() != 0);
+    // Switched off, both are what they were before: not IP.
+    let off = Decap {
+        mpls: false,
+        pppoe: false,
+        ..Decap::DEFAULT
+    };
+    assert_eq!(
+        decode_frame(LinkType::Ethernet, &f, f.len() as u32, &off),
+        Err(DecodeError::NonIp)
+    );
+}
+
+/// IP-in-IP nested six deep with `max_depth` 4: tracked on the fifth header (the deepest
+/// reached), counted as too deep; and 0 turns unwrapping off altogether.
+#[test]
+fn nesting_beyond_the_depth_is_counted_not_followed() {
+    let inner = tcp_v4(100, false);
+    let mut ip = inner[14..].to_vec();
+    for _ in 0..6 {
+        let f = outer_ip(4, &ip);
+        ip = f[14..].to_vec();
+    }
+    let mut f = vec![9; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &Decap::DEFAULT).unwrap();
+    assert_eq!(d.meta.encap.depth, 4);
+    assert!(d.meta.encap.too_deep);
+    assert_eq!(
+        d.meta.proto, 4,
+        "the deepest layer reached is still IP-in-IP"
+    );
+    let mut counts = EncapCounts::default();
+    counts.count(&d);
+    assert_eq!(counts.too_deep, 1);
+    let chain = tunnel_chain(LinkType::Ethernet, &f, f.len() as u32, &Decap::DEFAULT);
+    assert_eq!(chain.len, 4);
+    // Depth 6 allowed: the TCP packet inside.
+    let six = Decap {
+        max_depth: 6,
+        ..Decap::DEFAULT
+    };
+    let d = decode_frame(LinkType::Ethernet, &f, f.len() as u32, &six).unwrap();
+    assert_inner(&d, Some(TunnelKind::Ip), 6);
+    assert!(!d.meta.encap.too_deep);
+    // The chain keeps the outermost MAX_CHAIN hops.
+    assert_eq!(
+        tunnel_chain(LinkType::Ethernet, &f, f.len() as u32, &six).len as usize,
+        MAX_CHAIN
+    );
+}
