@@ -34,6 +34,7 @@ use super::extract::{AnswerData, DnsEvent};
 use super::pairs::{client_share, PairEvictions, PairTable, Tier};
 use super::parser::type_name;
 use super::score::{score, split, Score};
+use super::text;
 use crate::config::DnsConfig;
 use crate::decode::Addr;
 use crate::detect::Detector;
@@ -108,8 +109,11 @@ pub struct DnsRecord {
     pub id: u16,
     /// Response time (ns), when both were seen.
     pub rtt_ns: Option<u64>,
-    /// Query name (lowercase, no trailing dot); empty if none.
+    /// Query name as matched: ASCII lowercased, no trailing dot, the root as `.`,
+    /// non-printable bytes as `\xNN` ([`text::escape`]); empty if the message had no question.
     pub query: String,
+    /// The same name with the case it had on the wire (Zeek's `original_query`).
+    pub original_query: String,
     /// Query class.
     pub qclass: u16,
     /// Query type.
@@ -249,7 +253,7 @@ struct Pair {
 impl Pair {
     fn new(domain: &[u8]) -> Pair {
         Pair {
-            domain: String::from_utf8_lossy(domain).into_owned(),
+            domain: text::escape(domain),
             window: Window::default(),
             last_alert: [None; 2],
             worst_entropy: -1.0,
@@ -263,7 +267,7 @@ impl Pair {
     /// Makes an evicted pair's slot a new pair, keeping its buffers.
     fn reset(&mut self, domain: &[u8]) {
         self.domain.clear();
-        self.domain.push_str(&String::from_utf8_lossy(domain));
+        text::escape_into(&mut self.domain, domain);
         self.window = Window::default();
         self.last_alert = [None; 2];
         self.worst_entropy = -1.0;
@@ -451,14 +455,23 @@ impl DnsAnalyser {
             server_port: ev.server_port,
             id: ev.id,
             rtt_ns: None,
-            query: String::from_utf8_lossy(name).into_owned(),
+            query: if ev.has_question {
+                text::name(name)
+            } else {
+                String::new()
+            },
+            original_query: if ev.has_question {
+                text::name(ev.qname.original(&mut [0; 255]))
+            } else {
+                String::new()
+            },
             qclass: ev.qclass,
             qtype: ev.qtype,
             rcode: None,
             flags: ev.flags,
             answers: Vec::new(),
             ttls: Vec::new(),
-            registered_domain: String::from_utf8_lossy(sp.registered).into_owned(),
+            registered_domain: text::escape(sp.registered),
             suspicious: self.is_suspicious(&sc),
             score: sc,
             query_seen: false,
@@ -558,15 +571,14 @@ impl DnsAnalyser {
         if sc.entropy > pair.worst_entropy {
             pair.worst_entropy = sc.entropy;
             pair.worst_query.clear();
-            pair.worst_query.push_str(&String::from_utf8_lossy(name));
+            text::escape_into(&mut pair.worst_query, name);
         }
         // Keep recent samples, suspicious ones first in line.
         if suspicious || pair.samples.len() < SAMPLES {
             if pair.samples.len() == SAMPLES {
                 pair.samples.pop_front();
             }
-            pair.samples
-                .push_back(String::from_utf8_lossy(name).into_owned());
+            pair.samples.push_back(text::escape(name));
         }
         let (queries, susp, unique) = pair.window.totals(epoch);
         let reason = if queries > u64::from(self.cfg.max_queries) {
@@ -633,9 +645,7 @@ impl DnsAnalyser {
         for a in ev.answers.iter().flatten() {
             rec.answers.push(match a.data {
                 AnswerData::Addr(addr, v6) => addr.to_ip(v6).to_string(),
-                AnswerData::Name { off, len } => {
-                    String::from_utf8_lossy(ev.name_of(off, len)).into_owned()
-                }
+                AnswerData::Name { off, len } => text::name(ev.name_of(off, len)),
                 AnswerData::Other(n) => match type_name(a.rtype) {
                     "" => format!("TYPE{} {n} bytes", a.rtype),
                     t => format!("{t} {n} bytes"),
@@ -653,7 +663,7 @@ impl DnsAnalyser {
     /// IP → name for the client, from the question's (CNAME-followed) addresses.
     fn learn_names(&mut self, ev: &DnsEvent) {
         if ev.has_question && ev.resolved.iter().any(Option::is_some) {
-            let name: Box<str> = String::from_utf8_lossy(ev.qname.as_bytes()).into();
+            let name: Box<str> = text::escape(ev.qname.as_bytes()).into();
             for (addr, _, ttl) in ev.resolved.iter().flatten() {
                 let ttl_ns = u64::from(*ttl).saturating_mul(1_000_000_000);
                 let keep = ttl_ns.clamp(ns(self.cfg.name_ttl_min), ns(self.cfg.name_ttl_max));
@@ -711,8 +721,7 @@ impl DnsAnalyser {
         if c.samples.len() == SAMPLES {
             c.samples.pop_front();
         }
-        c.samples
-            .push_back(String::from_utf8_lossy(name).into_owned());
+        c.samples.push_back(text::escape(name));
         let (n, _, _) = c.window.totals(epoch);
         if n <= u64::from(self.cfg.nxdomain_threshold) {
             return;
@@ -1051,5 +1060,87 @@ mod tests {
             "visited {}",
             a.visited
         );
+    }
+
+    /// The records of DNS messages given as bytes, through the worker's extractor.
+    fn records_of(messages: &[Vec<u8>]) -> Vec<DnsRecord> {
+        use crate::decode::{proto, PacketMeta};
+        let mut x = crate::dns::DnsExtractor::new(true, &[53]);
+        let mut a = analyser(|_| {});
+        let mut out = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let meta = PacketMeta {
+                proto: proto::UDP,
+                src: Addr::v4([192, 0, 2, 1]),
+                dst: Addr::v4([192, 0, 2, 53]),
+                sport: 40_000,
+                dport: 53,
+                ..PacketMeta::default()
+            };
+            x.datagram(&meta, m, SEC + i as u64, 1, &mut |ev| {
+                a.on_event(&ev, &mut |o| {
+                    if let DnsOutput::Record(r) = o {
+                        out.push(r);
+                    }
+                });
+            });
+        }
+        out
+    }
+
+    /// A response (id 7, RD RA) to one question, with the given answer records.
+    fn response(qname: &[u8], qtype: u16, rcode: u8, answers: &[Vec<u8>]) -> Vec<u8> {
+        let mut m = vec![0, 7, 0x81, 0x80 | rcode, 0, 1];
+        m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.extend_from_slice(qname);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        for a in answers {
+            m.extend_from_slice(a);
+        }
+        m
+    }
+
+    /// An answer owned by the question name (pointer to offset 12).
+    fn answer(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut r = vec![0xc0, 12];
+        r.extend_from_slice(&rtype.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(rdata);
+        r
+    }
+
+    #[test]
+    fn query_names_are_lowercased_escaped_and_keep_their_original_case() {
+        // A 0x20-randomised name with a binary label (iodine-style bytes) and a backslash.
+        let name = b"\x03WwW\x03\xbc\\\x00\x03Com\x00";
+        let r = records_of(&[response(name, 1, 0, &[answer(1, &[192, 0, 2, 9])])]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].query, "www.\\xbc\\\\\\x00.com");
+        assert_eq!(r[0].original_query, "WwW.\\xbc\\\\\\x00.Com");
+        assert_eq!(r[0].answers, ["192.0.2.9"]);
+    }
+
+    #[test]
+    fn the_root_is_written_as_a_dot() {
+        // `. NS` (a resolver's priming query), answered by a.root-servers.net; and a null MX
+        // (RFC 7505): preference 0, exchange `.`.
+        let r = records_of(&[
+            response(
+                &[0],
+                2,
+                0,
+                &[answer(2, b"\x01a\x0croot-servers\x03net\x00")],
+            ),
+            response(b"\x07example\x00", 15, 0, &[answer(15, &[0, 0, 0])]),
+        ]);
+        assert_eq!(
+            (r[0].query.as_str(), r[0].original_query.as_str()),
+            (".", ".")
+        );
+        assert_eq!(r[0].answers, ["a.root-servers.net"]);
+        assert_eq!(r[1].answers, ["."]);
     }
 }

@@ -37,11 +37,15 @@ const CHAIN_RECORDS: usize = 16;
 /// otherwise turn into hundreds of events; the rest are counted in `tcp_capped`.
 const MAX_MSGS_PER_SEGMENT: usize = 64;
 
-/// A DNS name as dotted lowercase text, inline.
+/// A DNS name as dotted lowercase text, inline, and which of its bytes were uppercase on the
+/// wire: matching uses the lowercase form, the log shows both. The 32-byte bitmap is the case
+/// at a bit per byte, instead of a second 255-byte copy.
 #[derive(Clone, Copy)]
 pub struct NameBuf {
     bytes: [u8; 255],
     len: u8,
+    /// Bit `i` set: byte `i` was an ASCII uppercase letter.
+    upper: [u8; 32],
 }
 
 impl Default for NameBuf {
@@ -49,6 +53,7 @@ impl Default for NameBuf {
         NameBuf {
             bytes: [0; 255],
             len: 0,
+            upper: [0; 32],
         }
     }
 }
@@ -61,7 +66,7 @@ impl std::fmt::Debug for NameBuf {
 
 impl PartialEq for NameBuf {
     fn eq(&self, o: &Self) -> bool {
-        self.as_bytes() == o.as_bytes()
+        self.as_bytes() == o.as_bytes() && self.upper == o.upper
     }
 }
 impl Eq for NameBuf {}
@@ -69,12 +74,34 @@ impl Eq for NameBuf {}
 impl NameBuf {
     fn of(name: &Name<'_>) -> NameBuf {
         let mut n = NameBuf::default();
-        let len = name.write_lower(&mut n.bytes);
+        let len = name.write_original(&mut n.bytes);
         n.len = u8::try_from(len).unwrap_or(u8::MAX);
+        for (i, b) in n.bytes.iter_mut().take(len).enumerate() {
+            if b.is_ascii_uppercase() {
+                if let Some(m) = n.upper.get_mut(i / 8) {
+                    *m |= 1 << (i % 8);
+                }
+                b.make_ascii_lowercase();
+            }
+        }
         n
     }
 
-    /// A name from text, for tests that build events by hand (longer names are cut).
+    /// Writes the name with the case it had on the wire into `out` and returns it.
+    pub fn original<'o>(&self, out: &'o mut [u8; 255]) -> &'o [u8] {
+        let len = usize::from(self.len);
+        for (i, (dst, &src)) in out.iter_mut().zip(self.bytes.iter()).take(len).enumerate() {
+            let up = self
+                .upper
+                .get(i / 8)
+                .is_some_and(|m| m & (1 << (i % 8)) != 0);
+            *dst = if up { src.to_ascii_uppercase() } else { src };
+        }
+        out.get(..len).unwrap_or(&[])
+    }
+
+    /// A name from text, for tests that build events by hand (longer names are cut; the
+    /// text is taken as lowercase).
     #[cfg(test)]
     pub(crate) fn from_text(text: &str) -> NameBuf {
         let mut n = NameBuf::default();
@@ -152,7 +179,7 @@ pub struct DnsEvent {
     pub flags: u8,
     /// Whether there was a question.
     pub has_question: bool,
-    /// First question's name.
+    /// First question's name (lowercase; [`NameBuf::original`] gives the wire's case).
     pub qname: NameBuf,
     /// First question's type.
     pub qtype: u16,
