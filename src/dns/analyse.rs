@@ -122,7 +122,10 @@ pub struct DnsRecord {
     pub rcode: Option<u16>,
     /// AA, TC, RD, RA of the response (or query).
     pub flags: u8,
-    /// Answers as text (addresses, names, or `<TYPE> <n bytes>`).
+    /// Answers as text: addresses; names ([`text::name`]); TXT/SPF as Zeek writes them
+    /// (`TXT <len> <string>` per string, [`text::txt`]); NULL and unknown types as
+    /// `<TYPE> <n> bytes <hex>` of at most 64 bytes ([`text::hex_rdata`]); other types as
+    /// `<TYPE> <n> bytes`.
     pub answers: Vec<String>,
     /// Their TTLs.
     pub ttls: Vec<u32>,
@@ -646,6 +649,14 @@ impl DnsAnalyser {
             rec.answers.push(match a.data {
                 AnswerData::Addr(addr, v6) => addr.to_ip(v6).to_string(),
                 AnswerData::Name { off, len } => text::name(ev.name_of(off, len)),
+                AnswerData::Rdata { off, len, total } => {
+                    let kept = ev.arena_bytes(off, len);
+                    match type_name(a.rtype) {
+                        t @ ("TXT" | "SPF") => text::txt(t, kept, total.into()),
+                        "" => text::hex_rdata(&format!("TYPE{}", a.rtype), kept, total.into()),
+                        t => text::hex_rdata(t, kept, total.into()),
+                    }
+                }
                 AnswerData::Other(n) => match type_name(a.rtype) {
                     "" => format!("TYPE{} {n} bytes", a.rtype),
                     t => format!("{t} {n} bytes"),
@@ -1142,5 +1153,71 @@ mod tests {
         );
         assert_eq!(r[0].answers, ["a.root-servers.net"]);
         assert_eq!(r[1].answers, ["."]);
+    }
+
+    #[test]
+    fn txt_answers_are_decoded_and_escaped() {
+        let mut rdata = vec![7];
+        rdata.extend_from_slice(b"v=spf1 ");
+        rdata.extend_from_slice(&[3, b'a', 0xff, b'\\']);
+        let r = records_of(&[response(b"\x07example\x00", 16, 0, &[answer(16, &rdata)])]);
+        assert_eq!(r[0].answers, ["TXT 7 v=spf1  TXT 3 a\\xff\\\\"]);
+    }
+
+    #[test]
+    fn long_txt_is_cut_and_says_so() {
+        // Three 255-byte strings (a tunnel's downstream): the first 512 bytes are kept.
+        let mut rdata = Vec::new();
+        for _ in 0..3 {
+            rdata.push(255);
+            rdata.extend_from_slice(&[b'x'; 255]);
+        }
+        let r = records_of(&[response(b"\x01t\x00", 16, 0, &[answer(16, &rdata)])]);
+        let a = &r[0].answers[0];
+        let x = "x".repeat(255);
+        assert_eq!(*a, format!("TXT 255 {x} TXT 255 {x} ... (768 bytes)"));
+    }
+
+    #[test]
+    fn null_and_unknown_rdata_as_bounded_hex() {
+        // iodine's downstream is NULL rdata; 65534 is BIND's private signing-state type.
+        let null: Vec<u8> = (0..100u8).collect();
+        let r = records_of(&[response(
+            b"\x01t\x00",
+            10,
+            0,
+            &[
+                answer(10, &null),
+                answer(65534, &[5, 0, 1]),
+                answer(6, &[0; 22]),
+            ],
+        )]);
+        let hex: String = (0..64u8).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            r[0].answers,
+            [
+                format!("NULL 100 bytes {hex}..."),
+                "TYPE65534 3 bytes 050001".to_string(),
+                "SOA 22 bytes".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_arena_falls_back_to_the_length() {
+        // Five 300-byte TXT records: the 1024-byte arena holds three, 124 bytes of the
+        // fourth and nothing of the fifth, which is then logged by its length.
+        let mut rdata = vec![255];
+        rdata.extend_from_slice(&[b'y'; 255]);
+        rdata.push(43);
+        rdata.extend_from_slice(&[b'y'; 43]);
+        let answers: Vec<Vec<u8>> = (0..5).map(|_| answer(16, &rdata)).collect();
+        let r = records_of(&[response(b"\x01t\x00", 16, 0, &answers)]);
+        let a = &r[0].answers;
+        assert_eq!(a.len(), 5);
+        assert!(!a[0].contains("..."), "{}", a[0]);
+        assert!(!a[2].contains("..."), "{}", a[2]);
+        assert!(a[3].ends_with(" ... (300 bytes)"), "{}", a[3]);
+        assert_eq!(a[4], "TXT 300 bytes");
     }
 }

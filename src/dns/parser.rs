@@ -98,6 +98,8 @@ pub mod rtype {
     pub const PTR: u16 = 12;
     /// Mail exchange (RFC 1035).
     pub const MX: u16 = 15;
+    /// Null record: any rdata (RFC 1035), what iodine carries downstream in.
+    pub const NULL: u16 = 10;
     /// Text strings (RFC 1035).
     pub const TXT: u16 = 16;
     /// IPv6 address (RFC 3596).

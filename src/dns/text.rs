@@ -9,10 +9,6 @@
 
 use std::fmt::Write as _;
 
-/// Rdata bytes shown as hex for NULL and unknown types: enough to recognise a tunnel's
-/// framing or a known signature, while a 64 KiB record cannot bloat a log line.
-pub const HEX_MAX: usize = 64;
-
 /// Appends `bytes` to `out`, printable ASCII as is, `\` as `\\`, anything else as `\xNN`.
 pub fn escape_into(out: &mut String, bytes: &[u8]) {
     for &b in bytes {
@@ -49,6 +45,39 @@ pub fn hex_into(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// TXT (or SPF: `type_text`) rdata as Zeek's dns.log writes it: `TXT <len> <string>` per
+/// character-string, joined by spaces, strings escaped. `kept` is the first bytes of `total`; a cut record ends with
+/// ` ... (<total> bytes)` (its last string may then be shorter than its length says).
+pub fn txt(type_text: &str, kept: &[u8], total: usize) -> String {
+    let mut out = String::with_capacity(kept.len() + 8);
+    let mut rest = kept;
+    while let Some((&len, tail)) = rest.split_first() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "{type_text} {len} ");
+        let (s, next) = tail.split_at(usize::from(len).min(tail.len()));
+        escape_into(&mut out, s);
+        rest = next;
+    }
+    if kept.len() < total {
+        let _ = write!(out, " ... ({total} bytes)");
+    }
+    out
+}
+
+/// Rdata shown as hex: `<TYPE> <total> bytes <hex>`, ending in `...` when only the first
+/// bytes were kept.
+pub fn hex_rdata(type_text: &str, kept: &[u8], total: usize) -> String {
+    let mut out = String::with_capacity(type_text.len() + 16 + 2 * kept.len());
+    let _ = write!(out, "{type_text} {total} bytes ");
+    hex_into(&mut out, kept);
+    if kept.len() < total {
+        out.push_str("...");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +94,25 @@ mod tests {
     fn the_root_is_a_dot() {
         assert_eq!(name(b""), ".");
         assert_eq!(name(b"com"), "com");
+    }
+
+    #[test]
+    fn txt_strings_as_zeek_writes_them() {
+        assert_eq!(
+            txt("TXT", b"\x03v=1\x00\x02a\x01", 8),
+            "TXT 3 v=1 TXT 0  TXT 2 a\\x01"
+        );
+        // Cut after 4 of 10 bytes: the string says 9, 3 bytes of it were kept.
+        assert_eq!(txt("SPF", b"\x09abc", 10), "SPF 9 abc ... (10 bytes)");
+    }
+
+    #[test]
+    fn rdata_as_bounded_hex() {
+        assert_eq!(hex_rdata("NULL", &[0xde, 0xad], 2), "NULL 2 bytes dead");
+        assert_eq!(
+            hex_rdata("TYPE65534", &[1, 2], 300),
+            "TYPE65534 300 bytes 0102..."
+        );
     }
 
     #[test]
