@@ -40,7 +40,7 @@ pub struct EventKey {
 
 /// Something a worker produces for the output stage.
 ///
-/// A DNS event is ~1 KiB, every other event a few hundred bytes at most: inline, it made
+/// A DNS event is ~1.7 KiB, every other event a few hundred bytes at most: inline, it made
 /// every event 1 KiB, copied into the worker's buffer, the channel, the output's merge heap
 /// and out again (measured: a fifth of all CPU on a flow-heavy capture). So it is boxed,
 /// and the boxes circulate: the output thread hands each back over [`DnsRecycler`] and

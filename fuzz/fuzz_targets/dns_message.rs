@@ -12,6 +12,9 @@ fn name(n: &Name<'_>) {
     let len = n.write_lower(&mut out);
     assert!(len <= MAX_NAME_TEXT);
     assert_eq!(len, n.len_text());
+    let mut original = [0u8; MAX_NAME_WIRE];
+    assert_eq!(n.write_original(&mut original), len);
+    assert!(original.eq_ignore_ascii_case(&out));
     assert_eq!(n.label_count(), n.labels().count());
     assert!(n.labels().all(|l| !l.is_empty() && l.len() <= 63));
     assert!(n.eq_ignore_case(n));

@@ -545,7 +545,8 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
     serde_json::to_string(&j).unwrap_or_default()
 }
 
-/// DNS response code names (RFC 1035, 2136, 6891).
+/// DNS response code names (IANA "DNS RCODEs": RFC 1035, 2136, 6891, 8490, 8945, 7873),
+/// the 12-bit code an OPT record extends included.
 pub fn rcode_name(r: u16) -> String {
     match r {
         0 => "NOERROR".into(),
@@ -559,7 +560,17 @@ pub fn rcode_name(r: u16) -> String {
         8 => "NXRRSET".into(),
         9 => "NOTAUTH".into(),
         10 => "NOTZONE".into(),
+        11 => "DSOTYPENI".into(),
+        // 16 is BADVERS in an OPT record and BADSIG in a TSIG record (RFC 6891, RFC 8945);
+        // the header's extended rcode comes from OPT, so BADVERS is the name that applies.
         16 => "BADVERS".into(),
+        17 => "BADKEY".into(),
+        18 => "BADTIME".into(),
+        19 => "BADMODE".into(),
+        20 => "BADNAME".into(),
+        21 => "BADALG".into(),
+        22 => "BADTRUNC".into(),
+        23 => "BADCOOKIE".into(),
         n => format!("RCODE{n}"),
     }
 }
@@ -577,6 +588,7 @@ struct DnsRecordJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rtt: Option<f64>,
     query: &'a str,
+    original_query: &'a str,
     qclass: u16,
     qtype: u16,
     qtype_name: String,
@@ -613,6 +625,7 @@ pub fn dns_record_json(r: &DnsRecord) -> String {
         trans_id: r.id,
         rtt: r.rtt_ns.map(secs),
         query: &r.query,
+        original_query: &r.original_query,
         qclass: r.qclass,
         qtype: r.qtype,
         qtype_name: match crate::dns::parser::type_name(r.qtype) {
@@ -642,6 +655,28 @@ pub fn dns_record_json(r: &DnsRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extended_rcodes_are_named() {
+        // RFC 6891 §6.1.3: an OPT record extends RCODE to 12 bits; IANA names 16..=23.
+        let names: Vec<String> = (16..=23).map(rcode_name).collect();
+        assert_eq!(
+            names,
+            [
+                "BADVERS",
+                "BADKEY",
+                "BADTIME",
+                "BADMODE",
+                "BADNAME",
+                "BADALG",
+                "BADTRUNC",
+                "BADCOOKIE"
+            ]
+        );
+        assert_eq!(rcode_name(3), "NXDOMAIN");
+        assert_eq!(rcode_name(24), "RCODE24");
+        assert_eq!(rcode_name(4095), "RCODE4095");
+    }
 
     #[test]
     fn formats() {

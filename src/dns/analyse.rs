@@ -34,6 +34,7 @@ use super::extract::{AnswerData, DnsEvent};
 use super::pairs::{client_share, PairEvictions, PairTable, Tier};
 use super::parser::type_name;
 use super::score::{score, split, Score};
+use super::text;
 use crate::config::DnsConfig;
 use crate::decode::Addr;
 use crate::detect::Detector;
@@ -108,8 +109,11 @@ pub struct DnsRecord {
     pub id: u16,
     /// Response time (ns), when both were seen.
     pub rtt_ns: Option<u64>,
-    /// Query name (lowercase, no trailing dot); empty if none.
+    /// Query name as matched: ASCII lowercased, no trailing dot, the root as `.`,
+    /// non-printable bytes as `\xNN` ([`text::escape`]); empty if the message had no question.
     pub query: String,
+    /// The same name with the case it had on the wire (Zeek's `original_query`).
+    pub original_query: String,
     /// Query class.
     pub qclass: u16,
     /// Query type.
@@ -118,7 +122,10 @@ pub struct DnsRecord {
     pub rcode: Option<u16>,
     /// AA, TC, RD, RA of the response (or query).
     pub flags: u8,
-    /// Answers as text (addresses, names, or `<TYPE> <n bytes>`).
+    /// Answers as text: addresses; names ([`text::name`]); TXT/SPF as Zeek writes them
+    /// (`TXT <len> <string>` per string, [`text::txt`]); NULL and unknown types as
+    /// `<TYPE> <n> bytes <hex>` of at most 64 bytes ([`text::hex_rdata`]); other types as
+    /// `<TYPE> <n> bytes`.
     pub answers: Vec<String>,
     /// Their TTLs.
     pub ttls: Vec<u32>,
@@ -249,7 +256,7 @@ struct Pair {
 impl Pair {
     fn new(domain: &[u8]) -> Pair {
         Pair {
-            domain: String::from_utf8_lossy(domain).into_owned(),
+            domain: text::escape(domain),
             window: Window::default(),
             last_alert: [None; 2],
             worst_entropy: -1.0,
@@ -263,7 +270,7 @@ impl Pair {
     /// Makes an evicted pair's slot a new pair, keeping its buffers.
     fn reset(&mut self, domain: &[u8]) {
         self.domain.clear();
-        self.domain.push_str(&String::from_utf8_lossy(domain));
+        text::escape_into(&mut self.domain, domain);
         self.window = Window::default();
         self.last_alert = [None; 2];
         self.worst_entropy = -1.0;
@@ -451,14 +458,23 @@ impl DnsAnalyser {
             server_port: ev.server_port,
             id: ev.id,
             rtt_ns: None,
-            query: String::from_utf8_lossy(name).into_owned(),
+            query: if ev.has_question {
+                text::name(name)
+            } else {
+                String::new()
+            },
+            original_query: if ev.has_question {
+                text::name(ev.qname.original(&mut [0; 255]))
+            } else {
+                String::new()
+            },
             qclass: ev.qclass,
             qtype: ev.qtype,
             rcode: None,
             flags: ev.flags,
             answers: Vec::new(),
             ttls: Vec::new(),
-            registered_domain: String::from_utf8_lossy(sp.registered).into_owned(),
+            registered_domain: text::escape(sp.registered),
             suspicious: self.is_suspicious(&sc),
             score: sc,
             query_seen: false,
@@ -558,15 +574,14 @@ impl DnsAnalyser {
         if sc.entropy > pair.worst_entropy {
             pair.worst_entropy = sc.entropy;
             pair.worst_query.clear();
-            pair.worst_query.push_str(&String::from_utf8_lossy(name));
+            text::escape_into(&mut pair.worst_query, name);
         }
         // Keep recent samples, suspicious ones first in line.
         if suspicious || pair.samples.len() < SAMPLES {
             if pair.samples.len() == SAMPLES {
                 pair.samples.pop_front();
             }
-            pair.samples
-                .push_back(String::from_utf8_lossy(name).into_owned());
+            pair.samples.push_back(text::escape(name));
         }
         let (queries, susp, unique) = pair.window.totals(epoch);
         let reason = if queries > u64::from(self.cfg.max_queries) {
@@ -633,8 +648,14 @@ impl DnsAnalyser {
         for a in ev.answers.iter().flatten() {
             rec.answers.push(match a.data {
                 AnswerData::Addr(addr, v6) => addr.to_ip(v6).to_string(),
-                AnswerData::Name { off, len } => {
-                    String::from_utf8_lossy(ev.name_of(off, len)).into_owned()
+                AnswerData::Name { off, len } => text::name(ev.name_of(off, len)),
+                AnswerData::Rdata { off, len, total } => {
+                    let kept = ev.arena_bytes(off, len);
+                    match type_name(a.rtype) {
+                        t @ ("TXT" | "SPF") => text::txt(t, kept, total.into()),
+                        "" => text::hex_rdata(&format!("TYPE{}", a.rtype), kept, total.into()),
+                        t => text::hex_rdata(t, kept, total.into()),
+                    }
                 }
                 AnswerData::Other(n) => match type_name(a.rtype) {
                     "" => format!("TYPE{} {n} bytes", a.rtype),
@@ -653,7 +674,7 @@ impl DnsAnalyser {
     /// IP → name for the client, from the question's (CNAME-followed) addresses.
     fn learn_names(&mut self, ev: &DnsEvent) {
         if ev.has_question && ev.resolved.iter().any(Option::is_some) {
-            let name: Box<str> = String::from_utf8_lossy(ev.qname.as_bytes()).into();
+            let name: Box<str> = text::escape(ev.qname.as_bytes()).into();
             for (addr, _, ttl) in ev.resolved.iter().flatten() {
                 let ttl_ns = u64::from(*ttl).saturating_mul(1_000_000_000);
                 let keep = ttl_ns.clamp(ns(self.cfg.name_ttl_min), ns(self.cfg.name_ttl_max));
@@ -711,8 +732,7 @@ impl DnsAnalyser {
         if c.samples.len() == SAMPLES {
             c.samples.pop_front();
         }
-        c.samples
-            .push_back(String::from_utf8_lossy(name).into_owned());
+        c.samples.push_back(text::escape(name));
         let (n, _, _) = c.window.totals(epoch);
         if n <= u64::from(self.cfg.nxdomain_threshold) {
             return;
@@ -1051,5 +1071,153 @@ mod tests {
             "visited {}",
             a.visited
         );
+    }
+
+    /// The records of DNS messages given as bytes, through the worker's extractor.
+    fn records_of(messages: &[Vec<u8>]) -> Vec<DnsRecord> {
+        use crate::decode::{proto, PacketMeta};
+        let mut x = crate::dns::DnsExtractor::new(true, &[53]);
+        let mut a = analyser(|_| {});
+        let mut out = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let meta = PacketMeta {
+                proto: proto::UDP,
+                src: Addr::v4([192, 0, 2, 1]),
+                dst: Addr::v4([192, 0, 2, 53]),
+                sport: 40_000,
+                dport: 53,
+                ..PacketMeta::default()
+            };
+            x.datagram(&meta, m, SEC + i as u64, 1, &mut |ev| {
+                a.on_event(&ev, &mut |o| {
+                    if let DnsOutput::Record(r) = o {
+                        out.push(r);
+                    }
+                });
+            });
+        }
+        out
+    }
+
+    /// A response (id 7, RD RA) to one question, with the given answer records.
+    fn response(qname: &[u8], qtype: u16, rcode: u8, answers: &[Vec<u8>]) -> Vec<u8> {
+        let mut m = vec![0, 7, 0x81, 0x80 | rcode, 0, 1];
+        m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.extend_from_slice(qname);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        for a in answers {
+            m.extend_from_slice(a);
+        }
+        m
+    }
+
+    /// An answer owned by the question name (pointer to offset 12).
+    fn answer(rtype: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut r = vec![0xc0, 12];
+        r.extend_from_slice(&rtype.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(rdata);
+        r
+    }
+
+    #[test]
+    fn query_names_are_lowercased_escaped_and_keep_their_original_case() {
+        // A 0x20-randomised name with a binary label (iodine-style bytes) and a backslash.
+        let name = b"\x03WwW\x03\xbc\\\x00\x03Com\x00";
+        let r = records_of(&[response(name, 1, 0, &[answer(1, &[192, 0, 2, 9])])]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].query, "www.\\xbc\\\\\\x00.com");
+        assert_eq!(r[0].original_query, "WwW.\\xbc\\\\\\x00.Com");
+        assert_eq!(r[0].answers, ["192.0.2.9"]);
+    }
+
+    #[test]
+    fn the_root_is_written_as_a_dot() {
+        // `. NS` (a resolver's priming query), answered by a.root-servers.net; and a null MX
+        // (RFC 7505): preference 0, exchange `.`.
+        let r = records_of(&[
+            response(
+                &[0],
+                2,
+                0,
+                &[answer(2, b"\x01a\x0croot-servers\x03net\x00")],
+            ),
+            response(b"\x07example\x00", 15, 0, &[answer(15, &[0, 0, 0])]),
+        ]);
+        assert_eq!(
+            (r[0].query.as_str(), r[0].original_query.as_str()),
+            (".", ".")
+        );
+        assert_eq!(r[0].answers, ["a.root-servers.net"]);
+        assert_eq!(r[1].answers, ["."]);
+    }
+
+    #[test]
+    fn txt_answers_are_decoded_and_escaped() {
+        let mut rdata = vec![7];
+        rdata.extend_from_slice(b"v=spf1 ");
+        rdata.extend_from_slice(&[3, b'a', 0xff, b'\\']);
+        let r = records_of(&[response(b"\x07example\x00", 16, 0, &[answer(16, &rdata)])]);
+        assert_eq!(r[0].answers, ["TXT 7 v=spf1  TXT 3 a\\xff\\\\"]);
+    }
+
+    #[test]
+    fn long_txt_is_cut_and_says_so() {
+        // Three 255-byte strings (a tunnel's downstream): the first 512 bytes are kept.
+        let mut rdata = Vec::new();
+        for _ in 0..3 {
+            rdata.push(255);
+            rdata.extend_from_slice(&[b'x'; 255]);
+        }
+        let r = records_of(&[response(b"\x01t\x00", 16, 0, &[answer(16, &rdata)])]);
+        let a = &r[0].answers[0];
+        let x = "x".repeat(255);
+        assert_eq!(*a, format!("TXT 255 {x} TXT 255 {x} ... (768 bytes)"));
+    }
+
+    #[test]
+    fn null_and_unknown_rdata_as_bounded_hex() {
+        // iodine's downstream is NULL rdata; 65534 is BIND's private signing-state type.
+        let null: Vec<u8> = (0..100u8).collect();
+        let r = records_of(&[response(
+            b"\x01t\x00",
+            10,
+            0,
+            &[
+                answer(10, &null),
+                answer(65534, &[5, 0, 1]),
+                answer(6, &[0; 22]),
+            ],
+        )]);
+        let hex: String = (0..64u8).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            r[0].answers,
+            [
+                format!("NULL 100 bytes {hex}..."),
+                "TYPE65534 3 bytes 050001".to_string(),
+                "SOA 22 bytes".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_arena_falls_back_to_the_length() {
+        // Five 300-byte TXT records: the 1024-byte arena holds three, 124 bytes of the
+        // fourth and nothing of the fifth, which is then logged by its length.
+        let mut rdata = vec![255];
+        rdata.extend_from_slice(&[b'y'; 255]);
+        rdata.push(43);
+        rdata.extend_from_slice(&[b'y'; 43]);
+        let answers: Vec<Vec<u8>> = (0..5).map(|_| answer(16, &rdata)).collect();
+        let r = records_of(&[response(b"\x01t\x00", 16, 0, &answers)]);
+        let a = &r[0].answers;
+        assert_eq!(a.len(), 5);
+        assert!(!a[0].contains("..."), "{}", a[0]);
+        assert!(!a[2].contains("..."), "{}", a[2]);
+        assert!(a[3].ends_with(" ... (300 bytes)"), "{}", a[3]);
+        assert_eq!(a[4], "TXT 300 bytes");
     }
 }

@@ -10,7 +10,7 @@
 //! recently used one from its front. Its nodes are allocated at start-up (and recycled by
 //! the map's free list), so a new stream allocates nothing.
 
-use super::parser::{DnsError, Message, Name, Record};
+use super::parser::{self, DnsError, Message, Name, Record};
 use crate::decode::{proto, Addr, PacketMeta};
 use hashlink::LinkedHashMap;
 
@@ -25,8 +25,15 @@ pub const MAX_ANSWERS: usize = 8;
 /// Addresses kept per message for the IP→name map: the A/AAAA records the CNAME chain of
 /// the question leads to.
 pub const MAX_RESOLVED: usize = 8;
-/// Bytes of answer names (CNAME/PTR/NS/MX/SRV targets) kept per message.
-pub(crate) const ARENA: usize = 384;
+/// Bytes of answer names (CNAME/PTR/NS/MX/SRV targets) and rdata kept per message: eight
+/// 63-byte names, or one 2048-bit DKIM key TXT (about 410 bytes) and a few names.
+pub(crate) const ARENA: usize = 1024;
+/// TXT/SPF rdata kept per record: a 2048-bit DKIM key or an SPF policy fits; a longer record
+/// (a tunnel's downstream) is shown cut, its full length beside it.
+pub const TXT_MAX: usize = 512;
+/// NULL and unknown-type rdata kept per record, shown as hex: enough to recognise a tunnel's
+/// framing (iodine sends NULL downstream) without a 64 KiB record bloating the log.
+pub const HEX_MAX: usize = 64;
 /// CNAME hops followed from the question name: real chains are 1–3 long; the bound makes the
 /// walk constant-time on a hostile answer section.
 const MAX_CHAIN: usize = 8;
@@ -37,11 +44,15 @@ const CHAIN_RECORDS: usize = 16;
 /// otherwise turn into hundreds of events; the rest are counted in `tcp_capped`.
 const MAX_MSGS_PER_SEGMENT: usize = 64;
 
-/// A DNS name as dotted lowercase text, inline.
+/// A DNS name as dotted lowercase text, inline, and which of its bytes were uppercase on the
+/// wire: matching uses the lowercase form, the log shows both. The 32-byte bitmap is the case
+/// at a bit per byte, instead of a second 255-byte copy.
 #[derive(Clone, Copy)]
 pub struct NameBuf {
     bytes: [u8; 255],
     len: u8,
+    /// Bit `i` set: byte `i` was an ASCII uppercase letter.
+    upper: [u8; 32],
 }
 
 impl Default for NameBuf {
@@ -49,6 +60,7 @@ impl Default for NameBuf {
         NameBuf {
             bytes: [0; 255],
             len: 0,
+            upper: [0; 32],
         }
     }
 }
@@ -61,7 +73,7 @@ impl std::fmt::Debug for NameBuf {
 
 impl PartialEq for NameBuf {
     fn eq(&self, o: &Self) -> bool {
-        self.as_bytes() == o.as_bytes()
+        self.as_bytes() == o.as_bytes() && self.upper == o.upper
     }
 }
 impl Eq for NameBuf {}
@@ -69,12 +81,34 @@ impl Eq for NameBuf {}
 impl NameBuf {
     fn of(name: &Name<'_>) -> NameBuf {
         let mut n = NameBuf::default();
-        let len = name.write_lower(&mut n.bytes);
+        let len = name.write_original(&mut n.bytes);
         n.len = u8::try_from(len).unwrap_or(u8::MAX);
+        for (i, b) in n.bytes.iter_mut().take(len).enumerate() {
+            if b.is_ascii_uppercase() {
+                if let Some(m) = n.upper.get_mut(i / 8) {
+                    *m |= 1 << (i % 8);
+                }
+                b.make_ascii_lowercase();
+            }
+        }
         n
     }
 
-    /// A name from text, for tests that build events by hand (longer names are cut).
+    /// Writes the name with the case it had on the wire into `out` and returns it.
+    pub fn original<'o>(&self, out: &'o mut [u8; 255]) -> &'o [u8] {
+        let len = usize::from(self.len);
+        for (i, (dst, &src)) in out.iter_mut().zip(self.bytes.iter()).take(len).enumerate() {
+            let up = self
+                .upper
+                .get(i / 8)
+                .is_some_and(|m| m & (1 << (i % 8)) != 0);
+            *dst = if up { src.to_ascii_uppercase() } else { src };
+        }
+        out.get(..len).unwrap_or(&[])
+    }
+
+    /// A name from text, for tests that build events by hand (longer names are cut; the
+    /// text is taken as lowercase).
     #[cfg(test)]
     pub(crate) fn from_text(text: &str) -> NameBuf {
         let mut n = NameBuf::default();
@@ -101,6 +135,16 @@ pub enum AnswerData {
         off: u16,
         /// Length.
         len: u8,
+    },
+    /// TXT/SPF, NULL or an unknown type: the first `len` bytes of its `total` rdata bytes,
+    /// at `off` in the arena (at most [`TXT_MAX`] or [`HEX_MAX`]; fewer if the arena is full).
+    Rdata {
+        /// Offset in [`DnsEvent::arena`].
+        off: u16,
+        /// Bytes kept.
+        len: u16,
+        /// RDLENGTH.
+        total: u16,
     },
     /// Anything else: its rdata length.
     Other(u16),
@@ -152,7 +196,7 @@ pub struct DnsEvent {
     pub flags: u8,
     /// Whether there was a question.
     pub has_question: bool,
-    /// First question's name.
+    /// First question's name (lowercase; [`NameBuf::original`] gives the wire's case).
     pub qname: NameBuf,
     /// First question's type.
     pub qtype: u16,
@@ -171,6 +215,11 @@ pub struct DnsEvent {
 impl DnsEvent {
     /// Text of an answer's name target.
     pub fn name_of(&self, off: u16, len: u8) -> &[u8] {
+        self.arena_bytes(off, u16::from(len))
+    }
+
+    /// Bytes of the arena (a name target or kept rdata).
+    pub fn arena_bytes(&self, off: u16, len: u16) -> &[u8] {
         let off = usize::from(off);
         self.arena.get(off..off + usize::from(len)).unwrap_or(&[])
     }
@@ -461,6 +510,17 @@ impl DnsExtractor {
     }
 }
 
+/// Rdata bytes kept for the log, by type: TXT/SPF (decoded as strings), NULL and types
+/// without a mnemonic (shown as hex). Other types are logged by type and length.
+fn rdata_kept(rtype: u16) -> Option<usize> {
+    match rtype {
+        parser::rtype::TXT | parser::rtype::SPF => Some(TXT_MAX),
+        parser::rtype::NULL => Some(HEX_MAX),
+        t if parser::type_name(t).is_empty() => Some(HEX_MAX),
+        _ => None,
+    }
+}
+
 /// FNV-1a over a name's lowercase labels (with a separator), for cheap comparisons.
 fn name_hash(n: &Name<'_>) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -572,7 +632,28 @@ fn condense(m: &PacketMeta, msg: &[u8], ts_ns: u64, flow_id: u64) -> DnsEvent {
                     _ => AnswerData::Other(rec.rdata.len() as u16),
                 }
             }
-            _ => AnswerData::Other(rec.rdata.len() as u16),
+            _ => match rdata_kept(rec.rtype) {
+                Some(cap) if !rec.rdata.is_empty() => {
+                    let take = cap.min(rec.rdata.len()).min(ARENA - arena_len);
+                    match (
+                        ev.arena.get_mut(arena_len..arena_len + take),
+                        rec.rdata.get(..take),
+                    ) {
+                        (Some(dst), Some(src)) if take > 0 => {
+                            dst.copy_from_slice(src);
+                            let d = AnswerData::Rdata {
+                                off: arena_len as u16,
+                                len: take as u16,
+                                total: rec.rdata.len() as u16,
+                            };
+                            arena_len += take;
+                            d
+                        }
+                        _ => AnswerData::Other(rec.rdata.len() as u16),
+                    }
+                }
+                _ => AnswerData::Other(rec.rdata.len() as u16),
+            },
         };
         *slot = Some(Answer {
             rtype: rec.rtype,
@@ -682,6 +763,14 @@ mod tests {
             (TCP_SLOTS as u64, TCP_SLOTS as u64, n - TCP_SLOTS as u64)
         );
         assert!(x.visited <= n, "visited {}", x.visited);
+    }
+
+    #[test]
+    fn an_event_stays_under_two_kib() {
+        // The worker pools DNS_POOL boxed events: their size is the pool's memory.
+        let size = std::mem::size_of::<DnsEvent>();
+        eprintln!("DnsEvent: {size} bytes");
+        assert!(size <= 2048, "{size}");
     }
 
     #[test]

@@ -16,5 +16,6 @@ pub mod extract;
 pub mod pairs;
 pub mod parser;
 pub mod score;
+pub mod text;
 
 pub use extract::{DnsEvent, DnsExtractor};

@@ -98,6 +98,8 @@ pub mod rtype {
     pub const PTR: u16 = 12;
     /// Mail exchange (RFC 1035).
     pub const MX: u16 = 15;
+    /// Null record: any rdata (RFC 1035), what iodine carries downstream in.
+    pub const NULL: u16 = 10;
     /// Text strings (RFC 1035).
     pub const TXT: u16 = 16;
     /// IPv6 address (RFC 3596).
@@ -640,6 +642,16 @@ impl<'a> Name<'a> {
     /// they are: a label holding `.` or binary is not escaped (use [`Name::labels`] when that
     /// matters).
     pub fn write_lower(&self, out: &mut [u8; MAX_NAME_WIRE]) -> usize {
+        self.write_dotted(out, true)
+    }
+
+    /// Like [`Name::write_lower`], keeping the case the sender used (RFC 4343 §4.1: case is
+    /// preserved on the wire; DNS 0x20 randomises it, and a tunnel may encode data in it).
+    pub fn write_original(&self, out: &mut [u8; MAX_NAME_WIRE]) -> usize {
+        self.write_dotted(out, false)
+    }
+
+    fn write_dotted(&self, out: &mut [u8; MAX_NAME_WIRE], lower: bool) -> usize {
         let mut n = 0;
         for label in self.labels() {
             if n > 0 {
@@ -654,7 +666,9 @@ impl<'a> Name<'a> {
                 break;
             };
             dst.copy_from_slice(label);
-            dst.make_ascii_lowercase();
+            if lower {
+                dst.make_ascii_lowercase();
+            }
             n = end;
         }
         n

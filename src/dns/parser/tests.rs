@@ -500,6 +500,25 @@ fn edns_extended_rcode_badvers() {
 }
 
 #[test]
+fn names_keep_their_case_and_bytes_on_request() {
+    // DNS 0x20 case randomisation, a binary label as iodine sends it, and the root.
+    let mut body = question(b"\x03WwW\x02\xbc\x00\x03Com\x00", 1);
+    body.extend_from_slice(&rr(&[0], 2, 1, 0, &wire("A.Root-Servers.net")));
+    let b = msg([1, 1, 0, 0], &body);
+    let m = Message::parse(&b).unwrap();
+    let q = m.questions().next().unwrap();
+    let mut out = [0u8; MAX_NAME_WIRE];
+    let n = q.name.write_original(&mut out);
+    assert_eq!(&out[..n], b"WwW.\xbc\x00.Com");
+    let n = q.name.write_lower(&mut out);
+    assert_eq!(&out[..n], b"www.\xbc\x00.com");
+    let r = m.answers().next().unwrap();
+    assert_eq!(r.name.write_original(&mut out), 0, "the root is empty text");
+    let n = r.target().unwrap().write_original(&mut out);
+    assert_eq!(&out[..n], b"A.Root-Servers.net");
+}
+
+#[test]
 fn https_query_type() {
     let b = hex(HTTPS_QUERY);
     let m = Message::parse(&b).unwrap();
