@@ -575,6 +575,22 @@ fn wait_exit(sensor: Sensor, limit: Duration) -> (i32, Duration, u64) {
     (code, took, u64::try_from(ru.ru_maxrss).unwrap_or(0) * 1024)
 }
 
+/// Polls the sensor's /metrics until `done` holds (10 s at most); returns that scrape.
+fn wait_for_metrics(ns: &Netns, base: &str, done: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let (_, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "packets not seen: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn tcpreplay(ns: &Netns, pcap: &Path, rate: &str) {
     let replay = Command::new("ip")
         .args([
@@ -673,19 +689,10 @@ fn live_sensor_exits_non_zero_when_its_interface_goes_away() {
     let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
     let (sensor, base) = start_sensor(&ns.cap, &cfg, &log, &[("--flows-out", &flows)]);
     tcpreplay(&ns, &pcap, "--pps=2000");
-    let t = Instant::now();
-    loop {
-        let (_, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
-        if sum_samples(&m, "outflow_packets_total") >= sent as f64 {
-            assert_eq!(sample(&m, "outflow_capturing"), 1.0);
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "packets not seen: {m}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let m = wait_for_metrics(&ns, &base, |m| {
+        sum_samples(m, "outflow_packets_total") >= sent as f64
+    });
+    assert_eq!(sample(&m, "outflow_capturing"), 1.0);
 
     assert!(ip(&["-n", &ns.cap, "link", "del", &ns.cap_dev]));
     let (code, took, _) = wait_exit(sensor, Duration::from_secs(10));
@@ -952,21 +959,11 @@ fn a_vxlan_mirror_captured_live_counts_each_inner_connection_once() {
     let (flows, log) = (dir.path().join("flows.json"), dir.path().join("log.json"));
     let (sensor, base) = start_sensor(&ns.cap, &cfg, &log, &[("--flows-out", &flows)]);
     tcpreplay(&ns, &pcap, "--pps=2000");
-    let t = Instant::now();
-    loop {
-        let (_, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
-        // The capture thread publishes its counters on its own tick.
-        if sum_samples(&m, "outflow_packets_total") >= sent as f64
-            && sample(&m, "outflow_decapsulated_frames_total{layer=\"vxlan\"}") >= sent as f64
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "packets not seen: {m}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The capture thread publishes its counters on its own tick.
+    wait_for_metrics(&ns, &base, |m| {
+        sum_samples(m, "outflow_packets_total") >= sent as f64
+            && sample(m, "outflow_decapsulated_frames_total{layer=\"vxlan\"}") >= sent as f64
+    });
     signal(&sensor.0, libc::SIGTERM);
     let (code, _, _) = wait_exit(sensor, Duration::from_secs(10));
     let logs = std::fs::read_to_string(&log).unwrap();
