@@ -96,12 +96,21 @@ impl DatagramKey {
     /// The key of a fragment's datagram; `None` for an unfragmented packet.
     pub fn of(m: &PacketMeta) -> Option<DatagramKey> {
         Some(DatagramKey {
+            proto: if m.ipv6 { 0 } else { m.proto },
+            ..DatagramKey::with_proto(m)?
+        })
+    }
+
+    /// [`of`](Self::of) keeping the upper-layer protocol for IPv6 too: the key of the
+    /// reader's port map, which must tell a UDP datagram's ports from a TCP one's.
+    pub fn with_proto(m: &PacketMeta) -> Option<DatagramKey> {
+        Some(DatagramKey {
             src: m.src,
             dst: m.dst,
-            proto: if m.ipv6 { 0 } else { m.proto },
+            proto: m.proto,
             id: m.fragment.id()?,
             vlan: m.vlan,
-            tunnel: m.tunnel,
+            tunnel: m.tunnel.identity(),
         })
     }
 }

@@ -588,23 +588,8 @@ fn log_output_stats(c: &Mutex<OutputCounters>, last: bool) {
 /// included, so a log shows what was lost and that nothing else was.
 fn log_table_stats(workers: &[Snapshot], reader: Option<&Snapshot>, t: &Telemetry, last: bool) {
     let out = t.output.lock().map(|g| *g).unwrap_or_default();
-    let mut per_worker = [(0u64, 0u64, 0u64); crate::worker::WORKER_TABLES.len()];
-    let mut readers = [(0u64, 0u64, 0u64); crate::capture::frag::READER_TABLES.len()];
-    for s in workers.iter().chain(reader) {
-        for (a, b) in per_worker.iter_mut().zip(s.flows.tables.iter()) {
-            a.0 += b.0;
-            a.1 += b.1;
-            a.2 += b.2;
-        }
-        for (a, b) in readers.iter_mut().zip(s.fragments.iter()) {
-            a.0 += b.0;
-            a.1 += b.1;
-            a.2 += b.2;
-        }
-    }
-    let tables = crate::telemetry::tables(
-        &per_worker,
-        &readers,
+    let tables = crate::telemetry::snapshot_tables(
+        workers.iter().chain(reader),
         &out.tables,
         Some(t.store.occupancy()),
     );
@@ -680,7 +665,6 @@ impl LiveWorker {
                             d.extra.encap.count(&decoded);
                             let mut meta = decoded.meta;
                             self.frags.resolve(&mut meta, now);
-                            crate::decode::mark_outer_fragment(&mut meta, &self.decap);
                             d.advance(now);
                             let bp = BatchPacket {
                                 seq,

@@ -413,6 +413,29 @@ pub fn tables(
     TABLES.iter().copied().zip(values).collect()
 }
 
+/// [`tables`] of a live process: the workers' and capture threads' tables summed over their
+/// snapshots (each snapshot holds one thread's), with the output's and the alert store's.
+pub fn snapshot_tables<'a>(
+    snaps: impl IntoIterator<Item = &'a Snapshot>,
+    output: &[Occupancy; OUTPUT_TABLES.len()],
+    store: Option<Occupancy>,
+) -> Vec<(&'static str, Occupancy)> {
+    fn add(to: &mut [Occupancy], from: &[Occupancy]) {
+        for (a, b) in to.iter_mut().zip(from) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+    }
+    let mut workers = [(0u64, 0u64, 0u64); WORKER_TABLES.len()];
+    let mut readers = [(0u64, 0u64, 0u64); READER_TABLES.len()];
+    for s in snaps {
+        add(&mut workers, &s.flows.tables);
+        add(&mut readers, &s.fragments);
+    }
+    tables(&workers, &readers, output, store)
+}
+
 /// Recent alerts for `/api/alerts`, newest last; bounded. A ring: a push drops at most the
 /// one oldest alert from the front, O(1); only a query (per API request) walks it.
 #[derive(Debug)]

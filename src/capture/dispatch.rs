@@ -145,7 +145,6 @@ impl Dispatcher {
         st.encap.count(&d);
         let mut meta = d.meta;
         let resolved = frags.resolve(&mut meta, f.clock_ns);
-        crate::decode::mark_outer_fragment(&mut meta, &self.decap);
         st.decoded += 1;
         let w = (meta.symmetric_hash(self.seed) % self.workers() as u64) as usize;
         let bp = BatchPacket {

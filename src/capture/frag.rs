@@ -26,26 +26,21 @@
 //! the next insert), so no fragment costs a scan, whatever the flood; only the occupancy
 //! metric scans, once per publication.
 
-use crate::decode::{proto, Addr, Fragment, PacketMeta};
+use crate::decode::{proto, Fragment, PacketMeta};
 use crate::telemetry::Occupancy;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct FragKey {
-    src: Addr,
-    dst: Addr,
-    proto: u8,
-    id: u32,
-    vlan: [u16; 2],
-    /// The tunnel tag, as in the flow key.
-    tunnel: crate::decode::TunnelTag,
-}
+/// A datagram's identity, the same as the reassembler's.
+type FragKey = crate::defrag::DatagramKey;
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
     key: FragKey,
     sport: u16,
     dport: u16,
+    /// The first fragment's tunnel tag: the decoder marks a UDP tunnel's first fragment as
+    /// the tunnel's own flow by its port, which a later fragment only has from here.
+    tunnel: crate::decode::TunnelTag,
     expires_ns: u64,
     used: bool,
 }
@@ -207,44 +202,16 @@ impl FragPorts {
         ]
     }
 
-    fn key_of(meta: &PacketMeta, id: u32) -> FragKey {
-        FragKey {
-            src: meta.src,
-            dst: meta.dst,
-            proto: meta.proto,
-            id,
-            vlan: meta.vlan,
-            // The outer-flow mark is not identity: a UDP tunnel's later fragments get it
-            // only once they have their first fragment's ports.
-            tunnel: if meta.tunnel.is_outer() {
-                crate::decode::TunnelTag::default()
-            } else {
-                meta.tunnel
-            },
-        }
-    }
-
-    /// The key of held fragments: as the reassembler's (`defrag::DatagramKey`), without
-    /// the protocol for IPv6, where a later fragment's "next header" may be an extension
-    /// header that the first fragment's walk went past.
-    fn held_key_of(meta: &PacketMeta, id: u32) -> FragKey {
-        FragKey {
-            proto: if meta.ipv6 { 0 } else { meta.proto },
-            ..Self::key_of(meta, id)
-        }
-    }
-
     /// Keeps a copy of an orphan's data (`meta` decoded from `frame`) if holding is on and
     /// it is UDP: see the module documentation.
     pub fn hold(&mut self, meta: &PacketMeta, frame: &[u8], clock_ns: u64) {
-        let (Some(id), Fragment::Later { offset, more, .. }) = (meta.fragment.id(), meta.fragment)
+        let (Some(key), Fragment::Later { offset, more, .. }) = (FragKey::of(meta), meta.fragment)
         else {
             return;
         };
         if self.held.is_empty() || meta.proto != proto::UDP {
             return;
         }
-        let key = Self::held_key_of(meta, id);
         let idx = (self.hasher.hash_one(key) as usize) % self.held.len();
         let Some(h) = self.held.get_mut(idx) else {
             return;
@@ -293,8 +260,7 @@ impl FragPorts {
         clock_ns: u64,
     ) -> impl Iterator<Item = (PacketMeta, &'a [u8])> + 'a {
         let mut found: Option<&'a Held> = None;
-        if let (Some(id), false) = (first.fragment.id(), self.held.is_empty()) {
-            let key = Self::held_key_of(first, id);
+        if let (Some(key), false) = (FragKey::of(first), self.held.is_empty()) {
             let idx = (self.hasher.hash_one(key) as usize) % self.held.len();
             let wanted = first.proto == proto::UDP && first.uses_port(&self.hold_ports);
             if let Some(h) = self.held.get_mut(idx) {
@@ -332,10 +298,11 @@ impl FragPorts {
     /// Records a first fragment's ports, or fills in a later fragment's; says which it was.
     #[inline]
     pub fn resolve(&mut self, meta: &mut PacketMeta, clock_ns: u64) -> Resolved {
-        let Some(id) = meta.fragment.id() else {
+        // The key keeps the upper-layer protocol for IPv6 too (as it always did here; the
+        // held orphans and the reassembler go without it).
+        let Some(key) = FragKey::with_proto(meta) else {
             return Resolved::Unfragmented;
         };
-        let key = Self::key_of(meta, id);
         let idx = (self.hasher.hash_one(key) as usize) & self.mask;
         let Some(slot) = self.slots.get_mut(idx) else {
             return Resolved::Orphan;
@@ -350,6 +317,7 @@ impl FragPorts {
                     key,
                     sport: meta.sport,
                     dport: meta.dport,
+                    tunnel: meta.tunnel,
                     expires_ns: clock_ns.saturating_add(self.timeout_ns),
                     used: true,
                 };
@@ -360,6 +328,7 @@ impl FragPorts {
                 if live && slot.key == key {
                     meta.sport = slot.sport;
                     meta.dport = slot.dport;
+                    meta.tunnel = slot.tunnel;
                     self.stats.matched += 1;
                     Resolved::Matched
                 } else {
@@ -375,6 +344,7 @@ impl FragPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::Addr;
 
     fn first(id: u32) -> PacketMeta {
         PacketMeta {
@@ -397,6 +367,27 @@ mod tests {
             payload_len: len,
             ..first(id)
         }
+    }
+
+    /// A UDP tunnel's first fragment, marked by the decoder as the tunnel's own flow (by its
+    /// port), passes the mark to its later fragments with the ports: all of them count in
+    /// the tunnel's flow, none in a plain one.
+    #[test]
+    fn later_fragments_take_the_first_fragments_tunnel_mark() {
+        use crate::decode::{TunnelKind, TunnelTag};
+        let outer = TunnelTag {
+            kind: TunnelKind::Vxlan as u8 | TunnelTag::OUTER,
+            id: 0,
+        };
+        let mut f = FragPorts::new(64, 10_000);
+        let mut m = PacketMeta {
+            tunnel: outer,
+            ..first(9)
+        };
+        assert_eq!(f.resolve(&mut m, 1), Resolved::First);
+        let mut l = later(9, 100, false, 100);
+        assert_eq!(f.resolve(&mut l, 2), Resolved::Matched);
+        assert_eq!(l.tunnel, outer);
     }
 
     /// Fragments of two mirrored networks behind different tunnels (VNI 1 and 2) that reuse

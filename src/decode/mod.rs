@@ -22,8 +22,8 @@ mod tunnel;
 
 pub use link::LinkType;
 pub use tunnel::{
-    carrier_kind, mark_outer_fragment, Decap, Layer, PortSet, TunnelChain, TunnelHop, TunnelKind,
-    TunnelTag, MAX_CHAIN, MAX_TUNNEL_PORTS,
+    carrier_kind, Decap, Layer, PortSet, TunnelChain, TunnelHop, TunnelKind, TunnelTag, MAX_CHAIN,
+    MAX_TUNNEL_PORTS,
 };
 
 /// Why a frame could not be decoded. Each reason is a counter in the replay summary and

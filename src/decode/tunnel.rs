@@ -313,6 +313,18 @@ impl TunnelTag {
         self.kind & Self::OUTER != 0
     }
 
+    /// The tag as part of a datagram's identity: the outer-flow mark is not identity (a UDP
+    /// tunnel's later fragments get it only once the reader has given them their first
+    /// fragment's ports), so it is left out.
+    #[inline]
+    pub fn identity(self) -> TunnelTag {
+        if self.is_outer() {
+            TunnelTag::default()
+        } else {
+            self
+        }
+    }
+
     /// The tunnel kind.
     pub fn tunnel_kind(self) -> TunnelKind {
         TunnelKind::from_u8(self.kind & !Self::OUTER)
@@ -473,10 +485,11 @@ pub fn carrier_kind(m: &PacketMeta, decap: &Decap) -> Option<TunnelKind> {
 
 /// A fragment of a tunnel packet (its inside cannot be read without reassembling the outer
 /// packet) counts in the tunnel's own flow, never as a plain flow that could look like an
-/// upload. Called by the decoder for what it can tell (GRE, IP-in-IP, a UDP tunnel's first
-/// fragment) and by the reader again once a later UDP fragment has its ports.
+/// upload. The decoder marks what it can tell (GRE, IP-in-IP, a UDP tunnel's first
+/// fragment); a UDP tunnel's later fragments take the mark with their first fragment's
+/// ports (`capture::frag`).
 #[inline]
-pub fn mark_outer_fragment(m: &mut PacketMeta, decap: &Decap) {
+pub(super) fn mark_outer_fragment(m: &mut PacketMeta, decap: &Decap) {
     if m.fragment != Fragment::None && m.encap.depth == 0 && m.tunnel == TunnelTag::default() {
         if let Some(k) = carrier_kind(m, decap) {
             m.tunnel = TunnelTag {

@@ -415,25 +415,8 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         "Entries evicted (or refused) because a bounded table was full.",
         MetricType::COUNTER,
     );
-    let mut per_worker = [(0u64, 0u64, 0u64); crate::worker::WORKER_TABLES.len()];
-    for s in &all {
-        for (a, b) in per_worker.iter_mut().zip(s.flows.tables.iter()) {
-            a.0 += b.0;
-            a.1 += b.1;
-            a.2 += b.2;
-        }
-    }
-    let mut readers = [(0u64, 0u64, 0u64); crate::capture::frag::READER_TABLES.len()];
-    for s in &all {
-        for (a, b) in readers.iter_mut().zip(s.fragments.iter()) {
-            a.0 += b.0;
-            a.1 += b.1;
-            a.2 += b.2;
-        }
-    }
-    let tables = crate::telemetry::tables(
-        &per_worker,
-        &readers,
+    let tables = crate::telemetry::snapshot_tables(
+        all.iter().copied(),
         &out.tables,
         Some(t.store.occupancy()),
     );

@@ -526,6 +526,25 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recorder for worker 0 attached to a writer channel of `queue` messages (the
+    /// receiving end returned) and its buffer pool (the writer's return side returned).
+    fn attached(
+        cfg: &SliceConfig,
+        queue: usize,
+    ) -> (Recorder, Receiver<SliceMsg>, Vec<Sender<Vec<u8>>>) {
+        let mut r = Recorder::new(cfg);
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let Pools { returns, mut takes } = pools(1);
+        r.attach(SliceLink {
+            worker: 0,
+            tx,
+            pool: takes.remove(0),
+            lossless: false,
+            requests: crossbeam_channel::never(),
+        });
+        (r, rx, returns)
+    }
     use std::net::IpAddr;
 
     fn meta(flow_id: u64) -> SliceMeta {
@@ -564,17 +583,7 @@ mod tests {
             ring_bytes: 1 << 20,
             ..SliceConfig::default()
         };
-        let mut r = Recorder::new(&cfg);
-        let (tx, rx) = crossbeam_channel::bounded(2);
-        let Pools { returns, takes } = pools(1);
-        let mut takes = takes;
-        r.attach(SliceLink {
-            worker: 0,
-            tx,
-            pool: takes.remove(0),
-            lossless: false,
-            requests: crossbeam_channel::never(),
-        });
+        let (mut r, rx, returns) = attached(&cfg, 2);
         let data = vec![0u8; 1400];
         r.ring.push(&rec(7, 900, &data));
         assert_eq!(r.start(meta(7)), (true, true));
@@ -605,16 +614,7 @@ mod tests {
             max_bytes: 10_000,
             ..SliceConfig::default()
         };
-        let mut r = Recorder::new(&cfg);
-        let (tx, rx) = crossbeam_channel::bounded(64);
-        let Pools { returns, mut takes } = pools(1);
-        r.attach(SliceLink {
-            worker: 0,
-            tx,
-            pool: takes.remove(0),
-            lossless: false,
-            requests: crossbeam_channel::never(),
-        });
+        let (mut r, rx, returns) = attached(&cfg, 64);
         let data = vec![0u8; 1000];
         assert_eq!(r.start(meta(7)), (true, true));
         let mut ended = None;
@@ -656,19 +656,7 @@ mod tests {
             max_recording: 3,
             ..SliceConfig::default()
         };
-        let mut r = Recorder::new(&cfg);
-        let (tx, _rx) = crossbeam_channel::bounded(1024);
-        let Pools {
-            returns: _r,
-            mut takes,
-        } = pools(1);
-        r.attach(SliceLink {
-            worker: 0,
-            tx,
-            pool: takes.remove(0),
-            lossless: false,
-            requests: crossbeam_channel::never(),
-        });
+        let (mut r, _rx, _r) = attached(&cfg, 1024);
         for flow in 0..10u64 {
             let recording = flow < 3;
             assert_eq!(r.start(meta(flow)), (true, recording), "flow {flow}");
