@@ -10,7 +10,8 @@ use outflow::capture::BatchPacket;
 use outflow::config::Config;
 use outflow::decode::Addr;
 use outflow::decode::{decode, LinkType};
-use outflow::worker::{Event, Worker};
+use outflow::event::Event;
+use outflow::worker::Worker;
 
 const FLOWS: u32 = 58_982; // 90% of the table below
 const CAPACITY: usize = 65_536;

@@ -1141,23 +1141,23 @@ impl Config {
                 o.sink_queue
             ));
         }
-        if let Err(e) = crate::alert::syslog::Target::parse(&o.syslog.target) {
+        if let Err(e) = crate::output::syslog::Target::parse(&o.syslog.target) {
             p.push(format!("output.syslog.target: {e}"));
         }
-        if crate::alert::syslog::facility_code(&o.syslog.facility).is_none() {
+        if crate::output::syslog::facility_code(&o.syslog.facility).is_none() {
             p.push(format!(
                 "output.syslog.facility: unknown facility {:?} (kern, user, daemon, auth, local0..local7, ...)",
                 o.syslog.facility
             ));
         }
-        if !crate::alert::syslog::valid_header_field(&o.syslog.app_name, 48) {
+        if !crate::output::syslog::valid_header_field(&o.syslog.app_name, 48) {
             p.push(
                 "output.syslog.app_name: must be 1..=48 printable ASCII characters, no spaces"
                     .into(),
             );
         }
         if !o.syslog.hostname.is_empty()
-            && !crate::alert::syslog::valid_header_field(&o.syslog.hostname, 255)
+            && !crate::output::syslog::valid_header_field(&o.syslog.hostname, 255)
         {
             p.push(
                 "output.syslog.hostname: must be 1..=255 printable ASCII characters, no spaces"

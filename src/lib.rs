@@ -24,19 +24,22 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod alert;
 pub mod capture;
 pub mod config;
+pub mod correlate;
 pub mod decode;
 pub mod defrag;
 pub mod detect;
 pub mod dns;
+pub mod event;
 pub mod flow;
 pub mod gen;
 pub mod http;
+pub mod output;
 pub mod pipeline;
 pub mod replay;
 pub mod run;
 pub mod slice;
 pub mod telemetry;
+pub mod time;
 pub mod worker;

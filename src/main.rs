@@ -3,10 +3,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use outflow::alert::{Output, Sinks};
 use outflow::config::Config;
 use outflow::config::LogFormat;
 use outflow::http::HttpServer;
+use outflow::output::{Output, Sinks};
 use outflow::replay::{self, ReplayOptions};
 use outflow::run::{RunOptions, Signals};
 use outflow::telemetry::Telemetry;

@@ -6,10 +6,11 @@
 //! slow capture. Counters are plain integers on the worker, copied into a shared snapshot
 //! every [`PUBLISH_EVERY`] packets and on every tick, never per packet.
 
-use crate::alert::sink::OutMsg;
 use crate::decode::DecodeError;
+use crate::event::EventKey;
+use crate::event::OutMsg;
 use crate::telemetry::{mono_ns, new_histogram, record, WorkerShared};
-use crate::worker::{EventKey, Worker, WorkerStats};
+use crate::worker::{Worker, WorkerStats};
 use crossbeam_channel::{Sender, TrySendError};
 use hdrhistogram::Histogram;
 use std::sync::atomic::Ordering;
@@ -132,7 +133,7 @@ impl Driver {
     }
 
     /// Takes DNS event boxes back from the output thread over `rx` (see
-    /// [`crate::worker::Event::Dns`]).
+    /// [`crate::event::Event::Dns`]).
     pub fn recycle_dns_from(&mut self, rx: crossbeam_channel::Receiver<Box<crate::dns::DnsEvent>>) {
         self.dns_recycle = Some(rx);
     }
@@ -193,7 +194,7 @@ impl Driver {
         let mut alerts_dropped = 0u64;
         let read_ns = self.read_mono_ns;
         for (k, mut e) in self.worker.drain() {
-            let alert = if let crate::worker::Event::Alert(a) = &mut e {
+            let alert = if let crate::event::Event::Alert(a) = &mut e {
                 a.read_mono_ns = if read_ns == 0 { mono_ns() } else { read_ns };
                 true
             } else {
@@ -392,7 +393,7 @@ mod tests {
         let mut done = false;
         for m in rx.try_iter() {
             match m {
-                OutMsg::Event(_, crate::worker::Event::Flow(_)) => ends += 1,
+                OutMsg::Event(_, crate::event::Event::Flow(_)) => ends += 1,
                 OutMsg::Done { .. } => done = true,
                 _ => {}
             }

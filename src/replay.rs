@@ -5,24 +5,24 @@
 //! output thread over a bounded channel. In replay nothing may be lost, so a full channel
 //! makes the sender wait (live capture will count and drop instead).
 
-use crate::alert::sink::{
-    Collected, OutMsg, OutputThread, PrepareError, Sinks, StateError, OUT_QUEUE,
-};
 use crate::capture::dispatch::{Dispatcher, ReaderStats};
 use crate::capture::file::{check_files, read_files, total_size, CaptureError};
 use crate::capture::progress::Progress;
 use crate::capture::Batch;
 use crate::config::Config;
+use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsRecord};
+use crate::correlate::dns_pairs::PairEvictions;
+use crate::correlate::leak::{LeakAlert, LeakStats};
 use crate::decode::DecodeError;
-use crate::detect::leak::{LeakAlert, LeakStats};
 use crate::detect::{Alert, Detector};
-use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsRecord};
-use crate::dns::pairs::PairEvictions;
+use crate::event::EventKey;
+use crate::event::{OutMsg, OUT_QUEUE};
 use crate::flow::{EndReason, FlowRecord};
+use crate::output::sink::{Collected, OutputThread, PrepareError, Sinks, StateError};
 use crate::pipeline::{Driver, Snapshot};
 use crate::slice::recorder::SliceSetup;
 use crate::telemetry::Occupancy;
-use crate::worker::{EventKey, Worker, WorkerStats};
+use crate::worker::{Worker, WorkerStats};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::fmt;
 use std::path::PathBuf;
@@ -276,7 +276,7 @@ impl fmt::Display for Summary {
         for (name, (_, cap, evicted)) in &self.tables {
             write!(f, "    {name:<24} {evicted} (capacity {cap})")?;
             let pairs = &self.dns.pairs_evicted;
-            if *name == crate::dns::analyse::DNS_TABLES[0] && pairs.total() > 0 {
+            if *name == crate::correlate::dns::DNS_TABLES[0] && pairs.total() > 0 {
                 let reasons = PairEvictions::REASONS
                     .iter()
                     .zip(pairs.by_reason())

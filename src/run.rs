@@ -12,16 +12,15 @@
 //! capture, end every open flow and flush the outputs; SIGHUP reloads thresholds and
 //! allowlists without touching flow state.
 
-use crate::alert::sink::{
-    OutMsg, Output, OutputCounters, OutputThread, PrepareError, Sinks, StateError, OUT_QUEUE,
-};
 use crate::capture::dispatch::{Dispatcher, Frame, ReaderStats};
 use crate::capture::frag::FragPorts;
 use crate::capture::live::{self, Handle, LiveError};
 use crate::capture::{ts_ns, BatchPacket, Clock};
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode_frame, DecodeError};
+use crate::event::{OutMsg, OUT_QUEUE};
 use crate::http::HttpServer;
+use crate::output::sink::{Output, OutputCounters, OutputThread, PrepareError, Sinks, StateError};
 use crate::pipeline::{Driver, Published, Snapshot, PUBLISH_EVERY};
 use crate::replay::batch_worker_loop;
 use crate::telemetry::Telemetry;

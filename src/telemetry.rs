@@ -8,10 +8,10 @@
 //! generation number, each worker notices it between batches, ranks its own table and
 //! answers; so the cost of scanning a table is paid only when someone asks.
 
-use crate::alert::deliver::SinkCounters;
-use crate::alert::record::AlertRecord;
-use crate::alert::sink::{OutputCounters, OUTPUT_TABLES};
 use crate::capture::frag::READER_TABLES;
+use crate::output::deliver::SinkCounters;
+use crate::output::record::AlertRecord;
+use crate::output::sink::{OutputCounters, OUTPUT_TABLES};
 use crate::pipeline::Snapshot;
 use crate::worker::WORKER_TABLES;
 use hdrhistogram::Histogram;
@@ -538,7 +538,7 @@ pub struct Telemetry {
     /// Alert sinks and their counters, registered by the output thread.
     pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
     /// Reopen handles of the alert sinks (SIGHUP, for logrotate).
-    pub reopeners: Mutex<Vec<crate::alert::deliver::Reopener>>,
+    pub reopeners: Mutex<Vec<crate::output::deliver::Reopener>>,
     /// Recent alerts.
     pub store: Arc<AlertStore>,
     /// True while packets are being read.

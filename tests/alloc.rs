@@ -111,7 +111,7 @@ fn per_packet_path_does_not_allocate() {
         let mut n = 0;
         for (_, e) in worker.drain() {
             n += 1;
-            if let outflow::worker::Event::Dns(b) = e {
+            if let outflow::event::Event::Dns(b) = e {
                 spare.push(b);
             }
         }

@@ -5,11 +5,11 @@
 mod common;
 
 use etherparse::PacketBuilder;
-use outflow::alert::json::{alert_json, dns_alert_json, dns_record_json};
 use outflow::config::Config;
 use outflow::detect::Detector;
 use outflow::gen::tunnel_name;
 use outflow::gen::{merge, Packet, TcpSession};
+use outflow::output::json::{alert_json, dns_alert_json, dns_record_json};
 use std::path::Path;
 
 const S: u64 = 1_000_000_000;
@@ -543,7 +543,7 @@ fn a_flood_of_distinct_domains_does_not_blind_the_tunnel_detector() {
         let d = &r.summary.dns;
         assert_eq!(d.queries, u64::from(FLOOD) + 60, "{what}");
         let by_reason = d.pairs_evicted.by_reason();
-        for (name, n) in outflow::dns::pairs::PairEvictions::REASONS
+        for (name, n) in outflow::correlate::dns_pairs::PairEvictions::REASONS
             .iter()
             .zip(by_reason)
         {

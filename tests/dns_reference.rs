@@ -34,12 +34,12 @@
 
 mod common;
 
-use outflow::alert::json::rcode_name;
 use outflow::config::Config;
+use outflow::correlate::dns::DnsRecord;
 use outflow::detect::Detector;
-use outflow::dns::analyse::DnsRecord;
 use outflow::dns::extract::MAX_ANSWERS;
 use outflow::dns::parser::type_name;
+use outflow::output::json::rcode_name;
 use outflow::replay::ReplayReport;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

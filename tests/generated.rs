@@ -4,7 +4,6 @@
 
 mod common;
 
-use outflow::alert::json::{alert_json, flow_json};
 use outflow::config::Config;
 use outflow::decode::{Addr, DecodeError};
 use outflow::flow::{EndReason, FlowRecord};
@@ -13,6 +12,7 @@ use outflow::gen::{
     fragmented_udp, malformed_frames, merge, write_demo, Close, FlowExpect, Link, Packet,
     PcapWriter, TcpSession, UdpExchange, DEMO_ALERT_IP_BYTES,
 };
+use outflow::output::json::{alert_json, flow_json};
 use outflow::replay::ReplayReport;
 use std::fs::File;
 use std::io::BufWriter;

@@ -9,11 +9,11 @@
 mod common;
 
 use etherparse::PacketBuilder;
-use outflow::alert::json::flow_json;
 use outflow::config::Config;
 use outflow::decode::Addr;
 use outflow::flow::{EndReason, FlowRecord, Side, TcpState};
 use outflow::gen::{Packet, TcpSession};
+use outflow::output::json::flow_json;
 use outflow::replay::ReplayReport;
 
 const S: u64 = 1_000_000_000;

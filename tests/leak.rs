@@ -163,10 +163,10 @@ fn a_replay_split_in_two_with_state_gives_the_alerts_of_the_whole() {
     assert!(first.leak_alerts.is_empty());
     assert!(state.join("outflow-state.json").exists());
     let second = common::replay(&with_state(&state), 2, &[pb]);
-    let render = |v: &[outflow::detect::leak::LeakAlert]| {
+    let render = |v: &[outflow::correlate::leak::LeakAlert]| {
         v.iter()
             .filter(|a| a.detector == outflow::detect::Detector::DataLeak)
-            .map(outflow::alert::json::leak_alert_json)
+            .map(outflow::output::json::leak_alert_json)
             .collect::<Vec<_>>()
     };
     assert_eq!(render(&second.leak_alerts), render(&all.leak_alerts));

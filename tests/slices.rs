@@ -158,7 +158,7 @@ fn slice_holds_the_flow_from_handshake_to_end_and_nothing_else() {
     let alert = alerts[0];
     let id = alert.slice_id.clone().expect("slice id on the alert");
     assert_eq!(id, alert.id);
-    let json = outflow::alert::json::alert_json(alert);
+    let json = outflow::output::json::alert_json(alert);
     assert!(
         json.contains(&format!("\"slice_url\":\"/api/slices/{id}.pcap\"")),
         "{json}"
@@ -515,7 +515,7 @@ fn an_alert_raised_at_the_flows_end_gets_a_slice_from_the_ring() {
         .slice_id
         .clone()
         .expect("slice id on the per-flow alert");
-    let json = outflow::alert::json::leak_alert_json(asym);
+    let json = outflow::output::json::leak_alert_json(asym);
     assert!(
         json.contains(&format!("\"slice_url\":\"/api/slices/{id}.pcap\"")),
         "{json}"

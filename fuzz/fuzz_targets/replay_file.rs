@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outflow::alert::{Output, Sinks};
+use outflow::output::{Output, Sinks};
 use outflow::config::Config;
 use outflow::replay::{run, ReplayOptions};
 use std::path::PathBuf;

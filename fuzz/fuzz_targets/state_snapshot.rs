@@ -8,8 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use outflow::config::Config;
 use outflow::decode::Addr;
-use outflow::detect::leak::LeakAnalyser;
-use outflow::worker::Volume;
+use outflow::correlate::leak::LeakAnalyser;
+use outflow::event::Volume;
 
 const DAY_NS: u64 = 86_400 * 1_000_000_000;
 

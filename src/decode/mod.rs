@@ -89,6 +89,16 @@ impl DecodeError {
     }
 }
 
+/// Protocol name as in Zeek's conn.log (`tcp`, `udp`, `icmp`), or the number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMP | proto::ICMPV6 => "icmp".into(),
+        n => n.to_string(),
+    }
+}
+
 /// IP protocol numbers outflow treats specially.
 pub mod proto {
     /// ICMP (IPv4).

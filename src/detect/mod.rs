@@ -6,7 +6,6 @@
 //! flow's latch bits, so an alert fires once per flow and tier.
 
 pub mod large_transfer;
-pub mod leak;
 mod nets;
 
 pub use large_transfer::LargeTransfer;

@@ -11,9 +11,7 @@
 //! transaction records, and keeps the bounded (client, IP) → name map that gives flow alerts
 //! their `dst_fqdn`.
 
-pub mod analyse;
 pub mod extract;
-pub mod pairs;
 pub mod parser;
 pub mod score;
 pub mod text;

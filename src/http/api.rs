@@ -159,10 +159,10 @@ pub(super) async fn alerts(
 }
 
 fn top_json(f: &TopFlow) -> serde_json::Value {
-    let ts = crate::alert::json::rfc3339;
+    let ts = crate::time::rfc3339;
     json!({
         "flow_id": f.flow_id,
-        "proto": crate::alert::json::proto_name(f.proto),
+        "proto": crate::decode::proto_name(f.proto),
         "src_ip": f.src.to_string(),
         "src_port": f.sport,
         "dst_ip": f.dst.to_string(),

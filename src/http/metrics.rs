@@ -390,7 +390,7 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         MetricType::COUNTER,
     );
     let by_reason = out.dns.pairs_evicted.by_reason();
-    for (reason, n) in crate::dns::pairs::PairEvictions::REASONS
+    for (reason, n) in crate::correlate::dns_pairs::PairEvictions::REASONS
         .iter()
         .zip(by_reason)
     {

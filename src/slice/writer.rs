@@ -35,8 +35,9 @@
 //! it wrote to. Only the shutdown and the retention pass walk them.
 
 use super::{records, valid_id, Record, SliceEnd, SliceMeta, SliceMsg, FLAG_PAYLOAD_CUT};
-use crate::alert::json::{proto_name, rfc3339};
 use crate::config::SliceConfig;
+use crate::decode::proto_name;
+use crate::time::rfc3339;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 use sha2::{Digest, Sha256};

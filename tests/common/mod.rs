@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use outflow::alert::Sinks;
 use outflow::config::Config;
+use outflow::output::Sinks;
 use outflow::replay::{run, ReplayOptions, ReplayReport};
 use std::path::{Path, PathBuf};
 

@@ -10,4 +10,4 @@ pub mod record;
 pub mod sink;
 pub mod syslog;
 
-pub use sink::{OutMsg, Output, OutputThread, Sinks};
+pub use sink::{Output, OutputThread, Sinks};

@@ -3,28 +3,16 @@
 //! new name, never by repurposing an old one.
 
 use crate::config::ByteCount;
+use crate::correlate::dns::{DnsAlert, DnsRecord};
+use crate::correlate::leak::LeakAlert;
 use crate::decode::{proto, TunnelChain, TunnelHop};
-use crate::detect::leak::LeakAlert;
 use crate::detect::Alert;
-use crate::dns::analyse::{DnsAlert, DnsRecord};
 use crate::flow::{FlowRecord, Side};
 use serde::Serialize;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-23T14:20:37.123456Z`.
-pub fn rfc3339(ts_ns: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ts_ns)).to_string()
-}
-
-/// Protocol name as in Zeek's conn.log (`tcp`, `udp`, `icmp`), or the number.
-pub fn proto_name(p: u8) -> String {
-    match p {
-        proto::TCP => "tcp".into(),
-        proto::UDP => "udp".into(),
-        proto::ICMP | proto::ICMPV6 => "icmp".into(),
-        n => n.to_string(),
-    }
-}
+pub use crate::decode::proto_name;
+pub use crate::time::rfc3339;
 
 /// TCP flags as letters in a fixed order (`S`YN `A`CK `F`IN `R`ST `P`SH `U`RG).
 pub fn flag_letters(f: u8) -> String {

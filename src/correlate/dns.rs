@@ -30,14 +30,14 @@
 //!   front, the name learnt longest ago.
 //! - pending transactions are in query order; timeouts and a full table write out the front.
 
-use super::extract::{AnswerData, DnsEvent};
-use super::pairs::{client_share, PairEvictions, PairTable, Tier};
-use super::parser::type_name;
-use super::score::{score, split, Score};
-use super::text;
+use super::dns_pairs::{client_share, PairEvictions, PairTable, Tier};
 use crate::config::DnsConfig;
 use crate::decode::Addr;
 use crate::detect::Detector;
+use crate::dns::extract::{AnswerData, DnsEvent};
+use crate::dns::parser::type_name;
+use crate::dns::score::{score, split, Score};
+use crate::dns::text;
 use hashlink::LinkedHashMap;
 use std::collections::VecDeque;
 use std::net::IpAddr;

@@ -30,13 +30,13 @@
 //! - service statistics (`services`): keyed by (protocol, home server port), so the key space
 //!   itself bounds the table; nothing is ever evicted.
 
-use super::Detector;
 use crate::config::{
     AsymmetryConfig, BaselineConfig, Config, DataLeakConfig, GroupBy, HostWindowConfig,
     ServiceOutlierConfig,
 };
 use crate::decode::Addr;
-use crate::worker::Volume;
+use crate::detect::Detector;
+use crate::event::Volume;
 use hashlink::LinkedHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -997,7 +997,7 @@ fn judge_day(h: &Host, c: &BaselineConfig, key: (Addr, bool)) -> Option<LeakAler
     }
     let ip = key.0.to_ip(key.1);
     let day_start = h.day * 86_400 - i64::from(c.utc_offset_minutes) * 60;
-    let date = crate::alert::json::rfc3339(u64::try_from(day_start).unwrap_or(0) * 1_000_000_000);
+    let date = crate::time::rfc3339(u64::try_from(day_start).unwrap_or(0) * 1_000_000_000);
     let date = date.get(..10).unwrap_or("").to_string();
     Some(LeakAlert {
         id: format!("upload_baseline-{ip}-{date}"),

@@ -11,13 +11,13 @@ use super::json::{alert_json, dns_alert_json, dns_record_json, leak_alert_json, 
 use super::record::AlertRecord;
 use super::syslog::SyslogTransport;
 use crate::config::{Config, SyslogConfig};
+use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
+use crate::correlate::leak::{LeakAlert, LeakAnalyser, LeakStats, SnapshotError};
 use crate::decode::Addr;
-use crate::detect::leak::{LeakAlert, LeakAnalyser, LeakStats, SnapshotError};
 use crate::detect::{Alert, Detector};
-use crate::dns::analyse::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
+use crate::event::{Event, EventKey, OutMsg};
 use crate::flow::FlowRecord;
 use crate::telemetry::{mono_ns, new_histogram, record, Telemetry};
-use crate::worker::{Event, EventKey};
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
@@ -138,13 +138,13 @@ pub struct Sinks {
 
 /// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
 pub const OUTPUT_TABLES: [&str; 7] = [
-    crate::dns::analyse::DNS_TABLES[0],
-    crate::dns::analyse::DNS_TABLES[1],
-    crate::dns::analyse::DNS_TABLES[2],
-    crate::dns::analyse::DNS_TABLES[3],
-    crate::detect::leak::LEAK_TABLES[0],
-    crate::detect::leak::LEAK_TABLES[1],
-    crate::detect::leak::LEAK_TABLES[2],
+    crate::correlate::dns::DNS_TABLES[0],
+    crate::correlate::dns::DNS_TABLES[1],
+    crate::correlate::dns::DNS_TABLES[2],
+    crate::correlate::dns::DNS_TABLES[3],
+    crate::correlate::leak::LEAK_TABLES[0],
+    crate::correlate::leak::LEAK_TABLES[1],
+    crate::correlate::leak::LEAK_TABLES[2],
 ];
 
 /// The output thread's counters: what was written, and the analysers' tables.
@@ -216,35 +216,6 @@ pub enum PrepareError {
 /// File name of the state snapshot inside `state.dir`.
 pub const STATE_FILE: &str = "outflow-state.json";
 
-/// Depth of the worker → output channel. A slot holds one `OutMsg` (about 150 bytes: DNS
-/// events are boxed, see `worker::Event`), and the channel allocates all slots up front:
-/// 32768 slots, about 5 MiB — what 4096 slots cost when an event was 1.1 KiB, now deep
-/// enough to ride out a few seconds' burst of a flood (live, a full queue sheds events).
-pub const OUT_QUEUE: usize = 32768;
-
-/// Messages from workers to the output thread.
-// Carries `Event` inline for the same reason as `Event` itself: no allocation per packet.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum OutMsg {
-    /// An event.
-    Event(EventKey, Event),
-    /// Worker `worker` will not produce events with a key below `upto`.
-    Progress {
-        /// Worker index.
-        worker: usize,
-        /// Its progress key.
-        upto: EventKey,
-    },
-    /// New thresholds and allowlists for the analysers on the output thread (SIGHUP).
-    Reload(std::sync::Arc<Config>),
-    /// Worker `worker` has finished.
-    Done {
-        /// Worker index.
-        worker: usize,
-    },
-}
-
 /// What the output thread wrote.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -290,7 +261,7 @@ fn copy_tables(
         }
     }
     if let Some(l) = leak {
-        let skip = crate::dns::analyse::DNS_TABLES.len();
+        let skip = crate::correlate::dns::DNS_TABLES.len();
         for (t, v) in tables.iter_mut().skip(skip).zip(l.tables()) {
             *t = v;
         }
@@ -593,7 +564,7 @@ impl Writers {
         }
     }
 
-    fn volume(&mut self, v: &crate::worker::Volume) {
+    fn volume(&mut self, v: &crate::event::Volume) {
         let mut alerts = Vec::new();
         if let Some(l) = self.leak.as_mut() {
             let dns = self.dns.as_ref();
@@ -714,7 +685,7 @@ impl Writers {
                     None => Ok(()),
                 };
                 // The flow's last volume report rides on its final record.
-                if let Some(v) = crate::worker::end_volume(&rec) {
+                if let Some(v) = crate::event::end_volume(&rec) {
                     self.volume(&v);
                 }
                 if self.collect {

@@ -11,10 +11,10 @@
 //! forge extra lines in a collector that writes one line per message.
 
 use super::deliver::Transport;
-use super::json::rfc3339;
 use super::record::AlertRecord;
 use crate::config::SyslogConfig;
 use crate::detect::Detector;
+use crate::time::rfc3339;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
