@@ -72,6 +72,8 @@ pub struct Config {
     pub slice: SliceConfig,
     /// Tunnels, MPLS and PPPoE unwrapped to reach the packets flows are tracked on.
     pub decap: DecapConfig,
+    /// How findings are joined into incidents, and what the alert outputs announce.
+    pub incident: IncidentConfig,
 }
 
 /// Decapsulation: which tunnels are unwrapped (each on by default, on its standard ports),
@@ -177,6 +179,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             slice: SliceConfig::default(),
             decap: DecapConfig::default(),
+            incident: IncidentConfig::default(),
         }
     }
 }
@@ -724,6 +727,49 @@ impl Default for ServiceOutlierConfig {
     }
 }
 
+/// Incidents: the findings of every detector about one exfiltration, joined.
+///
+/// A finding joins the open incident of the same source and destination (the destination
+/// address, or the registered domain of its name; for DNS findings the queried registered
+/// domain); a finding about a source alone (a host's data-leak total, an NXDOMAIN burst)
+/// joins that source's most recent open incident. The alert outputs (JSON lines, syslog)
+/// announce each incident when it opens, when it escalates and when it closes.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IncidentConfig {
+    /// A finding joins an incident whose last finding is at most this old; later, the old
+    /// incident is closed and a new one opened. Default "24h" (the data-leak window).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// An incident closes when none of its flows is open and nothing new joined it for this
+    /// long (packet time). Default "10m".
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Updates that do not raise the severity or the tier (a new detector at the same
+    /// severity, a total that doubled) are held this long and announced together, or folded
+    /// into the closing line. Default "1m".
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    /// Incidents open at once. When full, the one idle longest is closed early (announced
+    /// with `close_reason: "evicted"`, counted). Default 4096.
+    pub capacity: usize,
+    /// Also write every detector's finding as its own alert line to the alert outputs (the
+    /// pre-incident behaviour). Findings are always in `/api/alerts`. Default false.
+    pub per_detector_lines: bool,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        IncidentConfig {
+            window: Duration::from_secs(86_400),
+            idle: Duration::from_secs(600),
+            hold: Duration::from_secs(60),
+            capacity: 4096,
+            per_detector_lines: false,
+        }
+    }
+}
+
 /// Long-window state that survives restarts.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -1205,6 +1251,18 @@ impl Config {
             p.push(format!(
                 "http.alerts_kept: {} must be 1..=1000000",
                 h.alerts_kept
+            ));
+        }
+        let inc = &self.incident;
+        for (k, v) in [("incident.window", inc.window), ("incident.idle", inc.idle)] {
+            if v.is_zero() {
+                p.push(format!("{k}: must be above 0"));
+            }
+        }
+        if !(1..=1_000_000).contains(&inc.capacity) {
+            p.push(format!(
+                "incident.capacity: {} must be 1..=1000000",
+                inc.capacity
             ));
         }
         if p.is_empty() {

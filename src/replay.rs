@@ -12,13 +12,15 @@ use crate::capture::Batch;
 use crate::config::Config;
 use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsRecord};
 use crate::correlate::dns_pairs::PairEvictions;
+use crate::correlate::incident::{IncidentStats, IncidentUpdate};
 use crate::correlate::leak::{LeakAlert, LeakStats};
+use crate::correlate::StateError;
 use crate::decode::DecodeError;
 use crate::detect::{Alert, Detector};
 use crate::event::EventKey;
 use crate::event::{OutMsg, OUT_QUEUE};
 use crate::flow::{EndReason, FlowRecord};
-use crate::output::sink::{Collected, OutputThread, PrepareError, Sinks, StateError};
+use crate::output::sink::{Collected, OutputThread, PrepareError, Sinks};
 use crate::pipeline::{Driver, Snapshot};
 use crate::slice::recorder::SliceSetup;
 use crate::telemetry::Occupancy;
@@ -87,6 +89,8 @@ pub struct ReplayReport {
     pub dns_records: Vec<DnsRecord>,
     /// Data-leak alerts in output order (when `sinks.collect`).
     pub leak_alerts: Vec<LeakAlert>,
+    /// Incident announcements in output order (when `sinks.collect`).
+    pub incidents: Vec<IncidentUpdate>,
 }
 
 /// Counters of a whole replay, printed at the end.
@@ -98,8 +102,10 @@ pub struct Summary {
     pub reader: ReaderStats,
     /// Sum of the workers' counters.
     pub flows: WorkerStats,
-    /// Alerts written.
+    /// Findings (alerts of every detector) raised.
     pub alerts: u64,
+    /// The incident book's counters.
+    pub incidents: IncidentStats,
     /// Alerts by detector (indexed like `Detector::ALL`).
     pub alerts_by_detector: [u64; Detector::ALL.len()],
     /// Flow records written.
@@ -294,6 +300,23 @@ impl fmt::Display for Summary {
                 "  packet rings   {held} packets held, {ring_evicted} evicted to make room"
             )?;
         }
+        let inc = &self.incidents;
+        let [opened, escalated, closed] = inc.updates;
+        write!(f, "  incidents      {opened}")?;
+        if opened > 0 {
+            let by: Vec<String> = crate::correlate::incident::Severity::ALL
+                .iter()
+                .zip(inc.reached_by_severity)
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| format!("{} {n}", s.name()))
+                .collect();
+            write!(
+                f,
+                " ({escalated} escalations, {closed} closed; reached {})",
+                by.join(", ")
+            )?;
+        }
+        writeln!(f)?;
         writeln!(f, "  alerts         {}", self.alerts)?;
         for (i, d) in Detector::ALL.iter().enumerate() {
             let n = self.alerts_by_detector.get(i).copied().unwrap_or(0);
@@ -470,6 +493,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         reader,
         flows,
         alerts: collected.alert_count,
+        incidents: collected.incident_stats,
         alerts_by_detector: collected.alerts_by_detector,
         records: collected.flow_count,
         dns_records: collected.dns_record_count,
@@ -486,6 +510,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         dns_alerts: collected.dns_alerts,
         dns_records: collected.dns_records,
         leak_alerts: collected.leak_alerts,
+        incidents: collected.incidents,
     })
 }
 

@@ -34,10 +34,73 @@ fn demo_replay_prints_the_upload_alert_and_a_summary() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let alerts: Vec<serde_json::Value> = stdout
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // One upload, one incident: opened at the packet that crossed 100 MB (the upload is
+    // still running), one update when the flow ended with almost nothing back
+    // (asymmetric upload, a new detector, held a minute), and the close at the end of the
+    // capture, folding in what the windows closing there found (data leak: severity high).
+    let updates: Vec<&str> = lines
+        .iter()
+        .map(|l| l["update"].as_str().unwrap())
+        .collect();
+    assert_eq!(updates, ["opened", "escalated", "closed"], "{stdout}");
+    let id = &lines[0]["incident_id"];
+    assert!(lines.iter().all(|l| &l["incident_id"] == id), "{stdout}");
+    let (open, esc, close) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(open["ts"], "2023-11-14T22:14:00.875140Z");
+    assert_eq!(open["severity"], "medium");
+    assert_eq!(open["reasons"].as_array().unwrap().len(), 1);
+    assert_eq!(open["reasons"][0]["detector"], "large_outbound_transfer");
+    assert_eq!(open["flows"][0]["open"], true);
+    assert_eq!(open["out_ip_bytes"], 100_008_084);
+    assert_eq!(esc["escalation"], serde_json::json!(["detector"]));
+    assert_eq!(esc["reasons"][1]["detector"], "asymmetric_upload");
+    assert_eq!(esc["flows_open"], 0);
+    assert_eq!(close["close_reason"], "end_of_input");
+    assert_eq!(close["severity"], "high");
+    assert_eq!(
+        close["escalation"],
+        serde_json::json!(["severity", "detector"])
+    );
+    let reasons: Vec<&str> = close["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["large_outbound_transfer", "asymmetric_upload", "data_leak"]
+    );
+    assert_eq!(close["findings"], 4);
+    assert_eq!(close["out_ip_bytes"], 150_669_884);
+    assert_eq!(close["in_ip_bytes"], 87_844);
+    assert_eq!(close["src_ip"], "10.0.0.5");
+    assert_eq!(close["dst_ips"], serde_json::json!(["203.0.113.50"]));
+    assert_eq!(close["first_seen"], "2023-11-14T22:14:00.000000Z");
+
+    // The detectors' own lines, behind `incident.per_detector_lines`.
+    let config = dir.path().join("outflow.toml");
+    std::fs::write(&config, "[incident]\nper_detector_lines = true\n").unwrap();
+    let out = outflow()
+        .args(["replay", "--workers", "2", "--alerts-out", "-", "--config"])
+        .arg(&config)
+        .args(["--flows-out"])
+        .arg(&flows)
+        .arg(demo())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let alerts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("detector").is_some())
+        .collect();
+    assert_eq!(stdout.lines().count(), 7, "{stdout}");
     // While the upload runs: the large-transfer alert. When it ends: asymmetric upload (the
     // flow sent 150 MB and received 88 kB). When its 5-minute host window closes (here: the
     // end of the capture): asymmetry of the host pair, and a data leak, since the 150 MB
@@ -99,6 +162,7 @@ fn demo_replay_prints_the_upload_alert_and_a_summary() {
         "packets",
         "flows",
         "alerts         4",
+        "incidents      1 (1 escalations, 1 closed; reached medium 1, high 1)",
         "not decoded",
         "throughput",
     ] {
@@ -322,7 +386,7 @@ fn a_fifo_and_process_substitution_replay_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let (code, alerts, flows, err) = replay_outputs(dir.path(), &["-q"], &demo());
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(alerts.lines().count(), 4, "{alerts}");
+    assert_eq!(alerts.lines().count(), 3, "{alerts}");
     assert_eq!(flows.lines().count(), 13, "{flows}");
 
     // A named pipe: opened once, by the reader (a look beforehand would eat the header).

@@ -11,8 +11,456 @@
 //!   baselines, service outliers;
 //! - [`dns`]: DNS transactions, per-(client, registered domain) tunnel windows, NXDOMAIN
 //!   bursts, and the (client, IP) → name map;
-//! - [`dns_pairs`]: the bounded table of (client, domain) windows.
+//! - [`dns_pairs`]: the bounded table of (client, domain) windows;
+//! - [`incident`]: every finding joined into incidents, one per exfiltration.
 
 pub mod dns;
 pub mod dns_pairs;
+pub mod incident;
 pub mod leak;
+
+use crate::config::Config;
+use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
+use crate::correlate::leak::{LeakAlert, LeakAnalyser, LeakStats, SnapshotError};
+use crate::decode::Addr;
+use crate::detect::{Alert, Detector};
+use crate::dns::DnsEvent;
+use crate::event::{end_volume, Event, Volume};
+use crate::flow::FlowRecord;
+use crate::slice::recorder::SliceRequester;
+use incident::{IncidentBook, IncidentStats, IncidentUpdate};
+use std::io;
+use std::path::PathBuf;
+
+/// Names of the stage's bounded tables, in the order of [`CorrelateStats::tables`] (metric
+/// labels): the DNS analyser's, then the leak stage's.
+pub const TABLES: [&str; 7] = [
+    dns::DNS_TABLES[0],
+    dns::DNS_TABLES[1],
+    dns::DNS_TABLES[2],
+    dns::DNS_TABLES[3],
+    leak::LEAK_TABLES[0],
+    leak::LEAK_TABLES[1],
+    leak::LEAK_TABLES[2],
+];
+
+/// File name of the state snapshot inside `state.dir`.
+pub const STATE_FILE: &str = "outflow-state.json";
+
+/// A detector's finding as the stage passes it on: a per-flow alert raised on a worker, a
+/// cross-flow alert, or a DNS alert.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Finding {
+    /// Raised inline on a worker (large outbound transfer), named here.
+    Flow(Box<Alert>),
+    /// Raised by the leak stage (data leak, asymmetry, baseline, service outlier).
+    Leak(LeakAlert),
+    /// Raised by the DNS analyser (tunnel, NXDOMAIN burst).
+    Dns(DnsAlert),
+}
+
+impl Finding {
+    /// The detector that raised it.
+    pub fn detector(&self) -> Detector {
+        match self {
+            Finding::Flow(a) => a.detector,
+            Finding::Leak(a) => a.detector,
+            Finding::Dns(a) => a.detector,
+        }
+    }
+
+    /// Packet time it fired at (ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Finding::Flow(a) => a.ts_ns,
+            Finding::Leak(a) => a.ts_ns,
+            Finding::Dns(a) => a.ts_ns,
+        }
+    }
+
+    /// Its stable id.
+    pub fn id(&self) -> &str {
+        match self {
+            Finding::Flow(a) => &a.id,
+            Finding::Leak(a) => &a.id,
+            Finding::Dns(a) => &a.id,
+        }
+    }
+}
+
+/// What the stage hands to the outputs, in the order it was produced.
+#[derive(Debug)]
+pub enum Output {
+    /// A detector's finding.
+    Finding(Finding),
+    /// A flow record, passed on once the stage has taken its last volume.
+    Flow(FlowRecord),
+    /// A DNS transaction record.
+    DnsRecord(DnsRecord),
+    /// A DNS message the stage is done with: its box can go back to the workers.
+    DnsDone(Box<DnsEvent>),
+    /// An incident opened, escalated or closed.
+    Incident(IncidentUpdate),
+}
+
+/// The stage's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorrelateStats {
+    /// Flow findings dropped because the destination's name is allowlisted
+    /// (`allow.dst_domains`).
+    pub allowlisted_alerts: u64,
+    /// DNS analyser counters (queries, suspicious, NXDOMAIN, table drops...).
+    pub dns: AnalyseStats,
+    /// Leak stage counters (volumes, threshold events, evictions...).
+    pub leak: LeakStats,
+    /// (entries, capacity, evictions) of each table named in [`TABLES`].
+    pub tables: [(u64, u64, u64); TABLES.len()],
+    /// Incident counters.
+    pub incidents: IncidentStats,
+}
+
+/// The state in `state.dir` cannot be used: the sensor refuses to start rather than run for
+/// a day and lose what it learnt at the first snapshot or at shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The snapshot exists but this process cannot read it.
+    #[error(
+        "state.dir: cannot read the state snapshot {} as user {user}: {error}; \
+         make it a file that user can read, or move it away to start without history",
+        path.display()
+    )]
+    Unreadable {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Who the process runs as (after dropping privileges to `run.user`).
+        user: String,
+        /// The I/O error (part of the message, not a source: printed once).
+        error: io::Error,
+    },
+    /// The directory cannot be created or written (snapshots are written there as a
+    /// temporary file, then renamed).
+    #[error(
+        "state.dir {}: cannot write state snapshots there as user {user}: {error}; \
+         create it writable by that user (the systemd unit's StateDirectory= does)",
+        dir.display()
+    )]
+    DirUnwritable {
+        /// The directory.
+        dir: PathBuf,
+        /// Who the process runs as.
+        user: String,
+        /// The I/O error.
+        error: io::Error,
+    },
+}
+
+/// The cross-flow stage. Feed it the merged event stream with [`Correlator::on_event`];
+/// it calls back with what the outputs should write. It reads no clock: time is the
+/// events' packet time.
+pub struct Correlator {
+    dns: Option<DnsAnalyser>,
+    leak: Option<LeakAnalyser>,
+    /// Where to ask the workers for slices of flows this stage flags at their end
+    /// (per-flow asymmetry, service outlier), when slices are written.
+    slices: Option<SliceRequester>,
+    /// Where long-window state is persisted (`state.dir`), if anywhere.
+    state: Option<PathBuf>,
+    incidents: IncidentBook,
+    /// Latest packet time seen (ns).
+    clock_ns: u64,
+    stats: CorrelateStats,
+}
+
+impl Correlator {
+    /// A stage configured by `cfg` (`None`: no analysers, events pass through). `records`:
+    /// build DNS transaction records (someone writes or collects them).
+    pub fn new(cfg: Option<&Config>, records: bool, slices: Option<SliceRequester>) -> Self {
+        let mut dns = cfg
+            .filter(|c| c.dns.enabled)
+            .map(|c| DnsAnalyser::new(&c.dns));
+        if let Some(d) = dns.as_mut() {
+            d.set_records(records);
+        }
+        Correlator {
+            dns,
+            leak: cfg.map(LeakAnalyser::new),
+            slices,
+            state: cfg
+                .filter(|c| !c.state.dir.is_empty())
+                .map(|c| std::path::Path::new(&c.state.dir).join(STATE_FILE)),
+            incidents: IncidentBook::new(&cfg.map(|c| c.incident.clone()).unwrap_or_default()),
+            clock_ns: 0,
+            stats: CorrelateStats::default(),
+        }
+    }
+
+    /// New thresholds and allowlists (SIGHUP); windows and history are kept.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        if let Some(d) = self.dns.as_mut() {
+            d.reconfigure(&cfg.dns);
+        }
+        if let Some(l) = self.leak.as_mut() {
+            l.reconfigure(cfg);
+        }
+        self.incidents.reconfigure(&cfg.incident);
+    }
+
+    /// The counters, with the tables' current occupancy.
+    pub fn stats(&mut self) -> CorrelateStats {
+        self.refresh();
+        self.stats
+    }
+
+    fn refresh(&mut self) {
+        self.stats.incidents = self.incidents.stats;
+        if let Some(d) = &self.dns {
+            self.stats.dns = d.stats;
+            for (t, v) in self.stats.tables.iter_mut().zip(d.tables()) {
+                *t = v;
+            }
+        }
+        if let Some(l) = &self.leak {
+            self.stats.leak = l.stats;
+            let skip = dns::DNS_TABLES.len();
+            for (t, v) in self.stats.tables.iter_mut().skip(skip).zip(l.tables()) {
+                *t = v;
+            }
+        }
+    }
+
+    /// Loads persisted state at start. A snapshot that was read but does not parse (corrupt,
+    /// or another version) is renamed aside with a log line and the run starts fresh. A
+    /// snapshot that cannot be read at all (permissions, a directory in its place, an I/O
+    /// error) is an error: the history in it may be intact, and setting it aside would
+    /// throw it away for what is a deployment mistake, so the sensor refuses to start.
+    pub fn load_state(&mut self) -> Result<(), StateError> {
+        let (Some(l), Some(path)) = (self.leak.as_mut(), self.state.as_ref()) else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            // Found out now, not when the first snapshot (or the one at shutdown) fails.
+            let probe = dir.join(".outflow-write-test");
+            let writable = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&probe, b""))
+                .and_then(|()| std::fs::remove_file(&probe));
+            if let Err(error) = writable {
+                return Err(StateError::DirUnwritable {
+                    dir: dir.to_path_buf(),
+                    user: crate::capture::live::effective_user(),
+                    error,
+                });
+            }
+        }
+        match l.load(path) {
+            Ok(true) => tracing::info!(path = %path.display(), "loaded state snapshot"),
+            Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
+            Err(SnapshotError::Io { source, .. }) => {
+                return Err(StateError::Unreadable {
+                    path: path.clone(),
+                    user: crate::capture::live::effective_user(),
+                    error: source,
+                })
+            }
+            Err(e @ SnapshotError::Invalid { .. }) => {
+                let aside = path.with_extension(format!(
+                    "corrupt-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ));
+                let moved = std::fs::rename(path, &aside).is_ok();
+                tracing::warn!(
+                    "state snapshot unusable ({e}); {} and starting without history",
+                    if moved {
+                        format!("set aside as {}", aside.display())
+                    } else {
+                        "could not set it aside".to_string()
+                    }
+                );
+                *l = LeakAnalyser::new_like(l);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the state snapshot now (the caller decides when: live, every
+    /// `state.snapshot_interval`). No-op without `state.dir`.
+    pub fn save_state(&self) -> Result<(), SnapshotError> {
+        match (self.leak.as_ref(), self.state.as_ref()) {
+            (Some(l), Some(path)) => l.save(path),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes one event of the merged stream.
+    pub fn on_event(&mut self, ev: Event, out: &mut impl FnMut(Output)) {
+        let ts = match &ev {
+            Event::Dns(d) => d.ts_ns,
+            Event::Alert(a) => a.ts_ns,
+            Event::Flow(r) => r.last_ns,
+            Event::Volume(v) => v.ts_ns,
+        };
+        self.clock_ns = self.clock_ns.max(ts);
+        self.advance(ts, out);
+        match ev {
+            Event::Volume(v) => {
+                self.incidents.on_volume(&v);
+                self.volume(&v, out);
+            }
+            Event::Dns(d) => {
+                let mut outs = Vec::new();
+                if let Some(a) = self.dns.as_mut() {
+                    a.on_event(&d, &mut |o| outs.push(o));
+                }
+                for o in outs {
+                    self.dns_output(o, out);
+                }
+                out(Output::DnsDone(d));
+            }
+            Event::Alert(mut a) => {
+                // The name in force when the connection started: a slow upload may alert long
+                // after the answer's TTL ran out.
+                if let Some(d) = self.dns.as_ref() {
+                    a.dst_fqdn = d.fqdn(a.src, a.dst, a.flow_start_ns).map(str::to_owned);
+                }
+                if self
+                    .leak
+                    .as_ref()
+                    .is_some_and(|l| l.allowed(a.dst_fqdn.as_deref()))
+                {
+                    // allow.dst_domains: counted, never alerted.
+                    self.stats.allowlisted_alerts += 1;
+                    return;
+                }
+                self.found(Finding::Flow(a), out);
+            }
+            Event::Flow(rec) => {
+                // The flow's last volume report rides on its final record.
+                let end = end_volume(&rec);
+                self.incidents.on_flow(&rec);
+                out(Output::Flow(rec));
+                if let Some(v) = end {
+                    self.volume(&v, out);
+                }
+            }
+        }
+    }
+
+    /// End of input. With `state.dir`, open windows are persisted (the state continues in
+    /// the next run: a restart, or the next file), not closed; otherwise they are closed
+    /// and what they hold is reported. Pending DNS transactions are written out.
+    pub fn finish(&mut self, out: &mut impl FnMut(Output)) -> Result<(), SnapshotError> {
+        self.refresh();
+        self.incidents.closing();
+        let mut saved = Ok(());
+        if self.state.is_some() {
+            saved = self.save_state();
+        } else if let Some(l) = self.leak.as_mut() {
+            let dns = self.dns.as_ref();
+            let now = u64::MAX / 2;
+            let names = |s: Addr, d: Addr, v6: bool| {
+                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), now))
+                    .map(str::to_owned)
+            };
+            let mut found = Vec::new();
+            l.finish(&names, &mut |a| found.push(a));
+            for a in found {
+                self.leak_finding(a, out);
+            }
+        }
+        // Closing the last windows may still evict groups.
+        self.refresh();
+        let mut outs = Vec::new();
+        if let Some(a) = self.dns.as_mut() {
+            a.finish(&mut |o| outs.push(o));
+        }
+        for o in outs {
+            self.dns_output(o, out);
+        }
+        self.incidents
+            .finish(self.clock_ns, &mut |u| out(Output::Incident(u)));
+        self.refresh();
+        saved
+    }
+
+    /// A finding: to the outputs, then into its incident.
+    fn found(&mut self, f: Finding, out: &mut impl FnMut(Output)) {
+        let mut updates = Vec::new();
+        self.incidents.on_finding(&f, &mut |u| updates.push(u));
+        out(Output::Finding(f));
+        for u in updates {
+            out(Output::Incident(u));
+        }
+    }
+
+    fn dns_output(&mut self, o: DnsOutput, out: &mut impl FnMut(Output)) {
+        match o {
+            DnsOutput::Alert(a) => self.found(Finding::Dns(a), out),
+            DnsOutput::Record(r) => out(Output::DnsRecord(r)),
+        }
+    }
+
+    /// Moves the clocks of the leak stage (closes windows that ended) and of the incidents
+    /// (held news, idle incidents).
+    fn advance(&mut self, ts_ns: u64, out: &mut impl FnMut(Output)) {
+        self.incidents
+            .advance(ts_ns, &mut |u| out(Output::Incident(u)));
+        let mut found = Vec::new();
+        if let Some(l) = self.leak.as_mut() {
+            let dns = self.dns.as_ref();
+            let names = |s: Addr, d: Addr, v6: bool| {
+                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), ts_ns))
+                    .map(str::to_owned)
+            };
+            l.advance(ts_ns, &names, &mut |a| found.push(a));
+        }
+        for a in found {
+            self.leak_finding(a, out);
+        }
+    }
+
+    fn volume(&mut self, v: &Volume, out: &mut impl FnMut(Output)) {
+        let mut found = Vec::new();
+        if let Some(l) = self.leak.as_mut() {
+            let dns = self.dns.as_ref();
+            let names = |s: Addr, d: Addr, v6: bool| {
+                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), v.ts_ns))
+                    .map(str::to_owned)
+            };
+            let fqdn = names(v.src, v.dst, v.ipv6);
+            l.on_volume(v, fqdn.as_deref(), &names, &mut |a| found.push(a));
+        }
+        for a in found {
+            self.leak_finding(a, out);
+        }
+    }
+
+    /// A per-flow finding raised at the flow's end: the worker holding the flow's packets
+    /// cuts its slice from its ring.
+    fn leak_finding(&mut self, mut a: LeakAlert, out: &mut impl FnMut(Output)) {
+        if let (Some(req), Some(flow_id), Some(src), Some(dst)) =
+            (&self.slices, a.flow_id, a.src, a.dst)
+        {
+            if crate::slice::valid_id(&a.id) {
+                let meta = crate::slice::SliceMeta {
+                    id: a.id.clone(),
+                    detector: a.detector.name(),
+                    worker: 0,
+                    flow_id,
+                    proto: 0,
+                    src,
+                    sport: 0,
+                    dst,
+                    dport: 0,
+                    alert_ts_ns: a.ts_ns,
+                    linktype: 0,
+                    snaplen: 0,
+                };
+                if req.request(&meta) {
+                    a.slice_id = Some(a.id.clone());
+                }
+            }
+        }
+        self.found(Finding::Leak(a), out);
+    }
+}

@@ -37,6 +37,24 @@ pub enum Detector {
 }
 
 impl Detector {
+    /// RFC 5424 severity of a detector's alerts.
+    ///
+    /// `crit` (2) for `data_leak` and `dns_tunnel`: both are confirmed patterns (a group's
+    /// uploads summed past the leak total over the long window; a covert channel in DNS) with
+    /// few benign explanations, so they should page. `warning` (4) for the rest: single-flow
+    /// thresholds and statistical outliers that backups, uploads and misconfigurations also
+    /// trip, which an analyst triages rather than answers at night.
+    pub fn syslog_severity(self) -> u8 {
+        match self {
+            Detector::DataLeak | Detector::DnsTunnel => 2,
+            Detector::LargeTransfer
+            | Detector::NxdomainBurst
+            | Detector::Asymmetry
+            | Detector::UploadBaseline
+            | Detector::ServiceOutlier => 4,
+        }
+    }
+
     /// Every detector, in a stable order.
     pub const ALL: [Detector; 7] = [
         Detector::LargeTransfer,

@@ -1,4 +1,4 @@
-//! `/healthz`, `/api/alerts` and `/api/flows/top`.
+//! `/healthz`, `/api/alerts`, `/api/incidents` and `/api/flows/top`.
 //!
 //! Query strings are parsed strictly: an unknown parameter or a bad value is a 400 with a
 //! JSON error naming it, because a silently ignored typo (`detecter=`) would show an analyst
@@ -6,7 +6,8 @@
 
 use super::{authorize, ApiError, AppState};
 use crate::detect::Detector;
-use crate::telemetry::{AlertQuery, TopBy, TopFlow};
+use crate::telemetry::record::AlertRecord;
+use crate::telemetry::{AlertQuery, IncidentQuery, TopBy, TopFlow};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -126,6 +127,93 @@ pub fn alerts_query(raw: Option<&str>) -> Result<AlertQuery, ApiError> {
     Ok(q)
 }
 
+/// Parses the query string of `GET /api/incidents` (`since`, `src`, `state` = open or
+/// closed, `severity` = the lowest severity wanted, `limit`). Every refusal is a 400
+/// naming the parameter.
+pub fn incidents_query(raw: Option<&str>) -> Result<IncidentQuery, ApiError> {
+    use crate::correlate::incident::Severity;
+    let p = params(raw, &["since", "src", "state", "severity", "limit"])?;
+    let mut q = IncidentQuery {
+        limit: limit(&p, MAX_ALERTS)?,
+        ..IncidentQuery::default()
+    };
+    if let Some(v) = get(&p, "since") {
+        q.since_ns = Some(parse_since(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "since: {v:?} is not an RFC 3339 time, Unix seconds or a duration such as 15m"
+            ))
+        })?);
+    }
+    if let Some(v) = get(&p, "src") {
+        q.src = Some(
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("src: {v:?} is not an IP address")))?,
+        );
+    }
+    if let Some(v) = get(&p, "state") {
+        q.open = Some(match v {
+            "open" => true,
+            "closed" => false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "state: unknown {v:?}; open or closed"
+                )))
+            }
+        });
+    }
+    if let Some(v) = get(&p, "severity") {
+        q.min_severity = Some(
+            Severity::ALL
+                .into_iter()
+                .find(|s| s.name() == v)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "severity: unknown {v:?}; one of low, medium, high, critical"
+                    ))
+                })?,
+        );
+    }
+    Ok(q)
+}
+
+/// `GET /api/incidents?since=&src=&state=&severity=&limit=`: recent incidents, each as its
+/// latest announcement, most recently updated first.
+pub(super) async fn incidents(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let q = incidents_query(raw.as_deref())?;
+    let store = &state.telemetry.incidents;
+    let found = store.query(&q);
+    Ok(spliced("incidents", &found, store.len()))
+}
+
+/// A JSON object `{"count":N,"held":H,"<key>":[...]}` spliced from records that are already
+/// JSON, rather than parsed and encoded again.
+fn spliced(key: &str, found: &[Arc<AlertRecord>], held: usize) -> Response {
+    let mut body =
+        String::with_capacity(64 + found.iter().map(|a| a.json.len() + 1).sum::<usize>());
+    body.push_str(&format!(
+        "{{\"count\":{},\"held\":{held},\"{key}\":[",
+        found.len()
+    ));
+    for (i, a) in found.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&a.json);
+    }
+    body.push_str("]}");
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// `GET /api/alerts?since=&detector=&src=&limit=`: recent alerts, newest first.
 pub(super) async fn alerts(
     State(state): State<Arc<AppState>>,
@@ -135,27 +223,7 @@ pub(super) async fn alerts(
     authorize(&state, &headers)?;
     let q = alerts_query(raw.as_deref())?;
     let found = state.telemetry.store.query(&q);
-    // The alerts are already JSON: splice them in rather than parse and re-encode.
-    let mut body =
-        String::with_capacity(64 + found.iter().map(|a| a.json.len() + 1).sum::<usize>());
-    body.push_str(&format!(
-        "{{\"count\":{},\"held\":{},\"alerts\":[",
-        found.len(),
-        state.telemetry.store.len()
-    ));
-    for (i, a) in found.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&a.json);
-    }
-    body.push_str("]}");
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok(spliced("alerts", &found, state.telemetry.store.len()))
 }
 
 fn top_json(f: &TopFlow) -> serde_json::Value {

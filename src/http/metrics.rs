@@ -8,6 +8,7 @@
 //! `docs/metrics.md`; every label value comes from a fixed set, never from traffic.
 
 use super::AppState;
+use crate::correlate::incident::{Severity, Update};
 use crate::decode::DecodeError;
 use crate::detect::Detector;
 use crate::flow::EndReason;
@@ -343,6 +344,47 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         );
     }
     fams.push(alerts);
+    let inc = &out.incidents;
+    let mut reached = Family::new(
+        "outflow_incidents_total",
+        "Incidents that reached each severity (one escalating from medium to high counts in both).",
+        MetricType::COUNTER,
+    );
+    for (i, sev) in Severity::ALL.iter().enumerate() {
+        reached = reached.counter(
+            &[("severity", sev.name())],
+            inc.reached_by_severity.get(i).copied().unwrap_or(0),
+        );
+    }
+    fams.push(reached);
+    let mut updates = Family::new(
+        "outflow_incident_updates_total",
+        "Incident lines announced, by kind (opened, escalated, closed).",
+        MetricType::COUNTER,
+    );
+    for (i, u) in Update::ALL.iter().enumerate() {
+        updates = updates.counter(
+            &[("update", u.name())],
+            inc.updates.get(i).copied().unwrap_or(0),
+        );
+    }
+    fams.push(updates);
+    fams.push(
+        Family::new(
+            "outflow_incidents_open",
+            "Incidents open now.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], inc.open as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_incidents_evicted_total",
+            "Incidents closed early because incident.capacity was reached.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], inc.evicted),
+    );
     fams.push(
         Family::new(
             "outflow_alerts_allowlisted_total",

@@ -264,6 +264,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(api::healthz))
         .route("/api/alerts", get(api::alerts))
+        .route("/api/incidents", get(api::incidents))
         .route("/api/flows/top", get(api::top_flows))
         .route("/api/slices", get(api::slices))
         .route("/api/slices/{name}", get(api::slice_file))

@@ -23,13 +23,14 @@
 //!
 //! Nothing here panics: a sink thread that died would silently stop alerting.
 
-use super::record::AlertRecord;
 use super::sink::Output;
+use crate::telemetry::record::AlertRecord;
+use crate::telemetry::SinkCounters;
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,21 +60,6 @@ pub trait Transport: Send + 'static {
     fn send(&mut self, rec: &AlertRecord) -> io::Result<()>;
     /// Closes and reopens the destination (SIGHUP, after logrotate moved the file).
     fn reopen(&mut self) -> io::Result<()>;
-}
-
-/// A sink's counters, read by /metrics and the stats line.
-#[derive(Debug, Default)]
-pub struct SinkCounters {
-    /// Alerts sent successfully.
-    pub delivered: AtomicU64,
-    /// Failed attempts (each retry that failed counts once).
-    pub failures: AtomicU64,
-    /// Alerts given up on: queue full, or still unsent at shutdown.
-    pub dropped: AtomicU64,
-    /// Alerts waiting in the queue now.
-    pub queued: AtomicU64,
-    /// Whether the last attempt succeeded (true before the first).
-    pub up: AtomicBool,
 }
 
 /// Replay waits and treats errors as final; live never waits and retries.
@@ -601,6 +587,7 @@ fn ends_mid_line(f: &File) -> bool {
 mod tests {
     use super::*;
     use crate::detect::Detector;
+    use std::sync::atomic::AtomicU64;
     use std::sync::Mutex;
 
     fn rec(i: u64) -> Arc<AlertRecord> {

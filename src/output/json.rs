@@ -4,6 +4,7 @@
 
 use crate::config::ByteCount;
 use crate::correlate::dns::{DnsAlert, DnsRecord};
+use crate::correlate::incident::{IncidentUpdate, Update};
 use crate::correlate::leak::LeakAlert;
 use crate::decode::{proto, TunnelChain, TunnelHop};
 use crate::detect::Alert;
@@ -848,4 +849,149 @@ mod tests {
             }
         }
     }
+}
+
+/// One detector's part in an incident line.
+#[derive(Serialize)]
+struct ReasonJson<'a> {
+    detector: &'static str,
+    findings: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<u8>,
+    first: String,
+    last: String,
+    last_alert_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct FlowBytesJson {
+    flow_id: u64,
+    out_ip_bytes: u64,
+    in_ip_bytes: u64,
+    open: bool,
+}
+
+#[derive(Serialize)]
+struct IncidentJson<'a> {
+    incident_id: &'a str,
+    update: &'static str,
+    ts: String,
+    severity: &'static str,
+    score: u8,
+    message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    escalation: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_reason: Option<&'static str>,
+    src_ip: String,
+    dst_ips: Vec<String>,
+    dst_names: &'a [String],
+    reasons: Vec<ReasonJson<'a>>,
+    first_seen: String,
+    last_seen: String,
+    out_ip_bytes: u64,
+    in_ip_bytes: u64,
+    findings: u64,
+    alert_ids: &'a [String],
+    flows: Vec<FlowBytesJson>,
+    flows_open: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    flows_untracked: u64,
+    slice_ids: &'a [String],
+    slice_urls: Vec<String>,
+}
+
+/// An incident announcement as one JSON object: what the alert outputs write.
+pub fn incident_json(u: &IncidentUpdate) -> String {
+    let i = &u.incident;
+    let (out, inb) = i.totals();
+    let to = match (i.dsts.len(), i.names.first()) {
+        (0, Some(n)) => n.clone(),
+        (0, None) => "external hosts".to_string(),
+        (1, None) => i.dsts.first().map(ToString::to_string).unwrap_or_default(),
+        (1, Some(n)) => format!(
+            "{} ({n})",
+            i.dsts.first().map(ToString::to_string).unwrap_or_default()
+        ),
+        (k, _) => format!("{k} destinations"),
+    };
+    let detectors: Vec<String> = i
+        .reasons
+        .iter()
+        .map(|r| {
+            if r.detector == crate::detect::Detector::LargeTransfer {
+                format!("{} (tier {})", r.detector.name(), r.tier)
+            } else {
+                r.detector.name().to_string()
+            }
+        })
+        .collect();
+    let what = match u.update {
+        Update::Opened => "opened",
+        Update::Escalated => "escalated",
+        Update::Closed => "closed",
+    };
+    let message = format!(
+        "Exfiltration incident {what} ({}): {} → {to}: {} out, {} in over {}; {}",
+        i.severity.name(),
+        i.src,
+        human_bytes(out),
+        human_bytes(inb),
+        human_span(i.last_ns.saturating_sub(i.first_ns)),
+        detectors.join(", ")
+    );
+    let j = IncidentJson {
+        incident_id: &i.id,
+        update: u.update.name(),
+        ts: rfc3339(u.ts_ns),
+        severity: i.severity.name(),
+        score: i.score,
+        message,
+        escalation: if u.update == Update::Opened {
+            Vec::new()
+        } else {
+            u.escalation.names()
+        },
+        close_reason: i.close_reason.map(|c| c.name()),
+        src_ip: i.src.to_string(),
+        dst_ips: i.dsts.iter().map(ToString::to_string).collect(),
+        dst_names: &i.names,
+        reasons: i
+            .reasons
+            .iter()
+            .map(|r| ReasonJson {
+                detector: r.detector.name(),
+                findings: r.findings,
+                tier: (r.detector == crate::detect::Detector::LargeTransfer).then_some(r.tier),
+                first: rfc3339(r.first_ns),
+                last: rfc3339(r.last_ns),
+                last_alert_id: &r.last_id,
+            })
+            .collect(),
+        first_seen: rfc3339(i.first_ns),
+        last_seen: rfc3339(i.last_ns),
+        out_ip_bytes: out,
+        in_ip_bytes: inb,
+        findings: i.findings,
+        alert_ids: &i.finding_ids,
+        flows: i
+            .flows
+            .iter()
+            .map(|f| FlowBytesJson {
+                flow_id: f.flow_id,
+                out_ip_bytes: f.out_ip_bytes,
+                in_ip_bytes: f.in_ip_bytes,
+                open: f.open,
+            })
+            .collect(),
+        flows_open: i.open_flows(),
+        flows_untracked: i.flows_untracked,
+        slice_ids: &i.slice_ids,
+        slice_urls: i
+            .slice_ids
+            .iter()
+            .map(|id| format!("/api/slices/{id}.pcap"))
+            .collect(),
+    };
+    serde_json::to_string(&j).unwrap_or_default()
 }

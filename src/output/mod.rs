@@ -6,7 +6,6 @@
 
 pub mod deliver;
 pub mod json;
-pub mod record;
 pub mod sink;
 pub mod syslog;
 

@@ -7,17 +7,20 @@
 //! capture gives byte-identical output for 1 or 16 workers.
 
 use super::deliver::{JsonLinesFile, Mode, SinkHandle};
-use super::json::{alert_json, dns_alert_json, dns_record_json, leak_alert_json, write_flow_json};
-use super::record::AlertRecord;
+use super::json::{
+    alert_json, dns_alert_json, dns_record_json, incident_json, leak_alert_json, write_flow_json,
+};
 use super::syslog::SyslogTransport;
 use crate::config::{Config, SyslogConfig};
-use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
-use crate::correlate::leak::{LeakAlert, LeakAnalyser, LeakStats, SnapshotError};
-use crate::decode::Addr;
+use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsRecord};
+use crate::correlate::incident::{IncidentStats, IncidentUpdate};
+use crate::correlate::leak::{LeakAlert, LeakStats};
+use crate::correlate::{Correlator, Finding, Output as CorrelateOutput, StateError, TABLES};
 use crate::detect::{Alert, Detector};
 use crate::event::{Event, EventKey, OutMsg};
 use crate::flow::FlowRecord;
-use crate::telemetry::{mono_ns, new_histogram, record, Telemetry};
+use crate::telemetry::record::AlertRecord;
+use crate::telemetry::{mono_ns, new_histogram, record, OutputCounters, Telemetry};
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use std::cmp::Reverse;
@@ -136,71 +139,6 @@ pub struct Sinks {
     pub dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
 }
 
-/// Names of the output thread's tables in [`OutputCounters::tables`] (metric labels).
-pub const OUTPUT_TABLES: [&str; 7] = [
-    crate::correlate::dns::DNS_TABLES[0],
-    crate::correlate::dns::DNS_TABLES[1],
-    crate::correlate::dns::DNS_TABLES[2],
-    crate::correlate::dns::DNS_TABLES[3],
-    crate::correlate::leak::LEAK_TABLES[0],
-    crate::correlate::leak::LEAK_TABLES[1],
-    crate::correlate::leak::LEAK_TABLES[2],
-];
-
-/// The output thread's counters: what was written, and the analysers' tables.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OutputCounters {
-    /// Alerts written, by detector (indexed like `Detector::ALL`).
-    pub alerts_by_detector: [u64; Detector::ALL.len()],
-    /// Flow records written.
-    pub flow_records: u64,
-    /// DNS transactions written.
-    pub dns_records: u64,
-    /// Flow alerts silenced by `allow.dst_domains`.
-    pub allowlisted_alerts: u64,
-    /// DNS analyser counters (queries, suspicious, NXDOMAIN, table drops...).
-    pub dns: AnalyseStats,
-    /// Cross-flow stage counters (volumes, threshold events, evictions...).
-    pub leak: LeakStats,
-    /// (entries, capacity, evictions) of each table named in [`OUTPUT_TABLES`].
-    pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
-}
-
-/// The state in `state.dir` cannot be used: the sensor refuses to start rather than run for
-/// a day and lose what it learnt at the first snapshot or at shutdown.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// The snapshot exists but this process cannot read it.
-    #[error(
-        "state.dir: cannot read the state snapshot {} as user {user}: {error}; \
-         make it a file that user can read, or move it away to start without history",
-        path.display()
-    )]
-    Unreadable {
-        /// The snapshot file.
-        path: PathBuf,
-        /// Who the process runs as (after dropping privileges to `run.user`).
-        user: String,
-        /// The I/O error (part of the message, not a source: printed once).
-        error: io::Error,
-    },
-    /// The directory cannot be created or written (snapshots are written there as a
-    /// temporary file, then renamed).
-    #[error(
-        "state.dir {}: cannot write state snapshots there as user {user}: {error}; \
-         create it writable by that user (the systemd unit's StateDirectory= does)",
-        dir.display()
-    )]
-    DirUnwritable {
-        /// The directory.
-        dir: PathBuf,
-        /// Who the process runs as.
-        user: String,
-        /// The I/O error.
-        error: io::Error,
-    },
-}
-
 /// Why the outputs could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -212,9 +150,6 @@ pub enum PrepareError {
     #[error(transparent)]
     State(#[from] StateError),
 }
-
-/// File name of the state snapshot inside `state.dir`.
-pub const STATE_FILE: &str = "outflow-state.json";
 
 /// What the output thread wrote.
 #[derive(Debug, Default)]
@@ -243,29 +178,13 @@ pub struct Collected {
     pub leak: LeakStats,
     /// Flow alerts dropped because the destination's name is allowlisted.
     pub allowlisted_alerts: u64,
-    /// (entries, capacity, evictions) of each table named in [`OUTPUT_TABLES`], as the
+    /// (entries, capacity, evictions) of each table named in [`TABLES`], as the
     /// input ended (before the last transactions were written out).
-    pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
-}
-
-/// Copies the occupancy of the analysers given into their places in `tables` (laid out
-/// as [`OUTPUT_TABLES`]).
-fn copy_tables(
-    tables: &mut [(u64, u64, u64); OUTPUT_TABLES.len()],
-    dns: Option<&DnsAnalyser>,
-    leak: Option<&LeakAnalyser>,
-) {
-    if let Some(d) = dns {
-        for (t, v) in tables.iter_mut().zip(d.tables()) {
-            *t = v;
-        }
-    }
-    if let Some(l) = leak {
-        let skip = crate::correlate::dns::DNS_TABLES.len();
-        for (t, v) in tables.iter_mut().skip(skip).zip(l.tables()) {
-            *t = v;
-        }
-    }
+    pub tables: [(u64, u64, u64); TABLES.len()],
+    /// Incident announcements, in output order (only when `collect`).
+    pub incidents: Vec<IncidentUpdate>,
+    /// The incident book's counters.
+    pub incident_stats: IncidentStats,
 }
 
 /// The output's merge buffer: a min-heap of (key, slot) over a slab of events. The heap
@@ -318,17 +237,16 @@ const DONE: EventKey = EventKey {
 struct Writers {
     /// Alert sinks (JSON lines, syslog), each on its own thread.
     sinks: Vec<SinkHandle>,
-    slice_requests: Option<crate::slice::recorder::SliceRequester>,
     dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
     latency: Histogram<u64>,
     flows: Option<BufWriter<Named>>,
     dns_out: Option<BufWriter<Named>>,
-    dns: Option<DnsAnalyser>,
-    leak: Option<LeakAnalyser>,
-    /// Where long-window state is persisted (`state.dir`), if anywhere.
-    state: Option<std::path::PathBuf>,
+    /// The cross-flow stage this thread feeds.
+    correlate: Correlator,
+    /// Findings go to the alert sinks too, not only to `/api/alerts`.
+    per_detector_lines: bool,
     snapshot_every: std::time::Duration,
     last_snapshot: std::time::Instant,
     collect: bool,
@@ -338,12 +256,11 @@ struct Writers {
     /// the run may go on for months; a replay reports it once, at its end.
     log_errors: bool,
     since_publish: u32,
-    /// The tables' occupancy at the last publication.
-    tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
 }
 
 impl Writers {
-    /// Hands one rendered alert to every sink and the API's store.
+    /// Hands one rendered finding to the API's store (`/api/alerts`) and, with
+    /// `incident.per_detector_lines`, to every sink.
     fn deliver(&mut self, rec: AlertRecord) {
         if rec.read_mono_ns != 0 {
             record(
@@ -353,11 +270,27 @@ impl Writers {
             );
         }
         let rec = Arc::new(rec);
+        if self.per_detector_lines {
+            for s in &self.sinks {
+                s.deliver(Arc::clone(&rec));
+            }
+        }
+        if let Some(t) = &self.telemetry {
+            t.store.push(rec);
+        }
+    }
+
+    /// Hands one incident announcement to every sink and the API's incident store.
+    fn announce(&mut self, u: IncidentUpdate) {
+        let rec = Arc::new(AlertRecord::from_incident(&u, incident_json(&u)));
         for s in &self.sinks {
             s.deliver(Arc::clone(&rec));
         }
         if let Some(t) = &self.telemetry {
-            t.store.push(rec);
+            t.incidents.push(rec);
+        }
+        if self.collect {
+            self.out.incidents.push(u);
         }
     }
 
@@ -368,10 +301,34 @@ impl Writers {
         }
     }
 
-    fn dns_output(&mut self, o: DnsOutput) {
-        let r = match o {
-            DnsOutput::Alert(a) => {
-                self.count_alert(a.detector);
+    /// Renders and delivers one finding.
+    fn finding(&mut self, f: Finding) {
+        self.count_alert(f.detector());
+        match f {
+            Finding::Flow(mut a) => {
+                let read = std::mem::take(&mut a.read_mono_ns);
+                self.deliver(AlertRecord::from_json(
+                    a.detector,
+                    a.ts_ns,
+                    alert_json(&a),
+                    read,
+                ));
+                if self.collect {
+                    self.out.alerts.push(*a);
+                }
+            }
+            Finding::Leak(a) => {
+                self.deliver(AlertRecord::from_json(
+                    a.detector,
+                    a.ts_ns,
+                    leak_alert_json(&a),
+                    0,
+                ));
+                if self.collect {
+                    self.out.leak_alerts.push(a);
+                }
+            }
+            Finding::Dns(a) => {
                 self.deliver(AlertRecord::from_json(
                     a.detector,
                     a.ts_ns,
@@ -381,9 +338,29 @@ impl Writers {
                 if self.collect {
                     self.out.dns_alerts.push(a);
                 }
+            }
+        }
+    }
+
+    /// Writes one thing the cross-flow stage produced.
+    fn output(&mut self, o: CorrelateOutput) {
+        let r = match o {
+            CorrelateOutput::Finding(f) => {
+                self.finding(f);
                 Ok(())
             }
-            DnsOutput::Record(rec) => {
+            CorrelateOutput::Flow(rec) => {
+                self.out.flow_count += 1;
+                let r = match self.flows.as_mut() {
+                    Some(w) => write_flow_json(w, &rec).and_then(|()| w.write_all(b"\n")),
+                    None => Ok(()),
+                };
+                if self.collect {
+                    self.out.flows.push(rec);
+                }
+                r
+            }
+            CorrelateOutput::DnsRecord(rec) => {
                 self.out.dns_record_count += 1;
                 let r = match self.dns_out.as_mut() {
                     Some(w) => writeln!(w, "{}", dns_record_json(&rec)),
@@ -394,103 +371,29 @@ impl Writers {
                 }
                 r
             }
+            CorrelateOutput::Incident(u) => {
+                self.announce(u);
+                Ok(())
+            }
+            CorrelateOutput::DnsDone(d) => {
+                if let Some(r) = &self.dns_recycle {
+                    let _ = r.try_send(d);
+                }
+                Ok(())
+            }
         };
         if let Err(e) = r {
             self.note_error(e);
         }
     }
 
-    fn leak_alert(&mut self, mut a: LeakAlert) {
-        self.count_alert(a.detector);
-        // A per-flow alert (raised at the flow's end): the worker holding the flow's packets
-        // cuts its slice from its ring.
-        if let (Some(req), Some(flow_id), Some(src), Some(dst)) =
-            (&self.slice_requests, a.flow_id, a.src, a.dst)
-        {
-            if crate::slice::valid_id(&a.id) {
-                let meta = crate::slice::SliceMeta {
-                    id: a.id.clone(),
-                    detector: a.detector.name(),
-                    worker: 0,
-                    flow_id,
-                    proto: 0,
-                    src,
-                    sport: 0,
-                    dst,
-                    dport: 0,
-                    alert_ts_ns: a.ts_ns,
-                    linktype: 0,
-                    snaplen: 0,
-                };
-                if req.request(&meta) {
-                    a.slice_id = Some(a.id.clone());
-                }
-            }
+    /// Feeds one event to the cross-flow stage and writes what comes out.
+    fn write(&mut self, ev: Event) {
+        let mut outs = Vec::new();
+        self.correlate.on_event(ev, &mut |o| outs.push(o));
+        for o in outs {
+            self.output(o);
         }
-        self.deliver(AlertRecord::from_json(
-            a.detector,
-            a.ts_ns,
-            leak_alert_json(&a),
-            0,
-        ));
-        if self.collect {
-            self.out.leak_alerts.push(a);
-        }
-    }
-
-    /// Loads persisted state at start. A snapshot that was read but does not parse (corrupt,
-    /// or another version) is renamed aside with a log line and the run starts fresh. A
-    /// snapshot that cannot be read at all (permissions, a directory in its place, an I/O
-    /// error) is an error: the history in it may be intact, and setting it aside would
-    /// throw it away for what is a deployment mistake, so the sensor refuses to start.
-    fn load_state(&mut self) -> Result<(), StateError> {
-        let (Some(l), Some(path)) = (self.leak.as_mut(), self.state.as_ref()) else {
-            return Ok(());
-        };
-        if let Some(dir) = path.parent() {
-            // Found out now, not when the first snapshot (or the one at shutdown) fails.
-            let probe = dir.join(".outflow-write-test");
-            let writable = std::fs::create_dir_all(dir)
-                .and_then(|()| std::fs::write(&probe, b""))
-                .and_then(|()| std::fs::remove_file(&probe));
-            if let Err(error) = writable {
-                return Err(StateError::DirUnwritable {
-                    dir: dir.to_path_buf(),
-                    user: crate::capture::live::effective_user(),
-                    error,
-                });
-            }
-        }
-        match l.load(path) {
-            Ok(true) => tracing::info!(path = %path.display(), "loaded state snapshot"),
-            Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
-            Err(SnapshotError::Io { source, .. }) => {
-                return Err(StateError::Unreadable {
-                    path: path.clone(),
-                    user: crate::capture::live::effective_user(),
-                    error: source,
-                })
-            }
-            Err(e @ SnapshotError::Invalid { .. }) => {
-                let aside = path.with_extension(format!(
-                    "corrupt-{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                ));
-                let moved = std::fs::rename(path, &aside).is_ok();
-                tracing::warn!(
-                    "state snapshot unusable ({e}); {} and starting without history",
-                    if moved {
-                        format!("set aside as {}", aside.display())
-                    } else {
-                        "could not set it aside".to_string()
-                    }
-                );
-                *l = LeakAnalyser::new_like(l);
-            }
-        }
-        Ok(())
     }
 
     /// Copies the counters to the shared place every 256 events (and at the end).
@@ -500,22 +403,20 @@ impl Writers {
             return;
         }
         self.since_publish = 0;
-        if self.telemetry.is_none() {
-            return;
-        }
-        self.refresh_tables();
-        let Some(t) = &self.telemetry else {
+        let Some(t) = self.telemetry.clone() else {
             return;
         };
-        let tables = self.tables;
+        let st = self.correlate.stats();
+        self.out.tables = st.tables;
         let c = OutputCounters {
             alerts_by_detector: self.out.alerts_by_detector,
             flow_records: self.out.flow_count,
             dns_records: self.out.dns_record_count,
-            allowlisted_alerts: self.out.allowlisted_alerts,
-            dns: self.dns.as_ref().map_or(self.out.dns, |d| d.stats),
-            leak: self.leak.as_ref().map_or(self.out.leak, |l| l.stats),
-            tables,
+            allowlisted_alerts: st.allowlisted_alerts,
+            dns: st.dns,
+            leak: st.leak,
+            tables: st.tables,
+            incidents: st.incidents,
         };
         if let Ok(mut g) = t.output.lock() {
             *g = c;
@@ -528,174 +429,34 @@ impl Writers {
         }
     }
 
-    /// Copies the analysers' table occupancy into `self.tables`. After `finish` the
-    /// analysers are gone and their last occupancy stays.
-    fn refresh_tables(&mut self) {
-        copy_tables(&mut self.tables, self.dns.as_ref(), self.leak.as_ref());
-    }
-
     /// Live: snapshot every `state.snapshot_interval`.
     fn maybe_snapshot(&mut self) {
-        let (Some(l), Some(path)) = (self.leak.as_ref(), self.state.as_ref()) else {
-            return;
-        };
         if self.last_snapshot.elapsed() < self.snapshot_every {
             return;
         }
         self.last_snapshot = std::time::Instant::now();
-        if let Err(e) = l.save(path) {
+        if let Err(e) = self.correlate.save_state() {
             tracing::error!("cannot write the state snapshot: {e}");
         }
     }
 
-    /// Moves the slow-leak stage's clock; closes windows that ended.
-    fn advance(&mut self, ts_ns: u64) {
-        let mut alerts = Vec::new();
-        if let Some(l) = self.leak.as_mut() {
-            let dns = self.dns.as_ref();
-            let names = |s: Addr, d: Addr, v6: bool| {
-                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), ts_ns))
-                    .map(str::to_owned)
-            };
-            l.advance(ts_ns, &names, &mut |a| alerts.push(a));
-        }
-        for a in alerts {
-            self.leak_alert(a);
-        }
-    }
-
-    fn volume(&mut self, v: &crate::event::Volume) {
-        let mut alerts = Vec::new();
-        if let Some(l) = self.leak.as_mut() {
-            let dns = self.dns.as_ref();
-            let names = |s: Addr, d: Addr, v6: bool| {
-                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), v.ts_ns))
-                    .map(str::to_owned)
-            };
-            let fqdn = names(v.src, v.dst, v.ipv6);
-            l.on_volume(v, fqdn.as_deref(), &names, &mut |a| alerts.push(a));
-        }
-        for a in alerts {
-            self.leak_alert(a);
-        }
-    }
-
-    /// End of input: pending DNS transactions are written out.
+    /// End of input: the stage closes (or persists) its windows and writes out pending
+    /// DNS transactions.
     fn finish(&mut self) {
-        self.refresh_tables();
-        let mut alerts = Vec::new();
-        if let (Some(path), true) = (self.state.as_ref(), self.leak.is_some()) {
-            let Some(l) = self.leak.take() else {
-                return;
-            };
-            // The state continues in the next run (restart, or the next file with
-            // --state-dir): open windows are persisted, not closed.
-            if let Err(e) = l.save(path) {
-                tracing::error!("cannot write the state snapshot: {e}");
-                self.first_error
-                    .get_or_insert(std::io::Error::other(e.to_string()));
-            }
-            self.out.leak = l.stats;
+        let mut outs = Vec::new();
+        if let Err(e) = self.correlate.finish(&mut |o| outs.push(o)) {
+            tracing::error!("cannot write the state snapshot: {e}");
+            self.first_error
+                .get_or_insert(std::io::Error::other(e.to_string()));
         }
-        if let Some(mut l) = self.leak.take() {
-            let dns = self.dns.as_ref();
-            let now = u64::MAX;
-            let names = |s: Addr, d: Addr, v6: bool| {
-                dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), now.min(u64::MAX / 2)))
-                    .map(str::to_owned)
-            };
-            l.finish(&names, &mut |a| alerts.push(a));
-            self.out.leak = l.stats;
-            // Closing the last windows may still evict groups.
-            copy_tables(&mut self.tables, None, Some(&l));
-        }
-        for a in alerts {
-            self.leak_alert(a);
-        }
-        if let Some(mut a) = self.dns.take() {
-            let mut outs = Vec::new();
-            a.finish(&mut |o| outs.push(o));
-            self.out.dns = a.stats;
-            copy_tables(&mut self.tables, Some(&a), None);
-            for o in outs {
-                self.dns_output(o);
-            }
-        }
-        self.out.tables = self.tables;
-    }
-
-    fn write(&mut self, ev: Event) {
-        let ts = match &ev {
-            Event::Dns(d) => d.ts_ns,
-            Event::Alert(a) => a.ts_ns,
-            Event::Flow(r) => r.last_ns,
-            Event::Volume(v) => v.ts_ns,
-        };
-        self.advance(ts);
-        let r = match ev {
-            Event::Volume(v) => {
-                self.volume(&v);
-                Ok(())
-            }
-            Event::Dns(d) => {
-                let mut outs: Vec<DnsOutput> = Vec::new();
-                if let Some(a) = self.dns.as_mut() {
-                    a.on_event(&d, &mut |o| outs.push(o));
-                }
-                for o in outs {
-                    self.dns_output(o);
-                }
-                if let Some(r) = &self.dns_recycle {
-                    let _ = r.try_send(d);
-                }
-                Ok(())
-            }
-            Event::Alert(mut a) => {
-                // The name in force when the connection started: a slow upload may alert long
-                // after the answer's TTL ran out.
-                if let Some(d) = self.dns.as_ref() {
-                    a.dst_fqdn = d.fqdn(a.src, a.dst, a.flow_start_ns).map(str::to_owned);
-                }
-                if self
-                    .leak
-                    .as_ref()
-                    .is_some_and(|l| l.allowed(a.dst_fqdn.as_deref()))
-                {
-                    // allow.dst_domains: counted, never alerted.
-                    self.out.allowlisted_alerts += 1;
-                    return;
-                }
-                self.count_alert(a.detector);
-                let read = std::mem::take(&mut a.read_mono_ns);
-                self.deliver(AlertRecord::from_json(
-                    a.detector,
-                    a.ts_ns,
-                    alert_json(&a),
-                    read,
-                ));
-                if self.collect {
-                    self.out.alerts.push(*a);
-                }
-                Ok(())
-            }
-            Event::Flow(rec) => {
-                self.out.flow_count += 1;
-                let r = match self.flows.as_mut() {
-                    Some(w) => write_flow_json(w, &rec).and_then(|()| w.write_all(b"\n")),
-                    None => Ok(()),
-                };
-                // The flow's last volume report rides on its final record.
-                if let Some(v) = crate::event::end_volume(&rec) {
-                    self.volume(&v);
-                }
-                if self.collect {
-                    self.out.flows.push(rec);
-                }
-                r
-            }
-        };
-        if let Err(e) = r {
-            self.note_error(e);
+        let st = self.correlate.stats();
+        self.out.dns = st.dns;
+        self.out.leak = st.leak;
+        self.out.allowlisted_alerts = st.allowlisted_alerts;
+        self.out.tables = st.tables;
+        self.out.incident_stats = st.incidents;
+        for o in outs {
+            self.output(o);
         }
     }
 
@@ -772,12 +533,19 @@ impl OutputThread {
                 g.extend(handles.iter().map(|h| (h.name(), h.counters())));
             }
             if let Ok(mut g) = t.reopeners.lock() {
-                g.extend(handles.iter().filter_map(SinkHandle::reopener));
+                g.extend(
+                    handles
+                        .iter()
+                        .filter_map(SinkHandle::reopener)
+                        .map(|r| crate::telemetry::Reopen(Box::new(move || r.reopen()))),
+                );
             }
         }
+        let want_records = sinks.dns.is_some() || sinks.collect;
+        let mut correlate = Correlator::new(cfg, want_records, sinks.slice_requests.clone());
+        correlate.load_state()?;
         let mut w = Writers {
             sinks: handles,
-            slice_requests: sinks.slice_requests.clone(),
             dns_recycle: sinks.dns_recycle.clone(),
             telemetry: sinks.telemetry.clone(),
             latency: new_histogram(),
@@ -791,30 +559,19 @@ impl OutputThread {
                 .as_ref()
                 .map(|o| Named::open(o, append, "DNS transactions"))
                 .transpose()?,
-            dns: cfg
-                .filter(|c| c.dns.enabled)
-                .map(|c| DnsAnalyser::new(&c.dns)),
-            leak: cfg.map(LeakAnalyser::new),
-            state: cfg
-                .filter(|c| !c.state.dir.is_empty())
-                .map(|c| std::path::Path::new(&c.state.dir).join(STATE_FILE)),
+            correlate,
+            per_detector_lines: cfg.is_none_or(|c| c.incident.per_detector_lines),
             snapshot_every: cfg.map_or(std::time::Duration::from_secs(300), |c| {
                 c.state.snapshot_interval
             }),
             last_snapshot: std::time::Instant::now(),
             collect: sinks.collect,
             since_publish: 0,
-            tables: [(0, 0, 0); OUTPUT_TABLES.len()],
             out: Collected::default(),
             first_error: None,
             log_errors: append,
         };
         let ordered = sinks.ordered;
-        let want_records = w.dns_out.is_some() || w.collect;
-        if let Some(d) = w.dns.as_mut() {
-            d.set_records(want_records);
-        }
-        w.load_state()?;
         Ok(move || {
             let mut progress = vec![
                 EventKey {
@@ -845,14 +602,7 @@ impl OutputThread {
                             *p = upto;
                         }
                     }
-                    OutMsg::Reload(cfg) => {
-                        if let Some(d) = w.dns.as_mut() {
-                            d.reconfigure(&cfg.dns);
-                        }
-                        if let Some(l) = w.leak.as_mut() {
-                            l.reconfigure(&cfg);
-                        }
-                    }
+                    OutMsg::Reload(cfg) => w.correlate.reconfigure(&cfg),
                     OutMsg::Done { worker } => {
                         if let Some(p) = progress.get_mut(worker) {
                             *p = DONE;
@@ -900,7 +650,7 @@ mod tests {
     #[test]
     fn an_unreadable_state_snapshot_stops_the_start_and_stays_put() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(STATE_FILE);
+        let path = dir.path().join(crate::correlate::STATE_FILE);
         // A directory where the snapshot should be: it opens, but reading fails (EISDIR),
         // as reading a 0600 file of another user fails (EACCES) — and unlike permission
         // bits, it stops root too, so the test means the same whoever runs it.
@@ -948,7 +698,7 @@ mod tests {
     #[test]
     fn a_snapshot_that_does_not_parse_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(STATE_FILE);
+        let path = dir.path().join(crate::correlate::STATE_FILE);
         std::fs::write(&path, b"{\"version\": 1, \"now_ns\": ").unwrap();
         prepare_in(dir.path()).unwrap();
         assert!(!path.exists());

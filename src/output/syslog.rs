@@ -11,9 +11,8 @@
 //! forge extra lines in a collector that writes one line per message.
 
 use super::deliver::Transport;
-use super::record::AlertRecord;
 use crate::config::SyslogConfig;
-use crate::detect::Detector;
+use crate::telemetry::record::AlertRecord;
 use crate::time::rfc3339;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -146,24 +145,6 @@ pub fn valid_header_field(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
 }
 
-/// RFC 5424 severity of a detector's alerts.
-///
-/// `crit` (2) for `data_leak` and `dns_tunnel`: both are confirmed patterns (a group's
-/// uploads summed past the leak total over the long window; a covert channel in DNS) with
-/// few benign explanations, so they should page. `warning` (4) for the rest: single-flow
-/// thresholds and statistical outliers that backups, uploads and misconfigurations also
-/// trip, which an analyst triages rather than answers at night.
-pub fn severity(d: Detector) -> u8 {
-    match d {
-        Detector::DataLeak | Detector::DnsTunnel => 2,
-        Detector::LargeTransfer
-        | Detector::NxdomainBurst
-        | Detector::Asymmetry
-        | Detector::UploadBaseline
-        | Detector::ServiceOutlier => 4,
-    }
-}
-
 /// SD-ID of outflow's structured data. 32473 is the IANA private enterprise number reserved
 /// for documentation (RFC 5612); a deployment that registers its own can change it here.
 pub const SD_ID: &str = "outflow@32473";
@@ -187,8 +168,10 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Formats one alert as an RFC 5424 message:
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [outflow@32473 ...] BOM MSG`.
 ///
-/// PRI is `facility * 8 + severity` ([`severity`]; a facility above 23 is taken as 23);
-/// TIMESTAMP the alert's packet time in UTC with microseconds; MSGID the detector name.
+/// PRI is `facility * 8 + severity` (the record's: [`crate::detect::Detector::syslog_severity`] for a
+/// finding, the incident's severity for an incident line; a facility above 23 is taken as 23);
+/// TIMESTAMP the alert's packet time in UTC with microseconds; MSGID the detector name, or
+/// `incident_<update>`.
 /// Header fields are made valid (non-printable characters and spaces become `_`, too long
 /// is cut, empty is `-`). The MSG is the alert's message after a UTF-8 BOM, which RFC 5424
 /// §6.4 requires for a UTF-8 MSG.
@@ -199,7 +182,7 @@ pub fn format(
     app_name: &str,
     procid: u32,
 ) -> String {
-    let pri = u16::from(facility.min(23)) * 8 + u16::from(severity(rec.detector));
+    let pri = u16::from(facility.min(23)) * 8 + u16::from(rec.syslog_severity.min(7));
     let mut s = String::with_capacity(rec.message.len().saturating_add(256));
     let _ = write!(s, "<{pri}>1 {} ", rfc3339(rec.ts_ns));
     push_header(&mut s, hostname, HOSTNAME_MAX);
@@ -208,7 +191,13 @@ pub fn format(
     s.push(' ');
     push_header(&mut s, &procid.to_string(), PROCID_MAX);
     s.push(' ');
-    push_header(&mut s, rec.detector.name(), MSGID_MAX);
+    // An incident line's MSGID says which announcement it is, so a SIEM rule can route
+    // `incident_opened` to a new ticket and the others to its updates.
+    let msgid = match rec.update {
+        Some(u) => format!("incident_{u}"),
+        None => rec.detector.name().to_string(),
+    };
+    push_header(&mut s, &msgid, MSGID_MAX);
     s.push_str(" [");
     s.push_str(SD_ID);
     let mut param = |name: &str, value: &str| {
@@ -216,10 +205,21 @@ pub fn format(
         push_param_value(&mut s, value);
         s.push('"');
     };
-    if !rec.id.is_empty() {
-        param("alert_id", &rec.id);
+    match (rec.update, rec.severity) {
+        (Some(u), sev) => {
+            param("incident_id", &rec.id);
+            param("update", u);
+            if let Some(sev) = sev {
+                param("severity", sev);
+            }
+        }
+        (None, _) => {
+            if !rec.id.is_empty() {
+                param("alert_id", &rec.id);
+            }
+            param("detector", rec.detector.name());
+        }
     }
-    param("detector", rec.detector.name());
     if let Some(ip) = rec.src {
         param("src_ip", &ip.to_string());
     }
@@ -537,6 +537,7 @@ impl Transport for SyslogTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::Detector;
     use std::io::BufRead;
     use std::net::TcpListener;
 
@@ -589,6 +590,7 @@ mod tests {
     fn format_sanitises_header_and_values() {
         let mut r = sample();
         r.detector = Detector::LargeTransfer;
+        r.syslog_severity = Detector::LargeTransfer.syslog_severity();
         r.fqdn = Some("x\ny.example".into());
         r.message = "line1\nline2".into();
         r.id = String::new();
@@ -606,10 +608,10 @@ mod tests {
 
     #[test]
     fn severities() {
-        assert_eq!(severity(Detector::DataLeak), 2);
-        assert_eq!(severity(Detector::DnsTunnel), 2);
+        assert_eq!(Detector::syslog_severity(Detector::DataLeak), 2);
+        assert_eq!(Detector::syslog_severity(Detector::DnsTunnel), 2);
         for d in Detector::ALL {
-            assert!(matches!(severity(d), 2 | 4));
+            assert!(matches!(d.syslog_severity(), 2 | 4));
             assert!(valid_header_field(d.name(), MSGID_MAX), "{}", d.name());
         }
     }

@@ -5,6 +5,7 @@
 //! other sinks need (the syslog structured data, the API's filters). It is wrapped in an
 //! `Arc` and handed to each sink's thread, so a slow sink never holds up the others.
 
+use crate::correlate::incident::IncidentUpdate;
 use crate::detect::Detector;
 use std::net::IpAddr;
 
@@ -37,6 +38,14 @@ pub struct AlertRecord {
     pub bytes: Option<u64>,
     /// The whole alert as one JSON object, no trailing newline.
     pub json: String,
+    /// For an incident line: which announcement (`opened`, `escalated`, `closed`); `None`
+    /// for a detector's finding.
+    pub update: Option<&'static str>,
+    /// For an incident line: its severity name (`low` ... `critical`).
+    pub severity: Option<&'static str>,
+    /// RFC 5424 severity for syslog: the detector's for a finding, the incident's
+    /// severity's for an incident line.
+    pub syslog_severity: u8,
     /// Monotonic nanoseconds (see [`crate::pipeline::mono_ns`]) at which outflow read the
     /// packet that made the alert fire; 0 when unknown. Feeds the detection-latency metric.
     pub read_mono_ns: u64,
@@ -75,7 +84,45 @@ impl AlertRecord {
             flow_id: u("flow_id"),
             bytes: u("out_ip_bytes").or_else(|| u("total_bytes")),
             json,
+            update: None,
+            severity: None,
+            syslog_severity: detector.syslog_severity(),
             read_mono_ns,
+        }
+    }
+
+    /// Builds the record of an incident announcement (`json` from
+    /// [`crate::output::json::incident_json`]). `detector` is the incident's first.
+    pub fn from_incident(u: &IncidentUpdate, json: String) -> Self {
+        let i = &u.incident;
+        let detector = i
+            .reasons
+            .first()
+            .map_or(Detector::LargeTransfer, |r| r.detector);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let message = v
+            .get("message")
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string();
+        AlertRecord {
+            id: i.id.clone(),
+            ts_ns: u.ts_ns,
+            detector,
+            message,
+            src: Some(i.src),
+            dst: i.dsts.first().copied(),
+            sport: None,
+            dport: None,
+            proto: None,
+            fqdn: i.names.first().cloned(),
+            flow_id: i.flows.first().map(|f| f.flow_id),
+            bytes: Some(i.totals().0),
+            json,
+            update: Some(u.update.name()),
+            severity: Some(i.severity.name()),
+            syslog_severity: i.severity.syslog(),
+            read_mono_ns: u.read_mono_ns,
         }
     }
 }

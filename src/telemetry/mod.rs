@@ -9,18 +9,73 @@
 //! answers; so the cost of scanning a table is paid only when someone asks.
 
 use crate::capture::frag::READER_TABLES;
-use crate::output::deliver::SinkCounters;
-use crate::output::record::AlertRecord;
-use crate::output::sink::{OutputCounters, OUTPUT_TABLES};
+use crate::correlate::incident::IncidentStats;
+use crate::correlate::{dns::AnalyseStats, leak::LeakStats, TABLES as OUTPUT_TABLES};
+use crate::detect::Detector;
 use crate::pipeline::Snapshot;
 use crate::worker::WORKER_TABLES;
 use hdrhistogram::Histogram;
+use record::AlertRecord;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
+pub mod record;
+
+/// Asks one alert sink to close and reopen its destination (log rotation), from any
+/// thread, without blocking. A closure, so this board needs no type of the outputs.
+pub struct Reopen(pub Box<dyn Fn() + Send + Sync>);
+
+impl Reopen {
+    /// Requests the reopen.
+    pub fn reopen(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Reopen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reopen")
+    }
+}
+
+/// A sink's counters, read by /metrics and the stats line.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Alerts sent successfully.
+    pub delivered: AtomicU64,
+    /// Failed attempts (each retry that failed counts once).
+    pub failures: AtomicU64,
+    /// Alerts given up on: queue full, or still unsent at shutdown.
+    pub dropped: AtomicU64,
+    /// Alerts waiting in the queue now.
+    pub queued: AtomicU64,
+    /// Whether the last attempt succeeded (true before the first).
+    pub up: AtomicBool,
+}
+
+/// The output thread's counters: what was written, and the cross-flow stage's tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputCounters {
+    /// Alerts written, by detector (indexed like `Detector::ALL`).
+    pub alerts_by_detector: [u64; Detector::ALL.len()],
+    /// Flow records written.
+    pub flow_records: u64,
+    /// DNS transactions written.
+    pub dns_records: u64,
+    /// Flow alerts silenced by `allow.dst_domains`.
+    pub allowlisted_alerts: u64,
+    /// DNS analyser counters (queries, suspicious, NXDOMAIN, table drops...).
+    pub dns: AnalyseStats,
+    /// Cross-flow stage counters (volumes, threshold events, evictions...).
+    pub leak: LeakStats,
+    /// (entries, capacity, evictions) of each table named in [`OUTPUT_TABLES`].
+    pub tables: [(u64, u64, u64); OUTPUT_TABLES.len()],
+    /// Incidents opened, announced, open.
+    pub incidents: IncidentStats,
+}
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 /// Monotonic nanoseconds since the first call in this process (never 0 after the first
@@ -520,6 +575,89 @@ impl AlertStore {
     }
 }
 
+/// Recent incidents for `/api/incidents`: the latest announcement of each, in order of
+/// their latest update; bounded (the incident updated longest ago goes first).
+#[derive(Debug)]
+pub struct IncidentStore {
+    kept: usize,
+    by_id: Mutex<hashlink::LinkedHashMap<String, Arc<AlertRecord>>>,
+}
+
+/// Filters of an `/api/incidents` query.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentQuery {
+    /// Only incidents updated at or after this time (Unix ns).
+    pub since_ns: Option<u64>,
+    /// Only incidents whose source is this address.
+    pub src: Option<IpAddr>,
+    /// Only open (`Some(true)`) or closed (`Some(false)`) incidents.
+    pub open: Option<bool>,
+    /// Only incidents of at least this severity (`low` < `medium` < `high` < `critical`).
+    pub min_severity: Option<crate::correlate::incident::Severity>,
+    /// At most this many, most recently updated first.
+    pub limit: usize,
+}
+
+impl IncidentStore {
+    /// A store keeping the `kept` most recently updated incidents.
+    pub fn new(kept: usize) -> IncidentStore {
+        IncidentStore {
+            kept: kept.max(1),
+            by_id: Mutex::new(hashlink::LinkedHashMap::new()),
+        }
+    }
+
+    /// Records an announcement: it replaces the incident's previous one and moves it to
+    /// the back.
+    pub fn push(&self, rec: Arc<AlertRecord>) {
+        if let Ok(mut g) = self.by_id.lock() {
+            g.remove(&rec.id);
+            while g.len() >= self.kept {
+                if g.pop_front().is_none() {
+                    break;
+                }
+            }
+            g.insert(rec.id.clone(), rec);
+        }
+    }
+
+    /// The matching incidents, most recently updated first.
+    pub fn query(&self, q: &IncidentQuery) -> Vec<Arc<AlertRecord>> {
+        use crate::correlate::incident::Severity;
+        let Ok(g) = self.by_id.lock() else {
+            return Vec::new();
+        };
+        let sev = |r: &AlertRecord| {
+            Severity::ALL
+                .into_iter()
+                .find(|s| Some(s.name()) == r.severity)
+                .unwrap_or_default()
+        };
+        g.values()
+            .rev()
+            .filter(|r| q.since_ns.is_none_or(|s| r.ts_ns >= s))
+            .filter(|r| {
+                q.src
+                    .is_none_or(|s| r.src.map(|x| x.to_canonical()) == Some(s.to_canonical()))
+            })
+            .filter(|r| q.open.is_none_or(|o| o == (r.update != Some("closed"))))
+            .filter(|r| q.min_severity.is_none_or(|m| sev(r) >= m))
+            .take(q.limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Incidents held.
+    pub fn len(&self) -> usize {
+        self.by_id.lock().map_or(0, |g| g.len())
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Everything the pipeline shares with the stats line and the HTTP server.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -538,9 +676,11 @@ pub struct Telemetry {
     /// Alert sinks and their counters, registered by the output thread.
     pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
     /// Reopen handles of the alert sinks (SIGHUP, for logrotate).
-    pub reopeners: Mutex<Vec<crate::output::deliver::Reopener>>,
-    /// Recent alerts.
+    pub reopeners: Mutex<Vec<Reopen>>,
+    /// Recent alerts (findings of every detector).
     pub store: Arc<AlertStore>,
+    /// Recent incidents, each at its latest announcement.
+    pub incidents: Arc<IncidentStore>,
     /// True while packets are being read.
     pub capturing: AtomicBool,
     /// Process start.
@@ -568,6 +708,7 @@ impl Telemetry {
             sinks: Mutex::default(),
             reopeners: Mutex::default(),
             store: Arc::new(AlertStore::new(alerts_kept)),
+            incidents: Arc::new(IncidentStore::new(alerts_kept)),
             capturing: AtomicBool::new(true),
             started: SystemTime::now(),
             top_generation: AtomicU64::new(0),

@@ -1,0 +1,1220 @@
+//! Incidents: the findings of every detector about one exfiltration, joined into one record
+//! that is announced when it opens, when it escalates and when it closes.
+//!
+//! A finding is keyed by its source (the home host) and its peer: the destination address,
+//! the registered domain of the destination's name (so a DNS tunnel and an upload to the
+//! same domain meet), or, for a finding about a source alone (a host's data-leak total, an
+//! NXDOMAIN burst), the source's most recent open incident. Each incident keeps bounded
+//! lists (destinations, names, flows, slices, finding ids) and the per-flow byte counts it
+//! learns from findings, volume reports and flow ends, so its totals are current without
+//! double counting.
+//!
+//! Announcements: `opened` at the first finding (the packet that crossed a threshold: no
+//! delay added); `escalated` at once when the severity or a large-transfer tier rises, and
+//! after [`IncidentConfig::hold`] for lesser news (a new detector, a total that doubled),
+//! several of which fold into one line; `closed` when none of its flows is open and nothing
+//! joined for [`IncidentConfig::idle`], at the end of input, when the window passed, or when
+//! the table is full (the idlest goes).
+//!
+//! No table is scanned per event: incidents sit in a linked map in order of their next check
+//! (activity moves one to the back), held updates in a queue in due order; expiry pops from
+//! the fronts.
+
+use super::dns::DnsAlert;
+use super::leak::LeakAlert;
+use super::Finding;
+use crate::config::IncidentConfig;
+use crate::detect::{Alert, Detector};
+use crate::event::Volume;
+use crate::flow::FlowRecord;
+use hashbrown::HashMap;
+use hashlink::LinkedHashMap;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+/// Destinations, names and slices an incident lists (the rest are counted).
+pub const MAX_LIST: usize = 16;
+/// Flows whose bytes an incident tracks one by one (more are counted in `flows_untracked`).
+pub const MAX_FLOWS: usize = 64;
+/// Finding ids an incident lists.
+pub const MAX_FINDINGS: usize = 32;
+
+/// How bad an incident is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Worth a look.
+    #[default]
+    Low,
+    /// A ticket.
+    Medium,
+    /// A ticket today.
+    High,
+    /// A ticket now.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, in rising order (metric labels).
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// Lowercase name (JSON, metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity of a score (0..=100).
+    pub fn of_score(score: u8) -> Severity {
+        match score {
+            85.. => Severity::Critical,
+            65..=84 => Severity::High,
+            40..=64 => Severity::Medium,
+            _ => Severity::Low,
+        }
+    }
+
+    /// RFC 5424 severity for syslog: critical 2, high 3 (error), medium 4 (warning), low 5
+    /// (notice).
+    pub fn syslog(self) -> u8 {
+        match self {
+            Severity::Critical => 2,
+            Severity::High => 3,
+            Severity::Medium => 4,
+            Severity::Low => 5,
+        }
+    }
+}
+
+/// Which announcement a line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Update {
+    /// The first finding.
+    Opened,
+    /// It grew: see [`IncidentUpdate::escalation`].
+    Escalated,
+    /// It ended: see [`Incident::close_reason`].
+    Closed,
+}
+
+impl Update {
+    /// Every kind, in order (metric labels).
+    pub const ALL: [Update; 3] = [Update::Opened, Update::Escalated, Update::Closed];
+
+    /// Lowercase name (JSON `update`, metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Update::Opened => "opened",
+            Update::Escalated => "escalated",
+            Update::Closed => "closed",
+        }
+    }
+}
+
+/// Weight of one finding in the incident's score (0..=100): how much on its own it says
+/// data left. A large transfer's higher tiers weigh more.
+fn weight(detector: Detector, tier: u8) -> u8 {
+    match detector {
+        Detector::LargeTransfer => match tier {
+            0 => 50,
+            1 => 70,
+            _ => 90,
+        },
+        Detector::DataLeak | Detector::DnsTunnel => 70,
+        Detector::UploadBaseline => 50,
+        Detector::ServiceOutlier => 45,
+        Detector::Asymmetry => 35,
+        Detector::NxdomainBurst => 25,
+    }
+}
+
+/// One detector's part in an incident.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reason {
+    /// The detector.
+    pub detector: Detector,
+    /// Its findings in this incident.
+    pub findings: u32,
+    /// Highest tier (large transfer; 0 otherwise).
+    pub tier: u8,
+    /// First and last finding (ns).
+    pub first_ns: u64,
+    /// Last finding (ns).
+    pub last_ns: u64,
+    /// Id of its last finding (`/api/alerts`).
+    pub last_id: String,
+}
+
+/// One flow's bytes as the incident knows them (cumulative IP bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowBytes {
+    /// The flow.
+    pub flow_id: u64,
+    /// Home → external IP bytes so far.
+    pub out_ip_bytes: u64,
+    /// External → home IP bytes so far.
+    pub in_ip_bytes: u64,
+    /// Still open.
+    pub open: bool,
+}
+
+/// Why an incident closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its flows ended and nothing joined for `incident.idle`.
+    Idle,
+    /// The input ended (replay) or the sensor stopped.
+    EndOfInput,
+    /// A finding came after `incident.window`: a new incident takes over.
+    Window,
+    /// The table was full and it was the idlest.
+    Evicted,
+}
+
+impl CloseReason {
+    /// Lowercase name (JSON `close_reason`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::EndOfInput => "end_of_input",
+            CloseReason::Window => "window",
+            CloseReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// An incident as announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incident {
+    /// Stable id: `INC-<source>-<first finding's time in ns>`; the same input gives the
+    /// same ids whatever the number of workers.
+    pub id: String,
+    /// The home host.
+    pub src: IpAddr,
+    /// First and last finding (ns), widened by the windows findings report.
+    pub first_ns: u64,
+    /// Last finding (ns).
+    pub last_ns: u64,
+    /// Score 0..=100: the heaviest finding's weight plus 5 per further detector.
+    pub score: u8,
+    /// Severity of the score.
+    pub severity: Severity,
+    /// Detectors in the order they first joined.
+    pub reasons: Vec<Reason>,
+    /// External addresses (up to [`MAX_LIST`]).
+    pub dsts: Vec<IpAddr>,
+    /// Destination names and queried registered domains (up to [`MAX_LIST`]).
+    pub names: Vec<String>,
+    /// Flows, with their bytes (up to [`MAX_FLOWS`]).
+    pub flows: Vec<FlowBytes>,
+    /// Flows beyond [`MAX_FLOWS`].
+    pub flows_untracked: u64,
+    /// Largest outbound total a window finding reported (data leak, window asymmetry).
+    pub window_out_ip_bytes: u64,
+    /// ...and its inbound total.
+    pub window_in_ip_bytes: u64,
+    /// Pcap slices of its flows.
+    pub slice_ids: Vec<String>,
+    /// Ids of its findings (up to [`MAX_FINDINGS`]; `/api/alerts`).
+    pub finding_ids: Vec<String>,
+    /// Findings joined.
+    pub findings: u64,
+    /// Why it closed (closed lines only).
+    pub close_reason: Option<CloseReason>,
+}
+
+impl Incident {
+    /// (outbound, inbound) IP bytes: its flows' sums, or the largest window totals reported
+    /// when those are larger (a data-leak total over a day of flows no longer tracked).
+    pub fn totals(&self) -> (u64, u64) {
+        let out: u64 = self.flows.iter().map(|f| f.out_ip_bytes).sum();
+        let inb: u64 = self.flows.iter().map(|f| f.in_ip_bytes).sum();
+        if self.window_out_ip_bytes > out {
+            (self.window_out_ip_bytes, self.window_in_ip_bytes)
+        } else {
+            (out, inb)
+        }
+    }
+
+    /// Its flows still open.
+    pub fn open_flows(&self) -> usize {
+        self.flows.iter().filter(|f| f.open).count()
+    }
+
+    fn max_tier(&self) -> u8 {
+        self.reasons
+            .iter()
+            .filter(|r| r.detector == Detector::LargeTransfer)
+            .map(|r| r.tier)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn rescore(&mut self) {
+        let mut best = 0u8;
+        for r in &self.reasons {
+            best = best.max(weight(r.detector, r.tier));
+        }
+        let more = u8::try_from(self.reasons.len().saturating_sub(1)).unwrap_or(u8::MAX);
+        self.score = best.saturating_add(more.saturating_mul(5)).min(100);
+        self.severity = Severity::of_score(self.score);
+    }
+}
+
+/// What changed since the last line (escalated lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Escalation {
+    /// The severity rose.
+    pub severity: bool,
+    /// A large-transfer tier rose.
+    pub tier: bool,
+    /// A detector joined.
+    pub detector: bool,
+    /// The outbound total at least doubled.
+    pub total_doubled: bool,
+}
+
+impl Escalation {
+    fn any(self) -> bool {
+        self.severity || self.tier || self.detector || self.total_doubled
+    }
+
+    /// Names of what changed (JSON `escalation`).
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for (on, n) in [
+            (self.severity, "severity"),
+            (self.tier, "tier"),
+            (self.detector, "detector"),
+            (self.total_doubled, "total_doubled"),
+        ] {
+            if on {
+                v.push(n);
+            }
+        }
+        v
+    }
+}
+
+/// One announcement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentUpdate {
+    /// Which.
+    pub update: Update,
+    /// Packet time of the announcement (ns): the finding's, or the close's.
+    pub ts_ns: u64,
+    /// What changed (escalated lines; also what a closing line folded in).
+    pub escalation: Escalation,
+    /// The incident as it stands.
+    pub incident: Incident,
+    /// Monotonic time the packets that opened it were read (opened lines of flow
+    /// findings), for the detection-latency metric; 0 otherwise.
+    pub read_mono_ns: u64,
+}
+
+/// The book's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IncidentStats {
+    /// Incidents that reached each severity, counted once per incident and severity when
+    /// announced at it: one opened medium and escalated to high counts in both (indexed like
+    /// `Severity::ALL`). What an alerting rule on "an incident became critical" counts.
+    pub reached_by_severity: [u64; 4],
+    /// Lines announced, by kind (indexed like `Update::ALL`).
+    pub updates: [u64; 3],
+    /// Incidents closed early because the table was full.
+    pub evicted: u64,
+    /// Findings joined to an incident.
+    pub findings: u64,
+    /// Open now.
+    pub open: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    Ip(IpAddr),
+    Domain(String),
+}
+
+type Key = (IpAddr, Peer);
+
+struct Entry {
+    inc: Incident,
+    /// Index keys pointing here (removed with it).
+    keys: Vec<Key>,
+    /// What the last line said: severity, tier, detectors, outbound total.
+    said_severity: Severity,
+    said_tier: u8,
+    said_detectors: usize,
+    said_out: u64,
+    /// News held since (ns), if any.
+    held_since: Option<u64>,
+    /// Packet time of the last activity (finding, volume, flow end): the order key.
+    touched_ns: u64,
+}
+
+/// The open incidents.
+pub struct IncidentBook {
+    cfg: IncidentConfig,
+    /// Open incidents by sequence number, in order of last activity.
+    open: LinkedHashMap<u64, Entry>,
+    index: HashMap<Key, u64>,
+    /// A source's most recent incident (for findings about a source alone).
+    by_src: HashMap<IpAddr, u64>,
+    /// Flow id → incident, for flows an incident tracks.
+    flows: HashMap<u64, u64>,
+    /// Held news: (due ns, incident); stale entries are skipped when popped.
+    held: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    /// The input is ending: every incident is about to close, so news is folded into the
+    /// closing lines instead of announced on its own.
+    closing: bool,
+    /// Counters.
+    pub stats: IncidentStats,
+}
+
+fn registered(name: &str) -> Option<String> {
+    let n = name.trim_end_matches('.');
+    if n.is_empty() {
+        return None;
+    }
+    let d = psl::domain(n.as_bytes()).map_or(n.as_bytes(), |d| d.as_bytes());
+    std::str::from_utf8(d).ok().map(str::to_ascii_lowercase)
+}
+
+fn push_bounded<T: PartialEq>(v: &mut Vec<T>, x: T, max: usize) {
+    if v.len() < max && !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+/// The parts of a finding the book needs, whatever its detector.
+struct Facts<'a> {
+    detector: Detector,
+    ts_ns: u64,
+    tier: u8,
+    id: &'a str,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    names: Vec<String>,
+    /// (flow id, out, in, open)
+    flow: Option<FlowBytes>,
+    window: Option<(u64, u64, u64, u64)>,
+    slice: Option<&'a str>,
+    read_mono_ns: u64,
+    /// When what the finding is about began (a flow's first packet), if earlier.
+    start_ns: u64,
+}
+
+fn facts_flow(a: &Alert) -> Facts<'_> {
+    Facts {
+        detector: a.detector,
+        ts_ns: a.ts_ns,
+        tier: a.tier,
+        id: &a.id,
+        src: Some(a.src),
+        dst: Some(a.dst),
+        names: a.dst_fqdn.iter().cloned().collect(),
+        flow: Some(FlowBytes {
+            flow_id: a.flow_id,
+            out_ip_bytes: a.out.ip_bytes,
+            in_ip_bytes: a.inbound.ip_bytes,
+            open: true,
+        }),
+        window: None,
+        slice: a.slice_id.as_deref(),
+        read_mono_ns: a.read_mono_ns,
+        start_ns: a.flow_start_ns,
+    }
+}
+
+fn facts_leak(a: &LeakAlert) -> Facts<'_> {
+    let (flow, window) = match a.flow_id {
+        // A per-flow finding at the flow's end: its totals are the flow's.
+        Some(id) => (
+            Some(FlowBytes {
+                flow_id: id,
+                out_ip_bytes: a.total_bytes,
+                in_ip_bytes: a.in_bytes,
+                open: false,
+            }),
+            None,
+        ),
+        None => (
+            None,
+            Some((a.total_bytes, a.in_bytes, a.first_ns, a.last_ns)),
+        ),
+    };
+    Facts {
+        detector: a.detector,
+        ts_ns: a.ts_ns,
+        tier: 0,
+        id: &a.id,
+        src: a.src,
+        dst: a.dst,
+        names: a.fqdns.clone(),
+        flow,
+        window,
+        slice: a.slice_id.as_deref(),
+        read_mono_ns: 0,
+        start_ns: a.first_ns,
+    }
+}
+
+fn facts_dns(a: &DnsAlert) -> Facts<'_> {
+    Facts {
+        detector: a.detector,
+        ts_ns: a.ts_ns,
+        tier: 0,
+        id: &a.id,
+        src: Some(a.client),
+        dst: None,
+        names: if a.domain.is_empty() {
+            Vec::new()
+        } else {
+            vec![a.domain.clone()]
+        },
+        flow: None,
+        window: None,
+        slice: None,
+        read_mono_ns: 0,
+        start_ns: a.ts_ns,
+    }
+}
+
+impl IncidentBook {
+    /// An empty book.
+    pub fn new(cfg: &IncidentConfig) -> IncidentBook {
+        IncidentBook {
+            cfg: cfg.clone(),
+            open: LinkedHashMap::new(),
+            index: HashMap::new(),
+            by_src: HashMap::new(),
+            flows: HashMap::new(),
+            held: VecDeque::new(),
+            next_seq: 0,
+            closing: false,
+            stats: IncidentStats::default(),
+        }
+    }
+
+    /// New settings (SIGHUP); open incidents are kept.
+    pub fn reconfigure(&mut self, cfg: &IncidentConfig) {
+        self.cfg = cfg.clone();
+    }
+
+    /// Open incidents now.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// No incident is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Moves the clock: announces held news that came due and closes idle incidents.
+    pub fn advance(&mut self, now_ns: u64, out: &mut impl FnMut(IncidentUpdate)) {
+        let hold = dur_ns(self.cfg.hold);
+        while let Some(&(due, seq)) = self.held.front() {
+            if due > now_ns {
+                break;
+            }
+            self.held.pop_front();
+            let Some(e) = self.open.get_mut(&seq) else {
+                continue;
+            };
+            match e.held_since {
+                Some(since) if since.saturating_add(hold) <= now_ns => {
+                    let esc = news(e);
+                    e.held_since = None;
+                    if esc.any() {
+                        announce(e, Update::Escalated, now_ns, esc, 0, &mut self.stats, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let idle = dur_ns(self.cfg.idle);
+        // Each pass either closes the front or moves it to the back with the current time,
+        // so the loop ends: an incident is looked at most once per call.
+        let mut budget = self.open.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some((&seq, e)) = self.open.front() else {
+                break;
+            };
+            if e.touched_ns.saturating_add(idle) > now_ns {
+                break;
+            }
+            if e.inc.open_flows() == 0 {
+                // Stamped when it became idle, not when a later event noticed.
+                let at = e.touched_ns.saturating_add(idle);
+                self.close(seq, at, CloseReason::Idle, out);
+            } else if let Some(mut e) = self.open.remove(&seq) {
+                // A flow is still open: look again an idle period from now.
+                e.touched_ns = now_ns;
+                self.open.insert(seq, e);
+            }
+        }
+    }
+
+    /// A finding: joins or opens an incident, and announces what the rules say.
+    pub fn on_finding(&mut self, f: &Finding, out: &mut impl FnMut(IncidentUpdate)) {
+        let facts = match f {
+            Finding::Flow(a) => facts_flow(a),
+            Finding::Leak(a) => facts_leak(a),
+            Finding::Dns(a) => facts_dns(a),
+        };
+        let Some(src) = facts.src else {
+            // Grouped by destination alone (data_leak group_by = "dst"): no source to
+            // join on; it opens its own incident keyed by the destination.
+            if let Some(dst) = facts.dst {
+                self.join(dst, &facts, out);
+            }
+            return;
+        };
+        self.join(src, &facts, out);
+    }
+
+    fn keys_of(src: IpAddr, facts: &Facts<'_>) -> Vec<Key> {
+        let mut keys = Vec::new();
+        if let Some(d) = facts.dst {
+            keys.push((src, Peer::Ip(d)));
+        }
+        for n in &facts.names {
+            if let Some(r) = registered(n) {
+                let k = (src, Peer::Domain(r));
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
+    fn join(&mut self, src: IpAddr, facts: &Facts<'_>, out: &mut impl FnMut(IncidentUpdate)) {
+        let now = facts.ts_ns;
+        self.stats.findings += 1;
+        let keys = Self::keys_of(src, facts);
+        let found = keys
+            .iter()
+            .find_map(|k| self.index.get(k).copied())
+            .or_else(|| {
+                if keys.is_empty() {
+                    self.by_src.get(&src).copied()
+                } else {
+                    None
+                }
+            })
+            .or_else(|| {
+                // A source-level incident (no peer yet) takes the source's first peer.
+                self.by_src
+                    .get(&src)
+                    .copied()
+                    .filter(|s| self.open.get(s).is_some_and(|e| e.keys.is_empty()))
+            });
+        let window = dur_ns(self.cfg.window);
+        let seq = match found {
+            Some(seq)
+                if self
+                    .open
+                    .get(&seq)
+                    .is_some_and(|e| e.inc.last_ns.saturating_add(window) >= now) =>
+            {
+                Some(seq)
+            }
+            Some(seq) => {
+                self.close(seq, now, CloseReason::Window, out);
+                None
+            }
+            None => None,
+        };
+        let (seq, opened) = match seq {
+            Some(s) => (s, false),
+            None => {
+                if self.open.len() >= self.cfg.capacity.max(1) {
+                    if let Some((&old, _)) = self.open.front() {
+                        self.stats.evicted += 1;
+                        self.close(old, now, CloseReason::Evicted, out);
+                    }
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let inc = Incident {
+                    id: format!("INC-{src}-{now}"),
+                    src,
+                    first_ns: now,
+                    last_ns: now,
+                    score: 0,
+                    severity: Severity::Low,
+                    reasons: Vec::new(),
+                    dsts: Vec::new(),
+                    names: Vec::new(),
+                    flows: Vec::new(),
+                    flows_untracked: 0,
+                    window_out_ip_bytes: 0,
+                    window_in_ip_bytes: 0,
+                    slice_ids: Vec::new(),
+                    finding_ids: Vec::new(),
+                    findings: 0,
+                    close_reason: None,
+                };
+                self.open.insert(
+                    seq,
+                    Entry {
+                        inc,
+                        keys: Vec::new(),
+                        said_severity: Severity::Low,
+                        said_tier: 0,
+                        said_detectors: 0,
+                        said_out: 0,
+                        held_since: None,
+                        touched_ns: now,
+                    },
+                );
+                (seq, true)
+            }
+        };
+        self.by_src.insert(src, seq);
+        for k in keys {
+            if let Some(e) = self.open.get_mut(&seq) {
+                if e.keys.len() < 2 * MAX_LIST && !e.keys.contains(&k) {
+                    e.keys.push(k.clone());
+                    self.index.insert(k, seq);
+                }
+            }
+        }
+        if let Some(fb) = facts.flow {
+            self.track_flow(seq, fb);
+        }
+        let Some(mut e) = self.open.remove(&seq) else {
+            return;
+        };
+        e.touched_ns = now;
+        let inc = &mut e.inc;
+        inc.findings += 1;
+        inc.last_ns = inc.last_ns.max(now);
+        if facts.start_ns > 0 {
+            inc.first_ns = inc.first_ns.min(facts.start_ns);
+        }
+        push_bounded(&mut inc.finding_ids, facts.id.to_string(), MAX_FINDINGS);
+        if let Some(d) = facts.dst {
+            push_bounded(&mut inc.dsts, d, MAX_LIST);
+        }
+        for n in &facts.names {
+            push_bounded(&mut inc.names, n.clone(), MAX_LIST);
+        }
+        if let Some(s) = facts.slice {
+            push_bounded(&mut inc.slice_ids, s.to_string(), MAX_LIST);
+        }
+        if let Some((o, i, first, last)) = facts.window {
+            inc.window_out_ip_bytes = inc.window_out_ip_bytes.max(o);
+            inc.window_in_ip_bytes = inc.window_in_ip_bytes.max(i);
+            if first > 0 {
+                inc.first_ns = inc.first_ns.min(first);
+            }
+            inc.last_ns = inc.last_ns.max(last);
+        }
+        match inc
+            .reasons
+            .iter_mut()
+            .find(|r| r.detector == facts.detector)
+        {
+            Some(r) => {
+                r.findings += 1;
+                r.tier = r.tier.max(facts.tier);
+                r.last_ns = now;
+                r.last_id = facts.id.to_string();
+            }
+            None => inc.reasons.push(Reason {
+                detector: facts.detector,
+                findings: 1,
+                tier: facts.tier,
+                first_ns: now,
+                last_ns: now,
+                last_id: facts.id.to_string(),
+            }),
+        }
+        inc.rescore();
+        if opened {
+            announce(
+                &mut e,
+                Update::Opened,
+                now,
+                Escalation::default(),
+                facts.read_mono_ns,
+                &mut self.stats,
+                out,
+            );
+        } else {
+            let esc = news(&e);
+            if (esc.severity || esc.tier) && !self.closing {
+                e.held_since = None;
+                announce(&mut e, Update::Escalated, now, esc, 0, &mut self.stats, out);
+            } else if esc.any() && e.held_since.is_none() {
+                e.held_since = Some(now);
+                self.held
+                    .push_back((now.saturating_add(dur_ns(self.cfg.hold)), seq));
+            }
+        }
+        self.open.insert(seq, e);
+        self.stats.open = self.open.len() as u64;
+    }
+
+    fn track_flow(&mut self, seq: u64, fb: FlowBytes) {
+        let Some(e) = self.open.get_mut(&seq) else {
+            return;
+        };
+        let at = e.inc.flows.iter().position(|f| f.flow_id == fb.flow_id);
+        match at {
+            Some(i) => {
+                if let Some(f) = e.inc.flows.get_mut(i) {
+                    f.out_ip_bytes = f.out_ip_bytes.max(fb.out_ip_bytes);
+                    f.in_ip_bytes = f.in_ip_bytes.max(fb.in_ip_bytes);
+                    f.open &= fb.open;
+                }
+            }
+            None if e.inc.flows.len() < MAX_FLOWS => {
+                e.inc.flows.push(fb);
+                if fb.open {
+                    self.flows.insert(fb.flow_id, seq);
+                }
+            }
+            None => e.inc.flows_untracked += 1,
+        }
+        if !fb.open {
+            self.flows.remove(&fb.flow_id);
+        }
+    }
+
+    /// A volume report: the bytes of a flow to an incident's destination (a flow that
+    /// started after the incident opened joins it).
+    pub fn on_volume(&mut self, v: &Volume) {
+        let src = v.src.to_ip(v.ipv6);
+        let seq = match self.flows.get(&v.flow_id) {
+            Some(&s) => s,
+            None => match self.index.get(&(src, Peer::Ip(v.dst.to_ip(v.ipv6)))) {
+                Some(&s) => s,
+                None => return,
+            },
+        };
+        self.track_flow(
+            seq,
+            FlowBytes {
+                flow_id: v.flow_id,
+                out_ip_bytes: v.out_total,
+                in_ip_bytes: v.in_total,
+                open: !v.end,
+            },
+        );
+        self.touch(seq, v.ts_ns);
+    }
+
+    /// A flow record: a tracked flow's final bytes and its end.
+    pub fn on_flow(&mut self, r: &FlowRecord) {
+        let Some(&seq) = self.flows.get(&r.flow_id) else {
+            return;
+        };
+        let Some(side) = r.outbound else {
+            return;
+        };
+        let (home, ext) = match side {
+            crate::flow::Side::Orig => (&r.orig, &r.resp),
+            crate::flow::Side::Resp => (&r.resp, &r.orig),
+        };
+        let ended = r.reason != crate::flow::EndReason::ActiveTimeout;
+        self.track_flow(
+            seq,
+            FlowBytes {
+                flow_id: r.flow_id,
+                out_ip_bytes: home.ip_bytes,
+                in_ip_bytes: ext.ip_bytes,
+                open: !ended,
+            },
+        );
+        self.touch(seq, r.last_ns);
+    }
+
+    fn touch(&mut self, seq: u64, now_ns: u64) {
+        if let Some(mut e) = self.open.remove(&seq) {
+            e.touched_ns = e.touched_ns.max(now_ns);
+            self.open.insert(seq, e);
+        }
+    }
+
+    /// The input is ending: findings from now on (windows closed at the end) are folded
+    /// into the closing lines [`IncidentBook::finish`] writes.
+    pub fn closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// End of input: every open incident closes, folding in held news.
+    pub fn finish(&mut self, now_ns: u64, out: &mut impl FnMut(IncidentUpdate)) {
+        while let Some((&seq, _)) = self.open.front() {
+            self.close(seq, now_ns, CloseReason::EndOfInput, out);
+        }
+        self.held.clear();
+    }
+
+    fn close(
+        &mut self,
+        seq: u64,
+        now_ns: u64,
+        why: CloseReason,
+        out: &mut impl FnMut(IncidentUpdate),
+    ) {
+        let Some(mut e) = self.open.remove(&seq) else {
+            return;
+        };
+        for k in e.keys.drain(..) {
+            if self.index.get(&k) == Some(&seq) {
+                self.index.remove(&k);
+            }
+        }
+        if self.by_src.get(&e.inc.src) == Some(&seq) {
+            self.by_src.remove(&e.inc.src);
+        }
+        for f in &e.inc.flows {
+            if self.flows.get(&f.flow_id) == Some(&seq) {
+                self.flows.remove(&f.flow_id);
+            }
+        }
+        e.inc.close_reason = Some(why);
+        let esc = news(&e);
+        // The close is stamped no later than the last thing seen of it plus `idle`; at the
+        // end of input, at the input's last time.
+        let ts = now_ns.max(e.inc.last_ns);
+        announce(&mut e, Update::Closed, ts, esc, 0, &mut self.stats, out);
+        self.stats.open = self.open.len() as u64;
+    }
+}
+
+fn dur_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What changed since the last line.
+fn news(e: &Entry) -> Escalation {
+    let out = e.inc.totals().0;
+    Escalation {
+        severity: e.inc.severity > e.said_severity,
+        tier: e.inc.max_tier() > e.said_tier,
+        detector: e.inc.reasons.len() > e.said_detectors,
+        total_doubled: e.said_out > 0 && out >= e.said_out.saturating_mul(2),
+    }
+}
+
+fn announce(
+    e: &mut Entry,
+    update: Update,
+    ts_ns: u64,
+    escalation: Escalation,
+    read_mono_ns: u64,
+    stats: &mut IncidentStats,
+    out: &mut impl FnMut(IncidentUpdate),
+) {
+    if update == Update::Opened || e.inc.severity > e.said_severity {
+        if let Some(n) = stats.reached_by_severity.get_mut(e.inc.severity as usize) {
+            *n += 1;
+        }
+    }
+    e.said_severity = e.inc.severity;
+    e.said_tier = e.inc.max_tier();
+    e.said_detectors = e.inc.reasons.len();
+    e.said_out = e.inc.totals().0;
+    if let Some(n) = stats.updates.get_mut(match update {
+        Update::Opened => 0,
+        Update::Escalated => 1,
+        Update::Closed => 2,
+    }) {
+        *n += 1;
+    }
+    out(IncidentUpdate {
+        update,
+        ts_ns,
+        escalation,
+        incident: e.inc.clone(),
+        read_mono_ns,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::DirCounters;
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_000 * S;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn upload(tier: u8, ts: u64, out: u64) -> Finding {
+        Finding::Flow(Box::new(Alert {
+            id: format!("7-large_outbound_transfer-{tier}"),
+            ts_ns: ts,
+            detector: Detector::LargeTransfer,
+            flow_id: 7,
+            proto: 6,
+            src: ip("10.0.0.5"),
+            sport: 51234,
+            dst: ip("203.0.113.50"),
+            dport: 443,
+            vlan: [0, 0],
+            src_is_orig: true,
+            out: DirCounters {
+                pkts: 1000,
+                ip_bytes: out,
+                payload_bytes: out,
+            },
+            inbound: DirCounters::default(),
+            carried: DirCounters::default(),
+            flow_start_ns: T0,
+            threshold_bytes: 100_000_000,
+            tier,
+            counted: crate::config::ByteCount::Ip,
+            dst_fqdn: None,
+            read_mono_ns: 0,
+            slice_id: None,
+            tunnel: None,
+        }))
+    }
+
+    fn leak(detector: Detector, ts: u64, total: u64, flow: Option<u64>) -> Finding {
+        Finding::Leak(LeakAlert {
+            id: format!("{}-{ts}", detector.name()),
+            ts_ns: ts,
+            detector,
+            src: Some(ip("10.0.0.5")),
+            dst: Some(ip("203.0.113.50")),
+            total_bytes: total,
+            flow_id: flow,
+            first_ns: T0,
+            last_ns: ts,
+            ..LeakAlert::default()
+        })
+    }
+
+    fn run(
+        book: &mut IncidentBook,
+        steps: Vec<(u64, Option<Finding>)>,
+        end: u64,
+    ) -> Vec<IncidentUpdate> {
+        let mut v = Vec::new();
+        for (ts, f) in steps {
+            book.advance(ts, &mut |u| v.push(u));
+            if let Some(f) = f {
+                book.on_finding(&f, &mut |u| v.push(u));
+            }
+        }
+        book.closing();
+        book.finish(end, &mut |u| v.push(u));
+        v
+    }
+
+    fn kinds(v: &[IncidentUpdate]) -> Vec<&'static str> {
+        v.iter().map(|u| u.update.name()).collect()
+    }
+
+    #[test]
+    fn an_upload_past_two_tiers_is_three_lines_with_one_id() {
+        // 1.5 GB: tier 0 at 100 MB opens, tier 1 at 1 GB escalates at once, the flow's
+        // end (asymmetry) is held, and the data-leak total at the end folds into the close.
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let v = run(
+            &mut book,
+            vec![
+                (T0 + S, Some(upload(0, T0 + S, 100_000_000))),
+                (T0 + 10 * S, Some(upload(1, T0 + 10 * S, 1_000_000_000))),
+                (
+                    T0 + 15 * S,
+                    Some(leak(
+                        Detector::Asymmetry,
+                        T0 + 15 * S,
+                        1_500_000_000,
+                        Some(7),
+                    )),
+                ),
+                (
+                    T0 + 16 * S,
+                    Some(leak(Detector::DataLeak, T0 + 16 * S, 1_500_000_000, None)),
+                ),
+            ],
+            T0 + 16 * S,
+        );
+        assert_eq!(kinds(&v), ["opened", "escalated", "closed"]);
+        assert!(v.iter().all(|u| u.incident.id == v[0].incident.id));
+        assert_eq!(v[0].ts_ns, T0 + S, "opened at the crossing packet");
+        assert!(v[1].escalation.tier && v[1].escalation.severity);
+        assert_eq!(v[1].incident.severity, Severity::High);
+        let c = &v[2].incident;
+        assert_eq!(c.close_reason, Some(CloseReason::EndOfInput));
+        assert_eq!(c.reasons.len(), 3);
+        assert_eq!(c.totals().0, 1_500_000_000);
+        assert_eq!(c.first_ns, T0);
+        assert_eq!(book.stats.reached_by_severity, [0, 1, 1, 0]);
+        assert_eq!(book.stats.updates, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_push_with_nothing_back_is_at_most_four_lines() {
+        // 4.6 GB of UDP: tiers 0 and 1, asymmetry at the end of the flow, then a minute
+        // later the window's asymmetry and the data leak.
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let v = run(
+            &mut book,
+            vec![
+                (T0 + S, Some(upload(0, T0 + S, 100_000_000))),
+                (T0 + 9 * S, Some(upload(1, T0 + 9 * S, 1_000_000_000))),
+                (
+                    T0 + 40 * S,
+                    Some(leak(
+                        Detector::Asymmetry,
+                        T0 + 40 * S,
+                        4_600_000_000,
+                        Some(7),
+                    )),
+                ),
+                (T0 + 200 * S, None),
+                (
+                    T0 + 300 * S,
+                    Some(leak(Detector::Asymmetry, T0 + 300 * S, 4_600_000_000, None)),
+                ),
+                (
+                    T0 + 300 * S,
+                    Some(leak(Detector::DataLeak, T0 + 300 * S, 4_600_000_000, None)),
+                ),
+            ],
+            T0 + 300 * S,
+        );
+        assert!(v.len() <= 4, "{:?}", kinds(&v));
+        assert_eq!(kinds(&v), ["opened", "escalated", "escalated", "closed"]);
+        // The held news (asymmetry, total x4.6) went out a minute after the flow ended.
+        assert_eq!(v[2].ts_ns, T0 + 200 * S);
+        assert!(v[2].escalation.detector && v[2].escalation.total_doubled);
+        assert!(v.iter().all(|u| u.incident.id == v[0].incident.id));
+    }
+
+    #[test]
+    fn a_dns_tunnel_and_an_upload_to_its_domain_are_one_incident() {
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        // What a DNS tunnel finding carries (see `facts_dns`).
+        let dns = |id: &'static str, ts, detector, domain: &str| Facts {
+            detector,
+            ts_ns: ts,
+            tier: 0,
+            id,
+            src: Some(ip("10.0.0.5")),
+            dst: None,
+            names: if domain.is_empty() {
+                Vec::new()
+            } else {
+                vec![domain.to_string()]
+            },
+            flow: None,
+            window: None,
+            slice: None,
+            read_mono_ns: 0,
+            start_ns: ts,
+        };
+        let Finding::Flow(mut up) = upload(0, T0 + 60 * S, 100_000_000) else {
+            unreachable!()
+        };
+        up.dst_fqdn = Some("x.evil.example".into());
+        let mut v = Vec::new();
+        let src = ip("10.0.0.5");
+        book.join(
+            src,
+            &dns("dns_tunnel-1", T0, Detector::DnsTunnel, "evil.example"),
+            &mut |u| v.push(u),
+        );
+        book.on_finding(&Finding::Flow(up), &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened"]);
+        assert_eq!(book.len(), 1);
+        // An NXDOMAIN burst (about the source alone) joins it too.
+        book.join(
+            src,
+            &dns("nx-1", T0 + 61 * S, Detector::NxdomainBurst, ""),
+            &mut |u| v.push(u),
+        );
+        assert_eq!(book.len(), 1);
+        let mut c = Vec::new();
+        book.finish(T0 + 62 * S, &mut |u| c.push(u));
+        assert_eq!(c[0].incident.reasons.len(), 3);
+        assert_eq!(c[0].incident.names, ["evil.example", "x.evil.example"]);
+    }
+
+    #[test]
+    fn an_incident_closes_when_idle_and_a_later_finding_opens_another() {
+        let cfg = IncidentConfig {
+            idle: std::time::Duration::from_secs(600),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&cfg);
+        let mut v = Vec::new();
+        book.on_finding(
+            &leak(Detector::Asymmetry, T0, 60_000_000, Some(7)),
+            &mut |u| v.push(u),
+        );
+        // Its only flow ended with the finding; ten minutes later it closes, stamped then.
+        book.advance(T0 + 599 * S, &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened"]);
+        book.advance(T0 + 3600 * S, &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened", "closed"]);
+        assert_eq!(v[1].ts_ns, T0 + 600 * S);
+        assert_eq!(v[1].incident.close_reason, Some(CloseReason::Idle));
+        book.on_finding(&upload(0, T0 + 4000 * S, 100_000_000), &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened", "closed", "opened"]);
+        assert_ne!(v[2].incident.id, v[0].incident.id);
+        // An open flow keeps it open past idle.
+        book.advance(T0 + 9000 * S, &mut |u| v.push(u));
+        assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn a_full_book_closes_the_idlest_and_counts_it() {
+        let cfg = IncidentConfig {
+            capacity: 2,
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&cfg);
+        let mut v = Vec::new();
+        for (i, src) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
+            let Finding::Flow(mut a) = upload(0, T0 + i as u64 * S, 100_000_000) else {
+                unreachable!()
+            };
+            a.src = ip(src);
+            a.flow_id = i as u64;
+            book.on_finding(&Finding::Flow(a), &mut |u| v.push(u));
+        }
+        assert_eq!(kinds(&v), ["opened", "opened", "closed", "opened"]);
+        assert_eq!(v[2].incident.src, ip("10.0.0.1"));
+        assert_eq!(v[2].incident.close_reason, Some(CloseReason::Evicted));
+        assert_eq!((book.len(), book.stats.evicted), (2, 1));
+    }
+
+    #[test]
+    fn a_finding_after_the_window_starts_a_new_incident() {
+        let cfg = IncidentConfig {
+            window: std::time::Duration::from_secs(3600),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&cfg);
+        let mut v = Vec::new();
+        // A long-lived flow keeps the first open; the next finding comes two hours later.
+        book.on_finding(&upload(0, T0, 100_000_000), &mut |u| v.push(u));
+        book.on_finding(&upload(1, T0 + 7200 * S, 1_000_000_000), &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened", "closed", "opened"]);
+        assert_eq!(v[1].incident.close_reason, Some(CloseReason::Window));
+        assert_ne!(v[0].incident.id, v[2].incident.id);
+    }
+}
