@@ -150,7 +150,29 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
     assert_eq!(metric(&m, "outflow_capturing{}"), 0.0);
     assert_eq!(metric(&m, "outflow_workers{}"), 2.0);
     assert_eq!(metric(&m, "outflow_workers_alive{}"), 0.0);
-    assert_eq!(metric(&m, "outflow_sink_alerts_total{sink=file}"), 4.0);
+    // The file gets the incident's three lines (opened, escalated, closed).
+    assert_eq!(metric(&m, "outflow_sink_alerts_total{sink=file}"), 3.0);
+    for (sev, n) in [
+        ("low", 0.0),
+        ("medium", 1.0),
+        ("high", 1.0),
+        ("critical", 0.0),
+    ] {
+        assert_eq!(
+            metric(&m, &format!("outflow_incidents_total{{severity={sev}}}")),
+            n,
+            "{sev}"
+        );
+    }
+    for (u, n) in [("opened", 1.0), ("escalated", 1.0), ("closed", 1.0)] {
+        assert_eq!(
+            metric(&m, &format!("outflow_incident_updates_total{{update={u}}}")),
+            n,
+            "{u}"
+        );
+    }
+    assert_eq!(metric(&m, "outflow_incidents_open{}"), 0.0);
+    assert_eq!(metric(&m, "outflow_incidents_evicted_total{}"), 0.0);
     assert_eq!(metric(&m, "outflow_sink_failures_total{sink=file}"), 0.0);
     assert_eq!(metric(&m, "outflow_sink_up{sink=file}"), 1.0);
     assert_eq!(
@@ -219,21 +241,52 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
         .collect();
     assert_eq!(exported, documented);
 
-    // /api/alerts: the same JSON objects as the alert file, newest first.
+    // The alert file: the incident's lines. /api/incidents: the incident at its latest
+    // line; /api/alerts: the four findings behind it, newest first.
     let file_lines: Vec<serde_json::Value> = std::fs::read_to_string(&alerts_file)
         .unwrap()
         .lines()
         .map(json)
         .collect();
-    assert_eq!(file_lines.len(), 4);
+    assert_eq!(file_lines.len(), 3);
+    let (status, body) = s.get("/api/incidents");
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["incidents"][0], file_lines[2]);
+    for (q, n) in [
+        ("state=closed", 1),
+        ("state=open", 0),
+        ("severity=high", 1),
+        ("severity=critical", 0),
+        ("src=10.0.0.5", 1),
+        ("src=10.0.0.6", 0),
+    ] {
+        let (status, body) = s.get(&format!("/api/incidents?{q}"));
+        assert_eq!(status, 200, "{q}: {body}");
+        assert_eq!(json(&body)["count"], n, "{q}");
+    }
+    let (status, body) = s.get("/api/incidents?state=ajar");
+    assert_eq!(status, 400);
+    assert!(body.contains("state"), "{body}");
     let (status, body) = s.get("/api/alerts");
     assert_eq!(status, 200, "{body}");
     let v = json(&body);
     assert_eq!(v["count"], 4);
     let api: Vec<serde_json::Value> = v["alerts"].as_array().unwrap().clone();
-    let mut newest_first = file_lines.clone();
-    newest_first.reverse();
-    assert_eq!(api, newest_first);
+    let ids: Vec<&str> = api
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
+    let mut in_incident: Vec<&str> = file_lines[2]["alert_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    in_incident.reverse();
+    assert_eq!(ids, in_incident, "newest first, the incident's findings");
+    let newest_first = api.clone();
 
     let count = |q: &str| {
         let (status, body) = s.get(&format!("/api/alerts?{q}"));
@@ -610,37 +663,38 @@ fn alerts_reach_syslog_over_udp_as_rfc5424() {
         .lines()
         .map(json)
         .collect();
-    assert_eq!(alerts.len(), 4);
+    // The alert outputs carry the incident: opened, escalated, closed.
+    assert_eq!(alerts.len(), 3);
     let mut buf = vec![0u8; 65_536];
     for a in &alerts {
-        let n = sock.recv(&mut buf).expect("a syslog datagram per alert");
+        let n = sock
+            .recv(&mut buf)
+            .expect("a syslog datagram per incident line");
         let m = parse_5424(&buf[..n]);
-        let detector = a["detector"].as_str().unwrap();
-        let severity = m.pri % 8;
+        let update = a["update"].as_str().unwrap();
+        let sev = a["severity"].as_str().unwrap();
         assert_eq!(m.pri / 8, 19, "local3");
-        let want_sev = match detector {
-            "data_leak" | "dns_tunnel" => 2,
-            _ => 4,
+        let want_sev = match sev {
+            "critical" => 2,
+            "high" => 3,
+            "medium" => 4,
+            _ => 5,
         };
-        assert_eq!(severity, want_sev, "{detector}");
+        assert_eq!(m.pri % 8, want_sev, "{sev}");
         assert_eq!(m.version, "1");
         assert_eq!(m.timestamp, a["ts"].as_str().unwrap());
         assert_eq!(m.hostname, "sensor-7");
         assert_eq!(m.app, "outflow");
         assert!(m.procid.parse::<u32>().is_ok(), "{}", m.procid);
-        assert_eq!(m.msgid, detector);
+        assert_eq!(m.msgid, format!("incident_{update}"));
         assert_eq!(m.sd_id, "outflow@32473");
-        assert_eq!(m.sd["alert_id"], a["alert_id"].as_str().unwrap());
-        assert_eq!(m.sd["detector"], detector);
+        assert_eq!(m.sd["incident_id"], a["incident_id"].as_str().unwrap());
+        assert_eq!(m.sd["update"], update);
+        assert_eq!(m.sd["severity"], sev);
         assert_eq!(m.sd["src_ip"], "10.0.0.5");
         assert_eq!(m.sd["dst_ip"], "203.0.113.50");
-        if detector == "large_outbound_transfer" {
-            assert_eq!(m.sd["src_port"], a["src_port"].to_string());
-            assert_eq!(m.sd["dst_port"], "443");
-            assert_eq!(m.sd["proto"], "tcp");
-            assert_eq!(m.sd["flow_id"], a["flow_id"].to_string());
-            assert_eq!(m.sd["bytes"], a["out_ip_bytes"].to_string());
-        }
+        assert_eq!(m.sd["bytes"], a["out_ip_bytes"].to_string());
+        assert_eq!(m.sd["flow_id"], a["flows"][0]["flow_id"].to_string());
         assert_eq!(m.msg, a["message"].as_str().unwrap());
         assert!(
             m.msg.contains("10.0.0.5") && m.msg.contains(" → 203.0.113.50"),
@@ -648,6 +702,11 @@ fn alerts_reach_syslog_over_udp_as_rfc5424() {
             m.msg
         );
     }
+    let sevs: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["severity"].as_str().unwrap())
+        .collect();
+    assert_eq!(sevs, ["medium", "medium", "high"]);
 }
 
 #[test]
