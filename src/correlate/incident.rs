@@ -199,9 +199,11 @@ pub struct Incident {
     pub id: String,
     /// The home host.
     pub src: IpAddr,
-    /// First and last finding (ns), widened by the windows findings report.
+    /// First activity seen (ns): the first packet of its first flow, the start of a window
+    /// a finding reports, or its first finding.
     pub first_ns: u64,
-    /// Last finding (ns).
+    /// Last activity seen (ns): its flows' last packets and volume reports, a window's
+    /// last outbound bytes, DNS findings' queries.
     pub last_ns: u64,
     /// Score 0..=100: the heaviest finding's weight plus 5 per further detector.
     pub score: u8,
@@ -354,6 +356,8 @@ struct Entry {
     said_tier: u8,
     said_detectors: usize,
     said_out: u64,
+    /// Time of the last finding (ns): `incident.window` counts from it.
+    last_finding_ns: u64,
     /// News held since (ns), if any.
     held_since: Option<u64>,
     /// Packet time of the last activity (finding, volume, flow end): the order key.
@@ -627,7 +631,7 @@ impl IncidentBook {
                 if self
                     .open
                     .get(&seq)
-                    .is_some_and(|e| e.inc.last_ns.saturating_add(window) >= now) =>
+                    .is_some_and(|e| e.last_finding_ns.saturating_add(window) >= now) =>
             {
                 Some(seq)
             }
@@ -676,6 +680,7 @@ impl IncidentBook {
                         said_tier: 0,
                         said_detectors: 0,
                         said_out: 0,
+                        last_finding_ns: now,
                         held_since: None,
                         touched_ns: now,
                     },
@@ -699,9 +704,12 @@ impl IncidentBook {
             return;
         };
         e.touched_ns = now;
+        e.last_finding_ns = e.last_finding_ns.max(now);
         let inc = &mut e.inc;
         inc.findings += 1;
-        inc.last_ns = inc.last_ns.max(now);
+        if facts.window.is_none() {
+            inc.last_ns = inc.last_ns.max(now);
+        }
         if facts.start_ns > 0 {
             inc.first_ns = inc.first_ns.min(facts.start_ns);
         }
@@ -846,6 +854,7 @@ impl IncidentBook {
     fn touch(&mut self, seq: u64, now_ns: u64) {
         if let Some(mut e) = self.open.remove(&seq) {
             e.touched_ns = e.touched_ns.max(now_ns);
+            e.inc.last_ns = e.inc.last_ns.max(now_ns);
             self.open.insert(seq, e);
         }
     }

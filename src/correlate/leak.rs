@@ -64,6 +64,8 @@ pub struct ThresholdEvent {
     pub in_bytes: u64,
     /// When the window opened (ns).
     pub start_ns: u64,
+    /// Its last outbound bytes (ns; at most `ts_ns`).
+    pub last_byte_ns: u64,
 }
 
 /// An alert of the cross-flow stage (data leak, asymmetric upload, upload baseline, service
@@ -142,6 +144,10 @@ struct PairWindow {
     start_ns: u64,
     out: u64,
     inb: u64,
+    /// Last report with outbound bytes (ns): with `start_ns`, what the window observed
+    /// (absent from older snapshots: 0, read as "unknown").
+    #[serde(default)]
+    last_ns: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -158,6 +164,10 @@ struct Group {
     total: u64,
     last_ns: u64,
     last_alert: Option<(u64, u64)>,
+    /// When the oldest event in `events` began sending (its window's start; after older
+    /// events age out, the new oldest's close time, a later bound). 0 in older snapshots.
+    #[serde(default)]
+    span_start_ns: u64,
 }
 
 /// A host's daily upload history.
@@ -449,6 +459,9 @@ impl LeakAnalyser {
         if let Some(w) = self.pairs.get_mut(&key) {
             w.out = w.out.saturating_add(v.out_bytes);
             w.inb = w.inb.saturating_add(v.in_bytes);
+            if v.out_bytes > 0 {
+                w.last_ns = v.ts_ns;
+            }
             return;
         }
         if self.pairs.len() >= self.hw.capacity {
@@ -472,6 +485,7 @@ impl LeakAnalyser {
                 start_ns: v.ts_ns,
                 out: v.out_bytes,
                 inb: v.in_bytes,
+                last_ns: v.ts_ns,
             },
         );
     }
@@ -723,6 +737,7 @@ impl LeakAnalyser {
             bytes: w.out,
             in_bytes: w.inb,
             start_ns: w.start_ns,
+            last_byte_ns: if w.last_ns == 0 { end } else { w.last_ns },
         };
         self.on_threshold_event(&ev, names, out);
     }
@@ -779,6 +794,7 @@ impl LeakAnalyser {
                     total: 0,
                     last_ns: 0,
                     last_alert: None,
+                    span_start_ns: 0,
                 },
             );
         }
@@ -791,6 +807,10 @@ impl LeakAnalyser {
             if let Some((_, b, _)) = g.events.pop_front() {
                 g.total -= b;
             }
+            g.span_start_ns = g.events.front().map_or(0, |e| e.0);
+        }
+        if g.events.is_empty() || g.span_start_ns == 0 {
+            g.span_start_ns = ev.start_ns;
         }
         g.events.push_back((ev.ts_ns, ev.bytes, peer));
         g.total += ev.bytes;
@@ -842,8 +862,9 @@ impl LeakAnalyser {
             total_bytes: g.total,
             events: g.events.len() as u64,
             peers: peers.len() as u64,
-            first_ns: g.events.front().map_or(ev.ts_ns, |e| e.0),
-            last_ns: ev.ts_ns,
+            // What was observed: from the first byte counted to the last.
+            first_ns: g.span_start_ns,
+            last_ns: ev.last_byte_ns,
             fqdns,
             threshold_bytes: self.dl.total_bytes,
             window_s: self.dl.window.as_secs_f64(),
@@ -1096,6 +1117,7 @@ mod tests {
                 bytes: 1,
                 in_bytes: 0,
                 start_ns: DAY,
+                last_byte_ns: DAY,
             };
             a.on_threshold_event(&ev, &no_names, &mut |_| {});
             assert!(a.groups.len() <= cap);
