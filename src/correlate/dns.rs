@@ -1263,6 +1263,135 @@ mod tests {
         assert!(visited <= 5 * 2 * n, "visited {visited}");
     }
 
+    /// The pair of `client` and `domain`, and the epoch of `ts`.
+    fn pair_of<'a>(a: &'a mut DnsAnalyser, client: u32, domain: &str) -> &'a Pair {
+        use std::hash::BuildHasher;
+        let key = (
+            Addr::v4(client.to_be_bytes()),
+            a.seeded.hash_one(domain.as_bytes()),
+        );
+        let slot = a.pairs.touch(&key, 0).expect("pair held");
+        a.pairs.get(slot).expect("slot")
+    }
+
+    fn alerts_of(a: &mut DnsAnalyser, events: impl Iterator<Item = DnsEvent>) -> Vec<DnsAlert> {
+        let mut v = Vec::new();
+        for ev in events {
+            a.on_event(&ev, &mut |o| {
+                if let DnsOutput::Alert(x) = o {
+                    v.push(x);
+                }
+            });
+        }
+        v
+    }
+
+    /// Issue 14: a client repeating one odd name adds queries, never unique or suspicious
+    /// subdomains; six distinct ones alert, and the alert counts each once.
+    #[test]
+    fn a_repeated_name_is_one_unique_subdomain() {
+        let mut a = analyser(|_| {});
+        a.set_records(false);
+        let same = (0..20u64).map(|i| event(SEC + i * SEC, 1, 0, &tunnel_name(0)));
+        assert!(alerts_of(&mut a, same).is_empty());
+        let epoch = 20 * SEC / a.bucket_ns;
+        let p = pair_of(&mut a, 1, "exfil-c2.net");
+        let c = p.counts(epoch);
+        assert_eq!((c.unique, c.suspicious), (1, 1));
+        assert_eq!(Tier::of(p.queries, p.suspicious), Tier::Warm, "not hot");
+        assert_eq!(
+            a.stats.suspicious, 20,
+            "each query is still counted as suspicious"
+        );
+        // Five more distinct names, each asked twice: the 6th unique one alerts.
+        let more = (1..6u32).flat_map(|i| {
+            let ts = 30 * SEC + u64::from(i) * SEC;
+            [
+                event(ts, 1, 0, &tunnel_name(i)),
+                event(ts + 1, 1, 0, &tunnel_name(i)),
+            ]
+        });
+        let got = alerts_of(&mut a, more);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let x = &got[0];
+        assert_eq!(
+            (x.queries, x.unique_subdomains, x.suspicious_subdomains),
+            (20 + 4 * 2 + 1, 6, 6)
+        );
+        assert_eq!(
+            x.ts_ns,
+            31 * SEC + 4 * SEC,
+            "on the first query of the 6th name"
+        );
+        assert!((x.observed_s - 34.0).abs() < 1e-9, "{}", x.observed_s);
+        assert!((x.score.uniqueness - 6.0 / 29.0).abs() < 1e-9);
+    }
+
+    /// Unique subdomains are counted exactly up to EXACT; beyond, the bitmap estimate.
+    /// Names leave the count when they leave the window.
+    #[test]
+    fn unique_counts_are_exact_then_estimated_and_slide() {
+        let mut a = analyser(|c| c.max_queries = 100_000);
+        a.set_records(false);
+        let names = |n: u32, t: u64| {
+            (0..n).flat_map(move |i| {
+                let q = format!("host{i}.example.com");
+                [
+                    event(t + u64::from(i), 1, 0, &q),
+                    event(t + u64::from(i) + 1, 1, 0, &q),
+                ]
+            })
+        };
+        assert!(alerts_of(&mut a, names(EXACT as u32, SEC)).is_empty());
+        let epoch = SEC / a.bucket_ns;
+        let p = pair_of(&mut a, 1, "example.com");
+        assert_eq!(p.counts(epoch).unique, EXACT as u64);
+        assert_eq!(p.overflow_epoch, None);
+        assert!(alerts_of(&mut a, names(300, 2 * SEC)).is_empty());
+        let epoch = 2 * SEC / a.bucket_ns;
+        let p = pair_of(&mut a, 1, "example.com");
+        assert!(p.overflow_epoch.is_some());
+        let est = p.window.totals(epoch).unique;
+        // 300 distinct names; linear counting at this load is good to about 4% (1 sigma).
+        assert!((270..=330).contains(&est), "{est}");
+        // Five suspicious names now and five more six minutes later: never six in a
+        // window, no alert.
+        let mut b = analyser(|_| {});
+        b.set_records(false);
+        let early = (0..5u32).map(|i| event(SEC + u64::from(i), 1, 0, &tunnel_name(i)));
+        let late = (5..10u32).map(|i| event(361 * SEC + u64::from(i), 1, 0, &tunnel_name(i)));
+        assert!(alerts_of(&mut b, early.chain(late)).is_empty());
+    }
+
+    /// Internal suffixes are counted, never windowed; search retries are windowed but not
+    /// suspicious, even with a tunnel-looking left part under a fake registrable name.
+    #[test]
+    fn internal_names_and_search_retries_are_no_candidates() {
+        let mut a = analyser(|_| {});
+        a.set_records(false);
+        let k8s = (0..40u32).map(|i| {
+            let q = format!(
+                "{}.default.svc.cluster.local",
+                tunnel_name(i).replace(".exfil-c2.net", ".com")
+            );
+            event(SEC + u64::from(i), 1, 0, &q)
+        });
+        assert!(alerts_of(&mut a, k8s).is_empty());
+        assert_eq!((a.stats.internal, a.pairs.len()), (40, 0));
+        let retries =
+            (0..10u64).map(|i| event(SEC + i, 2, 0, "upload.wikimedia.org.ncsa.uiuc.edu"));
+        assert!(alerts_of(&mut a, retries).is_empty());
+        assert_eq!((a.stats.search_retries, a.stats.suspicious), (10, 0));
+        // Data in front of a fake `x.com` is still data.
+        let hidden = (0..6u32).map(|i| {
+            let data = tunnel_name(i).replace(".exfil-c2.net", "");
+            event(SEC + u64::from(i), 3, 0, &format!("{data}.x.com.evil.net"))
+        });
+        let got = alerts_of(&mut a, hidden);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].domain, "evil.net");
+    }
+
     /// Issue 12, item 5: 40 000 lookups of distinct domains in 10 s fill the default table
     /// (32 768 pairs) by 8.2 s; a 60-query tunnel that starts at 8.5 s must still alert,
     /// whether the flood comes from another host, from many hosts, or from the tunnelling

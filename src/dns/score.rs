@@ -380,14 +380,15 @@ fn entropy(s: &[u8]) -> f64 {
         return 0.0;
     }
     let n = f64::from(n);
-    counts
+    let h: f64 = counts
         .iter()
         .filter(|c| **c > 0)
         .map(|&c| {
             let p = f64::from(c) / n;
             -p * p.log2()
         })
-        .sum()
+        .sum();
+    h.abs() // one distinct character sums to -0.0, which JSON would print as `-0.0`
 }
 
 /// Scores a subdomain. `subdomain` is lowercase (as matched); `original` is the same bytes
@@ -621,6 +622,12 @@ mod tests {
             "deadbeefcafe", // hex but short
             "fbcdn-profile-a",
             "mail2017server",
+            "r4---sn-ab5l6nzr",
+            "1-courier.push",
+            "s1024-2013-q3._domainkey",
+            "outlook.office365",
+            "safebrowsing.googleapis",
+            "dualstack.apiservices-1234567890.us-east-1.elb",
             // 0x20-randomised case is not base64 (no digits)...
             "UpLoAd.WiKiMeDiA",
         ] {
