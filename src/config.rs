@@ -193,29 +193,33 @@ pub struct DnsConfig {
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Name score: entropy adds 1 point per bit per character above this (dots removed;
-    /// at most 1 point). Default 3.5: random hex reaches 3.7-3.9, base32 4.3-4.6, base64
-    /// 4.8-5.5; ordinary names of the public captures stay below 3.9, so entropy only
-    /// tips a name that something else already marks.
+    /// at most 1 point). Default 3.5 (was a threshold of its own, 3.8): random hex reaches
+    /// 3.7-3.9 bits, base32 4.3-4.6, base64 4.7-5.5, but ordinary names reach them too
+    /// (`upload.wikimedia.org.ncsa` 3.8; an internal name of the generated Kubernetes
+    /// capture 4.3), so entropy only adds to what the encoding shows, never decides alone.
     pub entropy_threshold: f64,
     /// Name score: the subdomain's length adds 1 point per 40 characters above this (at
-    /// most 1.5). Default 40: every subdomain of the public benign captures is shorter;
-    /// dns2tcp's are 180.
+    /// most 1.5). Default 40 (was a threshold of its own, 60): no subdomain of the public
+    /// benign captures is longer (length adds nothing to any of them); dns2tcp's are 180.
     pub length_threshold: usize,
     /// A subdomain is *suspicious* when its name score (encoding + entropy + length +
     /// label regularity, see `dns::score`) reaches this. Default 2.0: one full-length
-    /// (≥ 32 characters) hex or base32 run, or base64, or raw bytes, or a long and
-    /// random name; the worst benign name of the public captures scores 1.2.
+    /// (≥ 32 characters) hex or base32 run, or shorter base64 or raw bytes, or a long,
+    /// random, regularly cut name. The worst benign name of the public captures scores
+    /// 0.16 (`flkr._domainkey.flickr.com`), of the generated benign ones 0.80; the
+    /// weakest suspicious tunnel names score 2.0-2.4 (dnscat2's 34 hex characters).
     pub name_score_threshold: f64,
     /// Tunnel alert (`suspicious_subdomains`): at least this many *unique* suspicious
     /// subdomains from one client under one registered domain within the window (a
-    /// repeated name counts once). Default 6: the shortest public tunnel capture (an
-    /// iodine handshake, 12 queries) has 6; a handful of odd names never alerts.
+    /// repeated name counts once). Default 6: the shortest public tunnel captures (iodine
+    /// handshakes, 12 queries) have exactly 6; a handful of odd names never alerts.
     pub min_suspicious_subdomains: u32,
     /// ...and the pair score (mean name score of those subdomains + 2 × share of
-    /// TXT/NULL/MX/CNAME/ANY/private-type queries + unique-to-query ratio + share of the
-    /// commonest label length) reaches this. Default 3.5: a tunnel of A queries with
-    /// just-suspicious names scores 2 + 0 + 1 + ~1 = 4; tunnels of the public captures
-    /// score 5.6 to 7.4; a client repeating the same few odd lookups stays below.
+    /// TXT/NULL/MX/CNAME/ANY/private-type queries + unique subdomains / queries + share
+    /// of the commonest longest-label length) reaches this. Default 3.5: six barely
+    /// suspicious names (2.0) of six lengths asked as A records score 3.2 and do not
+    /// alert; the tunnels measured score 5.2 (base32 over A records) to 9.5 (dns2tcp,
+    /// base64 over TXT).
     pub pair_score_threshold: f64,
     /// Tunnel alert (`query_rate`): more queries than this from one client to one
     /// registered domain within the window, whatever the names. Default 500.
