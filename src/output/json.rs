@@ -440,7 +440,7 @@ pub fn dns_alert_json(a: &DnsAlert) -> String {
             format!("{} unique suspicious subdomains", a.suspicious_subdomains)
         };
         format!(
-            "DNS tunnelling suspected: {} → {}: {what} in {} ({} queries, {} of TXT/NULL/MX/CNAME/ANY/private types; score {:.1})",
+            "DNS tunnelling suspected: {} → {}: {what} in {} ({} queries, {} of them TXT/NULL/MX/CNAME/ANY/private; score {:.1})",
             a.client,
             a.domain,
             span(a.observed_s),
