@@ -195,18 +195,45 @@ pub struct DnsConfig {
     /// Sliding window for per-(client, registered domain) counts. Default "5m".
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// A query is suspicious when its subdomain's Shannon entropy (bits per character, dots
-    /// removed) is above this. Default 3.8.
+    /// Name score: entropy adds 1 point per bit per character above this (dots removed;
+    /// at most 1 point). Default 3.5 (was a threshold of its own, 3.8): random hex reaches
+    /// 3.7-3.9 bits, base32 4.3-4.6, base64 4.7-5.5, but ordinary names reach them too
+    /// (`upload.wikimedia.org.ncsa` 3.8; an internal name of the generated Kubernetes
+    /// capture 4.3), so entropy only adds to what the encoding shows, never decides alone.
     pub entropy_threshold: f64,
-    /// ...or its subdomain is longer than this many characters. Default 60.
+    /// Name score: the subdomain's length adds 1 point per 40 characters above this (at
+    /// most 1.5). Default 40 (was a threshold of its own, 60): no subdomain of the public
+    /// benign captures is longer (length adds nothing to any of them); dns2tcp's are 180.
     pub length_threshold: usize,
-    /// Tunnel alert: more queries than this from one client to one registered domain within
-    /// the window. Default 500.
+    /// A subdomain is *suspicious* when its name score (encoding + entropy + length +
+    /// label regularity, see `dns::score`) reaches this. Default 2.0: one full-length
+    /// (≥ 32 characters) hex or base32 run, or shorter base64 or raw bytes, or a long,
+    /// random, regularly cut name. The worst benign name of the public captures scores
+    /// 0.16 (`flkr._domainkey.flickr.com`), of the generated benign ones 0.80; the
+    /// weakest suspicious tunnel names score 2.0-2.4 (dnscat2's 34 hex characters).
+    pub name_score_threshold: f64,
+    /// Tunnel alert (`suspicious_subdomains`): at least this many *unique* suspicious
+    /// subdomains from one client under one registered domain within the window (a
+    /// repeated name counts once). Default 6: the shortest public tunnel captures (iodine
+    /// handshakes, 12 queries) have exactly 6; a handful of odd names never alerts.
+    pub min_suspicious_subdomains: u32,
+    /// ...and the pair score (mean name score of those subdomains + 2 × share of
+    /// TXT/NULL/MX/CNAME/ANY/private-type queries + unique subdomains / queries + share
+    /// of the commonest longest-label length) reaches this. Default 3.5: six barely
+    /// suspicious names (2.0) of six lengths asked as A records score 3.2 and do not
+    /// alert; the tunnels measured score 5.2 (base32 over A records) to 9.5 (dns2tcp,
+    /// base64 over TXT).
+    pub pair_score_threshold: f64,
+    /// Tunnel alert (`query_rate`): more queries than this from one client to one
+    /// registered domain within the window, whatever the names. Default 500.
     pub max_queries: u32,
-    /// Tunnel alert: more suspicious queries than this from one client to one registered
-    /// domain within the window. Default 5: the shortest public tunnel capture (an iodine
-    /// handshake, 12 queries) has 6; no benign public capture has more than 1.
-    pub max_suspicious: u32,
+    /// Names under these suffixes (matched on label boundaries) are cluster- or
+    /// site-internal: counted (`internal` in the summary), never tunnel candidates, and
+    /// their NXDOMAIN answers are no burst. Every Kubernetes pod resolves external names
+    /// through `<ns>.svc.cluster.local`, `svc.cluster.local` and `cluster.local` first
+    /// (ndots:5). Default ["cluster.local", "svc", "local", "internal", "home.arpa"]
+    /// (RFC 6762 mDNS, RFC 8375 home networks, ICANN's reserved `.internal`).
+    pub internal_suffixes: Vec<String>,
     /// Window for per-client NXDOMAIN counts. Default "5m".
     #[serde(with = "humantime_serde")]
     pub nxdomain_window: Duration,
@@ -247,6 +274,10 @@ pub struct DnsConfig {
     pub transaction_capacity: usize,
 }
 
+/// Suffixes of cluster- and site-internal names (see `dns.internal_suffixes`).
+pub const DEFAULT_DNS_INTERNAL: &[&str] =
+    &["cluster.local", "svc", "local", "internal", "home.arpa"];
+
 /// Registered domains whose subdomains are long and random by design. Sources: Akamai,
 /// CloudFront, Azure/Fastly CDN hostnames; McAfee GTI, Sophos, ESET, Trend Micro file and
 /// URL reputation lookups; Spamhaus, SpamCop, SORBS, Barracuda, URIBL, SURBL blocklists; and
@@ -283,10 +314,13 @@ impl Default for DnsConfig {
             enabled: true,
             ports: vec![53],
             window: Duration::from_secs(300),
-            entropy_threshold: 3.8,
-            length_threshold: 60,
+            entropy_threshold: 3.5,
+            length_threshold: 40,
+            name_score_threshold: 2.0,
+            min_suspicious_subdomains: 6,
+            pair_score_threshold: 3.5,
             max_queries: 500,
-            max_suspicious: 5,
+            internal_suffixes: DEFAULT_DNS_INTERNAL.iter().map(|s| s.to_string()).collect(),
             nxdomain_window: Duration::from_secs(300),
             nxdomain_threshold: 100,
             suppression: Duration::from_secs(3600),
@@ -1094,6 +1128,33 @@ impl Config {
                 d.entropy_threshold
             ));
         }
+        if !(d.name_score_threshold.is_finite() && d.name_score_threshold > 0.0) {
+            p.push(format!(
+                "dns.name_score_threshold: {} must be above 0 (a name score; 2 = one encoded run)",
+                d.name_score_threshold
+            ));
+        }
+        if !(d.pair_score_threshold.is_finite() && d.pair_score_threshold >= 0.0) {
+            p.push(format!(
+                "dns.pair_score_threshold: {} must be 0 or more (a pair score)",
+                d.pair_score_threshold
+            ));
+        }
+        // The analyser counts unique subdomains exactly up to 32 per window
+        // (`correlate::dns::EXACT`): a larger minimum could never be reached.
+        if !(1..=32).contains(&d.min_suspicious_subdomains) {
+            p.push(format!(
+                "dns.min_suspicious_subdomains: {} must be 1..=32",
+                d.min_suspicious_subdomains
+            ));
+        }
+        for s in &d.internal_suffixes {
+            if s.trim_matches('.').is_empty() {
+                p.push(format!(
+                    "dns.internal_suffixes: {s:?} is empty (it would make every name internal)"
+                ));
+            }
+        }
         if d.name_ttl_min > d.name_ttl_max {
             p.push("dns.name_ttl_min: above dns.name_ttl_max".into());
         }
@@ -1349,6 +1410,29 @@ mod tests {
         }
         let c = Config::parse("[dns]\nclient_share = 1.0\nclient_min_pairs = 1\n").unwrap();
         assert_eq!((c.dns.client_share, c.dns.client_min_pairs), (1.0, 1));
+    }
+
+    /// The tunnel detector's scores and lists: refused with the key named, all at once.
+    #[test]
+    fn dns_scores_and_internal_suffixes_are_checked() {
+        let text = "[dns]\nname_score_threshold = 0.0\npair_score_threshold = -1.0\n\
+                    min_suspicious_subdomains = 33\ninternal_suffixes = [\"cluster.local\", \".\"]\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        for key in [
+            "dns.name_score_threshold: 0 must be above 0",
+            "dns.pair_score_threshold: -1 must be 0 or more",
+            "dns.min_suspicious_subdomains: 33 must be 1..=32",
+            "dns.internal_suffixes: \".\" is empty",
+        ] {
+            assert!(e.contains(key), "missing {key} in {e}");
+        }
+        assert!(Config::parse("[dns]\nmin_suspicious_subdomains = 0\n").is_err());
+        assert!(Config::parse("[dns]\npair_score_threshold = nan\n").is_err());
+        let c = Config::parse("[dns]\ninternal_suffixes = []\nmin_suspicious_subdomains = 1\n")
+            .unwrap();
+        assert!(c.dns.internal_suffixes.is_empty());
+        // The old key is gone: a config naming it is refused, not silently misread.
+        assert!(Config::parse("[dns]\nmax_suspicious = 5\n").is_err());
     }
 
     /// The late-FIN window: 0 turns it off, above an hour is refused with the key named.

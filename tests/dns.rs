@@ -138,7 +138,12 @@ fn query_rate_per_domain_alerts_above_500_in_5_minutes() {
             // PSL split: the registered domain under co.uk, not "co.uk" or "example.co.uk"'s parent.
             assert_eq!(a.domain, "example.co.uk");
             assert_eq!(a.queries, 501, "fires on the 501st query");
-            assert_eq!(a.suspicious, 0);
+            assert_eq!(a.suspicious_subdomains, 0);
+            // The message says what was seen, over the time it was seen in (the 501st
+            // query comes 241.7 s after the first), not the window's length.
+            let m = dns_alert_json(a);
+            assert!(m.contains("501 queries ("), "{m}");
+            assert!(m.contains("unique subdomains) in 242 s"), "{m}");
             assert!(
                 (330..=370).contains(&a.unique_subdomains),
                 "{}",
@@ -173,14 +178,15 @@ fn suspicious_subdomains_alert_and_allowlist_holds() {
     let a = &r.dns_alerts[0];
     assert_eq!(
         (a.reason, a.domain.as_str()),
-        ("suspicious_queries", "exfil-c2.net")
+        ("suspicious_subdomains", "exfil-c2.net")
     );
     assert_eq!(
-        (a.queries, a.suspicious),
-        (6, 6),
-        "fires on the 6th suspicious query"
+        (a.queries, a.suspicious_subdomains, a.unique_subdomains),
+        (6, 6, 6),
+        "fires on the 6th unique suspicious subdomain"
     );
-    assert!(a.worst_entropy > 4.0);
+    assert_eq!(a.encoding.name(), "base32");
+    assert!(a.worst_score.entropy > 4.0);
     assert!(r.dns_records.iter().all(|d| d.suspicious));
 
     // The same queries under an allowlisted domain never alert.
@@ -536,10 +542,10 @@ fn a_flood_of_distinct_domains_does_not_blind_the_tunnel_detector() {
         let a = tunnel[0];
         assert_eq!(
             (a.client.to_string().as_str(), a.domain.as_str(), a.reason),
-            ("10.0.0.5", "exfil-c2.net", "suspicious_queries"),
+            ("10.0.0.5", "exfil-c2.net", "suspicious_subdomains"),
             "{what}"
         );
-        assert_eq!((a.queries, a.suspicious), (6, 6), "{what}");
+        assert_eq!((a.queries, a.suspicious_subdomains), (6, 6), "{what}");
         let d = &r.summary.dns;
         assert_eq!(d.queries, u64::from(FLOOD) + 60, "{what}");
         let by_reason = d.pairs_evicted.by_reason();

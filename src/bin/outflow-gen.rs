@@ -115,6 +115,16 @@ enum Cmd {
         wrap: Option<gen::Wrap>,
         out: PathBuf,
     },
+    /// A DNS scenario for the tunnel detector (issue 14): `search-retries` and `kubernetes`
+    /// (benign patterns that must not alert), `hex-tunnel`, `base32-tunnel`,
+    /// `base64-tunnel` (slow tunnels, one query every 10-30 s for 55 min) and `dnscat2` (a
+    /// 12-query handshake), each alerting once. `all` writes every one into OUT (a
+    /// directory) as `<scenario>.pcap`.
+    Dns {
+        /// The scenario, or `all`.
+        scenario: String,
+        out: PathBuf,
+    },
     /// Rewrites an Ethernet capture as a mirror would deliver it: each frame inside VXLAN,
     /// Geneve or ERSPAN III from 172.31.0.10 to 172.31.0.99 (tunnelled benches, or a
     /// check of a sensor's mirror setup).
@@ -125,6 +135,38 @@ enum Cmd {
         input: PathBuf,
         out: PathBuf,
     },
+}
+
+fn parse_dns_scenario(s: &str) -> Result<Option<gen::DnsScenario>, String> {
+    if s == "all" {
+        return Ok(None);
+    }
+    gen::DnsScenario::from_name(s).map(Some).ok_or_else(|| {
+        let names: Vec<&str> = gen::DnsScenario::ALL.iter().map(|d| d.name()).collect();
+        format!("{s}: expected all or one of {}", names.join(", "))
+    })
+}
+
+fn write_dns(kind: gen::DnsScenario, out: &std::path::Path) -> Result<()> {
+    let i =
+        gen::write_dns_scenario(out, kind).with_context(|| format!("writing {}", out.display()))?;
+    let tunnel = i.tunnel.map_or("benign".to_string(), |(d, e)| {
+        format!("{e} tunnel under {d}")
+    });
+    println!(
+        "{}: {} {} queries ({} distinct names, {} internal, {} search retries, {} NXDOMAIN) \
+         from {} over {:.1} s: {tunnel}",
+        out.display(),
+        kind.name(),
+        i.queries,
+        i.unique_names,
+        i.internal_queries,
+        i.search_retries,
+        i.nxdomains,
+        i.client,
+        (i.span_ns.1 - i.span_ns.0) as f64 / 1e9,
+    );
+    Ok(())
 }
 
 fn parse_wrap(s: &str) -> Result<gen::Wrap, String> {
@@ -287,6 +329,17 @@ fn main() -> Result<()> {
                 (u.fin_ts_ns - s.first_ts_ns) as f64 / 1e9,
             );
         }
+        Cmd::Dns { scenario, out } => match parse_dns_scenario(&scenario) {
+            Ok(Some(kind)) => write_dns(kind, &out)?,
+            Ok(None) => {
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                for kind in gen::DnsScenario::ALL {
+                    write_dns(kind, &out.join(format!("{}.pcap", kind.name())))?;
+                }
+            }
+            Err(e) => anyhow::bail!(e),
+        },
         Cmd::Wrap { tunnel, input, out } => wrap_capture(tunnel, &input, &out)?,
         Cmd::Upload {
             bytes,

@@ -7,10 +7,11 @@
 //! tunnel out. So each pair is in one of three tiers, by what its queries have shown:
 //!
 //! - **cold**: one query, not suspicious: what a flood of distinct names is made of;
-//! - **warm**: a second query, or one suspicious query (benign pairs with a suspicious
-//!   query exist: CDN and telemetry names);
-//! - **hot**: two or more suspicious queries: no benign public capture has more than one
-//!   under a domain (see `dns.max_suspicious`); every tunnel capture has many.
+//! - **warm**: a second query, or one unique suspicious subdomain (benign pairs with a
+//!   suspicious name exist: CDN and telemetry names);
+//! - **hot**: two or more *unique* suspicious subdomains (a repeated name counts once, so a
+//!   client retrying one odd name stays warm): no benign public capture has one under a
+//!   domain (see `dns.min_suspicious_subdomains`); every tunnel capture has many.
 //!
 //! Pairs only move up. To make room the table takes, in this order:
 //!
@@ -42,9 +43,9 @@ pub type PairKey = (Addr, u64);
 pub enum Tier {
     /// One query, not suspicious.
     Cold = 0,
-    /// A second query, or one suspicious query.
+    /// A second query, or one unique suspicious subdomain.
     Warm = 1,
-    /// Two or more suspicious queries.
+    /// Two or more unique suspicious subdomains.
     Hot = 2,
 }
 
@@ -55,7 +56,8 @@ impl Tier {
     /// Every tier, coldest first.
     pub const ALL: [Tier; TIERS] = [Tier::Cold, Tier::Warm, Tier::Hot];
 
-    /// The tier of a pair with `queries` queries of which `suspicious` were suspicious.
+    /// The tier of a pair with `queries` queries and `suspicious` unique suspicious
+    /// subdomains.
     pub fn of(queries: u32, suspicious: u32) -> Tier {
         if suspicious >= 2 {
             Tier::Hot

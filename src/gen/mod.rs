@@ -14,6 +14,7 @@
 //!           └──packets()──> Packet (rendered frame) ┴──> merge() ──> PcapWriter ──> file
 //! ```
 
+mod dns;
 mod malformed;
 mod scenario;
 mod stress;
@@ -26,6 +27,7 @@ mod writer;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+pub use dns::{dns_scenario, write_dns_scenario, DnsScenario, DnsScenarioInfo};
 pub use malformed::malformed_frames;
 pub use scenario::{
     parse_size, write_demo, write_mixed, write_mixed_mss, DemoSummary, MixedSummary, ScenarioFlow,

@@ -345,40 +345,113 @@ const FLAG_LETTERS: [(u8, u8); 6] = {
     ]
 };
 
-#[derive(Serialize)]
-struct DnsAlertJson<'a> {
-    alert_id: &'a str,
-    ts: String,
-    detector: &'static str,
-    reason: &'static str,
-    message: String,
-    src_ip: String,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    domain: &'a str,
-    window: f64,
-    queries: u64,
-    unique_subdomains: u64,
-    suspicious_queries: u64,
-    nxdomains: u64,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    worst_query: &'a str,
-    worst_entropy: f64,
-    samples: &'a [String],
-}
-
-/// One DNS alert as a JSON object (no trailing newline).
+/// One DNS alert as a JSON object (no trailing newline). Tunnel-only fields are absent from
+/// an NXDOMAIN burst and `nxdomains` from a tunnel alert; the message states what was
+/// observed and over how long, not the window length.
 pub fn dns_alert_json(a: &DnsAlert) -> String {
-    let message = match a.detector {
-        crate::detect::Detector::NxdomainBurst => format!(
-            "NXDOMAIN burst: {} got {} NXDOMAIN answers in {:.0} s",
-            a.client, a.nxdomains, a.window_s
-        ),
-        _ => format!(
-            "DNS tunnelling suspected: {} → {}: {} queries, {} suspicious, ~{} unique subdomains in {:.0} s",
-            a.client, a.domain, a.queries, a.suspicious, a.unique_subdomains, a.window_s
-        ),
+    #[derive(Serialize)]
+    struct Components {
+        names: f64,
+        record_types: f64,
+        uniqueness: f64,
+        regularity: f64,
+    }
+    #[derive(Serialize)]
+    struct NameScore {
+        total: f64,
+        encoding: &'static str,
+        encoding_points: f64,
+        entropy_points: f64,
+        length_points: f64,
+        regularity_points: f64,
+        entropy: f64,
+        length: usize,
+    }
+    #[derive(Serialize)]
+    struct Tunnel<'a> {
+        queries: u64,
+        unique_subdomains: u64,
+        suspicious_subdomains: u64,
+        encoding: &'static str,
+        encoded_subdomains: u64,
+        tunnel_type_queries: u64,
+        label_length: usize,
+        score: f64,
+        score_components: Components,
+        worst_query: &'a str,
+        worst_score: NameScore,
+    }
+    #[derive(Serialize)]
+    struct Json<'a> {
+        alert_id: &'a str,
+        ts: String,
+        detector: &'static str,
+        reason: &'static str,
+        message: String,
+        src_ip: String,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        domain: &'a str,
+        observed: f64,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        tunnel: Option<Tunnel<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nxdomains: Option<u64>,
+        samples: &'a [String],
+    }
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let span = |s: f64| {
+        if s < 1.0 {
+            format!("{s:.3} s")
+        } else if s < 60.0 {
+            format!("{s:.1} s")
+        } else {
+            format!("{s:.0} s")
+        }
     };
-    let j = DnsAlertJson {
+    let burst = a.detector == crate::detect::Detector::NxdomainBurst;
+    let enc = a.encoding.name();
+    let message = if burst {
+        format!(
+            "NXDOMAIN burst: {} got {} NXDOMAIN answers in {}",
+            a.client,
+            a.nxdomains,
+            span(a.observed_s)
+        )
+    } else if a.reason == "query_rate" {
+        format!(
+            "DNS tunnelling suspected: {} → {}: {} queries ({} unique subdomains) in {}",
+            a.client,
+            a.domain,
+            a.queries,
+            a.unique_subdomains,
+            span(a.observed_s)
+        )
+    } else {
+        let what = if a.encoded_subdomains == a.suspicious_subdomains && enc != "none" {
+            format!(
+                "{} unique {enc}-encoded subdomains",
+                a.suspicious_subdomains
+            )
+        } else if enc != "none" {
+            format!(
+                "{} unique suspicious subdomains ({} {enc}-encoded)",
+                a.suspicious_subdomains, a.encoded_subdomains
+            )
+        } else {
+            format!("{} unique suspicious subdomains", a.suspicious_subdomains)
+        };
+        format!(
+            "DNS tunnelling suspected: {} → {}: {what} in {} ({} queries, {} of them TXT/NULL/MX/CNAME/ANY/private; score {:.1})",
+            a.client,
+            a.domain,
+            span(a.observed_s),
+            a.queries,
+            a.tunnel_type_queries,
+            a.score.total()
+        )
+    };
+    let w = &a.worst_score;
+    let j = Json {
         alert_id: &a.id,
         ts: rfc3339(a.ts_ns),
         detector: a.detector.name(),
@@ -386,13 +459,35 @@ pub fn dns_alert_json(a: &DnsAlert) -> String {
         message,
         src_ip: a.client.to_string(),
         domain: &a.domain,
-        window: a.window_s,
-        queries: a.queries,
-        unique_subdomains: a.unique_subdomains,
-        suspicious_queries: a.suspicious,
-        nxdomains: a.nxdomains,
-        worst_query: &a.worst_query,
-        worst_entropy: (a.worst_entropy * 1000.0).round() / 1000.0,
+        observed: r3(a.observed_s),
+        tunnel: (!burst).then(|| Tunnel {
+            queries: a.queries,
+            unique_subdomains: a.unique_subdomains,
+            suspicious_subdomains: a.suspicious_subdomains,
+            encoding: enc,
+            encoded_subdomains: a.encoded_subdomains,
+            tunnel_type_queries: a.tunnel_type_queries,
+            label_length: a.label_length,
+            score: r3(a.score.total()),
+            score_components: Components {
+                names: r3(a.score.names),
+                record_types: r3(a.score.record_types),
+                uniqueness: r3(a.score.uniqueness),
+                regularity: r3(a.score.regularity),
+            },
+            worst_query: &a.worst_query,
+            worst_score: NameScore {
+                total: r3(w.total),
+                encoding: w.encoding.name(),
+                encoding_points: r3(w.components.encoding),
+                entropy_points: r3(w.components.entropy),
+                length_points: r3(w.components.length),
+                regularity_points: r3(w.components.regularity),
+                entropy: r3(w.entropy),
+                length: w.length,
+            },
+        }),
+        nxdomains: burst.then_some(a.nxdomains),
         samples: &a.samples,
     };
     serde_json::to_string(&j).unwrap_or_default()
