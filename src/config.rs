@@ -1237,8 +1237,8 @@ impl Config {
         }
         // "" is the documented "no token"; anything else must be a usable secret.
         if !self.http.token.is_empty() {
-            if let Err(e) = crate::http::check_token("http.token", &self.http.token) {
-                p.push(e.to_string());
+            if let Some(problem) = token_problem(&self.http.token) {
+                p.push(weak_token_message("http.token", &problem));
             }
         }
         let o = &self.output;
@@ -1248,24 +1248,22 @@ impl Config {
                 o.sink_queue
             ));
         }
-        if let Err(e) = crate::output::syslog::Target::parse(&o.syslog.target) {
+        if let Err(e) = SyslogTarget::parse(&o.syslog.target) {
             p.push(format!("output.syslog.target: {e}"));
         }
-        if crate::output::syslog::facility_code(&o.syslog.facility).is_none() {
+        if facility_code(&o.syslog.facility).is_none() {
             p.push(format!(
                 "output.syslog.facility: unknown facility {:?} (kern, user, daemon, auth, local0..local7, ...)",
                 o.syslog.facility
             ));
         }
-        if !crate::output::syslog::valid_header_field(&o.syslog.app_name, 48) {
+        if !valid_header_field(&o.syslog.app_name, 48) {
             p.push(
                 "output.syslog.app_name: must be 1..=48 printable ASCII characters, no spaces"
                     .into(),
             );
         }
-        if !o.syslog.hostname.is_empty()
-            && !crate::output::syslog::valid_header_field(&o.syslog.hostname, 255)
-        {
+        if !o.syslog.hostname.is_empty() && !valid_header_field(&o.syslog.hostname, 255) {
             p.push(
                 "output.syslog.hostname: must be 1..=255 printable ASCII characters, no spaces"
                     .into(),
@@ -1347,6 +1345,161 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
+    }
+}
+
+/// Where syslog messages go (`output.syslog.target`, parsed). Defined with the config, which
+/// validates it; the syslog sink connects to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyslogTarget {
+    /// No syslog.
+    None,
+    /// `udp://host:port`; holds `host:port` (an IPv6 host in brackets).
+    Udp(String),
+    /// `tcp://host:port`; holds `host:port` (an IPv6 host in brackets).
+    Tcp(String),
+    /// `unix:///path`.
+    Unix(std::path::PathBuf),
+}
+
+impl SyslogTarget {
+    /// Parses `output.syslog.target`: empty (no syslog), `udp://host:port`,
+    /// `tcp://host:port` or `unix:///absolute/path`. The host is a name, an IPv4 address or
+    /// an IPv6 address in brackets; the port is required. Errors say how to fix the value.
+    pub fn parse(s: &str) -> Result<SyslogTarget, String> {
+        if s.is_empty() {
+            return Ok(SyslogTarget::None);
+        }
+        const FORMS: &str = "use udp://host:port, tcp://host:port or unix:///dev/log";
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!("{s:?} has no scheme: {FORMS}"));
+        };
+        match scheme {
+            "udp" => parse_authority(s, rest).map(SyslogTarget::Udp),
+            "tcp" => parse_authority(s, rest).map(SyslogTarget::Tcp),
+            "unix" => {
+                if !rest.starts_with('/') {
+                    return Err(format!(
+                        "{s:?}: the socket path must be absolute, with three slashes: unix:///dev/log"
+                    ));
+                }
+                if rest.contains('\0') {
+                    return Err(format!("{s:?}: the socket path holds a NUL byte"));
+                }
+                Ok(SyslogTarget::Unix(std::path::PathBuf::from(rest)))
+            }
+            _ => Err(format!("{s:?}: unknown scheme {scheme:?}: {FORMS}")),
+        }
+    }
+}
+
+/// Checks `host:port` of a `udp://` or `tcp://` target and returns it as given.
+fn parse_authority(whole: &str, hp: &str) -> Result<String, String> {
+    let port = if let Some(v6) = hp.strip_prefix('[') {
+        let Some((addr, port)) = v6.split_once(']') else {
+            return Err(format!("{whole:?}: missing ']' after the IPv6 address"));
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{whole:?}: {addr:?} is not an IPv6 address"));
+        }
+        let Some(port) = port.strip_prefix(':') else {
+            return Err(format!("{whole:?} has no port: write [{addr}]:514"));
+        };
+        port
+    } else {
+        let Some((host, port)) = hp.rsplit_once(':') else {
+            return Err(format!("{whole:?} has no port: write {hp}:514"));
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "{whole:?}: put an IPv6 address in brackets, e.g. udp://[2001:db8::1]:514"
+            ));
+        }
+        if host.is_empty() {
+            return Err(format!("{whole:?} has no host"));
+        }
+        // Letters, digits, '-', '.' (names and IPv4) and '_' (seen in internal names).
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return Err(format!("{whole:?}: {host:?} is not a host name or address"));
+        }
+        port
+    };
+    // Digits only: `u16::from_str` would also take "+514".
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(hp.to_owned()),
+        _ => Err(format!(
+            "{whole:?}: port {port:?} must be a number 1..=65535"
+        )),
+    }
+}
+
+/// Facility number of a facility name (RFC 5424 §6.2.1 table; `security`/`audit` = 13 and
+/// `console`/`alert` = 14 as named by the BSD and Linux syslogs).
+pub fn facility_code(name: &str) -> Option<u8> {
+    Some(match name {
+        "kern" => 0,
+        "user" => 1,
+        "mail" => 2,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "lpr" => 6,
+        "news" => 7,
+        "uucp" => 8,
+        "cron" => 9,
+        "authpriv" => 10,
+        "ftp" => 11,
+        "ntp" => 12,
+        "security" | "audit" => 13,
+        "console" | "alert" => 14,
+        "clock" => 15,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    })
+}
+
+/// Whether `s` fits an RFC 5424 header field (1..=max printable ASCII, no space).
+pub fn valid_header_field(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
+}
+
+/// Fewest characters an API token (`http.token`, `OUTFLOW_HTTP_TOKEN`) may have. The token
+/// is the only thing between the network and the alert and pcap API, and a client can guess
+/// at line rate: 16 characters is 64 bits as hex, 96 as base64, past any online guessing;
+/// fewer is a placeholder or a typo, not a secret.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The message refusing a weak token: `key` names where it came from, `problem` is
+/// [`token_problem`]'s answer.
+pub fn weak_token_message(key: &str, problem: &str) -> String {
+    format!(
+        "{key}: the API token {problem}; use a random token of at least {MIN_TOKEN_CHARS} \
+         characters (e.g. `openssl rand -hex 16`)"
+    )
+}
+
+/// What is wrong with an API token, if anything: empty, only whitespace, or shorter than
+/// [`MIN_TOKEN_CHARS`] characters.
+pub fn token_problem(token: &str) -> Option<String> {
+    let chars = token.chars().count();
+    if token.is_empty() {
+        Some("is empty".to_string())
+    } else if token.trim().is_empty() {
+        Some("is only whitespace".to_string())
+    } else if chars < MIN_TOKEN_CHARS {
+        Some(format!("is {chars} characters long"))
+    } else {
+        None
     }
 }
 

@@ -4,23 +4,25 @@
 //! counters. Offline it waits when the output channel is full (nothing may be lost); live it
 //! never waits: an event that does not fit is dropped and counted, so a slow disk cannot
 //! slow capture. Counters are plain integers on the worker, copied into a shared snapshot
-//! every [`PUBLISH_EVERY`] packets and on every tick, never per packet.
+//! every [`PUBLISH_EVERY`] packets and on every tick, never per packet, into its
+//! [`WorkerShared`] slot, where the stats line, `/metrics` and the API's requests (top flows,
+//! ring packets) meet it.
 
 use crate::decode::DecodeError;
-use crate::event::EventKey;
-use crate::event::OutMsg;
-use crate::telemetry::{mono_ns, new_histogram, record, WorkerShared};
+use crate::event::{EventKey, OutMsg};
+use crate::flow::top::{TopBy, TopFlow};
+use crate::slice::PcapFilter;
+use crate::stats::{mono_ns, new_histogram, record, Windowed};
 use crate::worker::{Worker, WorkerStats};
 use crossbeam_channel::{Sender, TrySendError};
 use hdrhistogram::Histogram;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Longest a worker waits to hand over an alert when the output queue is full.
 pub const ALERT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Packets between two publications of a worker's counters.
-pub const PUBLISH_EVERY: u64 = 1024;
+pub use crate::capture::PUBLISH_EVERY;
 
 /// Flows ended per step at end of input or shutdown, before their events are handed over.
 const FINISH_BATCH: usize = 1024;
@@ -67,7 +69,7 @@ pub struct Snapshot {
     /// Fragment tables of this capture thread or fanout worker (see
     /// [`crate::capture::frag::READER_TABLES`]): (live entries, capacity, live entries
     /// overwritten) each.
-    pub fragments: [crate::telemetry::Occupancy; 2],
+    pub fragments: [crate::stats::Occupancy; 2],
     /// Tunnels, MPLS, PPPoE and offloaded frames this capture thread or fanout worker
     /// decoded.
     pub encap: crate::decode::EncapCounts,
@@ -254,7 +256,7 @@ impl Driver {
         }
         if let Some((generation, by)) = p.top.pending(self.top_served) {
             self.top_served = generation;
-            let flows = self.worker.top_flows(by, crate::telemetry::TOP_MAX);
+            let flows = self.worker.top_flows(by, crate::flow::top::TOP_MAX);
             if let Ok(mut a) = p.top.answer.lock() {
                 a.generation = generation;
                 a.by = Some(by);
@@ -263,7 +265,7 @@ impl Driver {
         }
         if let Some((generation, filter)) = p.pcap.pending(self.pcap_served) {
             self.pcap_served = generation;
-            let max = filter.max_bytes.min(crate::telemetry::PCAP_MAX);
+            let max = filter.max_bytes.min(crate::slice::PCAP_MAX);
             let records = self.worker.ring_query(&filter, max);
             if let Ok(mut a) = p.pcap.answer.lock() {
                 *a = (generation, records);
@@ -366,6 +368,107 @@ impl Driver {
         // `self` (with its sender to the output thread) is dropped here, so the output
         // thread can finish while this worker still answers its slice requests.
         (snap, slices)
+    }
+}
+
+/// A worker's answer to the latest top-flows request it saw.
+#[derive(Debug, Default)]
+pub struct TopAnswer {
+    /// The request it answers.
+    pub generation: u64,
+    /// The ranking it used.
+    pub by: Option<TopBy>,
+    /// Its best flows, best first, at most [`TOP_MAX`].
+    pub flows: Vec<TopFlow>,
+}
+
+/// Request/answer slot for the top-flows view of one worker.
+#[derive(Debug, Default)]
+pub struct TopSlot {
+    /// `generation << 8 | TopBy code` of the newest request.
+    wanted: AtomicU64,
+    /// The newest answer.
+    pub answer: Mutex<TopAnswer>,
+}
+
+impl TopSlot {
+    /// Raises a request; returns its generation.
+    pub fn request(&self, generation: u64, by: TopBy) -> u64 {
+        self.wanted
+            .store(generation << 8 | by.code(), Ordering::Release);
+        generation
+    }
+
+    /// The newest request (generation, ranking), or None if none is pending beyond `served`.
+    pub fn pending(&self, served: u64) -> Option<(u64, TopBy)> {
+        let w = self.wanted.load(Ordering::Acquire);
+        let generation = w >> 8;
+        (generation > served).then(|| (generation, TopBy::from_code(w & 0xff)))
+    }
+}
+
+/// Request/answer slot for `/api/pcap` on one worker.
+#[derive(Debug, Default)]
+pub struct PcapSlot {
+    wanted: AtomicU64,
+    request: Mutex<PcapFilter>,
+    /// (generation answered, records).
+    pub answer: Mutex<(u64, Vec<u8>)>,
+}
+
+impl PcapSlot {
+    /// Raises a request.
+    pub fn request(&self, generation: u64, f: PcapFilter) {
+        // An answer that came too late for the previous request is not kept around.
+        if let Ok(mut a) = self.answer.lock() {
+            a.1 = Vec::new();
+        }
+        if let Ok(mut r) = self.request.lock() {
+            *r = f;
+        }
+        self.wanted.store(generation, Ordering::Release);
+    }
+
+    /// The newest request beyond `served`, if any. One atomic load when there is none.
+    pub fn pending(&self, served: u64) -> Option<(u64, PcapFilter)> {
+        let generation = self.wanted.load(Ordering::Acquire);
+        if generation <= served {
+            return None;
+        }
+        let f = self.request.lock().ok()?.clone();
+        Some((generation, f))
+    }
+}
+
+/// One worker's (or capture thread's) published state.
+#[derive(Debug)]
+pub struct WorkerShared {
+    /// Counters at the last publication.
+    pub snap: Mutex<Snapshot>,
+    /// Worker time per packet, in ns, merged from the worker at each publication.
+    pub processing: Mutex<Windowed>,
+    /// Top-flows requests and answers.
+    pub top: TopSlot,
+    /// `/api/pcap` requests and answers.
+    pub pcap: PcapSlot,
+    /// False once the worker's thread has ended.
+    pub alive: AtomicBool,
+    /// Set by a live capture loop the moment it stops reading (interface gone, capture
+    /// error or shutdown), before the flows are ended: the control loop and
+    /// `outflow_capturing` see a lost interface at once, not after the flush.
+    pub capture_stopped: AtomicBool,
+}
+
+impl Default for WorkerShared {
+    fn default() -> Self {
+        WorkerShared {
+            snap: Mutex::default(),
+            processing: Mutex::default(),
+            top: TopSlot::default(),
+            pcap: PcapSlot::default(),
+            alive: AtomicBool::new(true),
+            capture_stopped: AtomicBool::new(false),
+        }
     }
 }
 

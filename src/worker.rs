@@ -274,9 +274,9 @@ impl Worker {
     /// "what is leaving right now" view). Scans the table: called only on request.
     pub fn top_flows(
         &self,
-        by: crate::telemetry::TopBy,
+        by: crate::flow::top::TopBy,
         limit: usize,
-    ) -> Vec<crate::telemetry::TopFlow> {
+    ) -> Vec<crate::flow::top::TopFlow> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         // A min-heap of the best `limit` seen so far: O(n log limit), no big sort.
@@ -304,7 +304,7 @@ impl Worker {
                 heap.pop();
             }
         }
-        let mut out: Vec<crate::telemetry::TopFlow> = heap
+        let mut out: Vec<crate::flow::top::TopFlow> = heap
             .into_iter()
             .filter_map(|Reverse((_, _, slot))| self.table.load(slot).as_ref().and_then(top_flow))
             .collect();
@@ -314,7 +314,7 @@ impl Worker {
 
     /// The ring's packets matching `f`, as records, oldest first, at most `max` bytes.
     /// Scans the ring (decoding a packet only for address or port filters): on request only.
-    pub fn ring_query(&self, f: &crate::telemetry::PcapFilter, max: usize) -> Vec<u8> {
+    pub fn ring_query(&self, f: &crate::slice::PcapFilter, max: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let tuple = f.src.is_some()
             || f.dst.is_some()
@@ -951,14 +951,14 @@ impl Worker {
 }
 
 /// An outbound flow as the top-flows view shows it; `None` if it is not outbound.
-fn top_flow(f: &Flow) -> Option<crate::telemetry::TopFlow> {
+fn top_flow(f: &Flow) -> Option<crate::flow::top::TopFlow> {
     let side = f.outbound?;
     let other = match side {
         Side::Orig => Side::Resp,
         Side::Resp => Side::Orig,
     };
     let (src, sport, dst, dport) = crate::detect::large_transfer::endpoints(f, side);
-    Some(crate::telemetry::TopFlow {
+    Some(crate::flow::top::TopFlow {
         flow_id: f.id,
         proto: f.key.proto,
         src,

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub struct ReaderStats {
     /// The fragment tables at the end (see [`super::frag::READER_TABLES`]): (live entries,
     /// capacity, live entries overwritten) each.
-    pub fragment_table: [crate::telemetry::Occupancy; 2],
+    pub fragment_table: [crate::stats::Occupancy; 2],
     /// Frames read from the files.
     pub frames: u64,
     /// Their wire length in bytes (the records' original length).
@@ -236,7 +236,7 @@ impl Dispatcher {
         let room = b.data.capacity() - b.data.len();
         let keep = bytes.get(..bytes.len().min(room)).unwrap_or(&[]);
         if b.packets.is_empty() {
-            b.read_mono_ns = crate::telemetry::mono_ns();
+            b.read_mono_ns = crate::stats::mono_ns();
         }
         p.data_start = b.data.len() as u32;
         p.cap_len = keep.len() as u32;

@@ -221,7 +221,7 @@ pub fn total_size(paths: &[PathBuf]) -> Option<u64> {
 const TICK_EVERY: u64 = 8192;
 
 /// Reads the files in order, as one continuous capture, into the dispatcher. `publish` gets
-/// the counters every [`crate::pipeline::PUBLISH_EVERY`] frames (for /metrics during a
+/// the counters every [`super::PUBLISH_EVERY`] frames (for /metrics during a
 /// long replay or a capture on stdin), and so does `progress`.
 pub fn read_files(
     paths: &[PathBuf],
@@ -304,7 +304,7 @@ pub fn read_files(
             if seq % TICK_EVERY == 0 {
                 d.flush_all(clock.now(), seq)?;
             }
-            if seq % crate::pipeline::PUBLISH_EVERY == 0 {
+            if seq % super::PUBLISH_EVERY == 0 {
                 st.fragments = frags.stats;
                 st.fragment_table = frags.occupancy(clock.now());
                 publish(&st);

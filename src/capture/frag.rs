@@ -27,7 +27,7 @@
 //! metric scans, once per publication.
 
 use crate::decode::{proto, Fragment, PacketMeta};
-use crate::telemetry::Occupancy;
+use crate::stats::Occupancy;
 use std::hash::BuildHasher;
 
 /// A datagram's identity, the same as the reassembler's.

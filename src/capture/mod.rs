@@ -12,6 +12,9 @@
 //! packet carries it, and every few thousand packets all workers get a batch (possibly
 //! empty) stamped with it, so a worker with no traffic still expires its flows on time.
 
+/// Packets between two publications of a worker's counters.
+pub const PUBLISH_EVERY: u64 = 1024;
+
 pub mod dispatch;
 pub mod file;
 pub mod frag;
@@ -65,7 +68,7 @@ pub struct Batch {
     pub seq: u64,
     /// Link type of the frames (the file's), needed to write them back out as pcap.
     pub link: crate::decode::LinkType,
-    /// When its first packet was read ([`crate::telemetry::mono_ns`]): the start of the
+    /// When its first packet was read ([`crate::stats::mono_ns`]): the start of the
     /// detection-latency measurement for alerts it triggers. One clock read per batch.
     pub read_mono_ns: u64,
 }

@@ -19,6 +19,7 @@ mod tests_support {
 mod recent;
 mod record;
 mod table;
+pub mod top;
 
 pub use key::FlowKey;
 pub use recent::{Closed, RecentClosed, RecentStats};

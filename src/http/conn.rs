@@ -51,6 +51,7 @@
 //! connection and per request, never per byte.
 
 use super::budget::{Class, Key, Refused, Table};
+use crate::telemetry::ConnStats;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
@@ -184,22 +185,6 @@ impl Phase {
     fn index(self) -> usize {
         self as usize
     }
-}
-
-/// The HTTP server's connection counters, read by /metrics.
-#[derive(Debug, Default)]
-pub struct ConnStats {
-    /// Connections open now.
-    pub open: AtomicU64,
-    /// Connections accepted.
-    pub accepted: AtomicU64,
-    /// Idle connections closed to admit a new one (or to free a descriptor on EMFILE).
-    pub evicted: AtomicU64,
-    /// Connections closed by a deadline, by [`Phase`].
-    pub timed_out: [AtomicU64; 3],
-    /// Requests answered 503 because their class's in-progress budget was full, indexed
-    /// as [`Class::ALL`].
-    pub rejected: [AtomicU64; 2],
 }
 
 impl ConnStats {

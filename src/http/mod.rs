@@ -28,11 +28,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2
 /// Environment variable holding the API token (overrides `http.token`).
 pub const TOKEN_ENV: &str = "OUTFLOW_HTTP_TOKEN";
 
-/// Fewest characters an API token may have. The token is the only thing between the
-/// network and the alert and pcap API, and a client can guess at line rate: 16 characters
-/// is 64 bits as hex, 96 as base64, past any online guessing; fewer is a placeholder or a
-/// typo, not a secret.
-pub const MIN_TOKEN_CHARS: usize = 16;
+pub use crate::config::MIN_TOKEN_CHARS;
 
 /// The API token in force: [`TOKEN_ENV`] when it is set (even to nothing: an empty
 /// variable is a secret that failed to arrive, not a wish for an open API), otherwise
@@ -56,17 +52,10 @@ pub fn token(cfg: &HttpConfig) -> Result<Option<String>, HttpError> {
 /// [`MIN_TOKEN_CHARS`] characters; `key` (`http.token`, [`TOKEN_ENV`]) names where it came
 /// from in the error.
 pub fn check_token(key: &'static str, token: &str) -> Result<(), HttpError> {
-    let chars = token.chars().count();
-    let problem = if token.is_empty() {
-        "is empty".to_string()
-    } else if token.trim().is_empty() {
-        "is only whitespace".to_string()
-    } else if chars < MIN_TOKEN_CHARS {
-        format!("is {chars} characters long")
-    } else {
-        return Ok(());
-    };
-    Err(HttpError::WeakToken { key, problem })
+    match crate::config::token_problem(token) {
+        None => Ok(()),
+        Some(problem) => Err(HttpError::WeakToken { key, problem }),
+    }
 }
 
 /// Why the HTTP server could not start.
@@ -82,10 +71,7 @@ pub enum HttpError {
     )]
     TokenRequired(SocketAddr),
     /// The API token is empty, whitespace or too short.
-    #[error(
-        "{key}: the API token {problem}; use a random token of at least {MIN_TOKEN_CHARS} \
-         characters (e.g. `openssl rand -hex 16`)"
-    )]
+    #[error("{}", crate::config::weak_token_message(key, problem))]
     WeakToken {
         /// Where the token came from: `http.token` or [`TOKEN_ENV`].
         key: &'static str,

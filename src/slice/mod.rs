@@ -280,6 +280,34 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Which packets `/api/pcap` wants from the rings. Address and port filters match either
+/// direction (both halves of a conversation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PcapFilter {
+    /// Only this flow.
+    pub flow: Option<u64>,
+    /// One endpoint's address.
+    pub src: Option<IpAddr>,
+    /// The other endpoint's address.
+    pub dst: Option<IpAddr>,
+    /// Port at `src`.
+    pub sport: Option<u16>,
+    /// Port at `dst`.
+    pub dport: Option<u16>,
+    /// IP protocol.
+    pub proto: Option<u8>,
+    /// Packets at or after (Unix ns).
+    pub since_ns: Option<u64>,
+    /// Packets at or before (Unix ns).
+    pub until_ns: Option<u64>,
+    /// Most bytes of records this worker may return (its share of [`PCAP_MAX`]).
+    pub max_bytes: usize,
+}
+
+/// Most bytes of records all workers together return for one `/api/pcap` request (each
+/// gets an equal share); the response says when it was cut.
+pub const PCAP_MAX: usize = 64 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;

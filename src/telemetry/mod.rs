@@ -14,15 +14,19 @@ use crate::correlate::{dns::AnalyseStats, leak::LeakStats, TABLES as OUTPUT_TABL
 use crate::detect::Detector;
 use crate::pipeline::Snapshot;
 use crate::worker::WORKER_TABLES;
-use hdrhistogram::Histogram;
 use record::AlertRecord;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 pub mod record;
+
+pub use crate::flow::top::{TopBy, TopFlow, TOP_MAX};
+pub use crate::pipeline::{PcapSlot, TopAnswer, TopSlot, WorkerShared};
+pub use crate::slice::{PcapFilter, PCAP_MAX};
+pub use crate::stats::{mono_ns, new_histogram, record, Occupancy, Windowed, QUANTILE_WINDOW};
 
 /// Asks one alert sink to close and reopen its destination (log rotation), from any
 /// thread, without blocking. A closure, so this board needs no type of the outputs.
@@ -56,6 +60,23 @@ pub struct SinkCounters {
     pub up: AtomicBool,
 }
 
+/// The HTTP server's connection counters, read by /metrics (the server counts them; its
+/// accessors are in `http::conn`).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Idle connections closed to admit a new one (or to free a descriptor on EMFILE).
+    pub evicted: AtomicU64,
+    /// Connections closed by a deadline, by [`crate::http::conn::Phase`].
+    pub timed_out: [AtomicU64; 3],
+    /// Requests answered 503 because their class's in-progress budget was full, indexed
+    /// as [`crate::http::conn::Class::ALL`].
+    pub rejected: [AtomicU64; 2],
+}
+
 /// The output thread's counters: what was written, and the cross-flow stage's tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutputCounters {
@@ -76,353 +97,6 @@ pub struct OutputCounters {
     /// Incidents opened, announced, open.
     pub incidents: IncidentStats,
 }
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-/// Monotonic nanoseconds since the first call in this process (never 0 after the first
-/// call returns, so 0 can mean "unknown").
-pub fn mono_ns() -> u64 {
-    let e = EPOCH.get_or_init(Instant::now);
-    u64::try_from(e.elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-/// Longest time a histogram records: one hour, in nanoseconds. Longer values are clamped.
-const HIST_MAX_NS: u64 = 3_600_000_000_000;
-
-/// A nanosecond histogram with 2 significant digits from 1 ns to one hour (~36 KiB).
-pub fn new_histogram() -> Histogram<u64> {
-    // The bounds are constants that satisfy hdrhistogram's only requirements (low >= 1,
-    // high >= 2 * low, sigfig <= 5): construction depends on no input and cannot fail.
-    #[allow(clippy::expect_used)]
-    let h = Histogram::new_with_bounds(1, HIST_MAX_NS, 2).expect("constant bounds"); // ok: no input
-    h
-}
-
-/// Records `count` observations of `ns` nanoseconds, clamped into the histogram's range.
-pub fn record(h: &mut Histogram<u64>, ns: u64, count: u64) {
-    let _ = h.record_n(ns.clamp(1, HIST_MAX_NS), count);
-}
-
-/// Length of a quantile window: a summary's quantiles cover the last 5 to 10 minutes, so
-/// an old spike ages out and a new one is not drowned by weeks of history.
-pub const QUANTILE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// A histogram for a Prometheus summary: cumulative count and sum, quantiles over a sliding
-/// window of two [`QUANTILE_WINDOW`]s (the current one and the one before).
-#[derive(Debug)]
-pub struct Windowed {
-    current: Histogram<u64>,
-    previous: Histogram<u64>,
-    since: Instant,
-    count: u64,
-    sum_ns: f64,
-}
-
-impl Default for Windowed {
-    fn default() -> Self {
-        Windowed {
-            current: new_histogram(),
-            previous: new_histogram(),
-            since: Instant::now(),
-            count: 0,
-            sum_ns: 0.0,
-        }
-    }
-}
-
-impl Windowed {
-    fn rotate(&mut self) {
-        let age = self.since.elapsed();
-        if age < QUANTILE_WINDOW {
-            return;
-        }
-        std::mem::swap(&mut self.previous, &mut self.current);
-        self.current.reset();
-        if age >= 2 * QUANTILE_WINDOW {
-            self.previous.reset();
-        }
-        self.since = Instant::now();
-    }
-
-    /// Adds observations (same bounds: no allocation).
-    pub fn add(&mut self, h: &Histogram<u64>) {
-        self.rotate();
-        let _ = self.current.add(h);
-        self.count += h.len();
-        self.sum_ns += h.mean() * h.len() as f64;
-    }
-
-    /// The window's observations, merged.
-    pub fn window(&mut self) -> Histogram<u64> {
-        self.rotate();
-        let mut h = self.current.clone();
-        let _ = h.add(&self.previous);
-        h
-    }
-
-    /// Observations ever added.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// Their sum, in nanoseconds.
-    pub fn sum_ns(&self) -> f64 {
-        self.sum_ns
-    }
-}
-
-/// Which counter ranks `/api/flows/top` (named like the response's fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TopBy {
-    /// Outbound payload bytes (including those carried over from a reused 5-tuple).
-    OutBytes,
-    /// Outbound IP bytes (what the large-transfer threshold counts by default).
-    OutIpBytes,
-    /// Outbound packets.
-    OutPkts,
-    /// Inbound payload bytes.
-    InBytes,
-    /// Inbound IP bytes.
-    InIpBytes,
-    /// Age of the flow.
-    Duration,
-}
-
-impl TopBy {
-    /// All choices, in their wire order.
-    pub const ALL: [TopBy; 6] = [
-        TopBy::OutBytes,
-        TopBy::OutIpBytes,
-        TopBy::OutPkts,
-        TopBy::InBytes,
-        TopBy::InIpBytes,
-        TopBy::Duration,
-    ];
-
-    /// Query-string name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TopBy::OutBytes => "out_payload_bytes",
-            TopBy::OutIpBytes => "out_ip_bytes",
-            TopBy::OutPkts => "out_pkts",
-            TopBy::InBytes => "in_payload_bytes",
-            TopBy::InIpBytes => "in_ip_bytes",
-            TopBy::Duration => "duration",
-        }
-    }
-
-    /// Parses a query-string name.
-    pub fn parse(s: &str) -> Option<TopBy> {
-        match s {
-            // The names before byte kinds were spelled out (payload bytes); still accepted.
-            "out_bytes" => Some(TopBy::OutBytes),
-            "in_bytes" => Some(TopBy::InBytes),
-            _ => TopBy::ALL.into_iter().find(|b| b.name() == s),
-        }
-    }
-
-    fn code(self) -> u64 {
-        self as u64
-    }
-
-    fn from_code(c: u64) -> TopBy {
-        TopBy::ALL
-            .get(usize::try_from(c).unwrap_or(0))
-            .copied()
-            .unwrap_or(TopBy::OutBytes)
-    }
-
-    /// The ranked value from a flow's counters.
-    pub fn rank(
-        self,
-        out: &crate::flow::DirCounters,
-        inbound: &crate::flow::DirCounters,
-        first_ns: u64,
-        last_ns: u64,
-    ) -> u64 {
-        match self {
-            TopBy::OutBytes => out.payload_bytes,
-            TopBy::OutIpBytes => out.ip_bytes,
-            TopBy::OutPkts => out.pkts,
-            TopBy::InBytes => inbound.payload_bytes,
-            TopBy::InIpBytes => inbound.ip_bytes,
-            TopBy::Duration => last_ns.saturating_sub(first_ns),
-        }
-    }
-}
-
-/// Most flows one worker returns for one top-flows request.
-pub const TOP_MAX: usize = 1000;
-
-/// One active outbound flow as the top-flows view shows it, oriented home → outside.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopFlow {
-    /// Flow id.
-    pub flow_id: u64,
-    /// IP protocol number.
-    pub proto: u8,
-    /// The home host sending out.
-    pub src: IpAddr,
-    /// Its port.
-    pub sport: u16,
-    /// The outside destination.
-    pub dst: IpAddr,
-    /// Its port.
-    pub dport: u16,
-    /// VLAN ids (0 = none).
-    pub vlan: [u16; 2],
-    /// First packet, Unix ns.
-    pub first_ns: u64,
-    /// Last packet so far, Unix ns.
-    pub last_ns: u64,
-    /// Outbound counters, including those carried from a reused 5-tuple.
-    pub out: crate::flow::DirCounters,
-    /// Inbound counters.
-    pub inbound: crate::flow::DirCounters,
-    /// TCP state name.
-    pub state: &'static str,
-}
-
-impl TopFlow {
-    /// The value ranked by `by`.
-    pub fn rank(&self, by: TopBy) -> u64 {
-        by.rank(&self.out, &self.inbound, self.first_ns, self.last_ns)
-    }
-}
-
-/// A worker's answer to the latest top-flows request it saw.
-#[derive(Debug, Default)]
-pub struct TopAnswer {
-    /// The request it answers.
-    pub generation: u64,
-    /// The ranking it used.
-    pub by: Option<TopBy>,
-    /// Its best flows, best first, at most [`TOP_MAX`].
-    pub flows: Vec<TopFlow>,
-}
-
-/// Request/answer slot for the top-flows view of one worker.
-#[derive(Debug, Default)]
-pub struct TopSlot {
-    /// `generation << 8 | TopBy code` of the newest request.
-    wanted: AtomicU64,
-    /// The newest answer.
-    pub answer: Mutex<TopAnswer>,
-}
-
-impl TopSlot {
-    /// Raises a request; returns its generation.
-    pub fn request(&self, generation: u64, by: TopBy) -> u64 {
-        self.wanted
-            .store(generation << 8 | by.code(), Ordering::Release);
-        generation
-    }
-
-    /// The newest request (generation, ranking), or None if none is pending beyond `served`.
-    pub fn pending(&self, served: u64) -> Option<(u64, TopBy)> {
-        let w = self.wanted.load(Ordering::Acquire);
-        let generation = w >> 8;
-        (generation > served).then(|| (generation, TopBy::from_code(w & 0xff)))
-    }
-}
-
-/// Which packets `/api/pcap` wants from the rings. Address and port filters match either
-/// direction (both halves of a conversation).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PcapFilter {
-    /// Only this flow.
-    pub flow: Option<u64>,
-    /// One endpoint's address.
-    pub src: Option<IpAddr>,
-    /// The other endpoint's address.
-    pub dst: Option<IpAddr>,
-    /// Port at `src`.
-    pub sport: Option<u16>,
-    /// Port at `dst`.
-    pub dport: Option<u16>,
-    /// IP protocol.
-    pub proto: Option<u8>,
-    /// Packets at or after (Unix ns).
-    pub since_ns: Option<u64>,
-    /// Packets at or before (Unix ns).
-    pub until_ns: Option<u64>,
-    /// Most bytes of records this worker may return (its share of [`PCAP_MAX`]).
-    pub max_bytes: usize,
-}
-
-/// Most bytes of records all workers together return for one `/api/pcap` request (each
-/// gets an equal share); the response says when it was cut.
-pub const PCAP_MAX: usize = 64 << 20;
-
-/// Request/answer slot for `/api/pcap` on one worker.
-#[derive(Debug, Default)]
-pub struct PcapSlot {
-    wanted: AtomicU64,
-    request: Mutex<PcapFilter>,
-    /// (generation answered, records).
-    pub answer: Mutex<(u64, Vec<u8>)>,
-}
-
-impl PcapSlot {
-    /// Raises a request.
-    pub fn request(&self, generation: u64, f: PcapFilter) {
-        // An answer that came too late for the previous request is not kept around.
-        if let Ok(mut a) = self.answer.lock() {
-            a.1 = Vec::new();
-        }
-        if let Ok(mut r) = self.request.lock() {
-            *r = f;
-        }
-        self.wanted.store(generation, Ordering::Release);
-    }
-
-    /// The newest request beyond `served`, if any. One atomic load when there is none.
-    pub fn pending(&self, served: u64) -> Option<(u64, PcapFilter)> {
-        let generation = self.wanted.load(Ordering::Acquire);
-        if generation <= served {
-            return None;
-        }
-        let f = self.request.lock().ok()?.clone();
-        Some((generation, f))
-    }
-}
-
-/// One worker's (or capture thread's) published state.
-#[derive(Debug)]
-pub struct WorkerShared {
-    /// Counters at the last publication.
-    pub snap: Mutex<Snapshot>,
-    /// Worker time per packet, in ns, merged from the worker at each publication.
-    pub processing: Mutex<Windowed>,
-    /// Top-flows requests and answers.
-    pub top: TopSlot,
-    /// `/api/pcap` requests and answers.
-    pub pcap: PcapSlot,
-    /// False once the worker's thread has ended.
-    pub alive: AtomicBool,
-    /// Set by a live capture loop the moment it stops reading (interface gone, capture
-    /// error or shutdown), before the flows are ended: the control loop and
-    /// `outflow_capturing` see a lost interface at once, not after the flush.
-    pub capture_stopped: AtomicBool,
-}
-
-impl Default for WorkerShared {
-    fn default() -> Self {
-        WorkerShared {
-            snap: Mutex::default(),
-            processing: Mutex::default(),
-            top: TopSlot::default(),
-            pcap: PcapSlot::default(),
-            alive: AtomicBool::new(true),
-            capture_stopped: AtomicBool::new(false),
-        }
-    }
-}
-
-/// (entries, capacity, entries evicted or refused because the table was full).
-pub type Occupancy = (u64, u64, u64);
-
 /// Every bounded table of the process, as the `table` label of `outflow_table_*` and the
 /// table lines of the replay summary: each worker's (summed over the workers), the capture
 /// threads' first-fragment maps and held orphan fragments, the output thread's DNS and
@@ -692,7 +366,7 @@ pub struct Telemetry {
     /// Where slices are written, when they are.
     pub slice_dir: OnceLock<std::path::PathBuf>,
     /// The HTTP server's connection counters.
-    pub http: Arc<crate::http::conn::ConnStats>,
+    pub http: Arc<ConnStats>,
 }
 
 impl Telemetry {
