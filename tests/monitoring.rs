@@ -649,59 +649,85 @@ fn rules_are_well_formed() {
     }
 }
 
-/// One alert rule per detector, keyed by the `detector` matcher; data leaks and DNS
-/// tunnels page, the other detectors open tickets.
+/// The Alertmanager severity of the rule for each incident severity: critical and high
+/// incidents page, medium ones open a ticket, low ones are info.
+fn alertmanager_severity(incident: &str) -> &'static str {
+    match incident {
+        "critical" | "high" => "critical",
+        "medium" => "warning",
+        _ => "info",
+    }
+}
+
+/// Detection alerts follow the incident model: one rule per incident severity, keyed by the
+/// `severity` matcher on outflow_incidents_total, with its Alertmanager severity, firing at
+/// once on any increase and pointing the analyst at /api/incidents. No rule alerts per
+/// detector any more (an exfiltration would page once per detector that saw it).
 #[test]
-fn one_rule_per_detector() {
+fn one_rule_per_incident_severity() {
     let f = rules();
-    let mut by_detector: BTreeMap<String, Vec<&Rule>> = BTreeMap::new();
+    let mut by_severity: BTreeMap<String, Vec<&Rule>> = BTreeMap::new();
     for r in all_rules(&f) {
         for s in scan(&r.expr).selectors {
-            if s.metric != "outflow_alerts_total" {
-                continue;
-            }
-            let det: Vec<&Matcher> = s
-                .matchers
-                .iter()
-                .filter(|m| m.label == "detector")
-                .collect();
-            assert!(
-                det.len() == 1 && det[0].op == "=",
-                "{}: select one detector with detector=\"...\"",
+            assert_ne!(
+                s.metric, "outflow_alerts_total",
+                "{}: detections alert on incidents (outflow_incidents_total), not per detector",
                 r.alert
             );
-            by_detector.entry(det[0].value.clone()).or_default().push(r);
+            if s.metric != "outflow_incidents_total" {
+                continue;
+            }
+            let sev: Vec<&Matcher> = s
+                .matchers
+                .iter()
+                .filter(|m| m.label == "severity")
+                .collect();
+            assert!(
+                sev.len() == 1 && sev[0].op == "=",
+                "{}: select one incident severity with severity=\"...\"",
+                r.alert
+            );
+            by_severity.entry(sev[0].value.clone()).or_default().push(r);
         }
     }
-    let expected: BTreeSet<String> = outflow::detect::Detector::ALL
+    let expected: BTreeSet<String> = outflow::correlate::incident::Severity::ALL
         .iter()
-        .map(|d| d.name().to_owned())
+        .map(|s| s.name().to_owned())
         .collect();
     assert_eq!(
-        by_detector.keys().cloned().collect::<BTreeSet<_>>(),
+        by_severity.keys().cloned().collect::<BTreeSet<_>>(),
         expected,
-        "detectors with a rule vs Detector::ALL"
+        "incident severities with a rule vs Severity::ALL"
     );
-    for (det, rs) in &by_detector {
-        assert_eq!(rs.len(), 1, "{det}: {} rules", rs.len());
+    for (sev, rs) in &by_severity {
+        assert_eq!(rs.len(), 1, "severity {sev}: {} rules", rs.len());
         let r = rs[0];
-        let want = if det == "data_leak" || det == "dns_tunnel" {
-            "critical"
-        } else {
-            "warning"
-        };
-        assert_eq!(r.labels.severity, want, "{}: severity", r.alert);
+        assert_eq!(
+            r.labels.severity,
+            alertmanager_severity(sev),
+            "{}: Alertmanager severity for {sev} incidents",
+            r.alert
+        );
+        assert!(
+            r.alert.starts_with("OutflowIncident"),
+            "{}: name incident rules OutflowIncident<Severity>",
+            r.alert
+        );
         assert!(
             r.expr.contains("increase(") && r.expr.contains("> 0"),
             "{}: fire on any increase: {}",
             r.alert,
             r.expr
         );
+        let d = &r.annotations.description;
         assert!(
-            r.annotations
-                .description
-                .contains(&format!("/api/alerts?detector={det} ")),
-            "{}: the description must point to /api/alerts?detector={det}",
+            d.contains(&format!("GET /api/incidents?severity={sev}&state=open")),
+            "{}: the description must point to /api/incidents?severity={sev}&state=open",
+            r.alert
+        );
+        assert!(
+            d.contains("/api/alerts"),
+            "{}: the description must say where the per-detector findings are",
             r.alert
         );
         assert_eq!(
@@ -1011,32 +1037,45 @@ const RULE_TESTS: &str = r#"
 rule_files: ["@RULES@"]
 evaluation_interval: 1m
 tests:
-  # Detections: the first increment of a detector counter that starts at 0 fires at once,
-  # per instance, with the detector's severity; 5 minutes later it resolves.
+  # Detections: the first increment of an incident severity counter that starts at 0 fires
+  # at once, per instance, with that severity's Alertmanager severity (the metric's own
+  # `severity` label is aggregated away); 5 minutes later it resolves. s1's incident opened
+  # high and escalated to critical: both rules fire. s2 has a low and a medium incident.
+  # Findings per detector (outflow_alerts_total) fire nothing.
   - interval: 1m
     input_series:
       - {series: 'up{job="outflow",instance="s1"}', values: '1x12'}
       - {series: 'up{job="outflow",instance="s2"}', values: '1x12'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s1",severity="low"}', values: '0x12'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s1",severity="medium"}', values: '0x12'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s1",severity="high"}', values: '0 0 0 1x9'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s1",severity="critical"}', values: '0 0 0 0 1x8'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s2",severity="low"}', values: '0 0 0 1x9'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s2",severity="medium"}', values: '0 0 0 2x9'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s2",severity="high"}', values: '0x12'}
+      - {series: 'outflow_incidents_total{job="outflow",instance="s2",severity="critical"}', values: '0x12'}
       - {series: 'outflow_alerts_total{job="outflow",instance="s1",detector="data_leak"}', values: '0 0 0 1x9'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s1",detector="dns_tunnel"}', values: '0 0 0 2x9'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s1",detector="large_outbound_transfer"}', values: '0x12'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s2",detector="large_outbound_transfer"}', values: '0 0 0 1x9'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s2",detector="nxdomain_burst"}', values: '0x12'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s2",detector="asymmetric_upload"}', values: '0x12'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s2",detector="upload_baseline"}', values: '0x12'}
-      - {series: 'outflow_alerts_total{job="outflow",instance="s2",detector="service_outlier"}', values: '0x12'}
+      - {series: 'outflow_alerts_total{job="outflow",instance="s1",detector="large_outbound_transfer"}', values: '0 0 0 3x9'}
+      - {series: 'outflow_alerts_total{job="outflow",instance="s2",detector="asymmetric_upload"}', values: '0 0 0 2x9'}
     promql_expr_test:
       - expr: ALERTS
         eval_time: 2m
         exp_samples: []
       - expr: ALERTS
+        eval_time: 3m
+        exp_samples:
+          - {labels: 'ALERTS{alertname="OutflowIncidentHigh",alertstate="firing",instance="s1",severity="critical"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentMedium",alertstate="firing",instance="s2",severity="warning"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentLow",alertstate="firing",instance="s2",severity="info"}', value: 1}
+      - expr: ALERTS
         eval_time: 4m
         exp_samples:
-          - {labels: 'ALERTS{alertname="OutflowDataLeak",alertstate="firing",detector="data_leak",instance="s1",severity="critical"}', value: 1}
-          - {labels: 'ALERTS{alertname="OutflowDnsTunnel",alertstate="firing",detector="dns_tunnel",instance="s1",severity="critical"}', value: 1}
-          - {labels: 'ALERTS{alertname="OutflowLargeOutboundTransfer",alertstate="firing",detector="large_outbound_transfer",instance="s2",severity="warning"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentCritical",alertstate="firing",instance="s1",severity="critical"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentHigh",alertstate="firing",instance="s1",severity="critical"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentMedium",alertstate="firing",instance="s2",severity="warning"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentLow",alertstate="firing",instance="s2",severity="info"}', value: 1}
       - expr: ALERTS
-        eval_time: 10m
+        eval_time: 11m
         exp_samples: []
 
   # Health: s1 is healthy (its alert store full and turning over, its DNS windows evicting
@@ -1083,6 +1122,8 @@ tests:
       - {series: 'outflow_dns_pair_evictions_total{job="outflow",instance="s1",reason="cold"}', values: '0+100x20'}
       - {series: 'outflow_dns_pair_evictions_total{job="outflow",instance="s1",reason="hot"}', values: '0x20'}
       - {series: 'outflow_dns_pair_evictions_total{job="outflow",instance="s2",reason="hot"}', values: '0x15 4x5'}
+      - {series: 'outflow_incidents_evicted_total{job="outflow",instance="s1"}', values: '0x20'}
+      - {series: 'outflow_incidents_evicted_total{job="outflow",instance="s2"}', values: '0x15 3x5'}
       - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s1"}', values: '0x20'}
       - {series: 'outflow_slice_write_errors_total{job="outflow",instance="s2"}', values: '0x15 2x4'}
       - {series: 'outflow_sink_up{job="outflow",instance="s1",sink="file"}', values: '1x20'}
@@ -1109,6 +1150,7 @@ tests:
           - {labels: 'ALERTS{alertname="OutflowTableNearCapacity",alertstate="firing",instance="s2",table="flows",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowTableEvictions",alertstate="firing",instance="s2",table="dns_names",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowDnsTunnelStateEvicted",alertstate="firing",instance="s2",severity="warning"}', value: 1}
+          - {labels: 'ALERTS{alertname="OutflowIncidentsEvicted",alertstate="firing",instance="s2",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSliceWriteErrors",alertstate="firing",instance="s2",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSinkDown",alertstate="firing",instance="s2",job="outflow",sink="syslog",severity="warning"}', value: 1}
           - {labels: 'ALERTS{alertname="OutflowSinkDroppingAlerts",alertstate="firing",instance="s2",sink="syslog",severity="warning"}', value: 1}
@@ -1134,8 +1176,9 @@ tests:
 /// Replays the demo capture with the HTTP server on, scrapes /metrics without a token, and
 /// checks that every metric the rules and the dashboard use is exported, that every label
 /// their `by` clauses and matchers name is on those samples, and that every label value
-/// they select with `=` (each detector, `table="flows"`, `quantile="0.99"`...) exists, so
-/// that increase() sees a detector's very first alert.
+/// they select with `=` (each incident severity, `update="opened"`, `table="flows"`,
+/// `quantile="0.99"`...) exists, so that increase() sees the very first incident of each
+/// severity.
 #[test]
 fn sensor_exports_what_the_monitoring_uses() {
     let dir = tempfile::tempdir().unwrap();
