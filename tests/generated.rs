@@ -707,3 +707,86 @@ fn an_upload_inside_a_mirror_tunnel_alerts_on_the_crossing_packet() {
         }
     }
 }
+
+/// Every detector's threshold at a hundredth of its default, so the scenarios (a
+/// 1.5 GB upload over two tiers, a 4.6 GB push with nothing back) run as 15 MB and 46 MB.
+fn hundredth() -> Config {
+    let mut cfg = Config::default();
+    let d = &mut cfg.detect;
+    d.large_transfer.threshold_bytes = 1_000_000;
+    d.large_transfer.min_packets = 100;
+    d.large_transfer.tiers = vec![10_000_000, 100_000_000];
+    d.host_window.threshold_bytes = 50_000;
+    d.data_leak.total_bytes = 1_000_000;
+    d.asymmetry.min_out_bytes = 500_000;
+    cfg
+}
+
+/// The incident lines of a replay: (update, incident id, ts).
+fn incident_lines(rep: &ReplayReport) -> Vec<(&'static str, String, u64)> {
+    rep.incidents
+        .iter()
+        .map(|u| (u.update.name(), u.incident.id.clone(), u.ts_ns))
+        .collect()
+}
+
+#[test]
+fn an_upload_over_two_tiers_is_one_incident_in_three_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TcpSession::new(sa("10.0.0.5:40000"), sa("198.51.100.7:443"), 15_000_000, 0);
+    s.start_ns = T0;
+    let path = dir.path().join("upload.pcap");
+    write(&path, 1, 65535, s.packets());
+    for workers in [1, 2] {
+        let rep = common::replay(&hundredth(), workers, std::slice::from_ref(&path));
+        let lines = incident_lines(&rep);
+        let kinds: Vec<&str> = lines.iter().map(|l| l.0).collect();
+        assert_eq!(kinds, ["opened", "escalated", "closed"], "{lines:?}");
+        assert!(lines.iter().all(|l| l.1 == lines[0].1), "{lines:?}");
+        // Opened by the tier-0 finding, on its packet; escalated at once by tier 1.
+        let tier = |t: u8| {
+            rep.alerts
+                .iter()
+                .find(|a| a.tier == t)
+                .map(|a| a.ts_ns)
+                .unwrap()
+        };
+        assert_eq!(lines[0].2, tier(0));
+        assert_eq!(lines[1].2, tier(1));
+        let closed = &rep.incidents[2].incident;
+        let record = &rep.flows[0];
+        assert_eq!(closed.totals().0, record.orig.ip_bytes);
+        assert_eq!(closed.flows.len(), 1);
+        assert!(closed.reasons.len() >= 3, "{:?}", closed.reasons);
+        // Every finding of every detector is in it.
+        let findings = rep.alerts.len() + rep.leak_alerts.len();
+        assert_eq!(closed.findings, findings as u64);
+    }
+}
+
+#[test]
+fn a_push_with_nothing_back_is_one_incident_in_at_most_four_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // 46 MB of UDP out, 8-byte datagrams back.
+    let mut push = UdpExchange::new(
+        sa("10.0.0.5:5000"),
+        sa("198.51.100.9:4500"),
+        33_000,
+        1_400,
+        0,
+    );
+    push.start_ns = T0;
+    push.gap_ns = 50_000;
+    let path = dir.path().join("push.pcap");
+    write(&path, 1, 65535, push.packets());
+    let rep = common::replay(&hundredth(), 1, &[path]);
+    let lines = incident_lines(&rep);
+    assert!((3..=4).contains(&lines.len()), "{lines:?}");
+    assert_eq!(lines.first().map(|l| l.0), Some("opened"));
+    assert_eq!(lines.last().map(|l| l.0), Some("closed"));
+    assert!(lines.iter().all(|l| l.1 == lines[0].1), "{lines:?}");
+    let closed = &rep.incidents.last().unwrap().incident;
+    let kinds: Vec<&str> = closed.reasons.iter().map(|r| r.detector.name()).collect();
+    assert!(kinds.contains(&"asymmetric_upload"), "{kinds:?}");
+    assert!(closed.totals().0 > 46_000_000);
+}

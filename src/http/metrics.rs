@@ -428,7 +428,7 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
 
     let mut pairs = Family::new(
         "outflow_dns_pair_evictions_total",
-        "Live (client, domain) DNS windows evicted to make room, by reason: cold (one ordinary query), warm (more queries, or one suspicious), hot (two or more suspicious: tunnel state lost), client_share (a client over its share replaced its own pair).",
+        "Live (client, domain) DNS windows evicted to make room, by reason: cold (one ordinary query), warm (more queries, or one suspicious subdomain), hot (two or more unique suspicious subdomains: tunnel state lost), client_share (a client over its share replaced its own pair).",
         MetricType::COUNTER,
     );
     let by_reason = out.dns.pairs_evicted.by_reason();
