@@ -346,6 +346,15 @@ impl Correlator {
         }
     }
 
+    /// Moves the clock to `now_ns` without an event (a live sensor on a quiet link: the
+    /// workers' progress), if that is later than any event seen.
+    pub fn tick(&mut self, now_ns: u64, out: &mut impl FnMut(Output)) {
+        if now_ns > self.clock_ns {
+            self.clock_ns = now_ns;
+            self.advance(now_ns, out);
+        }
+    }
+
     /// End of input. With `state.dir`, open windows are persisted (the state continues in
     /// the next run: a restart, or the next file), not closed; otherwise they are closed
     /// and what they hold is reported. Pending DNS transactions are written out.
@@ -462,5 +471,128 @@ impl Correlator {
             }
         }
         self.found(Finding::Leak(a), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::DirCounters;
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_000 * S;
+
+    fn addr(s: &str) -> Addr {
+        match s.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => Addr::v4(v4.octets()),
+            _ => unreachable!(),
+        }
+    }
+
+    fn upload_alert(ts: u64, out: u64) -> Alert {
+        Alert {
+            id: "9-large_outbound_transfer-0".into(),
+            ts_ns: ts,
+            detector: Detector::LargeTransfer,
+            flow_id: 9,
+            proto: 6,
+            src: "10.0.0.5".parse().unwrap(),
+            sport: 40000,
+            dst: "198.51.100.7".parse().unwrap(),
+            dport: 443,
+            vlan: [0, 0],
+            src_is_orig: true,
+            out: DirCounters {
+                pkts: 1000,
+                ip_bytes: out,
+                payload_bytes: out,
+            },
+            inbound: DirCounters::default(),
+            carried: DirCounters::default(),
+            flow_start_ns: T0,
+            threshold_bytes: 100_000_000,
+            tier: 0,
+            counted: crate::config::ByteCount::Ip,
+            dst_fqdn: None,
+            read_mono_ns: 0,
+            slice_id: None,
+            tunnel: None,
+        }
+    }
+
+    fn volume(ts: u64, out_total: u64, out_bytes: u64, end: bool) -> Volume {
+        Volume {
+            ts_ns: ts,
+            flow_id: 9,
+            ipv6: false,
+            src: addr("10.0.0.5"),
+            dst: addr("198.51.100.7"),
+            dport: 443,
+            sport: 40000,
+            proto: 6,
+            home_is_orig: true,
+            out_total,
+            in_total: 1_000,
+            out_bytes,
+            in_bytes: 0,
+            end,
+        }
+    }
+
+    /// The stage fed events by hand, as the output thread (or a bus) would: the finding
+    /// passes through and opens an incident; the flow's end (its last volume report) makes
+    /// the leak stage judge it asymmetric; the clock moving on a quiet link announces the
+    /// held news; the end of input closes the incident.
+    #[test]
+    fn events_in_findings_and_incidents_out() {
+        let cfg = Config::default();
+        let mut c = Correlator::new(Some(&cfg), false, None);
+        let mut out = Vec::new();
+        c.on_event(
+            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
+            &mut |o| out.push(o),
+        );
+        assert!(out.is_empty(), "a volume report alone says nothing");
+        c.on_event(
+            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
+            &mut |o| out.push(o),
+        );
+        c.on_event(
+            Event::Volume(volume(T0 + 2 * S, 150_000_000, 100_000_000, true)),
+            &mut |o| out.push(o),
+        );
+        c.tick(T0 + 120 * S, &mut |o| out.push(o));
+        c.finish(&mut |o| out.push(o)).unwrap();
+        let seen: Vec<String> = out
+            .iter()
+            .map(|o| match o {
+                Output::Finding(f) => f.detector().name().to_string(),
+                Output::Incident(u) => format!("incident {}", u.update.name()),
+                Output::Flow(_) => "flow".into(),
+                Output::DnsRecord(_) => "dns record".into(),
+                Output::DnsDone(_) => "dns done".into(),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "large_outbound_transfer",
+                "incident opened",
+                "asymmetric_upload",
+                "incident escalated",
+                "asymmetric_upload",
+                "data_leak",
+                "incident closed"
+            ],
+            "{seen:?}"
+        );
+        let Some(Output::Incident(closed)) = out.last() else {
+            unreachable!()
+        };
+        assert_eq!(closed.incident.totals().0, 150_000_000);
+        assert_eq!(closed.incident.open_flows(), 0);
+        let st = c.stats();
+        assert_eq!(st.incidents.updates, [1, 1, 1]);
+        assert_eq!(st.leak.volumes, 2);
     }
 }

@@ -245,6 +245,8 @@ struct Writers {
     dns_out: Option<BufWriter<Named>>,
     /// The cross-flow stage this thread feeds.
     correlate: Correlator,
+    /// What the stage produced for the event being written (reused).
+    pending: Vec<CorrelateOutput>,
     /// Findings go to the alert sinks too, not only to `/api/alerts`.
     per_detector_lines: bool,
     snapshot_every: std::time::Duration,
@@ -387,10 +389,23 @@ impl Writers {
         }
     }
 
-    /// Feeds one event to the cross-flow stage and writes what comes out.
+    /// Feeds one event to the cross-flow stage and writes what comes out. The outputs pass
+    /// through a buffer kept across events: most events (every flow record) produce one,
+    /// and a fresh `Vec` for each was an allocation per flow under a flood.
     fn write(&mut self, ev: Event) {
-        let mut outs = Vec::new();
+        let mut outs = std::mem::take(&mut self.pending);
         self.correlate.on_event(ev, &mut |o| outs.push(o));
+        for o in outs.drain(..) {
+            self.output(o);
+        }
+        self.pending = outs;
+    }
+
+    /// Moves the cross-flow stage's clock without an event (live, from the workers'
+    /// progress) and writes what that closes.
+    fn tick(&mut self, now_ns: u64) {
+        let mut outs = Vec::new();
+        self.correlate.tick(now_ns, &mut |o| outs.push(o));
         for o in outs {
             self.output(o);
         }
@@ -560,6 +575,7 @@ impl OutputThread {
                 .map(|o| Named::open(o, append, "DNS transactions"))
                 .transpose()?,
             correlate,
+            pending: Vec::with_capacity(16),
             per_detector_lines: cfg.is_none_or(|c| c.incident.per_detector_lines),
             snapshot_every: cfg.map_or(std::time::Duration::from_secs(300), |c| {
                 c.state.snapshot_interval
@@ -610,6 +626,11 @@ impl OutputThread {
                     }
                 }
                 let low = progress.iter().min().copied().unwrap_or(DONE);
+                if !ordered && low.class < 2 {
+                    // Live: the workers' progress moves the stage's clock on a quiet link
+                    // too, so held incident news goes out and idle incidents close on time.
+                    w.tick(low.time_ns);
+                }
                 while let Some(e) = heap.pop_upto(low) {
                     w.write(e);
                     w.publish(false);
