@@ -718,8 +718,10 @@ impl LeakAnalyser {
                 total_bytes: w.out,
                 in_bytes: w.inb,
                 threshold_bytes: self.asym.min_out_bytes,
+                // What was observed: from the window's first report to its last outbound
+                // bytes (not the window's end, minutes or hours later).
                 first_ns: w.start_ns,
-                last_ns: end,
+                last_ns: if w.last_ns == 0 { end } else { w.last_ns },
                 window_s: self.hw.window.as_secs_f64(),
                 scope: "window".into(),
                 ..LeakAlert::default()

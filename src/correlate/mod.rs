@@ -595,4 +595,40 @@ mod tests {
         assert_eq!(st.incidents.updates, [1, 1, 1]);
         assert_eq!(st.leak.volumes, 2);
     }
+
+    /// An upload of two seconds is an incident of two seconds, though the host window that
+    /// judged it asymmetric closed at the end of input two minutes later.
+    #[test]
+    fn an_incident_spans_what_was_observed_not_the_window() {
+        let cfg = Config::default();
+        let mut c = Correlator::new(Some(&cfg), false, None);
+        let mut out = Vec::new();
+        c.on_event(
+            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
+            &mut |o| out.push(o),
+        );
+        c.on_event(
+            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
+            &mut |o| out.push(o),
+        );
+        c.on_event(
+            Event::Volume(volume(T0 + 2 * S, 150_000_000, 100_000_000, true)),
+            &mut |o| out.push(o),
+        );
+        c.tick(T0 + 120 * S, &mut |o| out.push(o));
+        c.finish(&mut |o| out.push(o)).unwrap();
+        let window = out.iter().find_map(|o| match o {
+            Output::Finding(Finding::Leak(a)) if a.scope == "window" => Some(a.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            window.map(|a| a.last_ns),
+            Some(T0 + 2 * S),
+            "last outbound bytes"
+        );
+        let Some(Output::Incident(closed)) = out.last() else {
+            unreachable!()
+        };
+        assert_eq!(closed.incident.last_ns, T0 + 2 * S);
+    }
 }
