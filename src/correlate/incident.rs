@@ -194,11 +194,14 @@ impl CloseReason {
 /// An incident as announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incident {
-    /// Stable id: `INC-<source>-<first finding's time in ns>`; the same input gives the
-    /// same ids whatever the number of workers.
+    /// Stable id: `INC-<source>-<first finding's time in ns>` (`INC-to-<destination>-...`
+    /// without a source), with `-<n>` added for the n-th further incident of that source
+    /// opened at the same time; the same input gives the same ids whatever the number of
+    /// workers.
     pub id: String,
-    /// The home host.
-    pub src: IpAddr,
+    /// The home host; `None` for a finding about a destination alone (a data leak grouped
+    /// by destination, summed over home hosts).
+    pub src: Option<IpAddr>,
     /// First activity seen (ns): the first packet of its first flow, the start of a window
     /// a finding reports, or its first finding.
     pub first_ns: u64,
@@ -360,8 +363,15 @@ struct Entry {
     last_finding_ns: u64,
     /// News held since (ns), if any.
     held_since: Option<u64>,
-    /// Packet time of the last activity (finding, volume, flow end): the order key.
+    /// Packet time of the last activity (finding, volume, flow end), or of the last look
+    /// that found a flow still open: the order key.
     touched_ns: u64,
+    /// Packet time of the last activity alone: an idle close is stamped `idle` after it.
+    active_ns: u64,
+    /// Time of the last line announced: no later line is stamped earlier.
+    said_ts: u64,
+    /// The source the index keys are built on (the destination when there is none).
+    key_src: IpAddr,
 }
 
 /// The open incidents.
@@ -377,6 +387,10 @@ pub struct IncidentBook {
     /// Held news: (due ns, incident); stale entries are skipped when popped.
     held: VecDeque<(u64, u64)>,
     next_seq: u64,
+    /// Incidents opened at [`Self::opened_ns`] per source, so a second one of the same
+    /// source at the same time gets its own id (cleared when the time moves).
+    opened_here: HashMap<IpAddr, u32>,
+    opened_ns: u64,
     /// The input is ending: every incident is about to close, so news is folded into the
     /// closing lines instead of announced on its own.
     closing: bool,
@@ -504,6 +518,8 @@ impl IncidentBook {
             flows: HashMap::new(),
             held: VecDeque::new(),
             next_seq: 0,
+            opened_here: HashMap::new(),
+            opened_ns: 0,
             closing: false,
             stats: IncidentStats::default(),
         }
@@ -540,7 +556,9 @@ impl IncidentBook {
                     let esc = news(e);
                     e.held_since = None;
                     if esc.any() {
-                        announce(e, Update::Escalated, now_ns, esc, 0, &mut self.stats, out);
+                        // Stamped when it came due, not when a later event noticed.
+                        let at = since.saturating_add(hold);
+                        announce(e, Update::Escalated, at, esc, 0, &mut self.stats, out);
                     }
                 }
                 _ => {}
@@ -560,7 +578,7 @@ impl IncidentBook {
             }
             if e.inc.open_flows() == 0 {
                 // Stamped when it became idle, not when a later event noticed.
-                let at = e.touched_ns.saturating_add(idle);
+                let at = e.active_ns.saturating_add(idle);
                 self.close(seq, at, CloseReason::Idle, out);
             } else if let Some(mut e) = self.open.remove(&seq) {
                 // A flow is still open: look again an idle period from now.
@@ -581,11 +599,11 @@ impl IncidentBook {
             // Grouped by destination alone (data_leak group_by = "dst"): no source to
             // join on; it opens its own incident keyed by the destination.
             if let Some(dst) = facts.dst {
-                self.join(dst, &facts, out);
+                self.join(dst, None, &facts, out);
             }
             return;
         };
-        self.join(src, &facts, out);
+        self.join(src, Some(src), &facts, out);
     }
 
     fn keys_of(src: IpAddr, facts: &Facts<'_>) -> Vec<Key> {
@@ -604,7 +622,15 @@ impl IncidentBook {
         keys
     }
 
-    fn join(&mut self, src: IpAddr, facts: &Facts<'_>, out: &mut impl FnMut(IncidentUpdate)) {
+    /// Joins a finding keyed on `src` (the home host, or the destination for a finding
+    /// about a destination alone) to its incident; `home`: the home host, if any.
+    fn join(
+        &mut self,
+        src: IpAddr,
+        home: Option<IpAddr>,
+        facts: &Facts<'_>,
+        out: &mut impl FnMut(IncidentUpdate),
+    ) {
         let now = facts.ts_ns;
         self.stats.findings += 1;
         let keys = Self::keys_of(src, facts);
@@ -652,9 +678,20 @@ impl IncidentBook {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                if now != self.opened_ns {
+                    self.opened_ns = now;
+                    self.opened_here.clear();
+                }
+                let n = self.opened_here.entry(src).or_insert(0);
+                let to = if home.is_some() { "" } else { "to-" };
+                let id = match *n {
+                    0 => format!("INC-{to}{src}-{now}"),
+                    k => format!("INC-{to}{src}-{now}-{k}"),
+                };
+                *n += 1;
                 let inc = Incident {
-                    id: format!("INC-{src}-{now}"),
-                    src,
+                    id,
+                    src: home,
                     first_ns: now,
                     last_ns: now,
                     score: 0,
@@ -683,6 +720,9 @@ impl IncidentBook {
                         last_finding_ns: now,
                         held_since: None,
                         touched_ns: now,
+                        active_ns: now,
+                        said_ts: now,
+                        key_src: src,
                     },
                 );
                 (seq, true)
@@ -698,12 +738,13 @@ impl IncidentBook {
             }
         }
         if let Some(fb) = facts.flow {
-            self.track_flow(seq, fb);
+            self.track_flow(seq, fb, false);
         }
         let Some(mut e) = self.open.remove(&seq) else {
             return;
         };
-        e.touched_ns = now;
+        e.touched_ns = e.touched_ns.max(now);
+        e.active_ns = e.active_ns.max(now);
         e.last_finding_ns = e.last_finding_ns.max(now);
         let inc = &mut e.inc;
         inc.findings += 1;
@@ -777,7 +818,9 @@ impl IncidentBook {
         self.stats.open = self.open.len() as u64;
     }
 
-    fn track_flow(&mut self, seq: u64, fb: FlowBytes) {
+    /// Records a flow's bytes in an incident. `first`: this is the flow's first report, so
+    /// a flow beyond [`MAX_FLOWS`] is counted in `flows_untracked` once, not per report.
+    fn track_flow(&mut self, seq: u64, fb: FlowBytes, first: bool) {
         let Some(e) = self.open.get_mut(&seq) else {
             return;
         };
@@ -796,7 +839,8 @@ impl IncidentBook {
                     self.flows.insert(fb.flow_id, seq);
                 }
             }
-            None => e.inc.flows_untracked += 1,
+            None if first => e.inc.flows_untracked += 1,
+            None => {}
         }
         if !fb.open {
             self.flows.remove(&fb.flow_id);
@@ -814,6 +858,8 @@ impl IncidentBook {
                 None => return,
             },
         };
+        // Nothing was reported of the flow before: the bytes since the last report are all.
+        let first = v.out_total == v.out_bytes && v.in_total == v.in_bytes;
         self.track_flow(
             seq,
             FlowBytes {
@@ -822,6 +868,7 @@ impl IncidentBook {
                 in_ip_bytes: v.in_total,
                 open: !v.end,
             },
+            first,
         );
         self.touch(seq, v.ts_ns);
     }
@@ -847,6 +894,7 @@ impl IncidentBook {
                 in_ip_bytes: ext.ip_bytes,
                 open: !ended,
             },
+            false,
         );
         self.touch(seq, r.last_ns);
     }
@@ -854,6 +902,7 @@ impl IncidentBook {
     fn touch(&mut self, seq: u64, now_ns: u64) {
         if let Some(mut e) = self.open.remove(&seq) {
             e.touched_ns = e.touched_ns.max(now_ns);
+            e.active_ns = e.active_ns.max(now_ns);
             e.inc.last_ns = e.inc.last_ns.max(now_ns);
             self.open.insert(seq, e);
         }
@@ -888,8 +937,8 @@ impl IncidentBook {
                 self.index.remove(&k);
             }
         }
-        if self.by_src.get(&e.inc.src) == Some(&seq) {
-            self.by_src.remove(&e.inc.src);
+        if self.by_src.get(&e.key_src) == Some(&seq) {
+            self.by_src.remove(&e.key_src);
         }
         for f in &e.inc.flows {
             if self.flows.get(&f.flow_id) == Some(&seq) {
@@ -930,6 +979,9 @@ fn announce(
     stats: &mut IncidentStats,
     out: &mut impl FnMut(IncidentUpdate),
 ) {
+    // An incident's lines never go back in time (a close due before held news it folds).
+    let ts_ns = ts_ns.max(e.said_ts);
+    e.said_ts = ts_ns;
     if update == Update::Opened || e.inc.severity > e.said_severity {
         if let Some(n) = stats.reached_by_severity.get_mut(e.inc.severity as usize) {
             *n += 1;
@@ -1107,8 +1159,9 @@ mod tests {
         );
         assert!(v.len() <= 4, "{:?}", kinds(&v));
         assert_eq!(kinds(&v), ["opened", "escalated", "escalated", "closed"]);
-        // The held news (asymmetry, total x4.6) went out a minute after the flow ended.
-        assert_eq!(v[2].ts_ns, T0 + 200 * S);
+        // The held news (asymmetry, total x4.6) went out a minute after the flow ended,
+        // stamped then (not when the next event, at +200 s, noticed).
+        assert_eq!(v[2].ts_ns, T0 + 100 * S);
         assert!(v[2].escalation.detector && v[2].escalation.total_doubled);
         assert!(v.iter().all(|u| u.incident.id == v[0].incident.id));
     }
@@ -1143,6 +1196,7 @@ mod tests {
         let src = ip("10.0.0.5");
         book.join(
             src,
+            Some(src),
             &dns("dns_tunnel-1", T0, Detector::DnsTunnel, "evil.example"),
             &mut |u| v.push(u),
         );
@@ -1152,6 +1206,7 @@ mod tests {
         // An NXDOMAIN burst (about the source alone) joins it too.
         book.join(
             src,
+            Some(src),
             &dns("nx-1", T0 + 61 * S, Detector::NxdomainBurst, ""),
             &mut |u| v.push(u),
         );
@@ -1206,7 +1261,7 @@ mod tests {
             book.on_finding(&Finding::Flow(a), &mut |u| v.push(u));
         }
         assert_eq!(kinds(&v), ["opened", "opened", "closed", "opened"]);
-        assert_eq!(v[2].incident.src, ip("10.0.0.1"));
+        assert_eq!(v[2].incident.src, Some(ip("10.0.0.1")));
         assert_eq!(v[2].incident.close_reason, Some(CloseReason::Evicted));
         assert_eq!((book.len(), book.stats.evicted), (2, 1));
     }
@@ -1225,5 +1280,144 @@ mod tests {
         assert_eq!(kinds(&v), ["opened", "closed", "opened"]);
         assert_eq!(v[1].incident.close_reason, Some(CloseReason::Window));
         assert_ne!(v[0].incident.id, v[2].incident.id);
+    }
+
+    fn vol(flow_id: u64, ts: u64, out: u64, end: bool) -> Volume {
+        let a = |s: &str| match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => crate::decode::Addr::v4(v4.octets()),
+            _ => unreachable!(),
+        };
+        Volume {
+            ts_ns: ts,
+            flow_id,
+            ipv6: false,
+            src: a("10.0.0.5"),
+            dst: a("203.0.113.50"),
+            dport: 443,
+            sport: 40000,
+            proto: 6,
+            home_is_orig: true,
+            out_total: out,
+            in_total: 0,
+            out_bytes: out,
+            in_bytes: 0,
+            end,
+        }
+    }
+
+    #[test]
+    fn a_flow_beyond_the_tracked_ones_is_counted_once_however_many_reports() {
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let mut v = Vec::new();
+        book.on_finding(&upload(0, T0, 100_000_000), &mut |u| v.push(u));
+        // Flows 100.. to the same destination fill the list, then one more reports thrice.
+        // Flow 7 (the upload) is tracked; 63 more fill the list.
+        for id in 100..100 + MAX_FLOWS as u64 - 1 {
+            book.on_volume(&vol(id, T0 + S, 1_000, false));
+        }
+        for k in 1..=3 {
+            let mut r = vol(999, T0 + 2 * S, k * 1_000, false);
+            r.out_bytes = 1_000;
+            book.on_volume(&r);
+        }
+        let mut c = Vec::new();
+        book.finish(T0 + 3 * S, &mut |u| c.push(u));
+        assert_eq!(c[0].incident.flows.len(), MAX_FLOWS);
+        assert_eq!(c[0].incident.flows_untracked, 1, "one flow, three reports");
+    }
+
+    #[test]
+    fn held_news_is_stamped_when_due_and_no_line_goes_back_in_time() {
+        // The link goes quiet after a finding that only adds a detector: the next event is an
+        // hour later. The held line is due a minute after the finding and the close ten
+        // minutes after; neither may be stamped with the hour-later clock out of order.
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let mut v = Vec::new();
+        book.on_finding(
+            &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
+            &mut |u| v.push(u),
+        );
+        book.on_finding(
+            &leak(Detector::Asymmetry, T0 + S, 60_000_000, Some(7)),
+            &mut |u| v.push(u),
+        );
+        book.advance(T0 + 3600 * S, &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened", "escalated", "closed"]);
+        assert_eq!(v[1].ts_ns, T0 + 61 * S, "held news goes out when due");
+        assert!(
+            v.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+            "{:?}",
+            v.iter().map(|u| u.ts_ns - T0).collect::<Vec<_>>()
+        );
+        // The same with a hold longer than idle: the close may not precede the update.
+        let cfg = IncidentConfig {
+            hold: std::time::Duration::from_secs(1200),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&cfg);
+        let mut v = Vec::new();
+        book.on_finding(
+            &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
+            &mut |u| v.push(u),
+        );
+        book.on_finding(
+            &leak(Detector::Asymmetry, T0 + S, 60_000_000, Some(7)),
+            &mut |u| v.push(u),
+        );
+        book.advance(T0 + 3600 * S, &mut |u| v.push(u));
+        assert!(
+            v.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
+            "{:?} {:?}",
+            kinds(&v),
+            v.iter().map(|u| u.ts_ns - T0).collect::<Vec<_>>()
+        );
+        assert_eq!(v.last().map(|u| u.update), Some(Update::Closed));
+    }
+
+    #[test]
+    fn a_close_is_stamped_idle_after_the_last_activity_not_after_a_look() {
+        // An open flow keeps the incident open past idle; the clock looks at it at +700 s
+        // (still open), then the flow's end (last packet at +650 s) arrives. Closed at
+        // +650 s + idle, not +700 s + idle.
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let mut v = Vec::new();
+        book.on_finding(&upload(0, T0, 100_000_000), &mut |u| v.push(u));
+        book.advance(T0 + 700 * S, &mut |u| v.push(u));
+        book.on_volume(&vol(7, T0 + 650 * S, 200_000_000, true));
+        book.advance(T0 + 5000 * S, &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened", "closed"]);
+        assert_eq!(v[1].ts_ns, T0 + 1250 * S);
+    }
+
+    #[test]
+    fn two_incidents_of_one_source_opened_at_one_time_have_two_ids() {
+        // Windows closing at the end of input fire at one time for several destinations.
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let mut v = Vec::new();
+        for dst in ["203.0.113.50", "203.0.113.51"] {
+            let Finding::Leak(mut a) = leak(Detector::Asymmetry, T0, 60_000_000, None) else {
+                unreachable!()
+            };
+            a.dst = Some(ip(dst));
+            book.on_finding(&Finding::Leak(a), &mut |u| v.push(u));
+        }
+        assert_eq!(kinds(&v), ["opened", "opened"]);
+        assert_ne!(v[0].incident.id, v[1].incident.id);
+    }
+
+    #[test]
+    fn a_leak_grouped_by_destination_does_not_name_the_destination_its_source() {
+        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let mut v = Vec::new();
+        let Finding::Leak(mut a) = leak(Detector::DataLeak, T0, 300_000_000, None) else {
+            unreachable!()
+        };
+        a.src = None;
+        a.group_by = crate::config::GroupBy::Dst;
+        book.on_finding(&Finding::Leak(a), &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened"]);
+        assert_eq!(v[0].incident.src, None);
+        assert!(v[0].incident.id.starts_with("INC-to-203.0.113.50-"));
+        assert_eq!(v[0].incident.dsts, [ip("203.0.113.50")]);
     }
 }

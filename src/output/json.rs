@@ -978,7 +978,9 @@ struct IncidentJson<'a> {
     escalation: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     close_reason: Option<&'static str>,
-    src_ip: String,
+    /// Absent for an incident about a destination alone (data leak grouped by destination).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_ip: Option<String>,
     dst_ips: Vec<String>,
     dst_names: &'a [String],
     reasons: Vec<ReasonJson<'a>>,
@@ -1029,7 +1031,8 @@ pub fn incident_json(u: &IncidentUpdate) -> String {
     let message = format!(
         "Exfiltration incident {what} ({}): {} → {to}: {} out, {} in over {}; {}",
         i.severity.name(),
-        i.src,
+        i.src
+            .map_or_else(|| "home hosts".to_string(), |s| s.to_string()),
         human_bytes(out),
         human_bytes(inb),
         human_span(i.last_ns.saturating_sub(i.first_ns)),
@@ -1048,7 +1051,7 @@ pub fn incident_json(u: &IncidentUpdate) -> String {
             u.escalation.names()
         },
         close_reason: i.close_reason.map(|c| c.name()),
-        src_ip: i.src.to_string(),
+        src_ip: i.src.map(|s| s.to_string()),
         dst_ips: i.dsts.iter().map(ToString::to_string).collect(),
         dst_names: &i.names,
         reasons: i

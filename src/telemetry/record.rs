@@ -110,7 +110,7 @@ impl AlertRecord {
             ts_ns: u.ts_ns,
             detector,
             message,
-            src: Some(i.src),
+            src: i.src,
             dst: i.dsts.first().copied(),
             sport: None,
             dport: None,
