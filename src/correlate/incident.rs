@@ -565,6 +565,7 @@ impl IncidentBook {
             }
         }
         let idle = dur_ns(self.cfg.idle);
+        let window = dur_ns(self.cfg.window);
         // Each pass either closes the front or moves it to the back with the current time,
         // so the loop ends: an incident is looked at most once per call.
         let mut budget = self.open.len();
@@ -576,7 +577,11 @@ impl IncidentBook {
             if e.touched_ns.saturating_add(idle) > now_ns {
                 break;
             }
-            if e.inc.open_flows() == 0 {
+            // A flow that shows nothing for `incident.window` is taken as ended: live, its
+            // final record may have been shed with a full output queue (counted there), and
+            // an incident must not stay open for good waiting for it.
+            let stale = e.active_ns.saturating_add(window) <= now_ns;
+            if e.inc.open_flows() == 0 || stale {
                 // Stamped when it became idle, not when a later event noticed.
                 let at = e.active_ns.saturating_add(idle);
                 self.close(seq, at, CloseReason::Idle, out);
@@ -1010,7 +1015,6 @@ fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::DirCounters;
 
     const S: u64 = 1_000_000_000;
     const T0: u64 = 1_700_000_000 * S;
@@ -1020,34 +1024,8 @@ mod tests {
     }
 
     fn upload(tier: u8, ts: u64, out: u64) -> Finding {
-        Finding::Flow(Box::new(Alert {
-            id: format!("7-large_outbound_transfer-{tier}"),
-            ts_ns: ts,
-            detector: Detector::LargeTransfer,
-            flow_id: 7,
-            proto: 6,
-            src: ip("10.0.0.5"),
-            sport: 51234,
-            dst: ip("203.0.113.50"),
-            dport: 443,
-            vlan: [0, 0],
-            src_is_orig: true,
-            out: DirCounters {
-                pkts: 1000,
-                ip_bytes: out,
-                payload_bytes: out,
-            },
-            inbound: DirCounters::default(),
-            carried: DirCounters::default(),
-            flow_start_ns: T0,
-            threshold_bytes: 100_000_000,
-            tier,
-            counted: crate::config::ByteCount::Ip,
-            dst_fqdn: None,
-            read_mono_ns: 0,
-            slice_id: None,
-            tunnel: None,
-        }))
+        let a = crate::detect::test_alert(7, "203.0.113.50", tier, ts, out, T0);
+        Finding::Flow(Box::new(a))
     }
 
     fn leak(detector: Detector, ts: u64, total: u64, flow: Option<u64>) -> Finding {
@@ -1242,6 +1220,26 @@ mod tests {
         // An open flow keeps it open past idle.
         book.advance(T0 + 9000 * S, &mut |u| v.push(u));
         assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn a_flow_whose_end_never_comes_is_taken_as_ended_after_the_window() {
+        // Live, a full output queue may shed the flow's final record: the incident must
+        // not wait for it for good.
+        let cfg = IncidentConfig {
+            window: std::time::Duration::from_secs(3600),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&cfg);
+        let mut v = Vec::new();
+        book.on_finding(&upload(0, T0, 100_000_000), &mut |u| v.push(u));
+        book.advance(T0 + 3000 * S, &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened"], "open flow, inside the window");
+        book.advance(T0 + 3700 * S, &mut |u| v.push(u));
+        assert_eq!(kinds(&v), ["opened", "closed"]);
+        assert_eq!(v[1].incident.close_reason, Some(CloseReason::Idle));
+        assert_eq!(v[1].ts_ns, T0 + 600 * S, "idle after its last activity");
+        assert!(book.is_empty());
     }
 
     #[test]

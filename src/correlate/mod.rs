@@ -477,7 +477,6 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::DirCounters;
 
     const S: u64 = 1_000_000_000;
     const T0: u64 = 1_700_000_000 * S;
@@ -490,34 +489,7 @@ mod tests {
     }
 
     fn upload_alert(ts: u64, out: u64) -> Alert {
-        Alert {
-            id: "9-large_outbound_transfer-0".into(),
-            ts_ns: ts,
-            detector: Detector::LargeTransfer,
-            flow_id: 9,
-            proto: 6,
-            src: "10.0.0.5".parse().unwrap(),
-            sport: 40000,
-            dst: "198.51.100.7".parse().unwrap(),
-            dport: 443,
-            vlan: [0, 0],
-            src_is_orig: true,
-            out: DirCounters {
-                pkts: 1000,
-                ip_bytes: out,
-                payload_bytes: out,
-            },
-            inbound: DirCounters::default(),
-            carried: DirCounters::default(),
-            flow_start_ns: T0,
-            threshold_bytes: 100_000_000,
-            tier: 0,
-            counted: crate::config::ByteCount::Ip,
-            dst_fqdn: None,
-            read_mono_ns: 0,
-            slice_id: None,
-            tunnel: None,
-        }
+        crate::detect::test_alert(9, "198.51.100.7", 0, ts, out, T0)
     }
 
     fn volume(ts: u64, out_total: u64, out_bytes: u64, end: bool) -> Volume {

@@ -142,6 +142,47 @@ impl Alert {
     }
 }
 
+/// A large-transfer alert for unit tests: flow `flow_id`, 10.0.0.5:51234 → `dst`:443, with
+/// `out` outbound IP bytes at `ts_ns` of a flow started at `start_ns`.
+#[cfg(test)]
+pub(crate) fn test_alert(
+    flow_id: u64,
+    dst: &str,
+    tier: u8,
+    ts_ns: u64,
+    out: u64,
+    start_ns: u64,
+) -> Alert {
+    Alert {
+        id: format!("{flow_id}-large_outbound_transfer-{tier}"),
+        ts_ns,
+        detector: Detector::LargeTransfer,
+        flow_id,
+        proto: crate::decode::proto::TCP,
+        src: IpAddr::from([10, 0, 0, 5]),
+        sport: 51234,
+        dst: dst.parse().unwrap_or(IpAddr::from([203, 0, 113, 50])),
+        dport: 443,
+        vlan: [0, 0],
+        src_is_orig: true,
+        out: DirCounters {
+            pkts: 1000,
+            ip_bytes: out,
+            payload_bytes: out,
+        },
+        inbound: DirCounters::default(),
+        carried: DirCounters::default(),
+        flow_start_ns: start_ns,
+        threshold_bytes: 100_000_000,
+        tier,
+        counted: crate::config::ByteCount::Ip,
+        dst_fqdn: None,
+        read_mono_ns: 0,
+        slice_id: None,
+        tunnel: None,
+    }
+}
+
 /// Converts a stored address back to std form.
 pub(crate) fn ip(addr: Addr, ipv6: bool) -> IpAddr {
     addr.to_ip(ipv6)

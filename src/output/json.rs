@@ -15,6 +15,11 @@ use std::time::{Duration, UNIX_EPOCH};
 pub use crate::decode::proto_name;
 pub use crate::time::rfc3339;
 
+/// Where the API serves a slice: `/api/slices/<id>.pcap`.
+fn slice_url(id: &str) -> String {
+    format!("/api/slices/{id}.pcap")
+}
+
 /// TCP flags as letters in a fixed order (`S`YN `A`CK `F`IN `R`ST `P`SH `U`RG).
 pub fn flag_letters(f: u8) -> String {
     FLAG_LETTERS
@@ -155,10 +160,7 @@ pub fn alert_json(a: &Alert) -> String {
         reused_tuple_ip_bytes: a.carried.ip_bytes,
         dst_fqdn: a.dst_fqdn.as_deref(),
         slice_id: a.slice_id.as_deref(),
-        slice_url: a
-            .slice_id
-            .as_deref()
-            .map(|id| format!("/api/slices/{id}.pcap")),
+        slice_url: a.slice_id.as_deref().map(slice_url),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
@@ -621,10 +623,7 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         flow_id: a.flow_id,
         scope: &a.scope,
         slice_id: a.slice_id.as_deref(),
-        slice_url: a
-            .slice_id
-            .as_deref()
-            .map(|id| format!("/api/slices/{id}.pcap")),
+        slice_url: a.slice_id.as_deref().map(slice_url),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
@@ -1085,11 +1084,7 @@ pub fn incident_json(u: &IncidentUpdate) -> String {
         flows_open: i.open_flows(),
         flows_untracked: i.flows_untracked,
         slice_ids: &i.slice_ids,
-        slice_urls: i
-            .slice_ids
-            .iter()
-            .map(|id| format!("/api/slices/{id}.pcap"))
-            .collect(),
+        slice_urls: i.slice_ids.iter().map(|id| slice_url(id)).collect(),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
