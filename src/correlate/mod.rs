@@ -511,12 +511,10 @@ mod tests {
         }
     }
 
-    /// The stage fed events by hand, as the output thread (or a bus) would: the finding
-    /// passes through and opens an incident; the flow's end (its last volume report) makes
-    /// the leak stage judge it asymmetric; the clock moving on a quiet link announces the
-    /// held news; the end of input closes the incident.
-    #[test]
-    fn events_in_findings_and_incidents_out() {
+    /// A 150 MB upload fed by hand as the workers would report it: a volume report, the
+    /// large-transfer finding, the flow's end (its last volume report), a quiet two minutes
+    /// and the end of input. Returns the stage and everything it produced.
+    fn feed_upload() -> (Correlator, Vec<Output>) {
         let cfg = Config::default();
         let mut c = Correlator::new(Some(&cfg), false, None);
         let mut out = Vec::new();
@@ -535,6 +533,16 @@ mod tests {
         );
         c.tick(T0 + 120 * S, &mut |o| out.push(o));
         c.finish(&mut |o| out.push(o)).unwrap();
+        (c, out)
+    }
+
+    /// The stage fed events by hand, as the output thread (or a bus) would: the finding
+    /// passes through and opens an incident; the flow's end (its last volume report) makes
+    /// the leak stage judge it asymmetric; the clock moving on a quiet link announces the
+    /// held news; the end of input closes the incident.
+    #[test]
+    fn events_in_findings_and_incidents_out() {
+        let (mut c, out) = feed_upload();
         let seen: Vec<String> = out
             .iter()
             .map(|o| match o {
@@ -572,23 +580,7 @@ mod tests {
     /// judged it asymmetric closed at the end of input two minutes later.
     #[test]
     fn an_incident_spans_what_was_observed_not_the_window() {
-        let cfg = Config::default();
-        let mut c = Correlator::new(Some(&cfg), false, None);
-        let mut out = Vec::new();
-        c.on_event(
-            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
-            &mut |o| out.push(o),
-        );
-        c.on_event(
-            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
-            &mut |o| out.push(o),
-        );
-        c.on_event(
-            Event::Volume(volume(T0 + 2 * S, 150_000_000, 100_000_000, true)),
-            &mut |o| out.push(o),
-        );
-        c.tick(T0 + 120 * S, &mut |o| out.push(o));
-        c.finish(&mut |o| out.push(o)).unwrap();
+        let (_, out) = feed_upload();
         let window = out.iter().find_map(|o| match o {
             Output::Finding(Finding::Leak(a)) if a.scope == "window" => Some(a.clone()),
             _ => None,
