@@ -74,6 +74,8 @@ pub struct Config {
     pub decap: DecapConfig,
     /// How findings are joined into incidents, and what the alert outputs announce.
     pub incident: IncidentConfig,
+    /// Uploads to cloud storage, chat and code hosting, by service.
+    pub cloud: CloudConfig,
 }
 
 /// Decapsulation: which tunnels are unwrapped (each on by default, on its standard ports),
@@ -180,6 +182,7 @@ impl Default for Config {
             slice: SliceConfig::default(),
             decap: DecapConfig::default(),
             incident: IncidentConfig::default(),
+            cloud: CloudConfig::default(),
         }
     }
 }
@@ -659,6 +662,9 @@ pub struct AllowConfig {
     /// Destination domain suffixes (matched on label boundaries against the name the source
     /// resolved for the destination, from DNS) whose traffic never alerts. Default: none.
     pub dst_domains: Vec<String>,
+    /// Cloud services (catalogue names, e.g. "Backblaze B2") whose uploads never raise
+    /// `cloud_upload`: the sanctioned backup or sync service. Default: none.
+    pub cloud_services: Vec<String>,
 }
 
 /// Detector settings.
@@ -760,6 +766,85 @@ impl Default for ServiceOutlierConfig {
         }
     }
 }
+
+/// The cloud-upload detector: a home host's outbound bytes to one cloud service, summed over
+/// its connections, against a threshold. The service comes from the destination's name (a
+/// DNS answer the host received, or the name it sent in TLS/QUIC/HTTP) matched against the
+/// catalogue (`correlate::cloud`; the README lists it).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// Uploads of one host to one service are summed over this sliding window. Default "1h".
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Alert when a host's uploads to one service within the window exceed this many IP
+    /// bytes. Default 20000000 (20 MB: below every volume threshold, above a chat
+    /// attachment or a document edit).
+    pub threshold_bytes: u64,
+    /// Per-category thresholds, overriding `threshold_bytes` (categories: `file_sharing`,
+    /// `object_storage`, `paste`, `chat`, `code_hosting`). Default: paste 1000000 (a paste
+    /// site sees text; a megabyte of it is a dump), chat 5000000.
+    pub category_thresholds: std::collections::BTreeMap<String, u64>,
+    /// Services added to (or replacing, by name) the built-in catalogue.
+    pub services: Vec<CloudServiceConfig>,
+    /// Sources allowed to upload to some services (a backup server to its backup service).
+    pub exceptions: Vec<CloudException>,
+    /// (host, service) windows tracked at once; when full the least recently active goes
+    /// (counted). Default 65536.
+    pub capacity: usize,
+}
+
+/// One catalogue entry from the config.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudServiceConfig {
+    /// Service name as alerts show it ("Acme Share").
+    pub name: String,
+    /// Category: `file_sharing`, `object_storage`, `paste`, `chat` or `code_hosting`.
+    pub category: String,
+    /// Domain suffixes (matched on label boundaries) that are this service.
+    pub domains: Vec<String>,
+}
+
+/// Sources whose uploads to some services never alert.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudException {
+    /// Source networks.
+    pub sources: Vec<IpNet>,
+    /// Catalogue service names; empty = every service.
+    pub services: Vec<String>,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            enabled: true,
+            window: Duration::from_secs(3600),
+            threshold_bytes: 20_000_000,
+            category_thresholds: [
+                ("paste".to_string(), 1_000_000),
+                ("chat".to_string(), 5_000_000),
+            ]
+            .into_iter()
+            .collect(),
+            services: Vec::new(),
+            exceptions: Vec::new(),
+            capacity: 65_536,
+        }
+    }
+}
+
+/// Categories of the cloud catalogue.
+pub const CLOUD_CATEGORIES: [&str; 5] = [
+    "file_sharing",
+    "object_storage",
+    "paste",
+    "chat",
+    "code_hosting",
+];
 
 /// Incidents: the findings of every detector about one exfiltration, joined.
 ///
@@ -1311,6 +1396,39 @@ impl Config {
                 "http.alerts_kept: {} must be 1..=1000000",
                 h.alerts_kept
             ));
+        }
+        let cl = &self.cloud;
+        if cl.window.is_zero() {
+            p.push("cloud.window: must be above 0".into());
+        }
+        if !(1..=10_000_000).contains(&cl.capacity) {
+            p.push(format!(
+                "cloud.capacity: {} must be 1..=10000000",
+                cl.capacity
+            ));
+        }
+        for k in cl.category_thresholds.keys() {
+            if !CLOUD_CATEGORIES.contains(&k.as_str()) {
+                p.push(format!(
+                    "cloud.category_thresholds: unknown category {k:?}; one of {}",
+                    CLOUD_CATEGORIES.join(", ")
+                ));
+            }
+        }
+        for (i, sv) in cl.services.iter().enumerate() {
+            if sv.name.is_empty() {
+                p.push(format!("cloud.services[{i}].name: is empty"));
+            }
+            if !CLOUD_CATEGORIES.contains(&sv.category.as_str()) {
+                p.push(format!(
+                    "cloud.services[{i}].category: unknown {:?}; one of {}",
+                    sv.category,
+                    CLOUD_CATEGORIES.join(", ")
+                ));
+            }
+            if sv.domains.is_empty() {
+                p.push(format!("cloud.services[{i}].domains: is empty"));
+            }
         }
         let inc = &self.incident;
         for (k, v) in [("incident.window", inc.window), ("incident.idle", inc.idle)] {

@@ -79,6 +79,9 @@ pub struct Volume {
     pub in_bytes: u64,
     /// The flow ended with this report.
     pub end: bool,
+    /// The flow's first packet (ns): names are looked up as they were when it started (a
+    /// long upload outlives its DNS answer's TTL).
+    pub flow_start_ns: u64,
 }
 
 /// IP bytes between two volume reports of one flow (each direction): fine enough that a
@@ -122,6 +125,7 @@ pub fn end_volume(r: &FlowRecord) -> Option<Volume> {
         out_bytes,
         in_bytes,
         end: true,
+        flow_start_ns: r.start_ns,
     })
 }
 

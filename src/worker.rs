@@ -1020,6 +1020,7 @@ fn volume(f: &Flow, ts_ns: u64, out_bytes: u64, in_bytes: u64, end: bool) -> Vol
         out_bytes,
         in_bytes,
         end,
+        flow_start_ns: f.first_ns,
     }
 }
 

@@ -494,6 +494,32 @@ fn every_table_counts_its_evictions_exactly() {
             3,
         ),
         (
+            // Five home hosts resolve a Dropbox name and send to it: five (host, service)
+            // windows, room for two.
+            "cloud_windows",
+            |c, _| c.cloud.capacity = 2,
+            {
+                let mut v = Vec::new();
+                for i in 0..5u32 {
+                    let t = T0 - 1_000_000_000 + u64::from(i) * 1_000_000;
+                    let port = 50_000 + i as u16;
+                    v.push(query(t, home(i), port, "content.dropboxapi.com"));
+                    v.push(response(
+                        t + 1_000,
+                        home(i),
+                        port,
+                        0,
+                        "content.dropboxapi.com",
+                        Some(ext(i)),
+                    ));
+                }
+                v.extend(outbound(5, home, ext));
+                v
+            },
+            2,
+            3,
+        ),
+        (
             // Five home hosts upload: baselines for two.
             "leak_hosts",
             |c, _| c.detect.baseline.capacity = 2,

@@ -131,6 +131,7 @@ fn weight(detector: Detector, tier: u8) -> u8 {
         Detector::DataLeak | Detector::DnsTunnel => 70,
         Detector::UploadBaseline => 50,
         Detector::ServiceOutlier => 45,
+        Detector::CloudUpload => 50,
         Detector::Asymmetry => 35,
         Detector::NxdomainBurst => 25,
     }
@@ -1300,6 +1301,7 @@ mod tests {
             out_bytes: out,
             in_bytes: 0,
             end,
+            flow_start_ns: 0,
         }
     }
 

@@ -1063,6 +1063,7 @@ mod tests {
             out_bytes,
             in_bytes: 0,
             end: false,
+            flow_start_ns: 0,
         }
     }
 

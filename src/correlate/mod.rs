@@ -12,8 +12,10 @@
 //! - [`dns`]: DNS transactions, per-(client, registered domain) tunnel windows, NXDOMAIN
 //!   bursts, and the (client, IP) → name map;
 //! - [`dns_pairs`]: the bounded table of (client, domain) windows;
+//! - [`cloud`]: uploads per (host, cloud service), named from the destination's name;
 //! - [`incident`]: every finding joined into incidents, one per exfiltration.
 
+pub mod cloud;
 pub mod dns;
 pub mod dns_pairs;
 pub mod incident;
@@ -28,13 +30,14 @@ use crate::dns::DnsEvent;
 use crate::event::{end_volume, Event, Volume};
 use crate::flow::FlowRecord;
 use crate::slice::recorder::SliceRequester;
+use cloud::{CloudDetector, CloudStats};
 use incident::{IncidentBook, IncidentStats, IncidentUpdate};
 use std::io;
 use std::path::PathBuf;
 
 /// Names of the stage's bounded tables, in the order of [`CorrelateStats::tables`] (metric
-/// labels): the DNS analyser's, then the leak stage's.
-pub const TABLES: [&str; 7] = [
+/// labels): the DNS analyser's, the leak stage's, then the cloud detector's.
+pub const TABLES: [&str; 8] = [
     dns::DNS_TABLES[0],
     dns::DNS_TABLES[1],
     dns::DNS_TABLES[2],
@@ -42,6 +45,7 @@ pub const TABLES: [&str; 7] = [
     leak::LEAK_TABLES[0],
     leak::LEAK_TABLES[1],
     leak::LEAK_TABLES[2],
+    cloud::CLOUD_TABLE,
 ];
 
 /// File name of the state snapshot inside `state.dir`.
@@ -117,6 +121,8 @@ pub struct CorrelateStats {
     pub tables: [(u64, u64, u64); TABLES.len()],
     /// Incident counters.
     pub incidents: IncidentStats,
+    /// Cloud-upload detector counters.
+    pub cloud: CloudStats,
 }
 
 /// The state in `state.dir` cannot be used: the sensor refuses to start rather than run for
@@ -160,6 +166,7 @@ pub enum StateError {
 pub struct Correlator {
     dns: Option<DnsAnalyser>,
     leak: Option<LeakAnalyser>,
+    cloud: Option<CloudDetector>,
     /// Where to ask the workers for slices of flows this stage flags at their end
     /// (per-flow asymmetry, service outlier), when slices are written.
     slices: Option<SliceRequester>,
@@ -184,6 +191,7 @@ impl Correlator {
         Correlator {
             dns,
             leak: cfg.map(LeakAnalyser::new),
+            cloud: cfg.and_then(|c| CloudDetector::new(&c.cloud, &c.allow.cloud_services)),
             slices,
             state: cfg
                 .filter(|c| !c.state.dir.is_empty())
@@ -202,6 +210,9 @@ impl Correlator {
         if let Some(l) = self.leak.as_mut() {
             l.reconfigure(cfg);
         }
+        // The windows are per service index of the catalogue in force: a new catalogue
+        // starts them again.
+        self.cloud = CloudDetector::new(&cfg.cloud, &cfg.allow.cloud_services);
         self.incidents.reconfigure(&cfg.incident);
     }
 
@@ -224,6 +235,12 @@ impl Correlator {
             let skip = dns::DNS_TABLES.len();
             for (t, v) in self.stats.tables.iter_mut().skip(skip).zip(l.tables()) {
                 *t = v;
+            }
+        }
+        if let Some(c) = &self.cloud {
+            self.stats.cloud = c.stats;
+            if let Some(t) = self.stats.tables.last_mut() {
+                *t = c.table();
             }
         }
     }
@@ -436,8 +453,33 @@ impl Correlator {
                 dns.and_then(|a| a.fqdn(s.to_ip(v6), d.to_ip(v6), v.ts_ns))
                     .map(str::to_owned)
             };
-            let fqdn = names(v.src, v.dst, v.ipv6);
+            // The name in force when the flow started (as for flow alerts): a connection
+            // outlives its DNS answer's TTL.
+            let fqdn = dns
+                .and_then(|a| {
+                    let at = if v.flow_start_ns > 0 {
+                        v.flow_start_ns
+                    } else {
+                        v.ts_ns
+                    };
+                    a.fqdn(v.src.to_ip(v.ipv6), v.dst.to_ip(v.ipv6), at)
+                })
+                .map(str::to_owned);
             l.on_volume(v, fqdn.as_deref(), &names, &mut |a| found.push(a));
+            if let (Some(c), Some(name)) = (self.cloud.as_mut(), fqdn.as_deref()) {
+                // Outbound bytes of a home host only: the same service downloading is not
+                // an upload.
+                c.on_volume(
+                    v.ts_ns,
+                    v.flow_id,
+                    v.src.to_ip(v.ipv6),
+                    v.dst.to_ip(v.ipv6),
+                    name,
+                    v.out_bytes,
+                    v.in_bytes,
+                    &mut |a| found.push(a),
+                );
+            }
         }
         for a in found {
             self.leak_finding(a, out);
@@ -508,6 +550,7 @@ mod tests {
             out_bytes,
             in_bytes: 0,
             end,
+            flow_start_ns: 0,
         }
     }
 

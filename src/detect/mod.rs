@@ -34,6 +34,9 @@ pub enum Detector {
     UploadBaseline,
     /// A flow's outbound bytes are an outlier for its home server's port.
     ServiceOutlier,
+    /// A home host's uploads to one cloud service (file sharing, object storage, paste,
+    /// chat webhook, code hosting) summed past a threshold within the cloud window.
+    CloudUpload,
 }
 
 impl Detector {
@@ -51,12 +54,13 @@ impl Detector {
             | Detector::NxdomainBurst
             | Detector::Asymmetry
             | Detector::UploadBaseline
-            | Detector::ServiceOutlier => 4,
+            | Detector::ServiceOutlier
+            | Detector::CloudUpload => 4,
         }
     }
 
     /// Every detector, in a stable order.
-    pub const ALL: [Detector; 7] = [
+    pub const ALL: [Detector; 8] = [
         Detector::LargeTransfer,
         Detector::DnsTunnel,
         Detector::NxdomainBurst,
@@ -64,6 +68,7 @@ impl Detector {
         Detector::Asymmetry,
         Detector::UploadBaseline,
         Detector::ServiceOutlier,
+        Detector::CloudUpload,
     ];
 
     /// Stable snake_case name used in JSON, summaries and metric labels.
@@ -76,6 +81,7 @@ impl Detector {
             Detector::Asymmetry => "asymmetric_upload",
             Detector::UploadBaseline => "upload_baseline",
             Detector::ServiceOutlier => "service_outlier",
+            Detector::CloudUpload => "cloud_upload",
         }
     }
 }

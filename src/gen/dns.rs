@@ -174,6 +174,22 @@ fn packets(client: [u8; 4], server: [u8; 4], lookups: &[Lookup]) -> Vec<Packet> 
     out
 }
 
+/// One A lookup from `client` (source port `port`) to a resolver at 10.0.0.53: the query at
+/// `ts_ns` and, 2 ms later, the answer `name` → `addr` (TTL 60). For captures where a host
+/// resolves a service before using it.
+pub fn a_lookup(client: [u8; 4], port: u16, name: &str, addr: [u8; 4], ts_ns: u64) -> Vec<Packet> {
+    let l = Lookup {
+        ts_ns,
+        id: port,
+        port,
+        name: name.to_string(),
+        qtype: 1,
+        rcode: 0,
+        answers: vec![(1, addr.to_vec())],
+    };
+    packets(client, RESOLVER, std::slice::from_ref(&l))
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -27,7 +27,7 @@ mod writer;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-pub use dns::{dns_scenario, write_dns_scenario, DnsScenario, DnsScenarioInfo};
+pub use dns::{a_lookup, dns_scenario, write_dns_scenario, DnsScenario, DnsScenarioInfo};
 pub use malformed::malformed_frames;
 pub use scenario::{
     parse_size, write_demo, write_mixed, write_mixed_mss, DemoSummary, MixedSummary, ScenarioFlow,

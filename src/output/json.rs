@@ -534,6 +534,13 @@ struct LeakAlertJson<'a> {
     flow_id: Option<u64>,
     #[serde(skip_serializing_if = "str::is_empty")]
     scope: &'a str,
+    /// Cloud uploads: the catalogue service, its category, and the connections summed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     slice_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -541,7 +548,7 @@ struct LeakAlertJson<'a> {
 }
 
 /// One alert of the cross-flow stage (data leak, asymmetric upload, upload baseline,
-/// service outlier) as a JSON object (no trailing newline).
+/// service outlier, cloud upload) as a JSON object (no trailing newline).
 pub fn leak_alert_json(a: &LeakAlert) -> String {
     use crate::config::GroupBy;
     use crate::detect::Detector;
@@ -561,6 +568,13 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         a.detector,
         Detector::UploadBaseline | Detector::ServiceOutlier
     );
+    // A cloud finding's scope is `<service>|<category>`.
+    let is_cloud = a.detector == Detector::CloudUpload;
+    let cloud = if is_cloud {
+        a.scope.split_once('|').unwrap_or((a.scope.as_str(), ""))
+    } else {
+        ("", "")
+    };
     let message = match a.detector {
         Detector::Asymmetry => format!(
             "Asymmetric upload ({}): {who}{names} sent {}, received {}",
@@ -584,6 +598,17 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
             human_bytes(a.std as u64),
             a.events
         ),
+        Detector::CloudUpload => format!(
+            "Cloud upload: {} sent {} to {} ({}) in {} over {} connection{}{}",
+            a.src.map(|s| s.to_string()).unwrap_or_default(),
+            human_bytes(a.total_bytes),
+            cloud.0,
+            cloud.1,
+            human_span(a.last_ns.saturating_sub(a.first_ns)),
+            a.events,
+            if a.events == 1 { "" } else { "s" },
+            names
+        ),
         // What was observed: the span from the first to the last event summed, not the
         // window's length (a 2-second upload is not "in 24 h").
         _ => format!(
@@ -593,8 +618,10 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
             a.events
         ),
     };
-    // A per-flow verdict (asymmetry of one flow) has no window, events or peers.
+    // A per-flow verdict (asymmetry of one flow) has no window, events or peers; a cloud
+    // finding counts connections, not threshold events or peers.
     let per_flow = a.flow_id.is_some();
+    let counts = !per_flow && !is_cloud;
     let j = LeakAlertJson {
         alert_id: &a.id,
         ts: rfc3339(a.ts_ns),
@@ -610,18 +637,21 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         out_ip_bytes: a.total_bytes,
         threshold_bytes: a.threshold_bytes,
         window: (!per_flow).then_some(a.window_s),
-        events: (!per_flow).then_some(a.events),
-        peers: (!per_flow).then_some(a.peers),
+        events: counts.then_some(a.events),
+        peers: counts.then_some(a.peers),
         first_seen: (a.first_ns > 0).then(|| rfc3339(a.first_ns)),
         last_seen: (a.last_ns > 0).then(|| rfc3339(a.last_ns)),
         dst_fqdns: &a.fqdns,
-        in_ip_bytes: (a.detector == Detector::Asymmetry).then_some(a.in_bytes),
+        in_ip_bytes: (a.detector == Detector::Asymmetry || is_cloud).then_some(a.in_bytes),
         mean: stats.then_some(a.mean),
         std: stats.then_some(a.std),
         z: stats.then_some(if a.z.is_finite() { a.z } else { f64::MAX }),
         port: (a.port != 0).then_some(a.port),
         flow_id: a.flow_id,
-        scope: &a.scope,
+        scope: if is_cloud { "" } else { &a.scope },
+        service: is_cloud.then_some(cloud.0),
+        category: is_cloud.then_some(cloud.1),
+        connections: is_cloud.then_some(a.events),
         slice_id: a.slice_id.as_deref(),
         slice_url: a.slice_id.as_deref().map(slice_url),
     };

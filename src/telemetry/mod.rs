@@ -102,7 +102,7 @@ pub struct OutputCounters {
 /// threads' first-fragment maps and held orphan fragments, the output thread's DNS and
 /// cross-flow tables, and the API's store of recent alerts. A new table goes here, in its
 /// stage's list, and in `docs/metrics.md`.
-pub const TABLES: [&str; 16] = [
+pub const TABLES: [&str; 17] = [
     WORKER_TABLES[0],
     WORKER_TABLES[1],
     WORKER_TABLES[2],
@@ -118,6 +118,7 @@ pub const TABLES: [&str; 16] = [
     OUTPUT_TABLES[4],
     OUTPUT_TABLES[5],
     OUTPUT_TABLES[6],
+    OUTPUT_TABLES[7],
     ALERT_STORE,
 ];
 
@@ -508,7 +509,7 @@ mod tests {
         assert_eq!(all[5], ("ip_reassembly", (11, 110, 1100)));
         assert_eq!(all[6], ("fragments", (5, 50, 500)));
         assert_eq!(all[7], ("fragments_held", (9, 90, 900)));
-        assert_eq!(all[15], ("alert_store", (7, 70, 700)));
+        assert_eq!(all[16], ("alert_store", (7, 70, 700)));
         let unique: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
         assert_eq!(unique.len(), TABLES.len());
         assert_eq!(tables(&w, &r, &o, None).len(), TABLES.len() - 1);
