@@ -407,6 +407,10 @@ pub struct OutputConfig {
     pub sink_queue: usize,
     /// Alerts as syslog messages (RFC 5424).
     pub syslog: SyslogConfig,
+    /// Seed of the Community ID (`community_id` in flow records, alerts, incidents, DNS
+    /// records and `/api/flows/top`), 0..=65535: it must equal the seed the Zeek, Suricata
+    /// or Arkime sensors it is compared with use. Default 0 (the spec's default).
+    pub community_id_seed: u16,
 }
 
 impl Default for OutputConfig {
@@ -417,6 +421,7 @@ impl Default for OutputConfig {
             dns: String::new(),
             sink_queue: 4096,
             syslog: SyslogConfig::default(),
+            community_id_seed: crate::flow::community_id::DEFAULT_SEED,
         }
     }
 }

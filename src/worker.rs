@@ -971,6 +971,7 @@ fn top_flow(f: &Flow) -> Option<crate::flow::top::TopFlow> {
         out: f.out_total().unwrap_or_default(),
         inbound: *f.side(other),
         state: tcp_state(f).name(),
+        tuple: crate::flow::FlowTuple::of_flow(f),
     })
 }
 

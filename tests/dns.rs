@@ -158,7 +158,7 @@ fn query_rate_per_domain_alerts_above_500_in_5_minutes() {
                 r.dns_alerts.iter().map(dns_alert_json).collect::<Vec<_>>(),
                 r.dns_records
                     .iter()
-                    .map(dns_record_json)
+                    .map(|r| dns_record_json(r, 0))
                     .collect::<Vec<_>>(),
             )
         };
@@ -267,7 +267,7 @@ fn flow_alerts_carry_the_name_the_client_resolved() {
     let by = |src: &str| r.alerts.iter().find(|a| a.src.to_string() == src).unwrap();
     // The TTL was 20 s but names are kept at least dns.name_ttl_min (5 min).
     assert_eq!(by("10.0.0.5").dst_fqdn.as_deref(), Some("www.example.org"));
-    assert!(alert_json(by("10.0.0.5")).contains("\"dst_fqdn\":\"www.example.org\""));
+    assert!(alert_json(by("10.0.0.5"), 0).contains("\"dst_fqdn\":\"www.example.org\""));
     assert_eq!(by("10.0.0.6").dst_fqdn, None);
     let rec = &r.dns_records[0];
     assert_eq!(rec.answers, vec!["cdn.example.net", "203.0.113.50"]);

@@ -71,8 +71,8 @@ fn records_of(
 
 fn rendered(rep: &ReplayReport) -> (Vec<String>, Vec<String>) {
     (
-        rep.alerts.iter().map(alert_json).collect(),
-        rep.flows.iter().map(flow_json).collect(),
+        rep.alerts.iter().map(|a| alert_json(a, 0)).collect(),
+        rep.flows.iter().map(|r| flow_json(r, 0)).collect(),
     )
 }
 

@@ -520,18 +520,24 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
     assert_eq!(f["in_pkts"], inb.pkts);
     assert_eq!(f["in_ip_bytes"], inb.ip_bytes);
     assert_eq!(f["state"], "established");
+    // The Community ID its flow record and its alert carry (default seed 0).
+    let upload_id = outflow::flow::FlowTuple::of_record(upload).community_id(0);
+    assert_eq!(f["community_id"], upload_id.as_str());
     // Every listed flow agrees with its end-of-input record, in descending order.
     let listed = top["flows"].as_array().unwrap();
     for (l, want) in listed.iter().zip(&open) {
         assert_eq!(l["flow_id"], want.flow_id);
         assert_eq!(l["out_ip_bytes"], out_of(want).ip_bytes);
         assert_eq!(l["out_payload_bytes"], out_of(want).payload_bytes);
+        let id = outflow::flow::FlowTuple::of_record(want).community_id(0);
+        assert_eq!(l["community_id"], id.as_str());
     }
     // The large-transfer alert already fired while the upload is open.
     let (_, body) = s.get("/api/alerts?detector=large_outbound_transfer");
     let a = json(&body);
     assert_eq!(a["count"], 1);
     assert_eq!(a["alerts"][0]["flow_open"], true);
+    assert_eq!(a["alerts"][0]["community_id"], upload_id.as_str());
     assert_eq!(s.get("/healthz").0, 200);
     assert_eq!(json(&s.get("/healthz").1)["capturing"], true);
 

@@ -129,12 +129,12 @@ fn a_late_fin_joins_the_closed_connection() {
     assert_eq!(late.tcp, TcpState::HalfClosed);
     let s = &rep.summary.flows.recent;
     assert_eq!((s.inserted, s.joined, s.overwritten), (1, 1, 0));
-    let json = flow_json(late);
+    let json = flow_json(late, 0);
     assert!(
         json.starts_with(&format!("{{\"flow_id\":{},\"continues\":1,", n + 1)),
         "{json}"
     );
-    assert!(!flow_json(&rep.flows[0]).contains("continues"));
+    assert!(!flow_json(&rep.flows[0], 0).contains("continues"));
 }
 
 /// A late flow that closes in turn is remembered with the first record's id: a second

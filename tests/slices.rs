@@ -158,7 +158,7 @@ fn slice_holds_the_flow_from_handshake_to_end_and_nothing_else() {
     let alert = alerts[0];
     let id = alert.slice_id.clone().expect("slice id on the alert");
     assert_eq!(id, alert.id);
-    let json = outflow::output::json::alert_json(alert);
+    let json = outflow::output::json::alert_json(alert, 0);
     assert!(
         json.contains(&format!("\"slice_url\":\"/api/slices/{id}.pcap\"")),
         "{json}"

@@ -24,9 +24,10 @@ use super::dns::DnsAlert;
 use super::leak::LeakAlert;
 use super::Finding;
 use crate::config::IncidentConfig;
+use crate::decode::proto;
 use crate::detect::{Alert, Detector};
 use crate::event::Volume;
-use crate::flow::FlowRecord;
+use crate::flow::{FlowRecord, FlowTuple};
 use hashbrown::HashMap;
 use hashlink::LinkedHashMap;
 use std::collections::VecDeque;
@@ -165,6 +166,10 @@ pub struct FlowBytes {
     pub in_ip_bytes: u64,
     /// Still open.
     pub open: bool,
+    /// The flow's tuple, for its Community ID: from the finding, volume report or flow
+    /// record that gave it (a per-flow data-leak finding does not; an ICMP volume report
+    /// lacks the type and code); `None` until one has.
+    pub tuple: Option<FlowTuple>,
 }
 
 /// Why an incident closed.
@@ -446,6 +451,7 @@ fn facts_flow(a: &Alert) -> Facts<'_> {
             out_ip_bytes: a.out.ip_bytes,
             in_ip_bytes: a.inbound.ip_bytes,
             open: true,
+            tuple: Some(a.flow_tuple),
         }),
         window: None,
         slice: a.slice_id.as_deref(),
@@ -463,6 +469,7 @@ fn facts_leak(a: &LeakAlert) -> Facts<'_> {
                 out_ip_bytes: a.total_bytes,
                 in_ip_bytes: a.in_bytes,
                 open: false,
+                tuple: None,
             }),
             None,
         ),
@@ -837,6 +844,7 @@ impl IncidentBook {
                     f.out_ip_bytes = f.out_ip_bytes.max(fb.out_ip_bytes);
                     f.in_ip_bytes = f.in_ip_bytes.max(fb.in_ip_bytes);
                     f.open &= fb.open;
+                    f.tuple = f.tuple.or(fb.tuple);
                 }
             }
             None if e.inc.flows.len() < MAX_FLOWS => {
@@ -873,6 +881,16 @@ impl IncidentBook {
                 out_ip_bytes: v.out_total,
                 in_ip_bytes: v.in_total,
                 open: !v.end,
+                // Oriented home → external, which the id does not depend on; an ICMP
+                // flow's report carries no type and code, so its record supplies the tuple.
+                tuple: (v.proto != proto::ICMP && v.proto != proto::ICMPV6).then_some(FlowTuple {
+                    proto: v.proto,
+                    ipv6: v.ipv6,
+                    src: v.src,
+                    dst: v.dst,
+                    sport: v.sport,
+                    dport: v.dport,
+                }),
             },
             first,
         );
@@ -899,6 +917,7 @@ impl IncidentBook {
                 out_ip_bytes: home.ip_bytes,
                 in_ip_bytes: ext.ip_bytes,
                 open: !ended,
+                tuple: Some(FlowTuple::of_record(r)),
             },
             false,
         );

@@ -109,6 +109,8 @@ pub mod proto {
     pub const UDP: u8 = 17;
     /// ICMPv6.
     pub const ICMPV6: u8 = 58;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
 }
 
 /// TCP flag bits as they appear in byte 13 of the TCP header.
@@ -232,9 +234,9 @@ pub struct PacketMeta {
     pub ipv6: bool,
     /// IP protocol (IPv6: the upper-layer protocol after extension headers).
     pub proto: u8,
-    /// Source port (TCP/UDP), ICMP type, or 0.
+    /// Source port (TCP/UDP/SCTP), ICMP type, or 0.
     pub sport: u16,
-    /// Destination port (TCP/UDP), ICMP code, or 0.
+    /// Destination port (TCP/UDP/SCTP), ICMP code, or 0.
     pub dport: u16,
     /// Outer and inner 802.1Q VLAN ids, 0 where absent.
     pub vlan: [u16; 2],

@@ -558,3 +558,36 @@ fn nesting_beyond_the_depth_is_counted_not_followed() {
         MAX_CHAIN
     );
 }
+
+/// The first frame of Zeek's `Traces/communityid/sctp.pcap` (an SCTP INIT,
+/// 192.168.170.8:7 → 192.168.170.56:7).
+const SCTP_INIT: &str = "00600845e45500e018b10cad0800451000400000400040846498c0a8aa08c0a8aa38\
+    00070007000000003761a74601000020432325440000ffff001100115cfe379fc0000004000c000600050000";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn sctp_ports_are_read() {
+    let f = hex(SCTP_INIT);
+    let m = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
+    assert_eq!((m.proto, m.sport, m.dport), (proto::SCTP, 7, 7));
+    assert_eq!(m.ip_len, 64);
+    // The 12-byte common header; the INIT chunk is payload.
+    assert_eq!(m.payload_len, 64 - 20 - 12);
+    assert_eq!(usize::from(m.payload_offset), 14 + 20 + 12);
+    // Shorter than the common header: malformed, or cut by the snaplen.
+    let mut short = f[..14 + 20 + 8].to_vec();
+    short[17] = 28;
+    assert_eq!(
+        decode(LinkType::Ethernet, &short, short.len() as u32),
+        Err(DecodeError::BadTransportHeader)
+    );
+    assert_eq!(
+        decode(LinkType::Ethernet, &f[..14 + 20 + 2], f.len() as u32),
+        Err(DecodeError::TruncatedTransport)
+    );
+}

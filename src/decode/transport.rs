@@ -1,4 +1,4 @@
-//! Transport layer: TCP, UDP, ICMP/ICMPv6 headers.
+//! Transport layer: TCP, UDP, SCTP, ICMP/ICMPv6 headers.
 
 use super::{proto, DecodeError};
 use etherparse::err::tcp::HeaderSliceError as TcpErr;
@@ -18,6 +18,11 @@ pub(super) struct Transport {
 /// ICMP and ICMPv6 headers are 8 bytes (type, code, checksum, 4 bytes of rest-of-header);
 /// what follows is counted as payload, as Zeek does.
 const ICMP_HEADER_LEN: usize = 8;
+
+/// SCTP's common header (RFC 9260 §3.1): ports, verification tag, checksum. Only the ports
+/// are kept: they make SCTP associations flows of their own, as Zeek, Suricata and the
+/// Community ID see them; the chunks after the header count as payload.
+const SCTP_HEADER_LEN: usize = 12;
 
 /// Decodes the transport header from `captured` (what the capture holds of the IP payload);
 /// `wire` is the IP payload length on the wire. A first fragment carries a header whose
@@ -95,6 +100,18 @@ pub(super) fn decode(
                 header_len: ICMP_HEADER_LEN.min(wire),
                 payload_len: wire.saturating_sub(ICMP_HEADER_LEN),
             }),
+            _ => Err(short),
+        },
+        proto::SCTP => match captured {
+            [s0, s1, d0, d1, ..] if wire >= SCTP_HEADER_LEN => Ok(Transport {
+                sport: u16::from_be_bytes([*s0, *s1]),
+                dport: u16::from_be_bytes([*d0, *d1]),
+                tcp_flags: 0,
+                tcp_seq: 0,
+                header_len: SCTP_HEADER_LEN,
+                payload_len: wire - SCTP_HEADER_LEN,
+            }),
+            [_, _, _, _, ..] => Err(DecodeError::BadTransportHeader),
             _ => Err(short),
         },
         _ => Ok(Transport {

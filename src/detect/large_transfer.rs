@@ -99,6 +99,7 @@ impl LargeTransfer {
             read_mono_ns: 0,
             slice_id: None,
             tunnel: None,
+            flow_tuple: crate::flow::FlowTuple::of_flow(flow),
         }
     }
 }

@@ -139,6 +139,10 @@ pub struct Alert {
     pub slice_id: Option<String>,
     /// The tunnels the flow came through (see [`crate::flow::FlowRecord::tunnel`]).
     pub tunnel: Option<Box<crate::decode::TunnelChain>>,
+    /// The flow as its originator's first packet had it (ICMP: the first message's type
+    /// and code, which the ports above do not carry): the output computes the alert's
+    /// Community ID from it.
+    pub flow_tuple: crate::flow::FlowTuple,
 }
 
 impl Alert {
@@ -186,6 +190,13 @@ pub(crate) fn test_alert(
         read_mono_ns: 0,
         slice_id: None,
         tunnel: None,
+        flow_tuple: crate::flow::FlowTuple::new(
+            crate::decode::proto::TCP,
+            IpAddr::from([10, 0, 0, 5]),
+            51234,
+            dst.parse().unwrap_or(IpAddr::from([203, 0, 113, 50])),
+            443,
+        ),
     }
 }
 

@@ -6,6 +6,7 @@
 //! grows, and all timing uses the packet clock passed in by the caller. Nothing here locks,
 //! allocates after start-up, or reads the wall clock.
 
+pub mod community_id;
 mod key;
 #[cfg(test)]
 mod tests_support {
@@ -21,6 +22,7 @@ mod record;
 mod table;
 pub mod top;
 
+pub use community_id::{CommunityId, FlowTuple};
 pub use key::FlowKey;
 pub use recent::{Closed, RecentClosed, RecentStats};
 pub use record::{EndReason, FlowRecord};

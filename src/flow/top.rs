@@ -115,6 +115,8 @@ pub struct TopFlow {
     pub inbound: DirCounters,
     /// TCP state name.
     pub state: &'static str,
+    /// The flow's tuple as its originator sent it, for the Community ID the API shows.
+    pub tuple: super::FlowTuple,
 }
 
 impl TopFlow {

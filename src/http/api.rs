@@ -226,7 +226,8 @@ pub(super) async fn alerts(
     Ok(spliced("alerts", &found, state.telemetry.store.len()))
 }
 
-fn top_json(f: &TopFlow) -> serde_json::Value {
+/// One `/api/flows/top` row; `seed`: the Community ID's.
+fn top_json(f: &TopFlow, seed: u16) -> serde_json::Value {
     let ts = crate::time::rfc3339;
     json!({
         "flow_id": f.flow_id,
@@ -235,6 +236,7 @@ fn top_json(f: &TopFlow) -> serde_json::Value {
         "src_port": f.sport,
         "dst_ip": f.dst.to_string(),
         "dst_port": f.dport,
+        "community_id": f.tuple.community_id(seed).as_str(),
         "vlan": match f.vlan { [0, 0] => json!(null), [a, 0] => json!([a]), [a, b] => json!([a, b]) },
         "state": f.state,
         "first_seen": ts(f.first_ns),
@@ -285,13 +287,14 @@ pub(super) async fn top_flows(
         return Err(ApiError::internal("no answer"));
     };
     let flows = &c.flows[..c.flows.len().min(n)];
+    let seed = state.telemetry.community_id_seed();
     Ok(json_ok(&json!({
         "by": by.name(),
         "workers": state.telemetry.workers.len(),
         "workers_answered": c.answered,
         "workers_not_answered": c.not_answered,
         "count": flows.len(),
-        "flows": flows.iter().map(top_json).collect::<Vec<_>>(),
+        "flows": flows.iter().map(|f| top_json(f, seed)).collect::<Vec<_>>(),
     })))
 }
 

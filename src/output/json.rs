@@ -8,7 +8,7 @@ use crate::correlate::incident::{IncidentUpdate, Update};
 use crate::correlate::leak::LeakAlert;
 use crate::decode::{proto, TunnelChain, TunnelHop};
 use crate::detect::Alert;
-use crate::flow::{FlowRecord, Side};
+use crate::flow::{CommunityId, FlowRecord, FlowTuple, Side};
 use serde::Serialize;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -81,6 +81,7 @@ struct AlertJson<'a> {
     src_port: u16,
     dst_ip: String,
     dst_port: u16,
+    community_id: CommunityId,
     #[serde(skip_serializing_if = "Option::is_none")]
     vlan: Option<Vec<u16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,8 +113,8 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-/// One alert as a JSON object (no trailing newline).
-pub fn alert_json(a: &Alert) -> String {
+/// One alert as a JSON object (no trailing newline); `seed`: the Community ID's.
+pub fn alert_json(a: &Alert, seed: u16) -> String {
     let counted = match a.counted {
         ByteCount::Ip => "ip",
         ByteCount::Payload => "payload",
@@ -142,6 +143,7 @@ pub fn alert_json(a: &Alert) -> String {
         src_port: a.sport,
         dst_ip: a.dst.to_string(),
         dst_port: a.dport,
+        community_id: a.flow_tuple.community_id(seed),
         vlan: vlan(a.vlan),
         tunnel: a.tunnel.as_deref().map(hops_json),
         src_is_orig: a.src_is_orig,
@@ -172,11 +174,11 @@ fn sock(ip: std::net::IpAddr, port: u16) -> String {
     }
 }
 
-/// One flow record as a JSON object (no trailing newline).
-pub fn flow_json(r: &FlowRecord) -> String {
+/// One flow record as a JSON object (no trailing newline); `seed`: the Community ID's.
+pub fn flow_json(r: &FlowRecord, seed: u16) -> String {
     let mut out = Vec::with_capacity(384);
     // Writing into a Vec cannot fail.
-    let _ = write_flow_json(&mut out, r);
+    let _ = write_flow_json(&mut out, r, seed);
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -187,7 +189,12 @@ pub fn flow_json(r: &FlowRecord) -> String {
 /// addresses, flags) that cost more than the serialisation. Every value here is a number,
 /// a fixed name or an address, so nothing needs escaping; numbers are written by the same
 /// formatters serde_json uses, so the output is byte-identical to the derived form (tested).
-pub fn write_flow_json<W: std::io::Write>(w: &mut W, r: &FlowRecord) -> std::io::Result<()> {
+/// The Community ID (under `seed`) is the one value computed here: one SHA-1 per record.
+pub fn write_flow_json<W: std::io::Write>(
+    w: &mut W,
+    r: &FlowRecord,
+    seed: u16,
+) -> std::io::Result<()> {
     let tcp = r.proto == proto::TCP;
     let ts = |ns: u64| humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ns));
     write!(w, "{{\"flow_id\":{}", r.flow_id)?;
@@ -210,11 +217,12 @@ pub fn write_flow_json<W: std::io::Write>(w: &mut W, r: &FlowRecord) -> std::io:
     }
     write!(
         w,
-        "\",\"orig_ip\":\"{}\",\"orig_port\":{},\"resp_ip\":\"{}\",\"resp_port\":{}",
+        "\",\"orig_ip\":\"{}\",\"orig_port\":{},\"resp_ip\":\"{}\",\"resp_port\":{},\"community_id\":\"{}\"",
         r.orig_addr.to_ip(r.ipv6),
         r.orig_port,
         r.resp_addr.to_ip(r.ipv6),
-        r.resp_port
+        r.resp_port,
+        FlowTuple::of_record(r).community_id(seed)
     )?;
     match r.vlan {
         [0, 0] => {}
@@ -697,6 +705,7 @@ struct DnsRecordJson<'a> {
     client_port: u16,
     server_ip: String,
     server_port: u16,
+    community_id: CommunityId,
     trans_id: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     rtt: Option<f64>,
@@ -725,8 +734,8 @@ struct DnsRecordJson<'a> {
     response_seen: bool,
 }
 
-/// One DNS transaction as a JSON object (no trailing newline).
-pub fn dns_record_json(r: &DnsRecord) -> String {
+/// One DNS transaction as a JSON object (no trailing newline); `seed`: the Community ID's.
+pub fn dns_record_json(r: &DnsRecord, seed: u16) -> String {
     let j = DnsRecordJson {
         ts: rfc3339(r.ts_ns),
         flow_id: r.flow_id,
@@ -735,6 +744,8 @@ pub fn dns_record_json(r: &DnsRecord) -> String {
         client_port: r.client_port,
         server_ip: r.server.to_string(),
         server_port: r.server_port,
+        community_id: FlowTuple::new(r.proto, r.client, r.client_port, r.server, r.server_port)
+            .community_id(seed),
         trans_id: r.id,
         rtt: r.rtt_ns.map(secs),
         query: &r.query,
@@ -816,6 +827,7 @@ mod tests {
         orig_port: u16,
         resp_ip: String,
         resp_port: u16,
+        community_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         vlan: Option<Vec<u16>>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -839,7 +851,7 @@ mod tests {
         outbound: Option<&'static str>,
     }
 
-    fn reference(r: &FlowRecord) -> String {
+    fn reference(r: &FlowRecord, seed: u16) -> String {
         let tcp = r.proto == proto::TCP;
         serde_json::to_string(&FlowJson {
             flow_id: r.flow_id,
@@ -852,6 +864,7 @@ mod tests {
             orig_port: r.orig_port,
             resp_ip: r.resp_addr.to_ip(r.ipv6).to_string(),
             resp_port: r.resp_port,
+            community_id: FlowTuple::of_record(r).community_id(seed).to_string(),
             vlan: vlan(r.vlan),
             tunnel_outer: r
                 .tunnel_tag
@@ -967,7 +980,8 @@ mod tests {
                         tunnel_tag: tunnel_tag(n),
                         tunnel: tunnel(n),
                     };
-                    assert_eq!(flow_json(&r), reference(&r));
+                    let seed = (n % 2) as u16 * 7;
+                    assert_eq!(flow_json(&r, seed), reference(&r, seed));
                     n += 1;
                 }
             }
@@ -990,6 +1004,8 @@ struct ReasonJson<'a> {
 #[derive(Serialize)]
 struct FlowBytesJson {
     flow_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<CommunityId>,
     out_ip_bytes: u64,
     in_ip_bytes: u64,
     open: bool,
@@ -1027,8 +1043,9 @@ struct IncidentJson<'a> {
     slice_urls: Vec<String>,
 }
 
-/// An incident announcement as one JSON object: what the alert outputs write.
-pub fn incident_json(u: &IncidentUpdate) -> String {
+/// An incident announcement as one JSON object: what the alert outputs write; `seed`: the
+/// Community ID's.
+pub fn incident_json(u: &IncidentUpdate, seed: u16) -> String {
     let i = &u.incident;
     let (out, inb) = i.totals();
     let to = match (i.dsts.len(), i.names.first()) {
@@ -1106,6 +1123,7 @@ pub fn incident_json(u: &IncidentUpdate) -> String {
             .iter()
             .map(|f| FlowBytesJson {
                 flow_id: f.flow_id,
+                community_id: f.tuple.map(|t| t.community_id(seed)),
                 out_ip_bytes: f.out_ip_bytes,
                 in_ip_bytes: f.in_ip_bytes,
                 open: f.open,

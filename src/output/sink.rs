@@ -249,6 +249,9 @@ struct Writers {
     pending: Vec<CorrelateOutput>,
     /// Findings go to the alert sinks too, not only to `/api/alerts`.
     per_detector_lines: bool,
+    /// `output.community_id_seed`: every record's Community ID is computed here, as it is
+    /// rendered.
+    community_id_seed: u16,
     snapshot_every: std::time::Duration,
     last_snapshot: std::time::Instant,
     collect: bool,
@@ -261,6 +264,15 @@ struct Writers {
 }
 
 impl Writers {
+    /// New settings (SIGHUP): the cross-flow stage's, and the Community ID's seed.
+    fn reconfigure(&mut self, cfg: &Config) {
+        self.correlate.reconfigure(cfg);
+        self.community_id_seed = cfg.output.community_id_seed;
+        if let Some(t) = &self.telemetry {
+            t.set_community_id_seed(self.community_id_seed);
+        }
+    }
+
     /// Hands one rendered finding to the API's store (`/api/alerts`) and, with
     /// `incident.per_detector_lines`, to every sink.
     fn deliver(&mut self, rec: AlertRecord) {
@@ -284,7 +296,10 @@ impl Writers {
 
     /// Hands one incident announcement to every sink and the API's incident store.
     fn announce(&mut self, u: IncidentUpdate) {
-        let rec = Arc::new(AlertRecord::from_incident(&u, incident_json(&u)));
+        let rec = Arc::new(AlertRecord::from_incident(
+            &u,
+            incident_json(&u, self.community_id_seed),
+        ));
         for s in &self.sinks {
             s.deliver(Arc::clone(&rec));
         }
@@ -312,7 +327,7 @@ impl Writers {
                 self.deliver(AlertRecord::from_json(
                     a.detector,
                     a.ts_ns,
-                    alert_json(&a),
+                    alert_json(&a, self.community_id_seed),
                     read,
                 ));
                 if self.collect {
@@ -354,7 +369,8 @@ impl Writers {
             CorrelateOutput::Flow(rec) => {
                 self.out.flow_count += 1;
                 let r = match self.flows.as_mut() {
-                    Some(w) => write_flow_json(w, &rec).and_then(|()| w.write_all(b"\n")),
+                    Some(w) => write_flow_json(w, &rec, self.community_id_seed)
+                        .and_then(|()| w.write_all(b"\n")),
                     None => Ok(()),
                 };
                 if self.collect {
@@ -365,7 +381,7 @@ impl Writers {
             CorrelateOutput::DnsRecord(rec) => {
                 self.out.dns_record_count += 1;
                 let r = match self.dns_out.as_mut() {
-                    Some(w) => writeln!(w, "{}", dns_record_json(&rec)),
+                    Some(w) => writeln!(w, "{}", dns_record_json(&rec, self.community_id_seed)),
                     None => Ok(()),
                 };
                 if self.collect {
@@ -556,6 +572,12 @@ impl OutputThread {
                 );
             }
         }
+        let community_id_seed = cfg.map_or(crate::flow::community_id::DEFAULT_SEED, |c| {
+            c.output.community_id_seed
+        });
+        if let Some(t) = &sinks.telemetry {
+            t.set_community_id_seed(community_id_seed);
+        }
         let want_records = sinks.dns.is_some() || sinks.collect;
         let mut correlate = Correlator::new(cfg, want_records, sinks.slice_requests.clone());
         correlate.load_state()?;
@@ -577,6 +599,7 @@ impl OutputThread {
             correlate,
             pending: Vec::with_capacity(16),
             per_detector_lines: cfg.is_none_or(|c| c.incident.per_detector_lines),
+            community_id_seed,
             snapshot_every: cfg.map_or(std::time::Duration::from_secs(300), |c| {
                 c.state.snapshot_interval
             }),
@@ -618,7 +641,7 @@ impl OutputThread {
                             *p = upto;
                         }
                     }
-                    OutMsg::Reload(cfg) => w.correlate.reconfigure(&cfg),
+                    OutMsg::Reload(cfg) => w.reconfigure(&cfg),
                     OutMsg::Done { worker } => {
                         if let Some(p) = progress.get_mut(worker) {
                             *p = DONE;

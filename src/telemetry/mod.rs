@@ -17,7 +17,7 @@ use crate::worker::WORKER_TABLES;
 use record::AlertRecord;
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -368,6 +368,9 @@ pub struct Telemetry {
     pub slice_dir: OnceLock<std::path::PathBuf>,
     /// The HTTP server's connection counters.
     pub http: Arc<ConnStats>,
+    /// `output.community_id_seed`, published by the output thread (at start and on
+    /// SIGHUP) for the API's `/api/flows/top` rows.
+    community_id_seed: AtomicU16,
 }
 
 impl Telemetry {
@@ -390,7 +393,18 @@ impl Telemetry {
             slices: Arc::default(),
             slice_dir: OnceLock::new(),
             http: Arc::default(),
+            community_id_seed: AtomicU16::new(crate::flow::community_id::DEFAULT_SEED),
         })
+    }
+
+    /// The Community ID seed the outputs use.
+    pub fn community_id_seed(&self) -> u16 {
+        self.community_id_seed.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the Community ID seed (output thread).
+    pub fn set_community_id_seed(&self, seed: u16) {
+        self.community_id_seed.store(seed, Ordering::Relaxed);
     }
 
     /// True while the sensor captures: not stopping, and no capture loop has stopped
