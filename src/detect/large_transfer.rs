@@ -99,6 +99,8 @@ impl LargeTransfer {
             read_mono_ns: 0,
             slice_id: None,
             tunnel: None,
+            dst_fqdn_source: None,
+            names: None,
         }
     }
 }

@@ -133,6 +133,10 @@ pub struct Alert {
     pub slice_id: Option<String>,
     /// The tunnels the flow came through (see [`crate::flow::FlowRecord::tunnel`]).
     pub tunnel: Option<Box<crate::decode::TunnelChain>>,
+    /// Where `dst_fqdn` came from (`dns`, `sni`, `http_host`, `quic_sni`), filled in with it.
+    pub dst_fqdn_source: Option<&'static str>,
+    /// What the flow's first client bytes named (see [`crate::flow::FlowRecord::names`]).
+    pub names: Option<Box<crate::proto::FlowNames>>,
 }
 
 impl Alert {
@@ -180,6 +184,8 @@ pub(crate) fn test_alert(
         read_mono_ns: 0,
         slice_id: None,
         tunnel: None,
+        dst_fqdn_source: None,
+        names: None,
     }
 }
 

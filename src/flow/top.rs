@@ -115,6 +115,10 @@ pub struct TopFlow {
     pub inbound: DirCounters,
     /// TCP state name.
     pub state: &'static str,
+    /// TLS server name, if the client sent one.
+    pub server_name: Option<String>,
+    /// HTTP Host, if the client sent one.
+    pub http_host: Option<String>,
 }
 
 impl TopFlow {

@@ -50,6 +50,9 @@ pub struct TapStats {
 }
 
 /// What the tap says about a segment.
+// Returned once per looked-at segment, moved straight into its box: boxing it here would
+// allocate for every verdict.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Keep offering this flow's client segments.
@@ -240,6 +243,7 @@ impl TcpTap {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // see `Outcome`
 enum Eval {
     NeedMore,
     Nothing,

@@ -128,7 +128,11 @@ fn request_line(b: &[u8], end: usize, mlen: usize) -> Option<(Request<'_>, bool)
     if target.is_empty() {
         return None;
     }
-    let version = after.get(target_len + 1..);
+    // The version is the line's last word; clients that put a space in the target
+    // (`CONNECT host:25 / HTTP/1.0`, seen in Zeek's http-connect trace) still send one.
+    let version = after
+        .get(target_len + 1..)
+        .map(|v| v.rsplit(|&c| c == b' ').next().unwrap_or(v));
     if version.is_some_and(|v| !v.starts_with(b"HTTP/")) {
         return None;
     }
