@@ -43,6 +43,11 @@ pub enum Event {
     Dns(Box<DnsEvent>),
     /// Outbound volume of a flow since its last report, for the cross-flow detectors.
     Volume(Volume),
+    /// A flow's destination name from its first client bytes (TLS SNI, HTTP Host), once per
+    /// named flow, so `dst_fqdn` can fall back to it. Boxed (~300 bytes) and not recycled:
+    /// one allocation per named flow (never per packet), on the packet that completes the
+    /// name, like a tunnelled flow's tunnel list.
+    Name(Box<crate::proto::FlowName>),
 }
 
 /// Bytes a home host sent to (and received from) an external host on one flow since the

@@ -22,7 +22,7 @@ use crate::dns::extract::ExtractStats;
 use crate::dns::{DnsEvent, DnsExtractor};
 use crate::event::{Event, EventKey, Volume, VOLUME_STEP};
 use crate::flow::{
-    Closed, DirCounters, EndReason, Flow, FlowKey, FlowRecord, FlowTable, RecentClosed,
+    Closed, DirCounters, EndReason, Flow, FlowExtra, FlowKey, FlowRecord, FlowTable, RecentClosed,
     RecentStats, Side, TcpState, TimerClass,
 };
 
@@ -97,6 +97,8 @@ pub struct WorkerStats {
     pub carry_dropped: u64,
     /// Closed TCP connections remembered, and late packets that joined them.
     pub recent: RecentStats,
+    /// The TCP tap for TLS / HTTP names.
+    pub tap: crate::proto::tap::TapStats,
     /// (entries, capacity, entries evicted or refused because the table was full) of each
     /// table in [`WORKER_TABLES`], refreshed with the ring and slice counters.
     pub tables: [(u64, u64, u64); WORKER_TABLES.len()],
@@ -131,12 +133,15 @@ pub struct Worker {
     finish_at: usize,
     /// What the decoder unwraps (to list a new tunnelled flow's tunnels).
     decap: crate::decode::Decap,
-    /// The tunnels of each tunnelled flow, by table slot: a null pointer (no allocation)
-    /// for the others, so the array costs 8 bytes a flow and its pages stay unmapped until
-    /// a tunnelled flow lands on them. Filled when the flow is created (the frame is
-    /// decoded once more, for new tunnelled flows only), moved into its final record.
+    /// The tunnels and names of each tunnelled or named flow, by table slot: a null pointer
+    /// (no allocation) for the others, so the array costs 8 bytes a flow and its pages stay
+    /// unmapped until such a flow lands on them. Filled when the flow is created (the frame
+    /// is decoded once more, for new tunnelled flows only) or named, moved into its final
+    /// record: one box per such flow, never one per packet.
     #[allow(clippy::vec_box)]
-    tunnels: Vec<Option<Box<crate::decode::TunnelChain>>>,
+    extras: Vec<Option<Box<FlowExtra>>>,
+    /// Reads TLS ClientHellos and HTTP request heads from clients' first bytes.
+    tcp_tap: crate::proto::tap::TcpTap,
 }
 
 /// Flow-id bit of a tunnel's outer flow. Flow ids are the sequence number of a flow's first
@@ -183,7 +188,10 @@ impl Worker {
             decap: cfg.decap.decap(),
             // Slots are numbered from 1. `vec![None; n]` of `Option<Box<_>>` is a zeroed
             // allocation (lazily mapped pages).
-            tunnels: vec![None; f.capacity_per_worker.clamp(1, crate::flow::MAX_CAPACITY) + 1],
+            extras: vec![None; f.capacity_per_worker.clamp(1, crate::flow::MAX_CAPACITY) + 1],
+            tcp_tap: crate::proto::tap::TcpTap::new(
+                f.capacity_per_worker.clamp(1, crate::flow::MAX_CAPACITY) + 1,
+            ),
         }
     }
 
@@ -209,6 +217,7 @@ impl Worker {
         self.stats.slices = self.slices.stats;
         self.stats.carry_dropped = self.table.carry_dropped();
         self.stats.recent = self.recent.stats;
+        self.stats.tap = self.tcp_tap.stats;
         let evicted = EndReason::ALL
             .iter()
             .position(|r| *r == EndReason::Evicted)
@@ -306,7 +315,17 @@ impl Worker {
         }
         let mut out: Vec<crate::flow::top::TopFlow> = heap
             .into_iter()
-            .filter_map(|Reverse((_, _, slot))| self.table.load(slot).as_ref().and_then(top_flow))
+            .filter_map(|Reverse((_, _, slot))| {
+                let mut t = self.table.load(slot).as_ref().and_then(top_flow)?;
+                let names = self.extras.get(slot as usize).and_then(|n| n.as_deref());
+                if let Some(n) = names.and_then(|e| e.names.as_ref()) {
+                    let text =
+                        |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+                    t.server_name = text(n.server_name.get());
+                    t.http_host = text(n.http_host.get());
+                }
+                Some(t)
+            })
             .collect();
         out.sort_by(|a, b| b.rank(by).cmp(&a.rank(by)).then(a.flow_id.cmp(&b.flow_id)));
         out
@@ -535,8 +554,8 @@ impl Worker {
             if reuse {
                 if let Some(old) = self.table.remove(s) {
                     let reason = closing_reason(&old);
-                    let chain = self.take_tunnels(s);
-                    self.emit_record(&old, reason, packet_key(p, &mut sub), chain);
+                    let extras = self.take_extras(s);
+                    self.emit_record(&old, reason, packet_key(p, &mut sub), extras);
                     // The outbound count continues across the reuse (see Flow::carried).
                     carried = old.out_total().map(|c| (c, old.latch));
                 }
@@ -562,6 +581,14 @@ impl Worker {
         } else {
             Side::Resp
         };
+        // The tap looks at a TCP client's first segment with payload, and at the next ones
+        // only while it asks for them (`flow.tap`): for any other packet, these tests.
+        let look = m.proto == proto::TCP
+            && from == Side::Orig
+            && m.payload_len > 0
+            && (flow.tap || flow.orig.payload_bytes == 0)
+            && tap
+            && !p.outer_copy;
         let (c, flags) = match from {
             Side::Orig => (&mut flow.orig, &mut flow.orig_flags),
             Side::Resp => (&mut flow.resp, &mut flow.resp_flags),
@@ -571,6 +598,9 @@ impl Worker {
         flow.last_ns = p.clock_ns;
         if m.proto == proto::TCP {
             track_tcp(&mut flow, from, m);
+        }
+        if look {
+            self.tap_tcp(p, frame, slot, &mut flow, &mut sub);
         }
         let class = timer_class(&flow);
         let alert = self.large.on_packet(&mut flow, from, p.ts_ns);
@@ -625,7 +655,10 @@ impl Worker {
             if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {
                 *n += 1;
             }
-            a.tunnel = self.tunnels.get(slot as usize).cloned().flatten();
+            if let Some(e) = self.extras.get(slot as usize).and_then(|e| e.as_deref()) {
+                a.tunnel = e.tunnel.map(Box::new);
+                a.names = e.names.map(Box::new);
+            }
             if crate::slice::valid_id(&a.id) {
                 let (exists, recording) = self.slices.start(crate::slice::SliceMeta {
                     id: a.id.clone(),
@@ -653,12 +686,12 @@ impl Worker {
                 .push((packet_key(p, &mut sub), Event::Alert(Box::new(a))));
         }
         if interim {
-            let chain = self.tunnels.get(slot as usize).cloned().flatten();
+            let extras = self.extras.get(slot as usize).cloned().flatten();
             self.emit_record(
                 &snapshot,
                 EndReason::ActiveTimeout,
                 packet_key(p, &mut sub),
-                chain,
+                extras,
             );
         }
         Some((snapshot.id, sub))
@@ -702,8 +735,8 @@ impl Worker {
                 sub: 0,
             };
             self.last_expiry = Some(key);
-            let chain = self.take_tunnels(slot);
-            let continues = self.emit_record(&flow, reason, key, chain);
+            let extras = self.take_extras(slot);
+            let continues = self.emit_record(&flow, reason, key, extras);
             if closing {
                 self.remember_closed(&flow, continues, at);
             }
@@ -766,8 +799,8 @@ impl Worker {
                     id: flow.id,
                     sub: 0,
                 };
-                let chain = self.take_tunnels(slot);
-                self.emit_record(&flow, reason, key, chain);
+                let extras = self.take_extras(slot);
+                self.emit_record(&flow, reason, key, extras);
             }
         }
         if last.is_none() {
@@ -777,14 +810,72 @@ impl Worker {
         last
     }
 
-    /// The tunnel list of the flow that was in `slot` (removed or being removed).
+    /// The tunnel list and names of the flow that was in `slot` (removed or being
+    /// removed); frees its tap stash.
     #[inline]
-    fn take_tunnels(&mut self, slot: u32) -> Option<Box<crate::decode::TunnelChain>> {
+    fn take_extras(&mut self, slot: u32) -> Option<Box<FlowExtra>> {
         // Read first: `take` writes, and a write would make the array's page resident for
-        // every flow, tunnelled or not (8 bytes a flow).
-        match self.tunnels.get_mut(slot as usize) {
+        // every flow, tunnelled (named) or not (8 bytes a flow).
+        let extra = match self.extras.get_mut(slot as usize) {
             Some(t) if t.is_some() => t.take(),
             _ => None,
+        };
+        self.tcp_tap.release(slot);
+        extra
+    }
+
+    /// Offers a TCP client segment with payload to the tap (the flow's first, or one it
+    /// asked for); stores what it finds and sends the name on.
+    #[inline(never)]
+    fn tap_tcp(
+        &mut self,
+        p: &BatchPacket,
+        frame: &[u8],
+        slot: u32,
+        flow: &mut Flow,
+        sub: &mut u32,
+    ) {
+        use crate::proto::tap::Outcome;
+        let m = &p.meta;
+        let off = usize::from(m.payload_offset);
+        let payload = frame.get(off..).unwrap_or(&[]);
+        let payload = payload.get(..m.payload_len as usize).unwrap_or(payload);
+        let outcome = if payload.is_empty() {
+            Outcome::Done
+        } else if flow.tap {
+            self.tcp_tap.more(slot, flow.id, m.tcp_seq, payload)
+        } else {
+            self.tcp_tap.first(slot, flow.id, m.tcp_seq, payload)
+        };
+        flow.tap = outcome == Outcome::More;
+        if !flow.tap {
+            self.tcp_tap.release(slot);
+        }
+        let Outcome::Found(names) = outcome else {
+            return;
+        };
+        if let Some((name, source)) = names.name() {
+            let k = &flow.key;
+            let (client, server, server_port) = if flow.orig_is_hi {
+                (k.hi, k.lo, k.lo_port)
+            } else {
+                (k.lo, k.hi, k.hi_port)
+            };
+            let ev = crate::proto::FlowName {
+                ts_ns: p.ts_ns,
+                flow_id: flow.id,
+                ipv6: k.ipv6,
+                client,
+                server,
+                server_port,
+                name: crate::proto::Text::new(name),
+                source,
+            };
+            self.pending
+                .push((packet_key(p, sub), Event::Name(Box::new(ev))));
+        }
+        if let Some(e) = self.extras.get_mut(slot as usize) {
+            e.get_or_insert_with(Box::default).names = Some(names);
         }
     }
 
@@ -800,9 +891,9 @@ impl Worker {
         if self.table.is_full() {
             let victim = self.table.least_recent()?;
             if let Some(old) = self.table.remove(victim) {
-                let chain = self.take_tunnels(victim);
+                let extras = self.take_extras(victim);
                 let continues =
-                    self.emit_record(&old, EndReason::Evicted, packet_key(p, sub), chain);
+                    self.emit_record(&old, EndReason::Evicted, packet_key(p, sub), extras);
                 // Evicted during its linger: late packets may still come.
                 if matches!(old.tcp, TcpState::Closed | TcpState::Reset) {
                     self.remember_closed(&old, continues, p.clock_ns);
@@ -871,6 +962,7 @@ impl Worker {
             reset: false,
             recording: false,
             carried: DirCounters::default(),
+            tap: false,
         };
         let slot = self
             .table
@@ -883,8 +975,11 @@ impl Worker {
         if m.encap.depth > 0 && !outer {
             let link = crate::decode::LinkType::from_dlt(i32::from(self.linktype));
             let chain = crate::decode::tunnel_chain(link, frame, p.wire_len, &self.decap);
-            if let Some(t) = self.tunnels.get_mut(slot as usize) {
-                *t = Some(Box::new(chain));
+            if let Some(t) = self.extras.get_mut(slot as usize) {
+                *t = Some(Box::new(FlowExtra {
+                    tunnel: Some(chain),
+                    names: None,
+                }));
             }
         }
         Some((
@@ -914,7 +1009,7 @@ impl Worker {
         flow: &Flow,
         reason: EndReason,
         key: EventKey,
-        tunnel: Option<Box<crate::decode::TunnelChain>>,
+        extra: Option<Box<FlowExtra>>,
     ) -> Option<u64> {
         if flow.recording {
             use crate::slice::SliceEnd;
@@ -942,7 +1037,7 @@ impl Worker {
             key,
             Event::Flow(FlowRecord {
                 continues: continues.and_then(std::num::NonZeroU64::new),
-                tunnel,
+                extra,
                 ..FlowRecord::of(flow, reason)
             }),
         ));
@@ -972,6 +1067,8 @@ fn top_flow(f: &Flow) -> Option<crate::flow::top::TopFlow> {
         inbound: *f.side(other),
         state: tcp_state(f).name(),
         tuple: crate::flow::FlowTuple::of_flow(f),
+        server_name: None,
+        http_host: None,
     })
 }
 
@@ -1200,6 +1297,7 @@ pub(crate) mod tests {
             reset: false,
             recording: false,
             carried: DirCounters::default(),
+            tap: false,
         }
     }
 

@@ -680,7 +680,7 @@ fn an_upload_inside_a_mirror_tunnel_alerts_on_the_crossing_packet() {
             assert_eq!(h.src.to_ip(false).to_string(), "172.31.0.10");
             assert_eq!(h.dst.to_ip(false).to_string(), "172.31.0.99");
             // The inner flow counts exactly what the bare one did, keyed by the tunnel id.
-            let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel.is_some()).collect();
+            let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel().is_some()).collect();
             assert_eq!(inner.len(), 1);
             assert_eq!(counters(inner[0]), counters(&want.flows[0]));
             assert_eq!(inner[0].tunnel_tag.id, id);

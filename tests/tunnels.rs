@@ -43,7 +43,7 @@ fn suricata_verify_vxlan_cases() {
     let icmp: Vec<_> = rep.flows.iter().filter(|r| r.proto == 1).collect();
     assert_eq!(icmp.len(), 1);
     assert_eq!((icmp[0].orig.pkts, icmp[0].resp.pkts), (4, 4));
-    let hop = icmp[0].tunnel.as_deref().unwrap().hops()[0];
+    let hop = icmp[0].tunnel().unwrap().hops()[0];
     assert_eq!(
         (hop.kind, hop.id, hop.dport),
         (TunnelKind::Vxlan, Some(100), 4789)
@@ -64,7 +64,7 @@ fn suricata_verify_vxlan_cases() {
 
     // vxlan-decoder-01: a DNS answer inside VNI 37 is a flow of its own.
     let rep = replay(&root, "suricata-verify/vxlan-decoder-01/input.pcap", &cfg);
-    let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel.is_some()).collect();
+    let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel().is_some()).collect();
     assert_eq!(inner.len(), 1);
     assert_eq!(
         row(inner[0]),
@@ -88,7 +88,7 @@ fn suricata_verify_vxlan_cases() {
     assert!(rep
         .flows
         .iter()
-        .all(|r| r.proto == 17 && r.tunnel.is_none()));
+        .all(|r| r.proto == 17 && r.tunnel().is_none()));
     assert!(rep.flows.iter().all(|r| !r.tunnel_tag.is_outer()));
     assert_eq!(layer(&rep, Layer::Vxlan), 0);
 }
@@ -134,7 +134,7 @@ fn suricata_verify_erspan_gre_and_pppoe_cases() {
 
     // bug-5633-gre-01: UDP syslog inside GRE.
     let rep = replay(&root, "suricata-verify/bug-5633-gre-01/gre-udp.pcap", &cfg);
-    let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel.is_some()).collect();
+    let inner: Vec<_> = rep.flows.iter().filter(|r| r.tunnel().is_some()).collect();
     assert_eq!(inner.len(), 1);
     assert_eq!(
         row(inner[0]),

@@ -129,7 +129,7 @@ fn flow_records_match_zeek_conn_log() {
                     .map(|r| {
                         (
                             (r.orig.pkts, r.orig.ip_bytes, r.resp.pkts, r.resp.ip_bytes),
-                            r.tunnel.is_some(),
+                            r.tunnel().is_some(),
                         )
                     })
                     .collect();
@@ -296,7 +296,7 @@ fn ip_in_ip_connections_are_tracked_inside_their_tunnels() {
             })
             .collect();
         assert_eq!(inner.len(), 1, "{file}: {:?}", report.flows);
-        let chain = inner[0].tunnel.as_deref().expect("a tunnel list");
+        let chain = inner[0].tunnel().expect("a tunnel list");
         let got: Vec<(String, String, &str)> = chain
             .hops()
             .iter()

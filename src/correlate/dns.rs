@@ -51,6 +51,10 @@ use crate::dns::score::{
     case_randomised, embedded_name, score_with, split, under, Encoding, Params, Score, ENCODINGS,
 };
 use crate::dns::text;
+use crate::proto::NameSource;
+
+/// A learnt destination name: (name, expiry ns, where it came from).
+type LearntName = (Box<str>, u64, NameSource);
 use hashlink::LinkedHashMap;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -550,8 +554,9 @@ pub struct DnsAnalyser {
     seeded: foldhash::fast::RandomState,
     /// Last-NXDOMAIN order (front: the idlest).
     clients: LinkedHashMap<Addr, Nx, Fast>,
-    /// (name, expiry) in learning order (front: learnt longest ago).
-    names: LinkedHashMap<(Addr, Addr), (Box<str>, u64), Fast>,
+    /// (name, expiry, where the name came from) in learning order (front: learnt longest
+    /// ago).
+    names: LinkedHashMap<(Addr, Addr), LearntName, Fast>,
     /// In query order (front: the oldest query).
     pending: LinkedHashMap<TxKey, DnsRecord, Fast>,
     allow: Vec<Vec<u8>>,
@@ -676,11 +681,53 @@ impl DnsAnalyser {
 
     /// The name `client` resolved for `ip`, if it is still within its TTL at `now_ns`.
     pub fn fqdn(&self, client: IpAddr, ip: IpAddr, now_ns: u64) -> Option<&str> {
+        self.fqdn_source(client, ip, now_ns).map(|(n, _)| n)
+    }
+
+    /// [`fqdn`](Self::fqdn) and where the name came from (a DNS answer, or the SNI / Host
+    /// of an earlier flow between the two, see [`learn`](Self::learn)).
+    pub fn fqdn_source(
+        &self,
+        client: IpAddr,
+        ip: IpAddr,
+        now_ns: u64,
+    ) -> Option<(&str, NameSource)> {
         let key = (Addr::from_ip(client), Addr::from_ip(ip));
         self.names
             .get(&key)
-            .filter(|(_, exp)| *exp >= now_ns)
-            .map(|(n, _)| &**n)
+            .filter(|(_, exp, _)| *exp >= now_ns)
+            .map(|(n, _, s)| (&**n, *s))
+    }
+
+    /// Learns a name a flow's first bytes gave (TLS SNI, HTTP Host) for (client, ip), kept
+    /// `name_ttl_max`. A DNS answer still in force wins: the name the client looked up is
+    /// what it meant, an SNI may be a fronting domain.
+    pub fn learn(&mut self, client: Addr, ip: Addr, name: &[u8], ts_ns: u64, source: NameSource) {
+        let key = (client, ip);
+        if self
+            .names
+            .get(&key)
+            .is_some_and(|(_, exp, s)| *s == NameSource::Dns && *exp >= ts_ns)
+        {
+            return;
+        }
+        let exp = ts_ns.saturating_add(ns(self.cfg.name_ttl_max));
+        let lower = name.to_ascii_lowercase();
+        self.names
+            .insert(key, (text::escape(&lower).into(), exp, source));
+        self.trim_names(ts_ns);
+    }
+
+    fn trim_names(&mut self, now_ns: u64) {
+        while self.names.len() > self.cfg.name_map_capacity {
+            let Some((_, (_, exp, _))) = self.names.pop_front() else {
+                break;
+            };
+            self.visited += 1;
+            if exp > now_ns {
+                self.stats.names_evicted += 1;
+            }
+        }
     }
 
     fn allowed(&self, name: &[u8]) -> bool {
@@ -1047,17 +1094,10 @@ impl DnsAnalyser {
                 let keep = ttl_ns.clamp(ns(self.cfg.name_ttl_min), ns(self.cfg.name_ttl_max));
                 let exp = ev.ts_ns.saturating_add(keep);
                 // A re-learnt name moves to the back, with its new expiry.
-                self.names.insert((ev.client, *addr), (name.clone(), exp));
+                self.names
+                    .insert((ev.client, *addr), (name.clone(), exp, NameSource::Dns));
             }
-            while self.names.len() > self.cfg.name_map_capacity {
-                let Some((_, (_, exp))) = self.names.pop_front() else {
-                    break;
-                };
-                self.visited += 1;
-                if exp > ev.ts_ns {
-                    self.stats.names_evicted += 1;
-                }
-            }
+            self.trim_names(ev.ts_ns);
         }
     }
 

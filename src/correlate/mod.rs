@@ -316,6 +316,7 @@ impl Correlator {
             Event::Alert(a) => a.ts_ns,
             Event::Flow(r) => r.last_ns,
             Event::Volume(v) => v.ts_ns,
+            Event::Name(n) => n.ts_ns,
         };
         self.clock_ns = self.clock_ns.max(ts);
         self.advance(ts, out);
@@ -338,7 +339,17 @@ impl Correlator {
                 // The name in force when the connection started: a slow upload may alert long
                 // after the answer's TTL ran out.
                 if let Some(d) = self.dns.as_ref() {
-                    a.dst_fqdn = d.fqdn(a.src, a.dst, a.flow_start_ns).map(str::to_owned);
+                    let named = d.fqdn_source(a.src, a.dst, a.flow_start_ns);
+                    a.dst_fqdn = named.map(|(n, _)| n.to_owned());
+                    a.dst_fqdn_source = named.map(|(_, s)| s.name());
+                }
+                if a.dst_fqdn.is_none() {
+                    // Its own SNI / Host (a name event of the same flow may sort after the
+                    // alert when both come from one packet).
+                    if let Some((n, s)) = a.names.as_ref().and_then(|n| n.name()) {
+                        a.dst_fqdn = Some(String::from_utf8_lossy(n).to_ascii_lowercase());
+                        a.dst_fqdn_source = Some(s.name());
+                    }
                 }
                 if self
                     .leak
@@ -351,6 +362,7 @@ impl Correlator {
                 }
                 self.found(Finding::Flow(a), out);
             }
+            Event::Name(n) => self.learn_name(&n),
             Event::Flow(rec) => {
                 // The flow's last volume report rides on its final record.
                 let end = end_volume(&rec);
@@ -360,6 +372,13 @@ impl Correlator {
                     self.volume(&v, out);
                 }
             }
+        }
+    }
+
+    /// A flow's SNI / Host: the name (client, server) goes by when no DNS answer named it.
+    fn learn_name(&mut self, n: &crate::proto::FlowName) {
+        if let Some(d) = self.dns.as_mut() {
+            d.learn(n.client, n.server, n.name.as_bytes(), n.ts_ns, n.source);
         }
     }
 

@@ -100,6 +100,8 @@ impl LargeTransfer {
             slice_id: None,
             tunnel: None,
             flow_tuple: crate::flow::FlowTuple::of_flow(flow),
+            dst_fqdn_source: None,
+            names: None,
         }
     }
 }

@@ -143,6 +143,10 @@ pub struct Alert {
     /// and code, which the ports above do not carry): the output computes the alert's
     /// Community ID from it.
     pub flow_tuple: crate::flow::FlowTuple,
+    /// Where `dst_fqdn` came from (`dns`, `sni`, `http_host`, `quic_sni`), filled in with it.
+    pub dst_fqdn_source: Option<&'static str>,
+    /// What the flow's first client bytes named (see [`crate::flow::FlowRecord::names`]).
+    pub names: Option<Box<crate::proto::FlowNames>>,
 }
 
 impl Alert {
@@ -197,6 +201,8 @@ pub(crate) fn test_alert(
             dst.parse().unwrap_or(IpAddr::from([203, 0, 113, 50])),
             443,
         ),
+        dst_fqdn_source: None,
+        names: None,
     }
 }
 

@@ -336,6 +336,7 @@ mod tests {
             reset: false,
             recording: false,
             carried: Default::default(),
+            tap: false,
         };
         let t = FlowTuple::of_flow(&flow);
         assert_eq!(

@@ -25,7 +25,7 @@ pub mod top;
 pub use community_id::{CommunityId, FlowTuple};
 pub use key::FlowKey;
 pub use recent::{Closed, RecentClosed, RecentStats};
-pub use record::{EndReason, FlowRecord};
+pub use record::{EndReason, FlowExtra, FlowRecord};
 pub use table::{FlowTable, TableWork, TimerClass, MAX_CAPACITY};
 
 /// Packet, IP-byte and payload-byte counters of one direction.
@@ -112,6 +112,9 @@ pub struct Flow {
     /// less than a linger ago and were replaced by a new SYN. Detectors add them, so a
     /// forged RST+SYN pair (ignored by the real endpoints) cannot restart the count.
     pub carried: DirCounters,
+    /// The worker's TCP tap wants this flow's next client segments (a ClientHello or a
+    /// request head is incomplete; see `proto::tap`).
+    pub tap: bool,
 }
 
 impl TcpState {

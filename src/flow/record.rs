@@ -89,10 +89,20 @@ pub struct FlowRecord {
     /// The flow key's tunnel tag: the innermost tunnel id, or the marker of a tunnel's own
     /// outer flow (then `tunnel_tag.is_outer()`).
     pub tunnel_tag: TunnelTag,
+    /// Its tunnels and names, if any (see [`FlowExtra`]). One box for both: most flows have
+    /// neither, and events must stay small (two pointers made `Event` 152 bytes).
+    pub extra: Option<Box<FlowExtra>>,
+}
+
+/// What a flow record carries besides its counters, when it has any of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowExtra {
     /// The tunnels the flow's first packet came through, outermost first (Zeek's
-    /// `tunnel_parents` and tunnel.log in one). Boxed: most flows have none, and events
-    /// must stay small.
-    pub tunnel: Option<Box<TunnelChain>>,
+    /// `tunnel_parents` and tunnel.log in one).
+    pub tunnel: Option<TunnelChain>,
+    /// What the client's first bytes named (TLS SNI, ALPN, JA4, version; HTTP Host, method,
+    /// URI, Content-Length).
+    pub names: Option<crate::proto::FlowNames>,
 }
 
 impl FlowRecord {
@@ -129,8 +139,18 @@ impl FlowRecord {
             reason,
             outbound: flow.outbound,
             tunnel_tag: flow.key.tunnel,
-            tunnel: None,
+            extra: None,
         }
+    }
+
+    /// The tunnels the flow came through, if any.
+    pub fn tunnel(&self) -> Option<&TunnelChain> {
+        self.extra.as_ref()?.tunnel.as_ref()
+    }
+
+    /// What the client's first bytes named, if anything.
+    pub fn names(&self) -> Option<&crate::proto::FlowNames> {
+        self.extra.as_ref()?.names.as_ref()
     }
 
     /// Duration from first to last packet (ns).

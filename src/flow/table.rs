@@ -130,6 +130,10 @@ mod m {
     pub const CARRY: u32 = 1 << 15;
 }
 
+/// Bit of the duration word that holds `Flow::tap` (the latch count above the 56 bits of
+/// duration needs 6 bits, at most 32).
+const TAP_BIT: u64 = 1 << 63;
+
 /// One packed flow: see [`w`] for the words. 132 bytes, 4-byte aligned.
 type Entry = [u32; w::WORDS];
 
@@ -530,7 +534,7 @@ impl FlowTable {
         } else {
             DirCounters::default()
         };
-        let latch_n = (dur >> 56) as u32;
+        let latch_n = (dur >> 56 & 0x3f) as u32;
         Some(Flow {
             key,
             id: id & MAX56,
@@ -553,6 +557,7 @@ impl FlowTable {
             reset: bits & m::RESET != 0,
             recording: bits & m::RECORDING != 0,
             carried,
+            tap: dur & TAP_BIT != 0,
         })
     }
 
@@ -817,7 +822,9 @@ fn write_state(e: &mut Entry, f: &Flow, carry: bool) {
     set64(
         e,
         w::DUR,
-        latch_n << 56 | f.last_ns.saturating_sub(first).min(MAX56),
+        latch_n << 56
+            | f.last_ns.saturating_sub(first).min(MAX56)
+            | if f.tap { TAP_BIT } else { 0 },
     );
     set64(e, w::ID, u64::from(f.orig_flags) << 56 | (f.id & MAX56));
     pack_dir(e, w::ORIG, &f.orig);
@@ -893,6 +900,7 @@ mod tests {
             reset: false,
             recording: false,
             carried: Default::default(),
+            tap: false,
         }
     }
 
@@ -1221,6 +1229,7 @@ mod model {
             reset: false,
             recording: false,
             carried: DirCounters::default(),
+            tap: false,
         };
         random_state(r, &mut f, clock);
         f

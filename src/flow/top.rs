@@ -117,6 +117,10 @@ pub struct TopFlow {
     pub state: &'static str,
     /// The flow's tuple as its originator sent it, for the Community ID the API shows.
     pub tuple: super::FlowTuple,
+    /// TLS server name, if the client sent one.
+    pub server_name: Option<String>,
+    /// HTTP Host, if the client sent one.
+    pub http_host: Option<String>,
 }
 
 impl TopFlow {

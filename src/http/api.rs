@@ -239,6 +239,8 @@ fn top_json(f: &TopFlow, seed: u16) -> serde_json::Value {
         "community_id": f.tuple.community_id(seed).as_str(),
         "vlan": match f.vlan { [0, 0] => json!(null), [a, 0] => json!([a]), [a, b] => json!([a, b]) },
         "state": f.state,
+        "server_name": f.server_name,
+        "http_host": f.http_host,
         "first_seen": ts(f.first_ns),
         "last_seen": ts(f.last_ns),
         "duration": f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9,

@@ -104,9 +104,51 @@ struct AlertJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     dst_fqdn: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    dst_fqdn_source: Option<&'static str>,
+    #[serde(flatten)]
+    names: Option<NamesJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     slice_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     slice_url: Option<String>,
+}
+
+/// What a flow's first client bytes named, as flow records and alerts show it.
+#[derive(Serialize)]
+pub struct NamesJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alpn: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ja4: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_host: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_uri: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_content_length: Option<u64>,
+}
+
+/// The JSON fields of a flow's names (wire bytes that are not UTF-8 become U+FFFD).
+pub fn names_json(n: &crate::proto::FlowNames) -> NamesJson<'_> {
+    fn text(b: Option<&[u8]>) -> Option<std::borrow::Cow<'_, str>> {
+        b.map(String::from_utf8_lossy)
+    }
+    NamesJson {
+        server_name: text(n.server_name.get()),
+        alpn: text(n.alpn.get()),
+        ja4: n.ja4.as_ref().map(|j| j.as_str()),
+        tls_version: n.tls_version_name(),
+        http_host: text(n.http_host.get()),
+        http_method: text(n.http_method.get()),
+        http_uri: text(n.http_uri.get()),
+        http_content_length: n.http_content_length,
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -161,6 +203,8 @@ pub fn alert_json(a: &Alert, seed: u16) -> String {
         in_payload_bytes: a.inbound.payload_bytes,
         reused_tuple_ip_bytes: a.carried.ip_bytes,
         dst_fqdn: a.dst_fqdn.as_deref(),
+        dst_fqdn_source: a.dst_fqdn_source,
+        names: a.names.as_deref().map(names_json),
         slice_id: a.slice_id.as_deref(),
         slice_url: a.slice_id.as_deref().map(slice_url),
     };
@@ -236,7 +280,7 @@ pub fn write_flow_json<W: std::io::Write>(
             r.tunnel_tag.tunnel_kind().name()
         )?;
     }
-    if let Some(chain) = &r.tunnel {
+    if let Some(chain) = r.tunnel() {
         w.write_all(b",\"tunnel\":[")?;
         for (i, h) in chain.hops().iter().enumerate() {
             if i > 0 {
@@ -262,6 +306,17 @@ pub fn write_flow_json<W: std::io::Write>(
         w.write_all(b"\",\"resp_flags\":\"")?;
         write_flag_letters(w, r.resp_flags)?;
         write!(w, "\",\"state\":\"{}\"", r.tcp.name())?;
+    }
+    if let Some(n) = r.names() {
+        // The object's fields, spliced in: `{"a":1}` → `,"a":1` (nothing for `{}`).
+        let o = serde_json::to_vec(&names_json(n)).map_err(std::io::Error::other)?;
+        if let Some(inner) = o
+            .get(1..o.len().saturating_sub(1))
+            .filter(|i| !i.is_empty())
+        {
+            w.write_all(b",")?;
+            w.write_all(inner)?;
+        }
     }
     write!(
         w,
@@ -815,7 +870,7 @@ mod tests {
 
     /// The derived serialisation `write_flow_json` replaced, kept as its reference.
     #[derive(Serialize)]
-    struct FlowJson {
+    struct FlowJson<'a> {
         flow_id: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         continues: Option<u64>,
@@ -846,9 +901,32 @@ mod tests {
         resp_flags: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         state: Option<&'static str>,
+        #[serde(flatten)]
+        names: Option<NamesJson<'a>>,
         end_reason: &'static str,
         interim: bool,
         outbound: Option<&'static str>,
+    }
+
+    fn names(n: u64) -> Option<Box<crate::proto::FlowNames>> {
+        use crate::proto::{FlowNames, Text};
+        match n % 4 {
+            0 => None,
+            1 => Some(Box::default()),
+            2 => Some(Box::new(FlowNames {
+                server_name: Text::new(b"a\"b\\c\xff.example"),
+                alpn: Text::new(b"h2"),
+                tls_version: Some(0x0304),
+                ..FlowNames::default()
+            })),
+            _ => Some(Box::new(FlowNames {
+                http_host: Text::new(b"h.example:8080"),
+                http_method: Text::new(b"PUT"),
+                http_uri: Text::new(b"/x?\n"),
+                http_content_length: Some(7),
+                ..FlowNames::default()
+            })),
+        }
     }
 
     fn reference(r: &FlowRecord, seed: u16) -> String {
@@ -870,7 +948,7 @@ mod tests {
                 .tunnel_tag
                 .is_outer()
                 .then(|| r.tunnel_tag.tunnel_kind().name()),
-            tunnel: r.tunnel.as_deref().map(hops_json),
+            tunnel: r.tunnel().map(hops_json),
             orig_pkts: r.orig.pkts,
             orig_ip_bytes: r.orig.ip_bytes,
             orig_bytes: r.orig.payload_bytes,
@@ -880,6 +958,7 @@ mod tests {
             orig_flags: tcp.then(|| flag_letters(r.orig_flags)),
             resp_flags: tcp.then(|| flag_letters(r.resp_flags)),
             state: tcp.then(|| r.tcp.name()),
+            names: r.names().map(names_json),
             end_reason: r.reason.name(),
             interim: r.reason == crate::flow::EndReason::ActiveTimeout,
             outbound: r.outbound.map(|s| match s {
@@ -978,7 +1057,13 @@ mod tests {
                         reason,
                         outbound,
                         tunnel_tag: tunnel_tag(n),
-                        tunnel: tunnel(n),
+                        extra: match (tunnel(n), names(n)) {
+                            (None, None) => None,
+                            (t, n) => Some(Box::new(crate::flow::FlowExtra {
+                                tunnel: t.map(|t| *t),
+                                names: n.map(|n| *n),
+                            })),
+                        },
                     };
                     let seed = (n % 2) as u16 * 7;
                     assert_eq!(flow_json(&r, seed), reference(&r, seed));

@@ -1,0 +1,268 @@
+//! The worker's TCP tap: looks at the first bytes a TCP client sends and finds a TLS
+//! ClientHello or an HTTP/1.x request head in them.
+//!
+//! The first client segment is parsed in place; when it holds only the start of a hello or
+//! a head (a ClientHello split over several segments, e.g. at MTU 300), its bytes go to a
+//! stash: a fixed slab of [`STASH_SLOTS`] buffers of [`STASH_BYTES`], allocated at start,
+//! taken from a free list and returned when the verdict is reached or the flow ends. When
+//! every slot is taken, the slot held longest is evicted (counted) and its flow gets no name.
+//!
+//! Only in-order segments are reassembled: a segment that does not start where the stash
+//! ends is counted in [`TapStats::out_of_order`] and the flow is given up (a retransmission
+//! of bytes already held is ignored). Captures show clients send their first flight in
+//! order; a reordered hello costs one flow its name, never memory.
+//!
+//! The tap stops after [`MAX_SEGMENTS`] segments or [`STASH_BYTES`] bytes, whichever comes
+//! first, so a flow costs it nothing after its first few client segments.
+
+use super::{http, tls, FlowNames};
+
+/// Slots of the stash per worker: handshakes in progress at once. A split ClientHello
+/// completes within one round trip of its first segment, so a few hundred cover thousands
+/// of new TLS connections a second. 256 × 4 KiB = 1 MiB per worker.
+pub const STASH_SLOTS: usize = 256;
+
+/// Bytes a slot holds: a ClientHello up to [`tls::MAX_HANDSHAKE`] and its record header,
+/// or the first 4 KiB of a request head ([`http::MAX_HEAD`]).
+pub const STASH_BYTES: usize = 4096;
+
+/// Client segments with payload the tap looks at before it gives up.
+pub const MAX_SEGMENTS: u8 = 32;
+
+/// Counters of the tap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapStats {
+    /// Flows whose first client payload was looked at.
+    pub looked: u64,
+    /// ClientHellos parsed.
+    pub tls: u64,
+    /// Request heads parsed.
+    pub http: u64,
+    /// Flows whose first bytes needed the stash.
+    pub stashed: u64,
+    /// Stash slots taken from a handshake in progress because all were in use.
+    pub evicted: u64,
+    /// Flows given up because a segment came out of order.
+    pub out_of_order: u64,
+    /// Flows given up after [`MAX_SEGMENTS`] or [`STASH_BYTES`] without a verdict, or with a
+    /// malformed hello.
+    pub gave_up: u64,
+}
+
+/// What the tap says about a segment.
+// Returned once per looked-at segment, moved straight into its box: boxing it here would
+// allocate for every verdict.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Keep offering this flow's client segments.
+    More,
+    /// Done, nothing found: stop looking.
+    Done,
+    /// Done, with these fields.
+    Found(FlowNames),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    flow_id: u64,
+    /// Table slot of the flow, + 1 (0: free).
+    owner: u32,
+    next_seq: u32,
+    len: u16,
+    segs: u8,
+}
+
+/// One worker's tap.
+pub struct TcpTap {
+    slots: Vec<Slot>,
+    bufs: Vec<u8>,
+    free: Vec<u16>,
+    /// Stash slot + 1 of each flow-table slot (0: none). Zeroed memory, so its pages are
+    /// only mapped where a flow used the stash.
+    by_flow: Vec<u16>,
+    /// Next eviction candidate (slots are taken round-robin when all are in use, so the one
+    /// evicted is the one held longest, give or take).
+    hand: usize,
+    scratch: Vec<u8>,
+    /// Counters.
+    pub stats: TapStats,
+}
+
+impl TcpTap {
+    /// A tap for a flow table of `flow_slots` slots (numbered from 1).
+    pub fn new(flow_slots: usize) -> TcpTap {
+        TcpTap {
+            slots: vec![Slot::default(); STASH_SLOTS],
+            bufs: vec![0; STASH_SLOTS * STASH_BYTES],
+            free: (0..STASH_SLOTS as u16).rev().collect(),
+            by_flow: vec![0; flow_slots + 1],
+            hand: 0,
+            scratch: vec![0; tls::MAX_HANDSHAKE],
+            stats: TapStats::default(),
+        }
+    }
+
+    /// (slots in use, capacity, evictions).
+    pub fn occupancy(&self) -> (u64, u64, u64) {
+        (
+            (STASH_SLOTS - self.free.len()) as u64,
+            STASH_SLOTS as u64,
+            self.stats.evicted,
+        )
+    }
+
+    /// The first client segment with payload of flow `flow_id` (in table slot `slot`).
+    pub fn first(&mut self, slot: u32, flow_id: u64, seq: u32, payload: &[u8]) -> Outcome {
+        self.stats.looked += 1;
+        match evaluate(payload, &mut self.scratch, false) {
+            Eval::NeedMore => {}
+            Eval::Found(n) => return self.found(n),
+            Eval::Nothing => return Outcome::Done,
+        }
+        let Some(i) = self.take(slot, flow_id) else {
+            return Outcome::Done;
+        };
+        self.stats.stashed += 1;
+        let n = payload.len().min(STASH_BYTES);
+        if let (Some(d), Some(s)) = (
+            self.bufs.get_mut(i * STASH_BYTES..i * STASH_BYTES + n),
+            payload.get(..n),
+        ) {
+            d.copy_from_slice(s);
+        }
+        if let Some(s) = self.slots.get_mut(i) {
+            s.len = n as u16;
+            s.segs = 1;
+            s.next_seq = seq.wrapping_add(n as u32);
+        }
+        Outcome::More
+    }
+
+    /// A later client segment with payload of a flow the tap asked for more of.
+    pub fn more(&mut self, slot: u32, flow_id: u64, seq: u32, payload: &[u8]) -> Outcome {
+        let Some(i) = self.stash_of(slot, flow_id) else {
+            // Its stash slot was evicted.
+            return Outcome::Done;
+        };
+        let Some(s) = self.slots.get_mut(i) else {
+            return Outcome::Done;
+        };
+        let ahead = seq.wrapping_sub(s.next_seq) as i32;
+        if ahead < 0 && ahead.unsigned_abs() as usize >= payload.len() {
+            return Outcome::More; // a retransmission of bytes held
+        }
+        if ahead != 0 {
+            self.stats.out_of_order += 1;
+            self.release(slot);
+            return Outcome::Done;
+        }
+        let at = usize::from(s.len);
+        let n = payload.len().min(STASH_BYTES - at);
+        s.len += n as u16;
+        s.segs = s.segs.saturating_add(1);
+        s.next_seq = s.next_seq.wrapping_add(n as u32);
+        let (len, segs) = (usize::from(s.len), s.segs);
+        let base = i * STASH_BYTES;
+        if let (Some(d), Some(p)) = (
+            self.bufs.get_mut(base + at..base + at + n),
+            payload.get(..n),
+        ) {
+            d.copy_from_slice(p);
+        }
+        let final_ = len >= STASH_BYTES || segs >= MAX_SEGMENTS;
+        let bytes = self.bufs.get(base..base + len).unwrap_or(&[]);
+        let out = match evaluate(bytes, &mut self.scratch, final_) {
+            Eval::NeedMore if !final_ => return Outcome::More,
+            Eval::Found(n) => self.found(n),
+            Eval::NeedMore | Eval::Nothing => {
+                self.stats.gave_up += 1;
+                Outcome::Done
+            }
+        };
+        self.release(slot);
+        out
+    }
+
+    /// Frees the stash of the flow in table slot `slot`, if it has one (its verdict came, or
+    /// it ended).
+    #[inline]
+    pub fn release(&mut self, slot: u32) {
+        // Read first: a write would map the page for every flow.
+        let Some(b) = self.by_flow.get_mut(slot as usize) else {
+            return;
+        };
+        if *b == 0 {
+            return;
+        }
+        let i = *b - 1;
+        *b = 0;
+        if let Some(s) = self.slots.get_mut(usize::from(i)) {
+            *s = Slot::default();
+            self.free.push(i);
+        }
+    }
+
+    fn found(&mut self, n: FlowNames) -> Outcome {
+        if n.tls_version.is_some() {
+            self.stats.tls += 1;
+        } else {
+            self.stats.http += 1;
+        }
+        Outcome::Found(n)
+    }
+
+    fn stash_of(&self, slot: u32, flow_id: u64) -> Option<usize> {
+        let i = usize::from(self.by_flow.get(slot as usize).copied()?.checked_sub(1)?);
+        let s = self.slots.get(i)?;
+        (s.owner == slot.wrapping_add(1) && s.flow_id == flow_id).then_some(i)
+    }
+
+    /// A free stash slot for the flow, evicting the one at the hand when none is free.
+    fn take(&mut self, slot: u32, flow_id: u64) -> Option<usize> {
+        let i = match self.free.pop() {
+            Some(i) => usize::from(i),
+            None => {
+                let i = self.hand % STASH_SLOTS;
+                self.hand = i + 1;
+                let owner = self.slots.get(i)?.owner;
+                if let Some(b) = self.by_flow.get_mut(owner.wrapping_sub(1) as usize) {
+                    *b = 0;
+                }
+                self.stats.evicted += 1;
+                i
+            }
+        };
+        *self.slots.get_mut(i)? = Slot {
+            flow_id,
+            owner: slot.wrapping_add(1),
+            ..Slot::default()
+        };
+        *self.by_flow.get_mut(slot as usize)? = i as u16 + 1;
+        Some(i)
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // see `Outcome`
+enum Eval {
+    NeedMore,
+    Nothing,
+    Found(FlowNames),
+}
+
+/// The verdict on a client's first bytes: a ClientHello (content type 22 first), else a
+/// request head, else nothing. With `final_`, no more bytes will come.
+fn evaluate(b: &[u8], scratch: &mut [u8], final_: bool) -> Eval {
+    if b.first() == Some(&tls::parser::CONTENT_HANDSHAKE) {
+        return match tls::hello_from_stream(b, scratch) {
+            Ok(h) => Eval::Found(FlowNames::from_hello(&h, tls::Transport::Tcp)),
+            Err(Ok(tls::StreamStatus::NeedMore)) if !final_ => Eval::NeedMore,
+            Err(_) => Eval::Nothing,
+        };
+    }
+    match http::parse_request(b, final_) {
+        http::Head::Request(r) => Eval::Found(FlowNames::from_request(&r)),
+        http::Head::NeedMore if !final_ => Eval::NeedMore,
+        _ => Eval::Nothing,
+    }
+}
