@@ -43,6 +43,7 @@ pub mod gen;
 pub mod http;
 pub mod output;
 pub mod pipeline;
+pub mod proto;
 pub mod replay;
 pub mod run;
 pub mod slice;
