@@ -166,7 +166,7 @@ impl QuicError {
 
 /// One QUIC connection's client side, from its first Initial until its ClientHello is whole:
 /// the keys (derived once, from the Destination Connection ID of the first Initial seen),
-/// the largest packet number opened, and the CRYPTO stream's first bytes. About 5 KiB; the
+/// the largest packet number opened, and the CRYPTO stream's first bytes. About 6 KiB; the
 /// caller keeps one per QUIC flow it is still reading and drops it when [`Self::status`] is
 /// no longer [`HelloStatus::Pending`].
 #[derive(Clone, Debug)]
