@@ -1,5 +1,6 @@
 //! The protocols the worker taps for names: one folder per protocol, each a bounded
-//! zero-copy parser plus the extraction of the few fields we keep ([`tls`], [`http`]), and
+//! zero-copy parser plus the extraction of the few fields we keep ([`tls`], [`http`],
+//! [`quic`] Initial decryption for the ClientHello inside), and
 //! the per-worker TCP tap ([`tap`]) that feeds them a client's first bytes.
 //!
 //! What is kept per flow is [`FlowNames`]; a flow's name, once found, also goes to the
@@ -9,6 +10,7 @@
 //! buffers are allocated at start, and a flow's [`FlowNames`] box once per named flow.
 
 pub mod http;
+pub mod quic;
 pub mod tap;
 pub mod tls;
 
