@@ -99,6 +99,8 @@ pub struct WorkerStats {
     pub recent: RecentStats,
     /// The TCP tap for TLS / HTTP names.
     pub tap: crate::proto::tap::TapStats,
+    /// The QUIC tap (client Initials decrypted for the ClientHello's names).
+    pub quic_tap: crate::proto::tap::QuicTapStats,
     /// (entries, capacity, entries evicted or refused because the table was full) of each
     /// table in [`WORKER_TABLES`], refreshed with the ring and slice counters.
     pub tables: [(u64, u64, u64); WORKER_TABLES.len()],
@@ -142,6 +144,8 @@ pub struct Worker {
     extras: Vec<Option<Box<FlowExtra>>>,
     /// Reads TLS ClientHellos and HTTP request heads from clients' first bytes.
     tcp_tap: crate::proto::tap::TcpTap,
+    /// The QUIC tap: a fixed pool of Initial decryption states.
+    quic_tap: crate::proto::tap::QuicTap,
 }
 
 /// Flow-id bit of a tunnel's outer flow. Flow ids are the sequence number of a flow's first
@@ -192,6 +196,9 @@ impl Worker {
             tcp_tap: crate::proto::tap::TcpTap::new(
                 f.capacity_per_worker.clamp(1, crate::flow::MAX_CAPACITY) + 1,
             ),
+            quic_tap: crate::proto::tap::QuicTap::new(
+                f.capacity_per_worker.clamp(1, crate::flow::MAX_CAPACITY) + 1,
+            ),
         }
     }
 
@@ -218,6 +225,7 @@ impl Worker {
         self.stats.carry_dropped = self.table.carry_dropped();
         self.stats.recent = self.recent.stats;
         self.stats.tap = self.tcp_tap.stats;
+        self.stats.quic_tap = self.quic_tap.stats;
         let evicted = EndReason::ALL
             .iter()
             .position(|r| *r == EndReason::Evicted)
@@ -581,9 +589,10 @@ impl Worker {
         } else {
             Side::Resp
         };
-        // The tap looks at a TCP client's first segment with payload, and at the next ones
-        // only while it asks for them (`flow.tap`): for any other packet, these tests.
-        let look = m.proto == proto::TCP
+        // The taps look at a client's first TCP segment with payload or first UDP datagram
+        // (QUIC), and at the next ones only while they ask for them (`flow.tap`): for any
+        // other packet, these tests.
+        let look = (m.proto == proto::TCP || m.proto == proto::UDP)
             && from == Side::Orig
             && m.payload_len > 0
             && (flow.tap || flow.orig.payload_bytes == 0)
@@ -600,7 +609,7 @@ impl Worker {
             track_tcp(&mut flow, from, m);
         }
         if look {
-            self.tap_tcp(p, frame, slot, &mut flow, &mut sub);
+            self.tap_client(p, frame, slot, &mut flow, &mut sub);
         }
         let class = timer_class(&flow);
         let alert = self.large.on_packet(&mut flow, from, p.ts_ns);
@@ -821,13 +830,14 @@ impl Worker {
             _ => None,
         };
         self.tcp_tap.release(slot);
+        self.quic_tap.release(slot);
         extra
     }
 
-    /// Offers a TCP client segment with payload to the tap (the flow's first, or one it
-    /// asked for); stores what it finds and sends the name on.
+    /// Offers a client's TCP segment with payload or UDP datagram to its tap (the flow's
+    /// first, or one it asked for); stores what it finds and sends the name on.
     #[inline(never)]
-    fn tap_tcp(
+    fn tap_client(
         &mut self,
         p: &BatchPacket,
         frame: &[u8],
@@ -840,8 +850,11 @@ impl Worker {
         let off = usize::from(m.payload_offset);
         let payload = frame.get(off..).unwrap_or(&[]);
         let payload = payload.get(..m.payload_len as usize).unwrap_or(payload);
+        let udp = m.proto == proto::UDP;
         let outcome = if payload.is_empty() {
             Outcome::Done
+        } else if udp {
+            self.quic_tap.datagram(slot, flow.id, !flow.tap, payload)
         } else if flow.tap {
             self.tcp_tap.more(slot, flow.id, m.tcp_seq, payload)
         } else {
@@ -849,7 +862,11 @@ impl Worker {
         };
         flow.tap = outcome == Outcome::More;
         if !flow.tap {
-            self.tcp_tap.release(slot);
+            if udp {
+                self.quic_tap.release(slot);
+            } else {
+                self.tcp_tap.release(slot);
+            }
         }
         let Outcome::Found(names) = outcome else {
             return;

@@ -61,12 +61,7 @@ fn text(b: Option<&[u8]>) -> String {
 
 /// Connections where outflow's name may differ from Zeek's, with the reason. The test
 /// fails if one of them matches after all (the exception no longer applies).
-const EXCEPTIONS: &[(&str, &str)] = &[
-    // QUIC: the ClientHello is in encrypted Initial packets; read by the QUIC tap (another
-    // part of issue 15), not by this TCP tap.
-    ("scripts__base__protocols__quic__chromium", "QUIC, not TCP"),
-    ("scripts__base__protocols__quic__firefox", "QUIC, not TCP"),
-];
+const EXCEPTIONS: &[(&str, &str)] = &[];
 
 #[test]
 fn names_match_zeek_ssl_and_http_logs() {
@@ -84,7 +79,8 @@ fn names_match_zeek_ssl_and_http_logs() {
     for dir in dirs {
         let case = dir.file_name().unwrap().to_string_lossy().into_owned();
         let (ssl, http) = (dir.join("baseline/ssl.log"), dir.join("baseline/http.log"));
-        if !ssl.exists() && !http.exists() {
+        let quic = dir.join("baseline/quic.log");
+        if !ssl.exists() && !http.exists() && !quic.exists() {
             continue;
         }
         let rep = common::replay(&Config::default(), 1, &[capture_in(&dir)]);
@@ -113,6 +109,27 @@ fn names_match_zeek_ssl_and_http_logs() {
                 );
             }
         }
+        if quic.exists() {
+            // The QUIC tap: the ClientHello decrypted from the client's Initials.
+            for row in zeek_log(&quic) {
+                let got = flow(&rep.flows, &row).and_then(|r| {
+                    let n = r.names()?;
+                    Some((text(n.server_name.get()), text(n.alpn.get()), n.quic))
+                });
+                let want = (
+                    row["server_name"].clone(),
+                    row["client_protocol"].clone(),
+                    true,
+                );
+                check(
+                    format!(
+                        "quic {}:{} zeek {want:?} outflow {got:?}",
+                        row["id.orig_h"], row["id.orig_p"]
+                    ),
+                    got.as_ref() == Some(&want),
+                );
+            }
+        }
         if http.exists() {
             for row in zeek_log(&http) {
                 // Only a connection's first request is read (trans_depth 1).
@@ -136,7 +153,7 @@ fn names_match_zeek_ssl_and_http_logs() {
     }
     println!("zeek names: {checked} connections match, {excepted} excepted");
     assert!(bad.is_empty(), "{}", bad.join("\n"));
-    assert!(checked >= 17, "only {checked} connections checked");
+    assert!(checked >= 21, "only {checked} connections checked");
 }
 
 fn suricata(root: &Path, test: &str) -> Vec<FlowRecord> {
@@ -181,4 +198,31 @@ fn suricata_verify_tls_checks() {
         .filter_map(|r| r.names()?.tls_version_name())
         .collect();
     assert_eq!(v, ["TLSv13"]);
+}
+
+#[test]
+fn suricata_verify_quic_checks() {
+    let Some(root) = common::shared_pcaps() else {
+        return;
+    };
+    let names = |test: &str| -> Vec<(String, String, bool)> {
+        suricata(&root, test)
+            .iter()
+            .filter_map(|r| {
+                let n = r.names()?;
+                Some((text(n.server_name.get()), text(n.alpn.get()), n.quic))
+            })
+            .collect()
+    };
+    // quic-ietf/test.yaml: extensions server_name msquic.net and ALPN h3-29, QUIC v1.
+    assert_eq!(
+        names("quic-ietf"),
+        [("msquic.net".to_string(), "h3-29".to_string(), true)]
+    );
+    // quic-frag: the ClientHello's CRYPTO data spans two Initial datagrams (Suricata's
+    // `pcap_cnt: 2`); its ALPN h3 is what the test checks.
+    let f = names("quic-frag");
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].1.as_str(), f[0].2), ("h3", true));
+    assert_eq!(f[0].0, "token.services.mozilla.com");
 }

@@ -266,3 +266,191 @@ fn evaluate(b: &[u8], scratch: &mut [u8], final_: bool) -> Eval {
         _ => Eval::Nothing,
     }
 }
+
+/// Connections whose client Initials the QUIC tap decrypts at once, per worker: a client's
+/// ClientHello is whole within its first one or two datagrams, so a slot is held for a
+/// round trip at most. 64 × ~6 KiB ≈ 390 KiB per worker.
+pub const QUIC_SLOTS: usize = 64;
+
+/// Client datagrams of one connection the QUIC tap looks at before it gives up.
+pub const QUIC_MAX_DATAGRAMS: u8 = 8;
+
+/// Smallest UDP payload carrying a client Initial: RFC 9000 §14.1 pads every datagram with
+/// a client Initial to at least 1200 bytes, so anything shorter is not looked at.
+pub const QUIC_MIN_INITIAL: usize = 1200;
+
+/// Counters of the QUIC tap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuicTapStats {
+    /// Flows whose first client datagram looked like a QUIC v1/v2 Initial.
+    pub looked: u64,
+    /// ClientHellos read from decrypted Initials.
+    pub hellos: u64,
+    /// Slots taken from a connection in progress because all were in use.
+    pub evicted: u64,
+    /// Flows given up: no ClientHello within [`QUIC_MAX_DATAGRAMS`], a packet that did not
+    /// decrypt, or a ClientHello that did not parse.
+    pub gave_up: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct QuicSlot {
+    flow_id: u64,
+    /// Table slot of the flow, + 1 (0: free).
+    owner: u32,
+    datagrams: u8,
+}
+
+/// One worker's QUIC tap: decrypts a UDP client's first Initial datagrams
+/// ([`super::quic::ClientInitials`]) and reads the ClientHello inside with the TLS parser.
+/// The connection states are a fixed pool allocated at start, taken from a free list and
+/// returned at the verdict or the flow's end; when all are in use, the one held longest
+/// is evicted (counted) and its flow gets no name.
+pub struct QuicTap {
+    conns: Vec<super::quic::ClientInitials>,
+    slots: Vec<QuicSlot>,
+    free: Vec<u16>,
+    /// Pool slot + 1 of each flow-table slot (0: none).
+    by_flow: Vec<u16>,
+    hand: usize,
+    /// Counters.
+    pub stats: QuicTapStats,
+}
+
+impl QuicTap {
+    /// A tap for a flow table of `flow_slots` slots (numbered from 1).
+    pub fn new(flow_slots: usize) -> QuicTap {
+        QuicTap {
+            conns: (0..QUIC_SLOTS)
+                .map(|_| super::quic::ClientInitials::new())
+                .collect(),
+            slots: vec![QuicSlot::default(); QUIC_SLOTS],
+            free: (0..QUIC_SLOTS as u16).rev().collect(),
+            by_flow: vec![0; flow_slots + 1],
+            hand: 0,
+            stats: QuicTapStats::default(),
+        }
+    }
+
+    /// (slots in use, capacity, evictions).
+    pub fn occupancy(&self) -> (u64, u64, u64) {
+        (
+            (QUIC_SLOTS - self.free.len()) as u64,
+            QUIC_SLOTS as u64,
+            self.stats.evicted,
+        )
+    }
+
+    /// Whether a UDP payload can be a datagram with a client Initial of QUIC v1 or v2: long
+    /// header with the fixed bit, a known version, padded to 1200 bytes. One look at five
+    /// bytes, so every other UDP flow's first datagram costs nothing more.
+    pub fn looks_initial(payload: &[u8]) -> bool {
+        let (Some(&b0), Some(v)) = (payload.first(), payload.get(1..5)) else {
+            return false;
+        };
+        let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+        payload.len() >= QUIC_MIN_INITIAL
+            && b0 & 0xc0 == 0xc0
+            && super::quic::Version::from_wire(version).is_some()
+    }
+
+    /// A client datagram of flow `flow_id` (table slot `slot`): its first (`first`), or one
+    /// the tap asked for.
+    pub fn datagram(&mut self, slot: u32, flow_id: u64, first: bool, payload: &[u8]) -> Outcome {
+        let i = if first {
+            if !Self::looks_initial(payload) {
+                return Outcome::Done;
+            }
+            self.stats.looked += 1;
+            match self.take(slot, flow_id) {
+                Some(i) => i,
+                None => return Outcome::Done,
+            }
+        } else {
+            match self.slot_of(slot, flow_id) {
+                Some(i) => i,
+                None => return Outcome::Done, // evicted
+            }
+        };
+        let (Some(conn), Some(s)) = (self.conns.get_mut(i), self.slots.get_mut(i)) else {
+            return Outcome::Done;
+        };
+        s.datagrams = s.datagrams.saturating_add(1);
+        let status = conn.feed(payload);
+        let out = match status {
+            Ok(super::quic::HelloStatus::Complete) => {
+                match conn.client_hello().map(tls::parse_client_hello) {
+                    Some(Ok(h)) => {
+                        self.stats.hellos += 1;
+                        Outcome::Found(FlowNames::from_hello(&h, tls::Transport::Quic))
+                    }
+                    _ => {
+                        self.stats.gave_up += 1;
+                        Outcome::Done
+                    }
+                }
+            }
+            // A later datagram of the handshake (or a coalesced one) that is not an Initial
+            // is normal while the ClientHello is incomplete; the datagram budget bounds it.
+            Ok(super::quic::HelloStatus::Pending) | Err(_)
+                if s.datagrams < QUIC_MAX_DATAGRAMS && conn.initials() > 0 =>
+            {
+                return Outcome::More;
+            }
+            _ => {
+                self.stats.gave_up += 1;
+                Outcome::Done
+            }
+        };
+        self.release(slot);
+        out
+    }
+
+    /// Frees the pool slot of the flow in table slot `slot`, if it has one.
+    #[inline]
+    pub fn release(&mut self, slot: u32) {
+        // Read first: a write would map the page for every flow.
+        let Some(b) = self.by_flow.get_mut(slot as usize) else {
+            return;
+        };
+        if *b == 0 {
+            return;
+        }
+        let i = *b - 1;
+        *b = 0;
+        if let Some(s) = self.slots.get_mut(usize::from(i)) {
+            *s = QuicSlot::default();
+            self.free.push(i);
+        }
+    }
+
+    fn slot_of(&self, slot: u32, flow_id: u64) -> Option<usize> {
+        let i = usize::from(self.by_flow.get(slot as usize).copied()?.checked_sub(1)?);
+        let s = self.slots.get(i)?;
+        (s.owner == slot.wrapping_add(1) && s.flow_id == flow_id).then_some(i)
+    }
+
+    fn take(&mut self, slot: u32, flow_id: u64) -> Option<usize> {
+        let i = match self.free.pop() {
+            Some(i) => usize::from(i),
+            None => {
+                let i = self.hand % QUIC_SLOTS;
+                self.hand = i + 1;
+                let owner = self.slots.get(i)?.owner;
+                if let Some(b) = self.by_flow.get_mut(owner.wrapping_sub(1) as usize) {
+                    *b = 0;
+                }
+                self.stats.evicted += 1;
+                i
+            }
+        };
+        *self.slots.get_mut(i)? = QuicSlot {
+            flow_id,
+            owner: slot.wrapping_add(1),
+            datagrams: 0,
+        };
+        self.conns.get_mut(i)?.reset();
+        *self.by_flow.get_mut(slot as usize)? = i as u16 + 1;
+        Some(i)
+    }
+}
