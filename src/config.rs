@@ -688,6 +688,40 @@ pub struct DetectConfig {
     pub baseline: BaselineConfig,
     /// A flow's outbound bytes against the history of its home server's port.
     pub service_outlier: ServiceOutlierConfig,
+    /// Connections between a home and an external host that stay open unusually long.
+    pub long_connection: LongConnectionConfig,
+}
+
+/// Long connections, judged while they are open. A worker reports an open home ↔ external
+/// connection's age when it crosses `min_duration / 64 × 2^k` (56 s, 1.9 min, 3.75 min, 7.5
+/// min, 15 min, 30 min, 1 h, 2 h, 4 h ... by default): at or past `min_duration` each report
+/// alerts (once, then at each doubling), and for a connection to a home server's port, the
+/// first report past the port's usual duration (mean + `sigma` × std over its ended
+/// connections, after `min_flows` of them) alerts once.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LongConnectionConfig {
+    /// Turn the detector on or off. Default true.
+    pub enabled: bool,
+    /// A connection open this long alerts, and again at each doubling. Default "1h".
+    #[serde(with = "humantime_serde")]
+    pub min_duration: Duration,
+    /// A connection to a home server's port alerts when its age passes the port's mean
+    /// duration + this many standard deviations. Default 3.0.
+    pub sigma: f64,
+    /// Ended connections a port needs before its durations are judged. Default 100.
+    pub min_flows: u64,
+}
+
+impl Default for LongConnectionConfig {
+    fn default() -> Self {
+        LongConnectionConfig {
+            enabled: true,
+            min_duration: Duration::from_secs(3600),
+            sigma: 3.0,
+            min_flows: 100,
+        }
+    }
 }
 
 /// Asymmetric upload: out/(in+1) above `ratio` with more than `min_out_bytes` out, checked
@@ -1400,6 +1434,19 @@ impl Config {
             p.push(format!(
                 "http.alerts_kept: {} must be 1..=1000000",
                 h.alerts_kept
+            ));
+        }
+        let lc = &self.detect.long_connection;
+        if lc.min_duration < Duration::from_secs(64) {
+            p.push(format!(
+                "detect.long_connection.min_duration: {:?} must be at least 64s (its 64th is the first age report)",
+                lc.min_duration
+            ));
+        }
+        if !(lc.sigma.is_finite() && lc.sigma > 0.0) {
+            p.push(format!(
+                "detect.long_connection.sigma: {} must be a positive number",
+                lc.sigma
             ));
         }
         let cl = &self.cloud;

@@ -43,6 +43,9 @@ pub enum Event {
     Dns(Box<DnsEvent>),
     /// Outbound volume of a flow since its last report, for the cross-flow detectors.
     Volume(Volume),
+    /// An open home ↔ external flow's age crossed a report point (`min_duration / 64 ×
+    /// 2^k`): its counters so far (the byte deltas are 0), for the long-connection detector.
+    Age(Volume),
     /// A flow's destination name from its first client bytes (TLS SNI, HTTP Host), once per
     /// named flow, so `dst_fqdn` can fall back to it. Boxed (~300 bytes) and not recycled:
     /// one allocation per named flow (never per packet), on the packet that completes the

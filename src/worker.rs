@@ -114,6 +114,9 @@ pub struct Worker {
     direction: Direction,
     large: LargeTransfer,
     active_timeout_ns: u64,
+    /// First age report point of open home ↔ external flows (`long_connection.min_duration
+    /// / 64`; `u64::MAX` when the detector is off).
+    age_base_ns: u64,
     dns: DnsExtractor,
     defrag: Reassembler,
     pending: Vec<(EventKey, Event)>,
@@ -179,6 +182,7 @@ impl Worker {
             direction: Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs),
             large: LargeTransfer::new(&cfg.detect.large_transfer),
             active_timeout_ns: ns(f.active_timeout),
+            age_base_ns: age_base(cfg),
             dns: DnsExtractor::new(cfg.dns.enabled, &cfg.dns.ports),
             defrag: Reassembler::new(ns(f.fragment_timeout)),
             pending: Vec::with_capacity(PENDING_CAPACITY),
@@ -207,6 +211,7 @@ impl Worker {
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.direction = Direction::new(&cfg.home_nets, &cfg.allow.dst_cidrs, &cfg.allow.src_cidrs);
         self.large = LargeTransfer::new(&cfg.detect.large_transfer);
+        self.age_base_ns = age_base(cfg);
     }
 
     /// The link type of the packets that follow (a batch's, or a live handle's).
@@ -614,6 +619,14 @@ impl Worker {
         let class = timer_class(&flow);
         let alert = self.large.on_packet(&mut flow, from, p.ts_ns);
         let volume = step_volume(&flow, from, m.ip_len, p.ts_ns);
+        // An open home ↔ external flow's age report: when this packet takes its age past a
+        // report point. Young flows (nearly all) cost one comparison.
+        let age = flow.outbound.is_some()
+            && age_crossed(
+                prev_ns.saturating_sub(flow.first_ns),
+                p.clock_ns.saturating_sub(flow.first_ns),
+                self.age_base_ns,
+            );
         // Interim records fall on a grid of active timeouts from the flow's first packet:
         // one is due when this packet is the first past a grid line.
         let t = self.active_timeout_ns.max(1);
@@ -659,6 +672,10 @@ impl Worker {
         if let Some(v) = volume {
             self.pending
                 .push((packet_key(p, &mut sub), Event::Volume(v)));
+        }
+        if age {
+            let v = volume_of(&snapshot, p.ts_ns, 0, 0, false);
+            self.pending.push((packet_key(p, &mut sub), Event::Age(v)));
         }
         if let Some(mut a) = alert {
             if let Some(n) = self.stats.alerts.get_mut(a.detector as usize) {
@@ -1104,10 +1121,32 @@ fn step_volume(f: &Flow, from: Side, ip_len: u32, ts_ns: u64) -> Option<Volume> 
     }
     let d = steps * VOLUME_STEP;
     let (d_out, d_in) = if from == side { (d, 0) } else { (0, d) };
-    Some(volume(f, ts_ns, d_out, d_in, false))
+    Some(volume_of(f, ts_ns, d_out, d_in, false))
 }
 
-fn volume(f: &Flow, ts_ns: u64, out_bytes: u64, in_bytes: u64, end: bool) -> Volume {
+/// The first age report point: `long_connection.min_duration / 64`, so `min_duration` is
+/// the 7th point and its doublings the ones after.
+fn age_base(cfg: &Config) -> u64 {
+    let lc = &cfg.detect.long_connection;
+    if lc.enabled {
+        (u64::try_from(lc.min_duration.as_nanos()).unwrap_or(u64::MAX) / 64).max(1)
+    } else {
+        u64::MAX
+    }
+}
+
+/// Whether a flow's age went past a report point `base × 2^k` between its previous packet
+/// (`prev` ns old) and this one (`now` ns old). Stateless: each point is crossed by exactly
+/// one packet, so no per-flow latch is needed.
+#[inline]
+fn age_crossed(prev: u64, now: u64, base: u64) -> bool {
+    if now < base {
+        return false;
+    }
+    prev < base || (now / base).ilog2() > (prev / base).ilog2()
+}
+
+fn volume_of(f: &Flow, ts_ns: u64, out_bytes: u64, in_bytes: u64, end: bool) -> Volume {
     let side = f.outbound.unwrap_or(Side::Orig);
     let other = match side {
         Side::Orig => Side::Resp,
@@ -1511,6 +1550,25 @@ pub(crate) mod tests {
         w.finish();
         assert_eq!(w.drain().count(), 1, "the second finish ended nothing");
         assert_eq!(w.active_flows(), 0);
+    }
+
+    /// Each report point `base × 2^k` is crossed by exactly one packet, whatever the gaps.
+    #[test]
+    fn age_report_points_are_crossed_once_each() {
+        let base = 100;
+        let mut crossed = Vec::new();
+        let mut prev = 0;
+        for now in (0..2_000).step_by(7).chain([2_000, 6_500, 6_501]) {
+            if age_crossed(prev, now, base) {
+                crossed.push(now);
+            }
+            prev = now;
+        }
+        // 100, 200, 400, 800, 1600, then one jump past 3200 and 6400 at once: one report.
+        assert_eq!(crossed, [105, 203, 406, 805, 1603, 6_500]);
+        assert!(!age_crossed(0, 99, base));
+        assert!(!age_crossed(150, 199, base));
+        assert!(!age_crossed(5, 5, u64::MAX), "off");
     }
 
     /// Events are copied into the worker's buffer, the channel and the output's merge

@@ -163,3 +163,112 @@ fn downloads_from_the_service_and_unnamed_uploads_do_not_alert() {
     let rep = common::replay(&cfg, 1, &[named]);
     assert!(cloud_findings(&rep).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// Long connections (same file: both are destination-level detectors fed by generated
+// sessions of one home host)
+// ---------------------------------------------------------------------------------------
+
+fn long_findings(rep: &outflow::replay::ReplayReport) -> Vec<&outflow::correlate::leak::LeakAlert> {
+    rep.leak_alerts
+        .iter()
+        .filter(|a| a.detector == Detector::LongConnection)
+        .collect()
+}
+
+#[test]
+fn a_connection_open_past_an_hour_alerts_while_open_and_at_its_doubling() {
+    let dir = tempfile::tempdir().unwrap();
+    // 10.0.0.5 → 198.51.100.20:22, a segment every 20 s for 2 h 5 min.
+    let mut s = TcpSession::new(sa("10.0.0.5:41000"), sa("198.51.100.20:22"), 375 * 100, 0);
+    s.mss = 100;
+    s.ack_every = 1;
+    s.start_ns = T0;
+    s.gap_ns = 10 * S;
+    let path = dir.path().join("long.pcap");
+    write(&path, s.packets().collect());
+    for workers in [1, 2] {
+        let rep = common::replay(&Config::default(), workers, std::slice::from_ref(&path));
+        let found = long_findings(&rep);
+        let ages: Vec<u64> = found.iter().map(|a| (a.ts_ns - a.first_ns) / S).collect();
+        assert_eq!(found.len(), 2, "{ages:?}");
+        // At the first packet past 1 h, and past 2 h: both while the flow was open.
+        assert!(
+            (3600..3620).contains(&ages[0]) && (7200..7220).contains(&ages[1]),
+            "{ages:?}"
+        );
+        let end = rep.flows.iter().map(|f| f.last_ns).max().unwrap();
+        assert!(found.iter().all(|a| a.ts_ns < end && a.port == 22));
+        let v: serde_json::Value =
+            serde_json::from_str(&outflow::output::json::leak_alert_json(found[0])).unwrap();
+        assert_eq!(v["detector"], "long_connection");
+        assert!(v["age"].as_f64().unwrap() >= 3600.0, "{v}");
+        assert!(v.get("usual_duration").is_none(), "{v}");
+    }
+}
+
+#[test]
+fn a_session_far_past_its_ports_usual_duration_alerts_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 sessions from outside to the home database 10.0.0.30:5432, 4–5 min each, then one
+    // from an unknown address that stays 24 min.
+    let mut streams: Vec<Vec<Packet>> = Vec::new();
+    for i in 0..100u64 {
+        let mut s = TcpSession::new(
+            sa(&format!("198.51.100.{}:{}", 1 + i % 50, 50_000 + i)),
+            sa("10.0.0.30:5432"),
+            2_000,
+            12_000 + 100 * (i % 7),
+        );
+        s.mss = 1_000;
+        s.start_ns = T0 + i * 150 * S;
+        s.gap_ns = 8 * S + (i % 5) * S;
+        streams.push(s.packets().collect());
+    }
+    let mut odd = TcpSession::new(
+        sa("203.0.113.66:61000"),
+        sa("10.0.0.30:5432"),
+        6_000,
+        90_000,
+    );
+    odd.mss = 1_000;
+    odd.start_ns = T0 + 100 * 150 * S;
+    odd.gap_ns = 15 * S;
+    streams.push(odd.packets().collect());
+    let packets: Vec<Packet> = merge(streams.into_iter().map(Vec::into_iter).collect()).collect();
+    let path = dir.path().join("db.pcap");
+    write(&path, packets);
+    let rep = common::replay(&Config::default(), 1, &[path]);
+    let found = long_findings(&rep);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let a = found[0];
+    assert_eq!(a.scope, "service");
+    assert_eq!(a.port, 5432);
+    assert_eq!(a.src, Some("10.0.0.30".parse().unwrap()));
+    assert_eq!(a.dst, Some("203.0.113.66".parse().unwrap()));
+    let odd_end = rep
+        .flows
+        .iter()
+        .find(|f| f.orig_port == 61000)
+        .map(|f| f.last_ns)
+        .unwrap();
+    assert!(a.ts_ns < odd_end, "alerted while open");
+    assert!(
+        a.mean > 200.0 && a.mean < 330.0,
+        "usual duration {} s",
+        a.mean
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&outflow::output::json::leak_alert_json(a)).unwrap();
+    assert!(
+        v["usual_duration"].as_f64().is_some() && v["port_history"] == 100,
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Long connection: 10.0.0.30 → 203.0.113.66"),
+        "{v}"
+    );
+}

@@ -133,6 +133,7 @@ fn weight(detector: Detector, tier: u8) -> u8 {
         Detector::UploadBaseline => 50,
         Detector::ServiceOutlier => 45,
         Detector::CloudUpload => 50,
+        Detector::LongConnection => 40,
         Detector::Asymmetry => 35,
         Detector::NxdomainBurst => 25,
     }

@@ -13,6 +13,7 @@
 //!   bursts, and the (client, IP) → name map;
 //! - [`dns_pairs`]: the bounded table of (client, domain) windows;
 //! - [`cloud`]: uploads per (host, cloud service), named from the destination's name;
+//! - [`long_conn`]: connections open unusually long, judged from the workers' age reports;
 //! - [`incident`]: every finding joined into incidents, one per exfiltration.
 
 pub mod cloud;
@@ -20,6 +21,7 @@ pub mod dns;
 pub mod dns_pairs;
 pub mod incident;
 pub mod leak;
+pub mod long_conn;
 
 use crate::config::Config;
 use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
@@ -32,6 +34,7 @@ use crate::flow::FlowRecord;
 use crate::slice::recorder::SliceRequester;
 use cloud::{CloudDetector, CloudStats};
 use incident::{IncidentBook, IncidentStats, IncidentUpdate};
+use long_conn::LongConnections;
 use std::io;
 use std::path::PathBuf;
 
@@ -167,6 +170,7 @@ pub struct Correlator {
     dns: Option<DnsAnalyser>,
     leak: Option<LeakAnalyser>,
     cloud: Option<CloudDetector>,
+    long: Option<LongConnections>,
     /// Where to ask the workers for slices of flows this stage flags at their end
     /// (per-flow asymmetry, service outlier), when slices are written.
     slices: Option<SliceRequester>,
@@ -192,6 +196,7 @@ impl Correlator {
             dns,
             leak: cfg.map(LeakAnalyser::new),
             cloud: cfg.and_then(|c| CloudDetector::new(&c.cloud, &c.allow.cloud_services)),
+            long: cfg.and_then(|c| LongConnections::new(&c.detect.long_connection)),
             slices,
             state: cfg
                 .filter(|c| !c.state.dir.is_empty())
@@ -213,6 +218,13 @@ impl Correlator {
         // The windows are per service index of the catalogue in force: a new catalogue
         // starts them again.
         self.cloud = CloudDetector::new(&cfg.cloud, &cfg.allow.cloud_services);
+        match self.long.as_mut() {
+            Some(l) => l.reconfigure(&cfg.detect.long_connection),
+            None => self.long = LongConnections::new(&cfg.detect.long_connection),
+        }
+        if !cfg.detect.long_connection.enabled {
+            self.long = None;
+        }
         self.incidents.reconfigure(&cfg.incident);
     }
 
@@ -315,7 +327,7 @@ impl Correlator {
             Event::Dns(d) => d.ts_ns,
             Event::Alert(a) => a.ts_ns,
             Event::Flow(r) => r.last_ns,
-            Event::Volume(v) => v.ts_ns,
+            Event::Volume(v) | Event::Age(v) => v.ts_ns,
             Event::Name(n) => n.ts_ns,
         };
         self.clock_ns = self.clock_ns.max(ts);
@@ -324,6 +336,15 @@ impl Correlator {
             Event::Volume(v) => {
                 self.incidents.on_volume(&v);
                 self.volume(&v, out);
+            }
+            Event::Age(v) => {
+                let mut found = Vec::new();
+                if let Some(l) = self.long.as_mut() {
+                    l.on_age(&v, &mut |a| found.push(a));
+                }
+                for a in found {
+                    self.leak_finding(a, out);
+                }
             }
             Event::Dns(d) => {
                 let mut outs = Vec::new();
@@ -367,6 +388,9 @@ impl Correlator {
                 // The flow's last volume report rides on its final record.
                 let end = end_volume(&rec);
                 self.incidents.on_flow(&rec);
+                if let Some(l) = self.long.as_mut() {
+                    l.on_flow(&rec);
+                }
                 out(Output::Flow(rec));
                 if let Some(v) = end {
                     self.volume(&v, out);

@@ -37,6 +37,8 @@ pub enum Detector {
     /// A home host's uploads to one cloud service (file sharing, object storage, paste,
     /// chat webhook, code hosting) summed past a threshold within the cloud window.
     CloudUpload,
+    /// A home ↔ external connection open unusually long, judged while it is open.
+    LongConnection,
 }
 
 impl Detector {
@@ -55,12 +57,13 @@ impl Detector {
             | Detector::Asymmetry
             | Detector::UploadBaseline
             | Detector::ServiceOutlier
-            | Detector::CloudUpload => 4,
+            | Detector::CloudUpload
+            | Detector::LongConnection => 4,
         }
     }
 
     /// Every detector, in a stable order.
-    pub const ALL: [Detector; 8] = [
+    pub const ALL: [Detector; 9] = [
         Detector::LargeTransfer,
         Detector::DnsTunnel,
         Detector::NxdomainBurst,
@@ -69,6 +72,7 @@ impl Detector {
         Detector::UploadBaseline,
         Detector::ServiceOutlier,
         Detector::CloudUpload,
+        Detector::LongConnection,
     ];
 
     /// Stable snake_case name used in JSON, summaries and metric labels.
@@ -82,6 +86,7 @@ impl Detector {
             Detector::UploadBaseline => "upload_baseline",
             Detector::ServiceOutlier => "service_outlier",
             Detector::CloudUpload => "cloud_upload",
+            Detector::LongConnection => "long_connection",
         }
     }
 }

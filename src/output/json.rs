@@ -604,6 +604,15 @@ struct LeakAlertJson<'a> {
     category: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<u64>,
+    /// Long connections: how long it had been open (s), and its port's usual duration (s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usual_duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usual_duration_std: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_history: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     slice_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -631,6 +640,8 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         a.detector,
         Detector::UploadBaseline | Detector::ServiceOutlier
     );
+    let long = a.detector == Detector::LongConnection;
+    let long_service = long && a.scope == "service";
     // A cloud finding's scope is `<service>|<category>`.
     let is_cloud = a.detector == Detector::CloudUpload;
     let cloud = if is_cloud {
@@ -661,6 +672,25 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
             human_bytes(a.std as u64),
             a.events
         ),
+        Detector::LongConnection => {
+            let age = human_span(a.last_ns.saturating_sub(a.first_ns));
+            let usual = if a.scope == "service" {
+                format!(
+                    "; port {} usually lasts {} ± {}",
+                    a.port,
+                    human_span((a.mean * 1e9) as u64),
+                    human_span((a.std * 1e9) as u64)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "Long connection: {who}{names} open {age} (port {}), {} out, {} in{usual}",
+                a.port,
+                human_bytes(a.total_bytes),
+                human_bytes(a.in_bytes)
+            )
+        }
         Detector::CloudUpload => format!(
             "Cloud upload: {} sent {} to {} ({}) in {} over {} connection{}{}",
             a.src.map(|s| s.to_string()).unwrap_or_default(),
@@ -705,7 +735,7 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         first_seen: (a.first_ns > 0).then(|| rfc3339(a.first_ns)),
         last_seen: (a.last_ns > 0).then(|| rfc3339(a.last_ns)),
         dst_fqdns: &a.fqdns,
-        in_ip_bytes: (a.detector == Detector::Asymmetry || is_cloud).then_some(a.in_bytes),
+        in_ip_bytes: (a.detector == Detector::Asymmetry || is_cloud || long).then_some(a.in_bytes),
         mean: stats.then_some(a.mean),
         std: stats.then_some(a.std),
         z: stats.then_some(if a.z.is_finite() { a.z } else { f64::MAX }),
@@ -715,6 +745,10 @@ pub fn leak_alert_json(a: &LeakAlert) -> String {
         service: is_cloud.then_some(cloud.0),
         category: is_cloud.then_some(cloud.1),
         connections: is_cloud.then_some(a.events),
+        age: long.then(|| a.last_ns.saturating_sub(a.first_ns) as f64 / 1e9),
+        usual_duration: long_service.then_some(a.mean),
+        usual_duration_std: long_service.then_some(a.std),
+        port_history: long_service.then_some(a.events),
         slice_id: a.slice_id.as_deref(),
         slice_url: a.slice_id.as_deref().map(slice_url),
     };
