@@ -272,3 +272,113 @@ fn a_session_far_past_its_ports_usual_duration_alerts_while_open() {
         "{v}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Names from QUIC Initials (no DNS): the QUIC tap, and the cloud detector fed by it
+// ---------------------------------------------------------------------------------------
+
+fn quic_hello(sni: &str) -> Vec<u8> {
+    use outflow::proto::tls::build::{client_hello, HelloSpec};
+    client_hello(&HelloSpec {
+        sni: Some(sni.as_bytes()),
+        alpn: &[b"h3"],
+        suites: &[0x1301, 0x1302, 0x1303],
+        extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
+        sig_algs: &[0x0403, 0x0804],
+        versions: &[0x0304],
+    })
+}
+
+#[test]
+fn quic_initials_of_v1_and_v2_name_their_flows_also_across_datagrams() {
+    use outflow::gen::quic::quic_connection;
+    use outflow::proto::quic::Version;
+    let dir = tempfile::tempdir().unwrap();
+    let hello = quic_hello("content.dropboxapi.com");
+    let mut streams = Vec::new();
+    for (i, (version, initials)) in [
+        (Version::V1, 1),
+        (Version::V2, 1),
+        (Version::V1, 3),
+        (Version::V2, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        streams.push(quic_connection(
+            sa(&format!("10.0.0.5:{}", 52_000 + i)),
+            sa("162.125.6.21:443"),
+            version,
+            &hello,
+            initials,
+            24_000,
+            2_400,
+            T0 + i as u64 * S,
+            1_000_000,
+        ));
+    }
+    let packets: Vec<Packet> = merge(streams.into_iter().map(Vec::into_iter).collect()).collect();
+    let path = dir.path().join("quic.pcap");
+    write(&path, packets);
+    let rep = common::replay(&Config::default(), 2, &[path]);
+    let named: Vec<(u16, String, String, bool, String)> = rep
+        .flows
+        .iter()
+        .filter_map(|f| {
+            let n = f.names()?;
+            Some((
+                f.orig_port,
+                String::from_utf8_lossy(n.server_name.get()?).into_owned(),
+                String::from_utf8_lossy(n.alpn.get()?).into_owned(),
+                n.quic,
+                n.ja4.map(|j| j.as_str().to_string()).unwrap_or_default(),
+            ))
+        })
+        .collect();
+    assert_eq!(named.len(), 4, "{named:?}");
+    for (port, sni, alpn, quic, ja4) in &named {
+        assert_eq!(
+            (sni.as_str(), alpn.as_str(), *quic),
+            ("content.dropboxapi.com", "h3", true),
+            "{port}"
+        );
+        assert!(ja4.starts_with("q13d0305h3_"), "{port}: {ja4}");
+    }
+}
+
+#[test]
+fn uploads_to_a_service_named_only_by_quic_alert_and_downloads_do_not() {
+    use outflow::gen::quic::quic_connection;
+    use outflow::proto::quic::Version;
+    let dir = tempfile::tempdir().unwrap();
+    let hello = quic_hello("content.dropboxapi.com");
+    let conns = |up: u64, down: u64| -> Vec<Packet> {
+        let streams: Vec<Vec<Packet>> = (0..3)
+            .map(|i| {
+                quic_connection(
+                    sa(&format!("10.0.0.5:{}", 53_000 + i)),
+                    sa("162.125.6.22:443"),
+                    Version::V1,
+                    &hello,
+                    2,
+                    up,
+                    down,
+                    T0 + i * 60 * S,
+                    200_000,
+                )
+            })
+            .collect();
+        merge(streams.into_iter().map(Vec::into_iter).collect()).collect()
+    };
+    let up = dir.path().join("quic-up.pcap");
+    write(&up, conns(8_000_000, 100_000));
+    let rep = common::replay(&Config::default(), 1, &[up]);
+    let found = cloud_findings(&rep);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].scope, "Dropbox|file_sharing");
+    assert_eq!(found[0].fqdns, ["content.dropboxapi.com"]);
+    let down = dir.path().join("quic-down.pcap");
+    write(&down, conns(100_000, 8_000_000));
+    let rep = common::replay(&Config::default(), 1, &[down]);
+    assert!(cloud_findings(&rep).is_empty());
+}

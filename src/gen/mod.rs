@@ -16,6 +16,7 @@
 
 mod dns;
 mod malformed;
+pub mod quic;
 mod scenario;
 mod stress;
 mod tcp;

@@ -2,8 +2,6 @@
 //! impossible bytes, the assembler's orders, and properties over arbitrary bytes.
 
 use super::*;
-use aes::cipher::{generic_array::GenericArray, KeyInit};
-use aes_gcm::{AeadInPlace, Aes128Gcm};
 use proptest::prelude::*;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -374,60 +372,7 @@ fn the_assembler_is_bounded() {
     assert!(c.prefix().is_empty());
 }
 
-/// A client Initial as a client would build it (test-only sealing: RFC 9001 §5.3–5.4 the
-/// other way round), padded so the datagram reaches `pad_to`.
-pub(crate) fn seal_initial(
-    version: Version,
-    key_dcid: &[u8],
-    dcid: &[u8],
-    pn: u32,
-    frames: &[u8],
-    pad_to: usize,
-) -> Vec<u8> {
-    let k = InitialKeys::client(version, key_dcid).unwrap();
-    let ty: u8 = match version {
-        Version::V1 => 0,
-        Version::V2 => 1,
-    };
-    let mut h = vec![0xc0 | (ty << 4) | 0x03];
-    h.extend(version.wire().to_be_bytes());
-    h.push(dcid.len() as u8);
-    h.extend(dcid);
-    h.extend([0, 0]); // empty SCID, empty token
-    let fixed = h.len() + 2 + 4 + 16;
-    let mut plain = frames.to_vec();
-    plain.resize(plain.len().max(pad_to.saturating_sub(fixed)).max(4), 0);
-    let len = 4 + plain.len() + 16;
-    h.extend((0x4000u16 | len as u16).to_be_bytes());
-    let pn_at = h.len();
-    h.extend(pn.to_be_bytes());
-    let mut nonce = k.iv;
-    for (n, p) in nonce[4..].iter_mut().zip(u64::from(pn).to_be_bytes()) {
-        *n ^= p;
-    }
-    let aead = Aes128Gcm::new(GenericArray::from_slice(&k.key));
-    let tag = aead
-        .encrypt_in_place_detached(GenericArray::from_slice(&nonce), &h, &mut plain)
-        .unwrap();
-    let mut pkt = h;
-    pkt.extend(&plain);
-    pkt.extend(tag);
-    let o = Opener::client(version, key_dcid).unwrap();
-    let mask = o.header_mask(pkt[pn_at + 4..pn_at + 20].try_into().unwrap());
-    pkt[0] ^= mask[0] & 0x0f;
-    for i in 0..4 {
-        pkt[pn_at + i] ^= mask[1 + i];
-    }
-    pkt
-}
-
-fn crypto_frame(offset: usize, data: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x06, 0x80, 0, 0, 0, 0x40, 0];
-    f[1..5].copy_from_slice(&(0x8000_0000u32 | offset as u32).to_be_bytes());
-    f[5..7].copy_from_slice(&(0x4000u16 | data.len() as u16).to_be_bytes());
-    f.extend(data);
-    f
-}
+pub(crate) use crate::gen::quic::{crypto_frame, seal_initial};
 
 #[test]
 fn a_client_hello_across_initials_and_datagrams() {
