@@ -372,11 +372,51 @@ fn uploads_to_a_service_named_only_by_quic_alert_and_downloads_do_not() {
     };
     let up = dir.path().join("quic-up.pcap");
     write(&up, conns(8_000_000, 100_000));
-    let rep = common::replay(&Config::default(), 1, &[up]);
+    // Large transfers at 5 MB too, so the incident holds flow findings with their names.
+    let mut cfg = Config::default();
+    cfg.detect.large_transfer.threshold_bytes = 5_000_000;
+    cfg.detect.large_transfer.min_packets = 100;
+    let rep = common::replay(&cfg, 1, &[up]);
     let found = cloud_findings(&rep);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].scope, "Dropbox|file_sharing");
     assert_eq!(found[0].fqdns, ["content.dropboxapi.com"]);
+    // The upload alerts name the destination from QUIC; the incident gathers it all.
+    assert_eq!(rep.alerts.len(), 3);
+    assert!(rep
+        .alerts
+        .iter()
+        .all(|a| a.dst_fqdn.as_deref() == Some("content.dropboxapi.com")
+            && a.dst_fqdn_source == Some("quic_sni")));
+    let last = rep.incidents.last().unwrap();
+    assert_eq!(
+        rep.incidents
+            .iter()
+            .filter(|u| u.update.name() == "opened")
+            .count(),
+        1
+    );
+    let kinds: Vec<_> = last
+        .incident
+        .reasons
+        .iter()
+        .map(|r| r.detector.name())
+        .collect();
+    assert!(
+        kinds.contains(&"cloud_upload") && kinds.contains(&"large_outbound_transfer"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        last.incident.client_names.server_names,
+        ["content.dropboxapi.com"]
+    );
+    assert_eq!(last.incident.client_names.alpns, ["h3"]);
+    assert_eq!(last.incident.client_names.ja4s.len(), 1);
+    let json = outflow::output::json::incident_json(last, 0);
+    assert!(
+        json.contains("\"server_names\":[\"content.dropboxapi.com\"]"),
+        "{json}"
+    );
     let down = dir.path().join("quic-down.pcap");
     write(&down, conns(100_000, 8_000_000));
     let rep = common::replay(&Config::default(), 1, &[down]);

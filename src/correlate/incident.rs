@@ -173,6 +173,40 @@ pub struct FlowBytes {
     pub tuple: Option<FlowTuple>,
 }
 
+/// The names an incident's flows sent: server names (SNI), ALPN values, JA4 fingerprints,
+/// HTTP Hosts and methods (distinct, up to [`MAX_LIST`] each).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientNames {
+    /// TLS / QUIC server names.
+    pub server_names: Vec<String>,
+    /// First ALPN values.
+    pub alpns: Vec<String>,
+    /// JA4 fingerprints.
+    pub ja4s: Vec<String>,
+    /// HTTP Host headers.
+    pub http_hosts: Vec<String>,
+    /// HTTP methods.
+    pub http_methods: Vec<String>,
+}
+
+impl ClientNames {
+    /// Adds what one flow named.
+    pub fn add(&mut self, n: &crate::proto::FlowNames) {
+        let text = |b: Option<&[u8]>| b.map(crate::dns::text::escape);
+        for (list, v) in [
+            (&mut self.server_names, text(n.server_name.get())),
+            (&mut self.alpns, text(n.alpn.get())),
+            (&mut self.ja4s, n.ja4.map(|j| j.as_str().to_string())),
+            (&mut self.http_hosts, text(n.http_host.get())),
+            (&mut self.http_methods, text(n.http_method.get())),
+        ] {
+            if let Some(v) = v {
+                push_bounded(list, v, MAX_LIST);
+            }
+        }
+    }
+}
+
 /// Why an incident closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -233,6 +267,9 @@ pub struct Incident {
     pub window_out_ip_bytes: u64,
     /// ...and its inbound total.
     pub window_in_ip_bytes: u64,
+    /// What its flows' first client bytes named (TLS/QUIC ClientHello, HTTP request head):
+    /// each distinct field value, up to [`MAX_LIST`] each.
+    pub client_names: ClientNames,
     /// Pcap slices of its flows.
     pub slice_ids: Vec<String>,
     /// Ids of its findings (up to [`MAX_FINDINGS`]; `/api/alerts`).
@@ -434,6 +471,8 @@ struct Facts<'a> {
     window: Option<(u64, u64, u64, u64)>,
     slice: Option<&'a str>,
     read_mono_ns: u64,
+    /// What the flow's first client bytes named (flow findings).
+    client: Option<&'a crate::proto::FlowNames>,
     /// When what the finding is about began (a flow's first packet), if earlier.
     start_ns: u64,
 }
@@ -457,6 +496,7 @@ fn facts_flow(a: &Alert) -> Facts<'_> {
         window: None,
         slice: a.slice_id.as_deref(),
         read_mono_ns: a.read_mono_ns,
+        client: a.names.as_deref(),
         start_ns: a.flow_start_ns,
     }
 }
@@ -491,6 +531,7 @@ fn facts_leak(a: &LeakAlert) -> Facts<'_> {
         window,
         slice: a.slice_id.as_deref(),
         read_mono_ns: 0,
+        client: None,
         start_ns: a.first_ns,
     }
 }
@@ -512,6 +553,7 @@ fn facts_dns(a: &DnsAlert) -> Facts<'_> {
         window: None,
         slice: None,
         read_mono_ns: 0,
+        client: None,
         start_ns: a.ts_ns,
     }
 }
@@ -717,6 +759,7 @@ impl IncidentBook {
                     flows_untracked: 0,
                     window_out_ip_bytes: 0,
                     window_in_ip_bytes: 0,
+                    client_names: ClientNames::default(),
                     slice_ids: Vec::new(),
                     finding_ids: Vec::new(),
                     findings: 0,
@@ -777,6 +820,9 @@ impl IncidentBook {
         }
         if let Some(s) = facts.slice {
             push_bounded(&mut inc.slice_ids, s.to_string(), MAX_LIST);
+        }
+        if let Some(n) = facts.client {
+            inc.client_names.add(n);
         }
         if let Some((o, i, first, last)) = facts.window {
             inc.window_out_ip_bytes = inc.window_out_ip_bytes.max(o);
@@ -911,6 +957,9 @@ impl IncidentBook {
             crate::flow::Side::Resp => (&r.resp, &r.orig),
         };
         let ended = r.reason != crate::flow::EndReason::ActiveTimeout;
+        if let (Some(n), Some(e)) = (r.names(), self.open.get_mut(&seq)) {
+            e.inc.client_names.add(n);
+        }
         self.track_flow(
             seq,
             FlowBytes {
@@ -1185,6 +1234,7 @@ mod tests {
             window: None,
             slice: None,
             read_mono_ns: 0,
+            client: None,
             start_ns: ts,
         };
         let Finding::Flow(mut up) = upload(0, T0 + 60 * S, 100_000_000) else {

@@ -1160,6 +1160,16 @@ struct IncidentJson<'a> {
     flows_untracked: u64,
     slice_ids: &'a [String],
     slice_urls: Vec<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    server_names: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    alpns: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    ja4s: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    http_hosts: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    http_methods: &'a [String],
 }
 
 /// An incident announcement as one JSON object: what the alert outputs write; `seed`: the
@@ -1252,6 +1262,11 @@ pub fn incident_json(u: &IncidentUpdate, seed: u16) -> String {
         flows_untracked: i.flows_untracked,
         slice_ids: &i.slice_ids,
         slice_urls: i.slice_ids.iter().map(|id| slice_url(id)).collect(),
+        server_names: &i.client_names.server_names,
+        alpns: &i.client_names.alpns,
+        ja4s: &i.client_names.ja4s,
+        http_hosts: &i.client_names.http_hosts,
+        http_methods: &i.client_names.http_methods,
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
