@@ -550,6 +550,7 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     }
     sum.dns.tcp_evicted += s.dns.tcp_evicted;
     sum.defrag.add(&s.defrag);
+    sum.tap.add(&s.tap);
     sum.slices.refused += s.slices.refused;
 }
 

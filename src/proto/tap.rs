@@ -49,6 +49,19 @@ pub struct TapStats {
     pub gave_up: u64,
 }
 
+impl TapStats {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, o: &TapStats) {
+        self.looked += o.looked;
+        self.tls += o.tls;
+        self.http += o.http;
+        self.stashed += o.stashed;
+        self.evicted += o.evicted;
+        self.out_of_order += o.out_of_order;
+        self.gave_up += o.gave_up;
+    }
+}
+
 /// What the tap says about a segment.
 // Returned once per looked-at segment, moved straight into its box: boxing it here would
 // allocate for every verdict.
