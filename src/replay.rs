@@ -267,6 +267,14 @@ impl fmt::Display for Summary {
                 d.queries, d.suspicious, d.allowlisted, d.nxdomains
             )?;
         }
+        let t = &self.flows.tap;
+        if t.looked > 0 {
+            writeln!(
+                f,
+                "  names          {} tcp flows looked at: {} tls hellos, {} http heads; {} stashed, {} out of order, {} given up, {} segments cut",
+                t.looked, t.tls, t.http, t.stashed, t.out_of_order, t.gave_up, t.cut
+            )?;
+        }
         let l = &self.leak;
         if l.volumes > 0 {
             writeln!(

@@ -317,6 +317,21 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         .counter(&[("event", "overwritten")], recent(&|r| r.overwritten))
         .counter(&[("event", "link_lost")], recent(&|r| r.links_lost)),
     );
+    let tap = |f: &dyn Fn(&crate::proto::tap::TapStats) -> u64| sum(&|s| f(&s.flows.tap));
+    fams.push(
+        Family::new(
+            "outflow_name_tap_total",
+            "The TCP name tap (TLS ClientHello, HTTP request head in a client's first bytes): looked = flows whose first client payload was examined; tls / http = hellos / request heads parsed; stashed = flows whose first bytes needed the stash (split across segments); out_of_order = flows given up on a segment out of order; gave_up = flows given up after 32 segments or 4 KiB without a verdict, or on a malformed hello; cut = segments only partly kept because the stash slot was full.",
+            MetricType::COUNTER,
+        )
+        .counter(&[("event", "looked")], tap(&|t| t.looked))
+        .counter(&[("event", "tls")], tap(&|t| t.tls))
+        .counter(&[("event", "http")], tap(&|t| t.http))
+        .counter(&[("event", "stashed")], tap(&|t| t.stashed))
+        .counter(&[("event", "out_of_order")], tap(&|t| t.out_of_order))
+        .counter(&[("event", "gave_up")], tap(&|t| t.gave_up))
+        .counter(&[("event", "cut")], tap(&|t| t.cut)),
+    );
     let evicted_idx = EndReason::ALL
         .iter()
         .position(|r| *r == EndReason::Evicted)

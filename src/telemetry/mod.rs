@@ -102,13 +102,14 @@ pub struct OutputCounters {
 /// threads' first-fragment maps and held orphan fragments, the output thread's DNS and
 /// cross-flow tables, and the API's store of recent alerts. A new table goes here, in its
 /// stage's list, and in `docs/metrics.md`.
-pub const TABLES: [&str; 17] = [
+pub const TABLES: [&str; 18] = [
     WORKER_TABLES[0],
     WORKER_TABLES[1],
     WORKER_TABLES[2],
     WORKER_TABLES[3],
     WORKER_TABLES[4],
     WORKER_TABLES[5],
+    WORKER_TABLES[6],
     READER_TABLES[0],
     READER_TABLES[1],
     OUTPUT_TABLES[0],
