@@ -513,6 +513,7 @@ mod tests {
             (4, 40, 400),
             (8, 80, 800),
             (11, 110, 1100),
+            (12, 120, 1200),
         ];
         let r = [(5, 50, 500), (9, 90, 900)];
         let o = [(6, 60, 600); OUTPUT_TABLES.len()];
@@ -522,9 +523,10 @@ mod tests {
         assert_eq!(all[2], ("dns_tcp", (3, 30, 300)));
         assert_eq!(all[4], ("tcp_recent_closed", (8, 80, 800)));
         assert_eq!(all[5], ("ip_reassembly", (11, 110, 1100)));
-        assert_eq!(all[6], ("fragments", (5, 50, 500)));
-        assert_eq!(all[7], ("fragments_held", (9, 90, 900)));
-        assert_eq!(all[16], ("alert_store", (7, 70, 700)));
+        assert_eq!(all[6], ("tap_stash", (12, 120, 1200)));
+        assert_eq!(all[7], ("fragments", (5, 50, 500)));
+        assert_eq!(all[8], ("fragments_held", (9, 90, 900)));
+        assert_eq!(all[17], ("alert_store", (7, 70, 700)));
         let unique: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
         assert_eq!(unique.len(), TABLES.len());
         assert_eq!(tables(&w, &r, &o, None).len(), TABLES.len() - 1);
