@@ -267,6 +267,22 @@ impl fmt::Display for Summary {
                 d.queries, d.suspicious, d.allowlisted, d.nxdomains
             )?;
         }
+        let t = &self.flows.tap;
+        if t.looked > 0 {
+            writeln!(
+                f,
+                "  names          {} tcp flows looked at: {} tls hellos, {} http heads; {} stashed, {} out of order, {} given up, {} segments cut",
+                t.looked, t.tls, t.http, t.stashed, t.out_of_order, t.gave_up, t.cut
+            )?;
+        }
+        let q = &self.flows.quic_tap;
+        if q.looked > 0 {
+            writeln!(
+                f,
+                "  quic names     {} udp flows looked at: {} hellos from decrypted Initials; {} given up, {} evicted",
+                q.looked, q.hellos, q.gave_up, q.evicted
+            )?;
+        }
         let l = &self.leak;
         if l.volumes > 0 {
             writeln!(
@@ -550,6 +566,8 @@ pub(crate) fn add_stats(sum: &mut WorkerStats, s: &WorkerStats) {
     }
     sum.dns.tcp_evicted += s.dns.tcp_evicted;
     sum.defrag.add(&s.defrag);
+    sum.tap.add(&s.tap);
+    sum.quic_tap.add(&s.quic_tap);
     sum.slices.refused += s.slices.refused;
 }
 

@@ -56,15 +56,16 @@ impl Default for DnsRecycler {
 
 /// Names of a worker's bounded tables, in the order of [`WorkerStats::tables`] (metric
 /// labels): the flow table, its side map of carried counters, the DNS-over-TCP reassembly
-/// slots, the flows recording a pcap slice, the recently closed TCP connections and the IP
-/// reassembly slots.
-pub const WORKER_TABLES: [&str; 6] = [
+/// slots, the flows recording a pcap slice, the recently closed TCP connections, the IP
+/// reassembly slots and the name tap's stash of split ClientHellos / request heads.
+pub const WORKER_TABLES: [&str; 7] = [
     "flows",
     "flow_carry",
     "dns_tcp",
     "slice_recordings",
     "tcp_recent_closed",
     "ip_reassembly",
+    "tap_stash",
 ];
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
@@ -248,6 +249,7 @@ impl Worker {
             self.slices.recordings(),
             self.recent.occupancy(),
             self.defrag.occupancy(),
+            self.tcp_tap.occupancy(),
         ];
         let r = &self.slices.ring;
         self.stats.ring = (

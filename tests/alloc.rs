@@ -1,6 +1,8 @@
 //! The per-packet path allocates nothing in steady state: decode, fragment ports, flow
-//! lookup/creation/expiry, IP fragment reassembly and the inline detectors run under a
-//! counting global allocator.
+//! lookup/creation/expiry, IP fragment reassembly, the inline detectors and the name taps
+//! (TLS, HTTP) run under a counting global allocator.
+//!
+//! The counter is global, so the tests take [`SERIAL`] to measure one at a time.
 
 use etherparse::PacketBuilder;
 use outflow::capture::frag::FragPorts;
@@ -35,6 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Held by each test while it runs: another test's allocations would be counted too.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Frames of `flows` TCP/UDP conversations between home hosts and external ones.
 fn frames(flows: u16, round: u16) -> Vec<Vec<u8>> {
@@ -78,6 +83,7 @@ fn frames(flows: u16, round: u16) -> Vec<Vec<u8>> {
 
 #[test]
 fn per_packet_path_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cfg = Config::default();
     cfg.flow.capacity_per_worker = 1500; // forces evictions in the measured phase
     let mut worker = Worker::new(&cfg);
@@ -157,4 +163,97 @@ fn per_packet_path_does_not_allocate() {
         "{:?}",
         worker.stats.defrag
     );
+}
+
+/// Feeds generated frames (Ethernet) to `worker`, with their own times; returns the events.
+fn feed(worker: &mut Worker, frames: &[outflow::gen::Packet], seq: &mut u64) -> usize {
+    for p in frames {
+        *seq += 1;
+        let meta = decode(LinkType::Ethernet, &p.frame, p.frame.len() as u32).unwrap();
+        let b = BatchPacket {
+            seq: *seq,
+            ts_ns: p.ts_ns,
+            clock_ns: p.ts_ns,
+            wire_len: p.frame.len() as u32,
+            data_start: 0,
+            cap_len: p.frame.len() as u32,
+            meta,
+            outer_copy: false,
+            held: false,
+        };
+        worker.packet(&b, &p.frame);
+    }
+    worker.drain().count()
+}
+
+/// A TLS flow (ClientHello whole, or split over three segments) and an HTTP upload: once
+/// the tap has its verdict (the names box and the name event are made then, once per
+/// flow), the flows' later packets, their teardown and their records allocate nothing.
+#[test]
+fn named_flows_later_packets_do_not_allocate() {
+    use outflow::proto::tls::build::example_spec;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sa = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..30u16 {
+        let client = sa(&format!("10.0.1.{}:{}", i + 1, 40_000 + i));
+        let server = sa(&format!("198.51.100.{}:443", i + 1));
+        let mut s = match i % 3 {
+            0 => outflow::gen::tls_session(
+                client,
+                server,
+                &example_spec(b"a.example"),
+                1,
+                60_000,
+                9_000,
+            ),
+            1 => outflow::gen::tls_session(
+                client,
+                server,
+                &example_spec(b"b.example"),
+                3,
+                60_000,
+                9_000,
+            ),
+            _ => outflow::gen::http_upload(client, server, "PUT", "c.example", "/u", 60_000, 900),
+        };
+        s.start_ns = 1_000_000_000 + u64::from(i) * 1_000;
+        sessions.push(s);
+    }
+    // Handshake, hello (up to 3 segments) and the first data: the verdict is in.
+    const WARM: usize = 10;
+    let cut = |s: &outflow::gen::TcpSession, warm: bool| -> Vec<outflow::gen::Packet> {
+        let all: Vec<_> = s.packets().collect();
+        if warm {
+            all[..WARM].to_vec()
+        } else {
+            all[WARM..].to_vec()
+        }
+    };
+    let warm: Vec<_> =
+        outflow::gen::merge(sessions.iter().map(|s| cut(s, true).into_iter()).collect()).collect();
+    let rest: Vec<_> =
+        outflow::gen::merge(sessions.iter().map(|s| cut(s, false).into_iter()).collect()).collect();
+    let mut worker = Worker::new(&Config::default());
+    let mut seq = 0;
+    let named = feed(&mut worker, &warm, &mut seq);
+    assert_eq!(worker.stats.tap.looked, 0, "published per flush only");
+    worker.flush_slices();
+    let tap = worker.stats.tap;
+    assert_eq!((tap.tls, tap.http, tap.stashed), (20, 10, 10), "{tap:?}");
+    assert_eq!(named, 30, "one name event per flow");
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let volumes = feed(&mut worker, &rest, &mut seq);
+    // Closed flows are written after their linger.
+    worker.advance(1_000_000_000_000);
+    let records = worker
+        .drain()
+        .filter(|(_, e)| matches!(e, outflow::event::Event::Flow(r) if r.names().is_some()))
+        .count();
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert_eq!(
+        records, 30,
+        "one named record per flow ({volumes} events before)"
+    );
+    assert_eq!(after - before, 0, "allocations after the verdict");
 }

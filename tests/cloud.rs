@@ -5,7 +5,8 @@ mod common;
 
 use outflow::config::Config;
 use outflow::detect::Detector;
-use outflow::gen::{a_lookup, merge, Packet, PcapWriter, TcpSession};
+use outflow::gen::{a_lookup, merge, tls_session, Packet, PcapWriter, TcpSession};
+use outflow::proto::tls::build::example_spec;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -421,4 +422,103 @@ fn uploads_to_a_service_named_only_by_quic_alert_and_downloads_do_not() {
     write(&down, conns(100_000, 8_000_000));
     let rep = common::replay(&Config::default(), 1, &[down]);
     assert!(cloud_findings(&rep).is_empty());
+}
+
+/// Sessions of 10.0.0.5 to `server` over TLS, each opening with a ClientHello naming
+/// `sni` (split over 2 segments every other connection): (start s, bytes up, bytes down).
+fn tls_capture(
+    dir: &Path,
+    name: &str,
+    server: &str,
+    sni: &str,
+    shape: &[(u64, u64, u64)],
+) -> PathBuf {
+    let streams: Vec<_> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &(at, up, down))| {
+            let mut s = tls_session(
+                sa(&format!("10.0.0.5:{}", 40_000 + i)),
+                sa(server),
+                &example_spec(sni.as_bytes()),
+                1 + (i % 2) as u16,
+                up,
+                down,
+            );
+            s.start_ns = T0 + at * S;
+            s.packets()
+        })
+        .collect();
+    let path = dir.join(name);
+    write(&path, merge(streams).collect());
+    path
+}
+
+#[test]
+fn uploads_over_tls_without_dns_are_named_by_the_sni() {
+    let dir = tempfile::tempdir().unwrap();
+    let three = [
+        (10, 8_000_000, 20_000),
+        (100, 8_000_000, 20_000),
+        (200, 8_000_000, 20_000),
+    ];
+    let up = tls_capture(
+        dir.path(),
+        "up.pcap",
+        "162.125.6.20:443",
+        "content.dropboxapi.com",
+        &three,
+    );
+    for workers in [1, 2] {
+        let rep = common::replay(&Config::default(), workers, std::slice::from_ref(&up));
+        assert!(rep.dns_records.is_empty());
+        let found = cloud_findings(&rep);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let a = found[0];
+        assert_eq!(a.scope, "Dropbox|file_sharing");
+        assert_eq!(a.src, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(a.dst, Some("162.125.6.20".parse().unwrap()));
+        assert_eq!(a.fqdns, ["content.dropboxapi.com"]);
+        assert_eq!(a.events, 3, "connections");
+        let v: serde_json::Value =
+            serde_json::from_str(&outflow::output::json::leak_alert_json(a)).unwrap();
+        assert_eq!(v["service"], "Dropbox");
+        assert_eq!(v["category"], "file_sharing");
+        assert!(rep.alerts.is_empty());
+    }
+    // The same service downloading: no finding.
+    let down = tls_capture(
+        dir.path(),
+        "down.pcap",
+        "162.125.6.20:443",
+        "content.dropboxapi.com",
+        &[(10, 50_000, 30_000_000), (300, 50_000, 30_000_000)],
+    );
+    let rep = common::replay(&Config::default(), 1, &[down]);
+    assert_eq!(rep.flows.iter().filter(|f| f.names().is_some()).count(), 2);
+    assert!(cloud_findings(&rep).is_empty());
+}
+
+#[test]
+fn allowed_domains_match_a_name_known_only_from_the_sni() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tls_capture(
+        dir.path(),
+        "big.pcap",
+        "162.125.6.20:443",
+        "content.dropboxapi.com",
+        &[(10, 3_000_000, 20_000)],
+    );
+    let mut cfg = Config::default();
+    cfg.detect.large_transfer.threshold_bytes = 1_000_000;
+    cfg.detect.large_transfer.min_packets = 100;
+    cfg.detect.large_transfer.tiers = vec![];
+    let rep = common::replay(&cfg, 1, std::slice::from_ref(&path));
+    assert_eq!(rep.alerts.len(), 1);
+    assert_eq!(rep.alerts[0].dst_fqdn_source, Some("sni"));
+    assert_eq!(rep.summary.allowlisted_alerts, 0);
+    cfg.allow.dst_domains = vec!["dropboxapi.com".into()];
+    let rep = common::replay(&cfg, 1, &[path]);
+    assert!(rep.alerts.is_empty(), "{:?}", rep.alerts);
+    assert_eq!(rep.summary.allowlisted_alerts, 1);
 }

@@ -790,3 +790,64 @@ fn a_push_with_nothing_back_is_one_incident_in_at_most_four_lines() {
     assert!(kinds.contains(&"asymmetric_upload"), "{kinds:?}");
     assert!(closed.totals().0 > 46_000_000);
 }
+
+/// A TLS upload past the 1 MB threshold with no DNS in the capture: the alert carries the
+/// hello's names and takes its `dst_fqdn` from the SNI; an HTTP PUT's from its Host.
+#[test]
+fn an_upload_without_dns_is_named_by_its_sni_or_host() {
+    use outflow::proto::tls::build::example_spec;
+    let dir = tempfile::tempdir().unwrap();
+    for segments in [1u16, 3] {
+        let mut s = gen::tls_session(
+            sa("10.0.0.5:40000"),
+            sa("198.51.100.7:443"),
+            &example_spec(b"Uploads.Example.COM"),
+            segments,
+            3_000_000,
+            1_000,
+        );
+        s.ack_every = 4;
+        let path = dir.path().join(format!("tls{segments}.pcap"));
+        write(&path, 1, 65535, s.packets());
+        for workers in [1, 2] {
+            let rep = common::replay(&low_threshold(), workers, std::slice::from_ref(&path));
+            assert_eq!(rep.alerts.len(), 1, "{segments} segments");
+            let a = &rep.alerts[0];
+            assert_eq!(a.dst_fqdn.as_deref(), Some("uploads.example.com"));
+            assert_eq!(a.dst_fqdn_source, Some("sni"));
+            let n = a.names.as_deref().expect("names on the alert");
+            assert_eq!(n.server_name.get(), Some(&b"Uploads.Example.COM"[..]));
+            assert_eq!(n.alpn.get(), Some(&b"h2"[..]));
+            let v: serde_json::Value = serde_json::from_str(&alert_json(a, 0)).unwrap();
+            assert_eq!(v["dst_fqdn"], "uploads.example.com");
+            assert_eq!(v["dst_fqdn_source"], "sni");
+            assert_eq!(v["server_name"], "Uploads.Example.COM");
+            assert_eq!(v["ja4"], "t13d1516h2_8daaf6152771_e5627efa2ab1");
+            assert_eq!(v["tls_version"], "TLSv13");
+            assert!(v.get("http_host").is_none(), "{v}");
+        }
+    }
+    let mut put = gen::http_upload(
+        sa("10.0.0.5:40001"),
+        sa("198.51.100.8:8080"),
+        "PUT",
+        "store.example.net:8080",
+        "/bucket/dump.sql",
+        2_000_000,
+        100,
+    );
+    put.ack_every = 4;
+    let path = dir.path().join("put.pcap");
+    write(&path, 1, 65535, put.packets());
+    let rep = common::replay(&low_threshold(), 1, &[path]);
+    assert_eq!(rep.alerts.len(), 1);
+    let a = &rep.alerts[0];
+    assert_eq!(a.dst_fqdn.as_deref(), Some("store.example.net"));
+    assert_eq!(a.dst_fqdn_source, Some("http_host"));
+    let v: serde_json::Value = serde_json::from_str(&alert_json(a, 0)).unwrap();
+    assert_eq!(v["http_method"], "PUT");
+    assert_eq!(v["http_host"], "store.example.net:8080");
+    assert_eq!(v["http_uri"], "/bucket/dump.sql");
+    assert_eq!(v["http_content_length"], 2_000_000);
+    assert!(v.get("server_name").is_none(), "{v}");
+}

@@ -226,3 +226,170 @@ fn suricata_verify_quic_checks() {
     assert_eq!((f[0].1.as_str(), f[0].2), ("h3", true));
     assert_eq!(f[0].0, "token.services.mozilla.com");
 }
+
+// Generated sessions (`outflow::gen::{tls_session, http_upload}`): exact fields.
+
+const T0: u64 = 1_700_000_000 * 1_000_000_000;
+
+fn sa(s: &str) -> std::net::SocketAddr {
+    s.parse().unwrap()
+}
+
+fn replay_sessions(
+    dir: &Path,
+    name: &str,
+    sessions: &[outflow::gen::TcpSession],
+) -> outflow::replay::ReplayReport {
+    let streams: Vec<_> = sessions.iter().map(|s| s.packets()).collect();
+    let path = dir.join(name);
+    common::write_pcap(&path, outflow::gen::merge(streams));
+    common::replay(&Config::default(), 1, &[path])
+}
+
+fn record_to<'a>(rep: &'a outflow::replay::ReplayReport, client: &str) -> &'a FlowRecord {
+    let c = sa(client);
+    let found: Vec<_> = rep
+        .flows
+        .iter()
+        .filter(|r| r.orig_addr.to_ip(r.ipv6) == c.ip() && r.orig_port == c.port())
+        .collect();
+    assert_eq!(found.len(), 1, "{client}");
+    found[0]
+}
+
+#[test]
+fn generated_hellos_whole_and_split_give_exact_fields() {
+    use outflow::proto::tls::build::{example_spec, HelloSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let mut sessions = Vec::new();
+    // The JA4 README's example hello (ALPN h2, http/1.1), whole and in 2 and 3 segments,
+    // over IPv4 and IPv6; and one offering only http/1.1.
+    for (i, segs) in [1u16, 2, 3].into_iter().enumerate() {
+        for (client, server) in [
+            (format!("10.0.0.5:{}", 41_000 + i), "162.125.6.20:443"),
+            (
+                format!("[fd00::5]:{}", 41_000 + i),
+                "[2620:100:6020::a27d:4014]:443",
+            ),
+        ] {
+            let mut s = outflow::gen::tls_session(
+                sa(&client),
+                sa(server),
+                &example_spec(b"content.dropboxapi.com"),
+                segs,
+                200_000,
+                5_000,
+            );
+            s.start_ns = T0 + i as u64 * 1_000_000_000;
+            sessions.push(s);
+        }
+    }
+    let h11 = HelloSpec {
+        alpn: &[b"http/1.1"],
+        ..example_spec(b"Upload.Example.NET")
+    };
+    let mut s = outflow::gen::tls_session(
+        sa("10.0.0.6:41100"),
+        sa("198.51.100.9:443"),
+        &h11,
+        2,
+        3_000,
+        1_000,
+    );
+    s.start_ns = T0;
+    sessions.push(s);
+    let rep = replay_sessions(dir.path(), "tls.pcap", &sessions);
+    for i in 0..3 {
+        for client in [
+            format!("10.0.0.5:{}", 41_000 + i),
+            format!("[fd00::5]:{}", 41_000 + i),
+        ] {
+            let r = record_to(&rep, &client);
+            let n = r.names().unwrap_or_else(|| panic!("{client}: no names"));
+            assert_eq!(n.server_name.get(), Some(&b"content.dropboxapi.com"[..]));
+            assert_eq!(n.alpn.get(), Some(&b"h2"[..]));
+            // FoxIO's README gives this fingerprint for this hello.
+            assert_eq!(
+                n.ja4.map(|j| j.as_str().to_string()).as_deref(),
+                Some("t13d1516h2_8daaf6152771_e5627efa2ab1")
+            );
+            assert_eq!(n.tls_version_name(), Some("TLSv13"));
+            assert_eq!(n.http_host.get(), None);
+            assert_eq!(r.orig.payload_bytes, 200_000);
+            let v: serde_json::Value =
+                serde_json::from_str(&outflow::output::json::flow_json(r, 0)).unwrap();
+            assert_eq!(v["server_name"], "content.dropboxapi.com");
+            assert_eq!(v["alpn"], "h2");
+            assert_eq!(v["ja4"], "t13d1516h2_8daaf6152771_e5627efa2ab1");
+            assert_eq!(v["tls_version"], "TLSv13");
+        }
+    }
+    let n = record_to(&rep, "10.0.0.6:41100").names().unwrap();
+    // The name as sent (case kept on the record; dst_fqdn lowercases).
+    assert_eq!(n.server_name.get(), Some(&b"Upload.Example.NET"[..]));
+    assert_eq!(n.alpn.get(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        n.ja4.map(|j| j.as_str().to_string()).as_deref(),
+        Some("t13d1516h1_8daaf6152771_e5627efa2ab1")
+    );
+    let tap = rep.summary.flows.tap;
+    assert_eq!((tap.tls, tap.http, tap.stashed), (7, 0, 5), "{tap:?}");
+    assert_eq!((tap.evicted, tap.out_of_order, tap.gave_up), (0, 0, 0));
+}
+
+#[test]
+fn generated_http_uploads_give_exact_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut put = outflow::gen::http_upload(
+        sa("10.0.0.7:42000"),
+        sa("198.51.100.20:80"),
+        "PUT",
+        "files.example.net",
+        "/dav/backup/2023-11-14.tar.gz",
+        3_000_000,
+        200,
+    );
+    put.start_ns = T0;
+    let mut post = outflow::gen::http_upload(
+        sa("10.0.0.7:42001"),
+        sa("198.51.100.21:8080"),
+        "POST",
+        "api.example.org:8080",
+        "/v1/upload?name=report.pdf",
+        70_000,
+        500,
+    );
+    post.start_ns = T0 + 1_000_000;
+    let rep = replay_sessions(dir.path(), "http.pcap", &[put.clone(), post.clone()]);
+    let r = record_to(&rep, "10.0.0.7:42000");
+    let n = r.names().unwrap();
+    assert_eq!(n.http_method.get(), Some(&b"PUT"[..]));
+    assert_eq!(n.http_host.get(), Some(&b"files.example.net"[..]));
+    assert_eq!(
+        n.http_uri.get(),
+        Some(&b"/dav/backup/2023-11-14.tar.gz"[..])
+    );
+    assert_eq!(n.http_content_length, Some(3_000_000));
+    assert_eq!(
+        (n.server_name.get(), n.tls_version, n.ja4),
+        (None, None, None)
+    );
+    assert_eq!(
+        r.orig.payload_bytes,
+        put.first_client_bytes.len() as u64 + 3_000_000
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&outflow::output::json::flow_json(r, 0)).unwrap();
+    assert_eq!(v["http_method"], "PUT");
+    assert_eq!(v["http_host"], "files.example.net");
+    assert_eq!(v["http_uri"], "/dav/backup/2023-11-14.tar.gz");
+    assert_eq!(v["http_content_length"], 3_000_000);
+    let n = record_to(&rep, "10.0.0.7:42001").names().unwrap();
+    assert_eq!(n.http_method.get(), Some(&b"POST"[..]));
+    assert_eq!(n.http_host.get(), Some(&b"api.example.org:8080"[..]));
+    assert_eq!(n.http_uri.get(), Some(&b"/v1/upload?name=report.pdf"[..]));
+    assert_eq!(n.http_content_length, Some(70_000));
+    assert_eq!(n.name().map(|(h, _)| h), Some(&b"api.example.org"[..]));
+    let tap = rep.summary.flows.tap;
+    assert_eq!((tap.tls, tap.http, tap.stashed), (0, 2, 0), "{tap:?}");
+}

@@ -520,6 +520,32 @@ fn every_table_counts_its_evictions_exactly() {
             3,
         ),
         (
+            // 260 TLS connections each send the first of three segments of a ClientHello
+            // and nothing more: the stash holds 256 handshakes in progress, the last four
+            // take the slots held longest.
+            "tap_stash",
+            |_, _| {},
+            (0..260u32)
+                .flat_map(|i| {
+                    let mut s = outflow::gen::tls_session(
+                        format!("10.0.3.{}:{}", i % 250 + 1, 40_000 + i)
+                            .parse()
+                            .unwrap(),
+                        "162.125.6.20:443".parse().unwrap(),
+                        &outflow::proto::tls::build::example_spec(b"content.dropboxapi.com"),
+                        3,
+                        0,
+                        0,
+                    );
+                    s.start_ns = T0 + u64::from(i) * 1_000_000;
+                    // SYN, SYN-ACK, ACK and the hello's first segment.
+                    s.packets().take(4).collect::<Vec<_>>()
+                })
+                .collect(),
+            outflow::proto::tap::STASH_SLOTS as u64,
+            4,
+        ),
+        (
             // Five home hosts upload: baselines for two.
             "leak_hosts",
             |c, _| c.detect.baseline.capacity = 2,

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use outflow::gen::{self, Close, Link, PcapWriter, TcpSession};
+use outflow::proto::tls::build::{self as tls_build, HelloSpec};
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +114,22 @@ enum Cmd {
         /// `erspan3:SESSION` (needs --link ethernet).
         #[arg(long, value_parser = parse_wrap)]
         wrap: Option<gen::Wrap>,
+        /// Open with a TLS ClientHello naming this server (SNI), counted in --bytes.
+        #[arg(long, conflicts_with = "http_host")]
+        sni: Option<String>,
+        /// ALPN protocol the hello offers (repeat for several; needs --sni).
+        #[arg(long, requires = "sni")]
+        alpn: Vec<String>,
+        /// TCP segments the ClientHello is cut into (1: whole).
+        #[arg(long, default_value_t = 1, requires = "sni")]
+        hello_segments: u16,
+        /// Open with an HTTP/1.1 request head (`METHOD /upload`) with this Host; --bytes is
+        /// then its body (the Content-Length), sent after the head.
+        #[arg(long)]
+        http_host: Option<String>,
+        /// Method of the request head.
+        #[arg(long, default_value = "PUT", requires = "http_host")]
+        http_method: String,
         out: PathBuf,
     },
     /// A DNS scenario for the tunnel detector (issue 14): `search-retries` and `kubernetes`
@@ -354,6 +371,11 @@ fn main() -> Result<()> {
             close,
             no_syn,
             wrap,
+            sni,
+            alpn,
+            hello_segments,
+            http_host,
+            http_method,
             out,
         } => {
             let (client, server): (SocketAddr, SocketAddr) = if ipv6 {
@@ -361,7 +383,26 @@ fn main() -> Result<()> {
             } else {
                 ("10.0.0.5:51234".parse()?, "203.0.113.50:443".parse()?)
             };
-            let mut s = TcpSession::new(client, server, bytes, download);
+            let mut s = if let Some(sni) = &sni {
+                let alpn: Vec<&[u8]> = alpn.iter().map(String::as_bytes).collect();
+                let hello = HelloSpec {
+                    alpn: &alpn,
+                    ..tls_build::example_spec(sni.as_bytes())
+                };
+                gen::tls_session(client, server, &hello, hello_segments, bytes, download)
+            } else if let Some(host) = &http_host {
+                gen::http_upload(
+                    client,
+                    server,
+                    &http_method,
+                    host,
+                    "/upload",
+                    bytes,
+                    download,
+                )
+            } else {
+                TcpSession::new(client, server, bytes, download)
+            };
             s.link = match link {
                 LinkArg::Ethernet => Link::Ethernet { vlans: vlan },
                 _ if !vlan.is_empty() => anyhow::bail!("--vlan needs --link ethernet"),

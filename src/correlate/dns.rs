@@ -1566,6 +1566,90 @@ mod tests {
     }
 
     #[test]
+    fn a_dns_answer_in_force_wins_over_an_sni_which_fills_in_otherwise() {
+        let mut a = analyser(|_| {});
+        a.set_records(false);
+        let client = Addr::v4([10, 0, 0, 5]);
+        let (cdn, other) = (Addr::v4([198, 51, 100, 7]), Addr::v4([198, 51, 100, 8]));
+        let ip = |x: Addr| x.to_ip(false);
+        // An answer with TTL 60 s is kept `name_ttl_min` (300 s).
+        let mut ev = event(10 * SEC, 0x0a00_0005, 7, "cdn.example.com");
+        ev.response = true;
+        ev.resolved[0] = Some((cdn, false, 60));
+        a.on_event(&ev, &mut |_| {});
+        let dns = Some(("cdn.example.com", NameSource::Dns));
+        assert_eq!(a.fqdn_source(ip(client), ip(cdn), 20 * SEC), dns);
+        // A fronting SNI while the answer is in force: the looked-up name stays.
+        a.learn(client, cdn, b"Front.Example.NET", 20 * SEC, NameSource::Sni);
+        assert_eq!(a.fqdn_source(ip(client), ip(cdn), 21 * SEC), dns);
+        assert_eq!(a.fqdn_source(ip(client), ip(cdn), 310 * SEC), dns);
+        // Once it has run out, the SNI names the server (lower case), `name_ttl_max`.
+        assert_eq!(a.fqdn_source(ip(client), ip(cdn), 311 * SEC), None);
+        a.learn(
+            client,
+            cdn,
+            b"Front.Example.NET",
+            400 * SEC,
+            NameSource::Sni,
+        );
+        let sni = Some(("front.example.net", NameSource::Sni));
+        assert_eq!(a.fqdn_source(ip(client), ip(cdn), 400 * SEC), sni);
+        assert_eq!(
+            a.fqdn_source(ip(client), ip(cdn), (400 + 86_400) * SEC),
+            sni
+        );
+        assert_eq!(
+            a.fqdn_source(ip(client), ip(cdn), (401 + 86_400) * SEC),
+            None
+        );
+        // No answer ever: an SNI fills in, a later Host replaces it (neither outranks the
+        // other), and a DNS answer replaces both.
+        assert_eq!(a.fqdn_source(ip(client), ip(other), 500 * SEC), None);
+        a.learn(
+            client,
+            other,
+            b"upload.example.org",
+            500 * SEC,
+            NameSource::Sni,
+        );
+        assert_eq!(
+            a.fqdn_source(ip(client), ip(other), 500 * SEC),
+            Some(("upload.example.org", NameSource::Sni))
+        );
+        a.learn(
+            client,
+            other,
+            b"www.example.org",
+            510 * SEC,
+            NameSource::HttpHost,
+        );
+        assert_eq!(
+            a.fqdn_source(ip(client), ip(other), 510 * SEC),
+            Some(("www.example.org", NameSource::HttpHost))
+        );
+        let mut ev = event(520 * SEC, 0x0a00_0005, 8, "api.example.org");
+        ev.response = true;
+        ev.resolved[0] = Some((other, false, 600));
+        a.on_event(&ev, &mut |_| {});
+        assert_eq!(
+            a.fqdn_source(ip(client), ip(other), 520 * SEC),
+            Some(("api.example.org", NameSource::Dns))
+        );
+        // Another client's SNI teaches nothing about this one.
+        a.learn(
+            Addr::v4([10, 0, 0, 6]),
+            cdn,
+            b"x.example",
+            600 * SEC,
+            NameSource::Sni,
+        );
+        assert_eq!(
+            a.fqdn_source(ip(client), ip(cdn), 600 * SEC),
+            Some(("front.example.net", NameSource::Sni))
+        );
+    }
+
+    #[test]
     fn name_map_drops_the_oldest_name_in_constant_work() {
         let cap = 100;
         let mut a = analyser(|c| c.name_map_capacity = cap);

@@ -681,4 +681,36 @@ mod tests {
         };
         assert_eq!(closed.incident.last_ns, T0 + 2 * S);
     }
+
+    /// `Event::Name` teaches the stage (client, server) → SNI; a later finding of another
+    /// flow between the two, with no names of its own, gets it as `dst_fqdn` (`sni`).
+    #[test]
+    fn a_learnt_sni_names_a_finding_without_dns() {
+        let cfg = Config::default();
+        let mut c = Correlator::new(Some(&cfg), false, None);
+        let mut out = Vec::new();
+        let name = crate::proto::FlowName {
+            ts_ns: T0,
+            flow_id: 8,
+            ipv6: false,
+            client: addr("10.0.0.5"),
+            server: addr("198.51.100.7"),
+            server_port: 443,
+            name: crate::proto::Text::new(b"Content.DropboxAPI.com"),
+            source: crate::proto::NameSource::Sni,
+        };
+        c.on_event(Event::Name(Box::new(name)), &mut |o| out.push(o));
+        assert!(out.is_empty());
+        let mut a = upload_alert(T0 + S, 100_000_000);
+        a.flow_start_ns = T0 + S / 2;
+        c.on_event(Event::Alert(Box::new(a)), &mut |o| out.push(o));
+        let named = out.iter().find_map(|o| match o {
+            Output::Finding(Finding::Flow(a)) => Some((a.dst_fqdn.clone(), a.dst_fqdn_source)),
+            _ => None,
+        });
+        assert_eq!(
+            named,
+            Some((Some("content.dropboxapi.com".into()), Some("sni")))
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //!           └──packets()──> Packet (rendered frame) ┴──> merge() ──> PcapWriter ──> file
 //! ```
 
+mod app;
 mod dns;
 mod malformed;
 pub mod quic;
@@ -28,6 +29,7 @@ mod writer;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+pub use app::{http_upload, tls_session};
 pub use dns::{a_lookup, dns_scenario, write_dns_scenario, DnsScenario, DnsScenarioInfo};
 pub use malformed::malformed_frames;
 pub use scenario::{

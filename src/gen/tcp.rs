@@ -36,8 +36,8 @@ pub enum Close {
 
 /// One TCP connection, described by what it transfers; [`TcpSession::packets`] renders it.
 ///
-/// Packet order: SYN, SYN-ACK, ACK (if `syn`); the client's `upload` bytes in `mss` segments,
-/// the server acking every `ack_every` segments and after the last; then the server's
+/// Packet order: SYN, SYN-ACK, ACK (if `syn`); the client's `upload` bytes in `mss` segments
+/// (the first [`TcpSession::first_client_bytes`] in segments of their own), the server acking every `ack_every` segments and after the last; then the server's
 /// `download` bytes, the client acking likewise; then the teardown of `close`. Packet `k` is
 /// at `start_ns + k * gap_ns`.
 #[derive(Clone, Debug)]
@@ -64,6 +64,14 @@ pub struct TcpSession {
     pub close: Close,
     /// False: the capture starts mid-connection (no handshake).
     pub syn: bool,
+    /// Bytes the client's stream starts with (a TLS ClientHello, an HTTP request head); the
+    /// rest of `upload` is the usual pattern. They are part of `upload` (raised to their
+    /// length if smaller) and go in segments of their own, of at most `first_mss` bytes, so
+    /// the next segment starts with the bytes after them. Empty: none.
+    pub first_client_bytes: Vec<u8>,
+    /// Payload bytes per segment of `first_client_bytes` (a hello split over several
+    /// segments); 0 means `mss`.
+    pub first_mss: u16,
 }
 
 impl TcpSession {
@@ -82,6 +90,8 @@ impl TcpSession {
             ack_every: 2,
             close: Close::Fin,
             syn: true,
+            first_client_bytes: Vec::new(),
+            first_mss: 0,
         }
     }
 
@@ -99,7 +109,14 @@ impl TcpSession {
         };
         let mss = u64::from(self.mss).clamp(1, max_mss);
         let ack_every = u64::from(self.ack_every.max(1));
-        let n_up = self.upload.div_ceil(mss);
+        let head = self.first_client_bytes.len() as u64;
+        let head_mss = match self.first_mss {
+            0 => mss,
+            m => u64::from(m).clamp(1, max_mss),
+        };
+        let upload = self.upload.max(head);
+        let n_head = head.div_ceil(head_mss);
+        let n_up = n_head + (upload - head).div_ceil(mss);
         let n_down = self.download.div_ceil(mss);
         let up_block = n_up + n_up.div_ceil(ack_every);
         let down_block = n_down + n_down.div_ceil(ack_every);
@@ -114,9 +131,12 @@ impl TcpSession {
             start_ns: self.start_ns,
             gap_ns: self.gap_ns,
             close: self.close,
-            upload: self.upload,
+            upload,
             download: self.download,
             mss,
+            head,
+            head_mss,
+            n_head,
             ack_every,
             n_up,
             n_down,
@@ -150,6 +170,7 @@ impl TcpSession {
         let key = mix64(addr_key(self.server) ^ mix64(addr_key(self.client)));
         TcpPackets {
             segs: self.segments(),
+            head: self.first_client_bytes.clone(),
             c2s: Direction::new(&self.link, c, s, true),
             s2c: Direction::new(&self.link, s, c, false),
             id_c: key as u16,
@@ -201,6 +222,10 @@ struct Plan {
     upload: u64,
     download: u64,
     mss: u64,
+    /// Bytes of `first_client_bytes`, their segment size and segment count.
+    head: u64,
+    head_mss: u64,
+    n_head: u64,
     ack_every: u64,
     n_up: u64,
     n_down: u64,
@@ -256,6 +281,18 @@ fn in_block(j: u64, n: u64, ack_every: u64) -> InBlock {
 }
 
 impl Plan {
+    /// Offset and length of client data segment `i` (`i < n_up`): the head's segments first,
+    /// then `mss` segments of the rest.
+    fn up_segment(&self, i: u64) -> (u64, u64) {
+        if i < self.n_head {
+            let off = i * self.head_mss;
+            (off, self.head_mss.min(self.head - off))
+        } else {
+            let off = self.head + (i - self.n_head) * self.mss;
+            (off, self.mss.min(self.upload - off))
+        }
+    }
+
     /// Segment `k`; `k < total`.
     fn segment(&self, k: u64) -> Segment {
         let c_base = u64::from(self.isn_c) + 1;
@@ -295,19 +332,20 @@ impl Plan {
         } else if k - self.hs < self.up_block {
             match in_block(k - self.hs, self.n_up, self.ack_every) {
                 InBlock::Data(i) => {
-                    let off = i * self.mss;
+                    let (off, len) = self.up_segment(i);
                     s.seq = seq32(c_base + off);
                     s.ack = seq32(s_base);
                     s.payload_offset = off;
-                    s.payload_len = self.mss.min(self.upload - off) as u32;
+                    s.payload_len = len as u32;
                     if i + 1 == self.n_up {
                         s.flags |= TCP_PSH;
                     }
                 }
                 InBlock::AckAfter(i) => {
+                    let (off, len) = self.up_segment(i);
                     s.from_client = false;
                     s.seq = seq32(s_base);
-                    s.ack = seq32(c_base + ((i + 1) * self.mss).min(self.upload));
+                    s.ack = seq32(c_base + off + len);
                 }
             }
         } else if k - self.hs - self.up_block < self.down_block {
@@ -411,6 +449,8 @@ impl Iterator for TcpSegments {
 #[derive(Clone, Debug)]
 pub struct TcpPackets {
     segs: TcpSegments,
+    /// The session's `first_client_bytes`.
+    head: Vec<u8>,
     c2s: Direction,
     s2c: Direction,
     id_c: u16,
@@ -446,7 +486,15 @@ impl TcpPackets {
             window: WINDOW,
             mss_option,
         };
-        let data = wire::payload(s.payload_offset, s.payload_len as usize);
+        let (off, len) = (s.payload_offset, s.payload_len as usize);
+        let data = match usize::try_from(off)
+            .ok()
+            .and_then(|o| self.head.get(o..o + len))
+        {
+            // A head segment lies wholly inside the head (see `Plan::up_segment`).
+            Some(h) if s.from_client => h,
+            _ => wire::payload(off, len),
+        };
         wire::push_tcp(buf, d, *id, fields, data);
         *id = id.wrapping_add(1);
         Some(s.ts_ns)
@@ -719,6 +767,12 @@ mod tests {
         let mut vlan = TcpSession::new(v4().0, v4().1, 20_000, 500);
         vlan.link = Link::Ethernet { vlans: vec![7, 8] };
         cases.push(vlan);
+        for (first, first_mss, up) in [(517, 200, 10_000), (517, 0, 100), (3000, 0, 5000)] {
+            let mut head = TcpSession::new(v4().0, v4().1, up, 700);
+            head.first_client_bytes = vec![0x16; first];
+            head.first_mss = first_mss;
+            cases.push(head);
+        }
         let mut zero_ack = TcpSession::new(v6().0, v6().1, 5_000, 5_000);
         zero_ack.ack_every = 0;
         zero_ack.mss = 0;

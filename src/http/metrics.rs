@@ -317,6 +317,26 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         .counter(&[("event", "overwritten")], recent(&|r| r.overwritten))
         .counter(&[("event", "link_lost")], recent(&|r| r.links_lost)),
     );
+    let tap = |f: &dyn Fn(&crate::proto::tap::TapStats) -> u64| sum(&|s| f(&s.flows.tap));
+    let quic = |f: &dyn Fn(&crate::proto::tap::QuicTapStats) -> u64| sum(&|s| f(&s.flows.quic_tap));
+    fams.push(
+        Family::new(
+            "outflow_name_tap_total",
+            "The TCP name tap (TLS ClientHello, HTTP request head in a client's first bytes): looked = flows whose first client payload was examined; tls / http = hellos / request heads parsed; stashed = flows whose first bytes needed the stash (split across segments); out_of_order = flows given up on a segment out of order; gave_up = flows given up after 32 segments or 4 KiB without a verdict, or on a malformed hello; cut = segments only partly kept because the stash slot was full; quic_looked = UDP flows whose first datagram could be a QUIC v1/v2 client Initial; quic = ClientHellos read from decrypted Initials; quic_gave_up = no ClientHello within 8 datagrams, or one that did not decrypt or parse; quic_evicted = Initial decryption states taken from a connection in progress because all 64 were in use.",
+            MetricType::COUNTER,
+        )
+        .counter(&[("event", "looked")], tap(&|t| t.looked))
+        .counter(&[("event", "tls")], tap(&|t| t.tls))
+        .counter(&[("event", "http")], tap(&|t| t.http))
+        .counter(&[("event", "stashed")], tap(&|t| t.stashed))
+        .counter(&[("event", "out_of_order")], tap(&|t| t.out_of_order))
+        .counter(&[("event", "gave_up")], tap(&|t| t.gave_up))
+        .counter(&[("event", "cut")], tap(&|t| t.cut))
+        .counter(&[("event", "quic_looked")], quic(&|q| q.looked))
+        .counter(&[("event", "quic")], quic(&|q| q.hellos))
+        .counter(&[("event", "quic_gave_up")], quic(&|q| q.gave_up))
+        .counter(&[("event", "quic_evicted")], quic(&|q| q.evicted)),
+    );
     let evicted_idx = EndReason::ALL
         .iter()
         .position(|r| *r == EndReason::Evicted)

@@ -126,9 +126,13 @@ impl FlowNames {
             };
             return Some((n, src));
         }
+        // `Host: :80` leaves no name once the port is taken off (found by the
+        // `http_request` fuzz target): no name rather than an empty one.
         self.http_host
             .get()
-            .map(|h| (host_only(h), NameSource::HttpHost))
+            .map(host_only)
+            .filter(|h| !h.is_empty())
+            .map(|h| (h, NameSource::HttpHost))
     }
 
     /// `tls_version` as text.

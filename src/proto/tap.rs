@@ -47,6 +47,22 @@ pub struct TapStats {
     /// Flows given up after [`MAX_SEGMENTS`] or [`STASH_BYTES`] without a verdict, or with a
     /// malformed hello.
     pub gave_up: u64,
+    /// Segments of which only the part that fit the stash ([`STASH_BYTES`]) was kept.
+    pub cut: u64,
+}
+
+impl TapStats {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, o: &TapStats) {
+        self.looked += o.looked;
+        self.tls += o.tls;
+        self.http += o.http;
+        self.stashed += o.stashed;
+        self.evicted += o.evicted;
+        self.out_of_order += o.out_of_order;
+        self.gave_up += o.gave_up;
+        self.cut += o.cut;
+    }
 }
 
 /// What the tap says about a segment.
@@ -125,6 +141,9 @@ impl TcpTap {
         };
         self.stats.stashed += 1;
         let n = payload.len().min(STASH_BYTES);
+        if n < payload.len() {
+            self.stats.cut += 1;
+        }
         if let (Some(d), Some(s)) = (
             self.bufs.get_mut(i * STASH_BYTES..i * STASH_BYTES + n),
             payload.get(..n),
@@ -159,6 +178,9 @@ impl TcpTap {
         }
         let at = usize::from(s.len);
         let n = payload.len().min(STASH_BYTES - at);
+        if n < payload.len() {
+            self.stats.cut += 1;
+        }
         s.len += n as u16;
         s.segs = s.segs.saturating_add(1);
         s.next_seq = s.next_seq.wrapping_add(n as u32);
@@ -315,6 +337,16 @@ pub struct QuicTap {
     hand: usize,
     /// Counters.
     pub stats: QuicTapStats,
+}
+
+impl QuicTapStats {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, o: &QuicTapStats) {
+        self.looked += o.looked;
+        self.hellos += o.hellos;
+        self.evicted += o.evicted;
+        self.gave_up += o.gave_up;
+    }
 }
 
 impl QuicTap {

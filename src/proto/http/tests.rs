@@ -42,6 +42,24 @@ fn http09_and_others() {
     );
 }
 
+/// A Host that is only a port names nothing (from the `http_request` fuzz target: the
+/// head had `Host::`, whose value `:` lost its empty port and left an empty name).
+#[test]
+fn a_host_of_only_a_port_gives_no_name() {
+    for (head, name) in [
+        (&b"PUT /u HTTP/1.1\r\nHost::\r\n\r\n"[..], None),
+        (b"PUT /u HTTP/1.1\r\nHost: :8080\r\n\r\n", None),
+        (
+            b"PUT /u HTTP/1.1\r\nHost: a.example:\r\n\r\n",
+            Some(&b"a.example"[..]),
+        ),
+    ] {
+        let n = crate::proto::FlowNames::from_request(&req(head));
+        assert!(n.http_host.get().is_some(), "{head:?}");
+        assert_eq!(n.name().map(|(h, _)| h), name, "{head:?}");
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300), f in proptest::bool::ANY) {
