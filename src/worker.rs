@@ -338,6 +338,9 @@ impl Worker {
                         |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
                     t.server_name = text(n.server_name.get());
                     t.http_host = text(n.http_host.get());
+                    t.alpn = text(n.alpn.get());
+                    t.ja4 = n.ja4.map(|j| j.as_str().to_string());
+                    t.http_method = text(n.http_method.get());
                 }
                 Some(t)
             })
@@ -1105,6 +1108,9 @@ fn top_flow(f: &Flow) -> Option<crate::flow::top::TopFlow> {
         tuple: crate::flow::FlowTuple::of_flow(f),
         server_name: None,
         http_host: None,
+        alpn: None,
+        ja4: None,
+        http_method: None,
     })
 }
 

@@ -121,6 +121,12 @@ pub struct TopFlow {
     pub server_name: Option<String>,
     /// HTTP Host, if the client sent one.
     pub http_host: Option<String>,
+    /// The first ALPN protocol the client offered.
+    pub alpn: Option<String>,
+    /// JA4 fingerprint of its ClientHello.
+    pub ja4: Option<String>,
+    /// HTTP method of its first request.
+    pub http_method: Option<String>,
 }
 
 impl TopFlow {
