@@ -1,8 +1,12 @@
 //! The per-packet path allocates nothing in steady state: decode, fragment ports, flow
 //! lookup/creation/expiry, IP fragment reassembly, the inline detectors and the name taps
-//! (TLS, HTTP) run under a counting global allocator.
+//! (TLS, HTTP) run under a counting global allocator; so does reading QUIC client Initials
+//! (key derivation, header protection, the AEAD, the frame walk and the CRYPTO assembler) over
+//! the client datagrams of suricata-verify `quic-frag` and Zeek's Chromium capture.
 //!
 //! The counter is global, so the tests take [`SERIAL`] to measure one at a time.
+
+mod common;
 
 use etherparse::PacketBuilder;
 use outflow::capture::frag::FragPorts;
@@ -256,4 +260,49 @@ fn named_flows_later_packets_do_not_allocate() {
         "one named record per flow ({volumes} events before)"
     );
     assert_eq!(after - before, 0, "allocations after the verdict");
+}
+
+/// The UDP payloads sent to port 443 in a capture.
+fn client_datagrams(rel: &str) -> Option<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(common::shared_pcaps()?.join(rel)).unwrap();
+    let (_, recs) = common::pcap_records(&bytes);
+    let mut out = Vec::new();
+    for r in &recs {
+        let wire = u32::from_le_bytes(r[12..16].try_into().unwrap());
+        let frame = &r[16..];
+        if let Ok(m) = decode(LinkType::Ethernet, frame, wire) {
+            if m.proto == 17 && m.dport == 443 {
+                let at = usize::from(m.payload_offset);
+                out.push(frame[at..at + m.payload_len as usize].to_vec());
+            }
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn reading_client_initials_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut captures = Vec::new();
+    for rel in [
+        "suricata-verify/quic-frag/input.pcap",
+        "zeek/scripts__base__protocols__quic__fragmented-crypto/chromium-115.0.5790.110-google-de-fragmented.pcap",
+    ] {
+        let Some(d) = client_datagrams(rel) else {
+            return;
+        };
+        captures.push(d);
+    }
+    let mut c = Box::new(outflow::proto::quic::ClientInitials::new());
+    for datagrams in &captures {
+        c.reset();
+        let before = ALLOCS.load(Ordering::Relaxed);
+        let mut done = false;
+        for d in datagrams {
+            done |= c.feed(d) == Ok(outflow::proto::quic::HelloStatus::Complete);
+        }
+        let after = ALLOCS.load(Ordering::Relaxed);
+        assert!(done);
+        assert_eq!(after - before, 0, "allocations while reading Initials");
+    }
 }

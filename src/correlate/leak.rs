@@ -183,23 +183,24 @@ struct Host {
     mark: u32,
 }
 
-/// Running mean and variance (Welford) of outbound bytes per flow of one home server port.
-#[derive(Clone, Copy, Default, Serialize, Deserialize)]
-struct Welford {
-    n: u64,
-    mean: f64,
+/// Running mean and variance (Welford): outbound bytes per flow of one home server port
+/// here, connection durations per port in the long-connection detector.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Welford {
+    pub(crate) n: u64,
+    pub(crate) mean: f64,
     m2: f64,
 }
 
 impl Welford {
-    fn add(&mut self, x: f64) {
+    pub(crate) fn add(&mut self, x: f64) {
         self.n += 1;
         let d = x - self.mean;
         self.mean += d / self.n as f64;
         self.m2 += d * (x - self.mean);
     }
 
-    fn std(&self) -> f64 {
+    pub(crate) fn std(&self) -> f64 {
         if self.n < 2 {
             0.0
         } else {

@@ -12,37 +12,12 @@
 //! past `min_duration` (its doublings), the port rule at the one report point that first
 //! passes the port's threshold (the previous point, half its age, did not).
 
-use super::leak::LeakAlert;
+use super::leak::{LeakAlert, Welford};
 use crate::config::LongConnectionConfig;
 use crate::detect::Detector;
 use crate::event::Volume;
 use crate::flow::{EndReason, FlowRecord, Side};
 use hashbrown::HashMap;
-
-/// Running duration statistics of one home server port (Welford), in seconds.
-#[derive(Clone, Copy, Debug, Default)]
-struct Durations {
-    n: u64,
-    mean: f64,
-    m2: f64,
-}
-
-impl Durations {
-    fn add(&mut self, x: f64) {
-        self.n += 1;
-        let d = x - self.mean;
-        self.mean += d / self.n as f64;
-        self.m2 += d * (x - self.mean);
-    }
-
-    fn std(&self) -> f64 {
-        if self.n < 2 {
-            0.0
-        } else {
-            (self.m2 / (self.n - 1) as f64).sqrt()
-        }
-    }
-}
 
 /// The detector's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +36,7 @@ pub struct LongConnections {
     min_flows: u64,
     /// Durations by home server port: at most 65 536 entries (one per port), so bounded by
     /// construction.
-    ports: HashMap<u16, Durations>,
+    ports: HashMap<u16, Welford>,
     /// Counters.
     pub stats: LongStats,
 }

@@ -79,27 +79,101 @@ pub enum Outcome {
     Found(FlowNames),
 }
 
+/// What the stash keeps of one flow's first segments.
 #[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    flow_id: u64,
-    /// Table slot of the flow, + 1 (0: free).
-    owner: u32,
+struct Stash {
     next_seq: u32,
     len: u16,
     segs: u8,
 }
 
+/// A fixed pool of per-flow slots, keyed by flow-table slot: taken from a free list,
+/// returned at the verdict or the flow's end, and — when every slot is in use — taken round
+/// robin from the one at the hand (so the one evicted is the one held longest, give or take).
+/// Both taps keep their in-progress flows in one.
+struct FlowSlots<S> {
+    /// (flow id, table slot + 1 (0: free), state) of each pool slot.
+    slots: Vec<(u64, u32, S)>,
+    free: Vec<u16>,
+    /// Pool slot + 1 of each flow-table slot (0: none). Zeroed memory, so its pages are only
+    /// mapped where a flow used the pool.
+    by_flow: Vec<u16>,
+    hand: usize,
+    /// Slots taken from a flow in progress because all were in use.
+    evicted: u64,
+}
+
+impl<S: Copy + Default> FlowSlots<S> {
+    fn new(n: usize, flow_slots: usize) -> Self {
+        FlowSlots {
+            slots: vec![(0, 0, S::default()); n],
+            free: (0..n as u16).rev().collect(),
+            by_flow: vec![0; flow_slots + 1],
+            hand: 0,
+            evicted: 0,
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// The pool slot of flow `flow_id` in table slot `slot`, if it still holds one.
+    fn of(&self, slot: u32, flow_id: u64) -> Option<usize> {
+        let i = usize::from(self.by_flow.get(slot as usize).copied()?.checked_sub(1)?);
+        let (id, owner, _) = self.slots.get(i)?;
+        (*owner == slot.wrapping_add(1) && *id == flow_id).then_some(i)
+    }
+
+    fn state(&mut self, i: usize) -> Option<&mut S> {
+        self.slots.get_mut(i).map(|s| &mut s.2)
+    }
+
+    /// A slot for the flow (its state reset), evicting the one at the hand when none is
+    /// free.
+    fn take(&mut self, slot: u32, flow_id: u64) -> Option<usize> {
+        let i = match self.free.pop() {
+            Some(i) => usize::from(i),
+            None => {
+                let n = self.slots.len().max(1);
+                let i = self.hand % n;
+                self.hand = i + 1;
+                let owner = self.slots.get(i)?.1;
+                if let Some(b) = self.by_flow.get_mut(owner.wrapping_sub(1) as usize) {
+                    *b = 0;
+                }
+                self.evicted += 1;
+                i
+            }
+        };
+        *self.slots.get_mut(i)? = (flow_id, slot.wrapping_add(1), S::default());
+        *self.by_flow.get_mut(slot as usize)? = i as u16 + 1;
+        Some(i)
+    }
+
+    /// Frees the slot of the flow in table slot `slot`, if it has one.
+    #[inline]
+    fn release(&mut self, slot: u32) {
+        // Read first: a write would map the page for every flow.
+        let Some(b) = self.by_flow.get_mut(slot as usize) else {
+            return;
+        };
+        if *b == 0 {
+            return;
+        }
+        let i = *b - 1;
+        *b = 0;
+        if let Some(s) = self.slots.get_mut(usize::from(i)) {
+            *s = (0, 0, S::default());
+            self.free.push(i);
+        }
+    }
+}
+
 /// One worker's tap.
 pub struct TcpTap {
-    slots: Vec<Slot>,
+    slots: FlowSlots<Stash>,
     bufs: Vec<u8>,
-    free: Vec<u16>,
-    /// Stash slot + 1 of each flow-table slot (0: none). Zeroed memory, so its pages are
-    /// only mapped where a flow used the stash.
-    by_flow: Vec<u16>,
-    /// Next eviction candidate (slots are taken round-robin when all are in use, so the one
-    /// evicted is the one held longest, give or take).
-    hand: usize,
     scratch: Vec<u8>,
     /// Counters.
     pub stats: TapStats,
@@ -109,11 +183,8 @@ impl TcpTap {
     /// A tap for a flow table of `flow_slots` slots (numbered from 1).
     pub fn new(flow_slots: usize) -> TcpTap {
         TcpTap {
-            slots: vec![Slot::default(); STASH_SLOTS],
+            slots: FlowSlots::new(STASH_SLOTS, flow_slots),
             bufs: vec![0; STASH_SLOTS * STASH_BYTES],
-            free: (0..STASH_SLOTS as u16).rev().collect(),
-            by_flow: vec![0; flow_slots + 1],
-            hand: 0,
             scratch: vec![0; tls::MAX_HANDSHAKE],
             stats: TapStats::default(),
         }
@@ -122,7 +193,7 @@ impl TcpTap {
     /// (slots in use, capacity, evictions).
     pub fn occupancy(&self) -> (u64, u64, u64) {
         (
-            (STASH_SLOTS - self.free.len()) as u64,
+            self.slots.in_use() as u64,
             STASH_SLOTS as u64,
             self.stats.evicted,
         )
@@ -136,9 +207,10 @@ impl TcpTap {
             Eval::Found(n) => return self.found(n),
             Eval::Nothing => return Outcome::Done,
         }
-        let Some(i) = self.take(slot, flow_id) else {
+        let Some(i) = self.slots.take(slot, flow_id) else {
             return Outcome::Done;
         };
+        self.stats.evicted = self.slots.evicted;
         self.stats.stashed += 1;
         let n = payload.len().min(STASH_BYTES);
         if n < payload.len() {
@@ -150,7 +222,7 @@ impl TcpTap {
         ) {
             d.copy_from_slice(s);
         }
-        if let Some(s) = self.slots.get_mut(i) {
+        if let Some(s) = self.slots.state(i) {
             s.len = n as u16;
             s.segs = 1;
             s.next_seq = seq.wrapping_add(n as u32);
@@ -160,11 +232,11 @@ impl TcpTap {
 
     /// A later client segment with payload of a flow the tap asked for more of.
     pub fn more(&mut self, slot: u32, flow_id: u64, seq: u32, payload: &[u8]) -> Outcome {
-        let Some(i) = self.stash_of(slot, flow_id) else {
+        let Some(i) = self.slots.of(slot, flow_id) else {
             // Its stash slot was evicted.
             return Outcome::Done;
         };
-        let Some(s) = self.slots.get_mut(i) else {
+        let Some(s) = self.slots.state(i) else {
             return Outcome::Done;
         };
         let ahead = seq.wrapping_sub(s.next_seq) as i32;
@@ -210,19 +282,7 @@ impl TcpTap {
     /// it ended).
     #[inline]
     pub fn release(&mut self, slot: u32) {
-        // Read first: a write would map the page for every flow.
-        let Some(b) = self.by_flow.get_mut(slot as usize) else {
-            return;
-        };
-        if *b == 0 {
-            return;
-        }
-        let i = *b - 1;
-        *b = 0;
-        if let Some(s) = self.slots.get_mut(usize::from(i)) {
-            *s = Slot::default();
-            self.free.push(i);
-        }
+        self.slots.release(slot);
     }
 
     fn found(&mut self, n: FlowNames) -> Outcome {
@@ -232,36 +292,6 @@ impl TcpTap {
             self.stats.http += 1;
         }
         Outcome::Found(n)
-    }
-
-    fn stash_of(&self, slot: u32, flow_id: u64) -> Option<usize> {
-        let i = usize::from(self.by_flow.get(slot as usize).copied()?.checked_sub(1)?);
-        let s = self.slots.get(i)?;
-        (s.owner == slot.wrapping_add(1) && s.flow_id == flow_id).then_some(i)
-    }
-
-    /// A free stash slot for the flow, evicting the one at the hand when none is free.
-    fn take(&mut self, slot: u32, flow_id: u64) -> Option<usize> {
-        let i = match self.free.pop() {
-            Some(i) => usize::from(i),
-            None => {
-                let i = self.hand % STASH_SLOTS;
-                self.hand = i + 1;
-                let owner = self.slots.get(i)?.owner;
-                if let Some(b) = self.by_flow.get_mut(owner.wrapping_sub(1) as usize) {
-                    *b = 0;
-                }
-                self.stats.evicted += 1;
-                i
-            }
-        };
-        *self.slots.get_mut(i)? = Slot {
-            flow_id,
-            owner: slot.wrapping_add(1),
-            ..Slot::default()
-        };
-        *self.by_flow.get_mut(slot as usize)? = i as u16 + 1;
-        Some(i)
     }
 }
 
@@ -315,14 +345,6 @@ pub struct QuicTapStats {
     pub gave_up: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct QuicSlot {
-    flow_id: u64,
-    /// Table slot of the flow, + 1 (0: free).
-    owner: u32,
-    datagrams: u8,
-}
-
 /// One worker's QUIC tap: decrypts a UDP client's first Initial datagrams
 /// ([`super::quic::ClientInitials`]) and reads the ClientHello inside with the TLS parser.
 /// The connection states are a fixed pool allocated at start, taken from a free list and
@@ -330,11 +352,8 @@ struct QuicSlot {
 /// is evicted (counted) and its flow gets no name.
 pub struct QuicTap {
     conns: Vec<super::quic::ClientInitials>,
-    slots: Vec<QuicSlot>,
-    free: Vec<u16>,
-    /// Pool slot + 1 of each flow-table slot (0: none).
-    by_flow: Vec<u16>,
-    hand: usize,
+    /// The pool; each slot's state is the datagrams looked at.
+    slots: FlowSlots<u8>,
     /// Counters.
     pub stats: QuicTapStats,
 }
@@ -356,10 +375,7 @@ impl QuicTap {
             conns: (0..QUIC_SLOTS)
                 .map(|_| super::quic::ClientInitials::new())
                 .collect(),
-            slots: vec![QuicSlot::default(); QUIC_SLOTS],
-            free: (0..QUIC_SLOTS as u16).rev().collect(),
-            by_flow: vec![0; flow_slots + 1],
-            hand: 0,
+            slots: FlowSlots::new(QUIC_SLOTS, flow_slots),
             stats: QuicTapStats::default(),
         }
     }
@@ -367,7 +383,7 @@ impl QuicTap {
     /// (slots in use, capacity, evictions).
     pub fn occupancy(&self) -> (u64, u64, u64) {
         (
-            (QUIC_SLOTS - self.free.len()) as u64,
+            self.slots.in_use() as u64,
             QUIC_SLOTS as u64,
             self.stats.evicted,
         )
@@ -394,20 +410,25 @@ impl QuicTap {
                 return Outcome::Done;
             }
             self.stats.looked += 1;
-            match self.take(slot, flow_id) {
-                Some(i) => i,
-                None => return Outcome::Done,
+            let Some(i) = self.slots.take(slot, flow_id) else {
+                return Outcome::Done;
+            };
+            self.stats.evicted = self.slots.evicted;
+            if let Some(c) = self.conns.get_mut(i) {
+                c.reset();
             }
+            i
         } else {
-            match self.slot_of(slot, flow_id) {
+            match self.slots.of(slot, flow_id) {
                 Some(i) => i,
                 None => return Outcome::Done, // evicted
             }
         };
-        let (Some(conn), Some(s)) = (self.conns.get_mut(i), self.slots.get_mut(i)) else {
+        let (Some(conn), Some(datagrams)) = (self.conns.get_mut(i), self.slots.state(i)) else {
             return Outcome::Done;
         };
-        s.datagrams = s.datagrams.saturating_add(1);
+        *datagrams = datagrams.saturating_add(1);
+        let datagrams = *datagrams;
         let status = conn.feed(payload);
         let out = match status {
             Ok(super::quic::HelloStatus::Complete) => {
@@ -425,7 +446,7 @@ impl QuicTap {
             // A later datagram of the handshake (or a coalesced one) that is not an Initial
             // is normal while the ClientHello is incomplete; the datagram budget bounds it.
             Ok(super::quic::HelloStatus::Pending) | Err(_)
-                if s.datagrams < QUIC_MAX_DATAGRAMS && conn.initials() > 0 =>
+                if datagrams < QUIC_MAX_DATAGRAMS && conn.initials() > 0 =>
             {
                 return Outcome::More;
             }
@@ -441,48 +462,6 @@ impl QuicTap {
     /// Frees the pool slot of the flow in table slot `slot`, if it has one.
     #[inline]
     pub fn release(&mut self, slot: u32) {
-        // Read first: a write would map the page for every flow.
-        let Some(b) = self.by_flow.get_mut(slot as usize) else {
-            return;
-        };
-        if *b == 0 {
-            return;
-        }
-        let i = *b - 1;
-        *b = 0;
-        if let Some(s) = self.slots.get_mut(usize::from(i)) {
-            *s = QuicSlot::default();
-            self.free.push(i);
-        }
-    }
-
-    fn slot_of(&self, slot: u32, flow_id: u64) -> Option<usize> {
-        let i = usize::from(self.by_flow.get(slot as usize).copied()?.checked_sub(1)?);
-        let s = self.slots.get(i)?;
-        (s.owner == slot.wrapping_add(1) && s.flow_id == flow_id).then_some(i)
-    }
-
-    fn take(&mut self, slot: u32, flow_id: u64) -> Option<usize> {
-        let i = match self.free.pop() {
-            Some(i) => usize::from(i),
-            None => {
-                let i = self.hand % QUIC_SLOTS;
-                self.hand = i + 1;
-                let owner = self.slots.get(i)?.owner;
-                if let Some(b) = self.by_flow.get_mut(owner.wrapping_sub(1) as usize) {
-                    *b = 0;
-                }
-                self.stats.evicted += 1;
-                i
-            }
-        };
-        *self.slots.get_mut(i)? = QuicSlot {
-            flow_id,
-            owner: slot.wrapping_add(1),
-            datagrams: 0,
-        };
-        self.conns.get_mut(i)?.reset();
-        *self.by_flow.get_mut(slot as usize)? = i as u16 + 1;
-        Some(i)
+        self.slots.release(slot);
     }
 }
