@@ -469,13 +469,18 @@ impl CloudDetector {
                 }
             }
         };
-        // The bucket of this time: a ring slot reused once its start is a window old.
+        // The bucket of this time: a ring slot reused once its start is a window old. A
+        // report older than the bucket its slot holds (a flow's last report, made at its last
+        // packet and sent when it idled out, or another worker's lagging one) is a window or
+        // more behind bytes already counted: out of the window, it must not overwrite them.
         let slot = ((ts_ns / self.bucket_ns) % BUCKETS as u64) as usize;
         if let Some(b) = w.buckets.get_mut(slot) {
-            if b.0 != bucket_start {
+            if b.0 < bucket_start {
                 *b = (bucket_start, 0);
             }
-            b.1 = b.1.saturating_add(out_bytes);
+            if b.0 == bucket_start {
+                b.1 = b.1.saturating_add(out_bytes);
+            }
         }
         let horizon = ts_ns.saturating_sub(self.window_ns);
         let total: u64 = w
@@ -492,7 +497,7 @@ impl CloudDetector {
             w.dsts.clear();
             w.names.clear();
         }
-        w.last_ns = ts_ns;
+        w.last_ns = w.last_ns.max(ts_ns);
         w.inb = w.inb.saturating_add(in_bytes);
         if !w.last_flows.contains(&flow_id) {
             w.flows += 1;
@@ -705,6 +710,34 @@ mod tests {
             &mut |a| found.push(a),
         );
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn a_late_report_never_overwrites_a_newer_bucket() {
+        // A 10-minute window (the TCP idle timeout): a flow that ended idle reports its last
+        // bytes at its last packet's time, up to a window late. Its bucket's ring slot holds
+        // the newer bucket a window on: that must keep its bytes.
+        let mut d = detector(|c| c.window = std::time::Duration::from_secs(600));
+        let mut found = Vec::new();
+        let src = ip("10.0.0.8");
+        let mut report = |d: &mut CloudDetector, ts: u64, flow: u64, bytes: u64| {
+            d.on_volume(
+                ts,
+                flow,
+                src,
+                ip("162.125.1.3"),
+                "content.dropboxapi.com",
+                bytes,
+                0,
+                &mut |a| found.push(a),
+            );
+        };
+        report(&mut d, T0 + 600 * S, 1, 12_000_000);
+        report(&mut d, T0, 2, 5_000_000); // late: a window old
+        report(&mut d, T0 + 610 * S, 1, 10_000_000);
+        assert_eq!(found.len(), 1, "12 + 10 MB within the window");
+        assert_eq!(found[0].total_bytes, 22_000_000);
+        assert_eq!(found[0].first_ns, T0 + 600 * S);
     }
 
     #[test]
