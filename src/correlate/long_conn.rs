@@ -8,9 +8,10 @@
 //! crosses `min_duration / 64 × 2^k`; the report carries the flow's counters) and the flows'
 //! final records (the durations each home server port learns from). Both are per flow event,
 //! never per packet; the report points double, so a flow sends a few dozen in its life at
-//! most. No per-flow state is kept here: the fixed rule alerts at every report point at or
-//! past `min_duration` (its doublings), the port rule at the one report point that first
-//! passes the port's threshold (the previous point, half its age, did not).
+//! most. The fixed rule keeps no per-flow state: it alerts at every report point at or past
+//! `min_duration` (its doublings). The port rule alerts at the first report point past the
+//! port's threshold; as the threshold moves while the flow is open (other sessions end), the
+//! flows it alerted on are remembered until their final record ([`MAX_ALERTED`] at most).
 
 use super::leak::{LeakAlert, Welford};
 use crate::config::LongConnectionConfig;
@@ -18,6 +19,7 @@ use crate::detect::Detector;
 use crate::event::Volume;
 use crate::flow::{EndReason, FlowRecord, Side};
 use hashbrown::HashMap;
+use hashlink::LinkedHashSet;
 
 /// The detector's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,11 +39,20 @@ pub struct LongConnections {
     /// Durations by home server port: at most 65 536 entries (one per port), so bounded by
     /// construction.
     ports: HashMap<u16, Welford>,
+    /// Flows that raised the port rule's alert and have not ended (see [`MAX_ALERTED`]).
+    alerted: LinkedHashSet<u64>,
     /// Counters.
     pub stats: LongStats,
 }
 
 const NS: f64 = 1e9;
+
+/// Open flows remembered as having raised the port rule's alert, so a threshold that moves
+/// while they are open cannot make them alert twice. Forgotten at their final record; when
+/// full, the one remembered longest is dropped (it may alert once more at a later report
+/// point). Each entry is a flow open past its port's usual duration: a few thousand at once
+/// is already an incident.
+pub const MAX_ALERTED: usize = 4096;
 
 impl LongConnections {
     /// The detector, or `None` when disabled.
@@ -56,6 +67,7 @@ impl LongConnections {
             sigma: cfg.sigma,
             min_flows: cfg.min_flows,
             ports: HashMap::new(),
+            alerted: LinkedHashSet::new(),
             stats: LongStats::default(),
         })
     }
@@ -63,9 +75,11 @@ impl LongConnections {
     /// New thresholds (SIGHUP); the ports' history is kept.
     pub fn reconfigure(&mut self, cfg: &LongConnectionConfig) {
         let ports = std::mem::take(&mut self.ports);
+        let alerted = std::mem::take(&mut self.alerted);
         let stats = self.stats;
         if let Some(mut n) = LongConnections::new(cfg) {
             n.ports = ports;
+            n.alerted = alerted;
             n.stats = stats;
             *self = n;
         }
@@ -73,6 +87,9 @@ impl LongConnections {
 
     /// A flow's final record: a connection to a home server teaches its port.
     pub fn on_flow(&mut self, r: &FlowRecord) {
+        if r.reason != EndReason::ActiveTimeout {
+            self.alerted.remove(&r.flow_id);
+        }
         // The home side answered: it is the server (the external side opened). A late
         // FIN/RST's record (`continues`) is the tail of a connection already counted.
         if r.outbound != Some(Side::Resp)
@@ -138,10 +155,13 @@ impl LongConnections {
             return;
         }
         let threshold = d.mean + self.sigma * d.std();
-        let (half, now) = ((point / 2) as f64 / NS, point as f64 / NS);
-        // The first report point past the threshold: this one is, the previous one (half
-        // its age) was not.
-        if now > threshold && (half <= threshold || point == self.base_ns) {
+        // The first report point past the threshold (as it stands now): this one is, and the
+        // flow did not alert before.
+        if point as f64 / NS > threshold && !self.alerted.contains(&v.flow_id) {
+            if self.alerted.len() >= MAX_ALERTED {
+                self.alerted.pop_front();
+            }
+            self.alerted.insert(v.flow_id);
             self.stats.alerts += 1;
             out(LeakAlert {
                 id: format!("long_connection-{}-service", v.flow_id),
@@ -228,6 +248,15 @@ mod tests {
             a.mean,
             a.std
         );
+        // Long sessions end: the port's threshold rises past the alerted report point. The
+        // next report (450 s) is the first past the new threshold, but the flow alerted.
+        for _ in 0..100 {
+            d.learn(5432, 400 * S);
+        }
+        for p in points().into_iter().take(6).skip(4) {
+            d.on_age(&age_report(T0, T0 + p, false), &mut |a| found.push(a));
+        }
+        assert_eq!(found.len(), 1, "one service alert a flow: {found:?}");
         // A port with too little history never judges.
         let mut fresh = LongConnections::new(&LongConnectionConfig::default()).unwrap();
         let mut none = Vec::new();
