@@ -679,7 +679,9 @@ impl Worker {
                 .push((packet_key(p, &mut sub), Event::Volume(v)));
         }
         if age {
-            let v = volume_of(&snapshot, p.ts_ns, 0, 0, false);
+            // The capture clock the crossing was judged on (a packet's own timestamp may step
+            // back), so the report lands on the point that was crossed.
+            let v = volume_of(&snapshot, p.clock_ns, 0, 0, false);
             self.pending.push((packet_key(p, &mut sub), Event::Age(v)));
         }
         if let Some(mut a) = alert {

@@ -187,6 +187,9 @@ impl Default for ClientInitials {
     }
 }
 
+/// Client Initials opened from one datagram at most (see [`ClientInitials::feed`]).
+pub const MAX_INITIALS_PER_DATAGRAM: u8 = 4;
+
 impl ClientInitials {
     /// A connection with nothing seen yet.
     pub fn new() -> Self {
@@ -223,6 +226,10 @@ impl ClientInitials {
         if datagram.first().is_none_or(|b| b & 0x80 == 0) {
             return Err(QuicError::NotLongHeader);
         }
+        // A client coalesces at most an Initial, a 0-RTT and a Handshake packet (RFC 9000
+        // §12.2); a datagram of dozens of tiny Initials, each with its own connection id,
+        // would cost a key derivation and a decryption each. Open at most this many.
+        let mut tries = MAX_INITIALS_PER_DATAGRAM;
         for p in Packets::new(datagram) {
             let p = match p {
                 Ok(p) => p,
@@ -238,6 +245,11 @@ impl ClientInitials {
             if ty != LongType::Initial {
                 continue;
             }
+            if tries == 0 {
+                first_err.get_or_insert(QuicError::TooLarge);
+                break;
+            }
+            tries -= 1;
             match self.open(version, &p) {
                 Ok(()) => opened = true,
                 Err(e) => {

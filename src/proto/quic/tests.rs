@@ -521,3 +521,17 @@ fn a_connection_state_is_small_and_fixed() {
     let n = std::mem::size_of::<ClientInitials>();
     assert!(n <= 6 * 1024, "{n}");
 }
+
+#[test]
+fn a_datagram_opens_at_most_four_initials() {
+    // Six Initials coalesced in one datagram, each under keys of its own connection id: a
+    // client never sends that; each would cost a key derivation and a decryption.
+    let mut d = Vec::new();
+    for i in 0..6u8 {
+        let dcid = [i, 1, 2, 3, 4, 5, 6, 7];
+        d.extend(seal_initial(Version::V1, &dcid, &dcid, 0, &[1], 0));
+    }
+    let mut c = ClientInitials::new();
+    let _ = c.feed(&d);
+    assert_eq!(c.initials(), u32::from(MAX_INITIALS_PER_DATAGRAM));
+}
