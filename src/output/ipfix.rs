@@ -725,7 +725,7 @@ mod tests {
             ]
         );
         assert_eq!(m.len(), 16 + template_set_len());
-        // Template set header, then the IPv4 template: id 256, 19 fields.
+        // Template set header, then the IPv4 template: id 256, 18 fields.
         assert_eq!(
             &m[16..20],
             &[
@@ -735,7 +735,7 @@ mod tests {
                 template_set_len() as u8
             ]
         );
-        assert_eq!(&m[20..24], &[1, 0, 0, 19]);
+        assert_eq!(&m[20..24], &[1, 0, 0, 18]);
         // sourceIPv4Address/4, destinationIPv4Address/4, sourceTransportPort/2, ...
         assert_eq!(&m[24..36], &[0, 8, 0, 4, 0, 12, 0, 4, 0, 7, 0, 2]);
         // ... octetDeltaCount/8 (after ports and protocol), then reverse octetDeltaCount:
@@ -743,9 +743,9 @@ mod tests {
         assert_eq!(&m[44..48], &[0, 1, 0, 8]);
         assert_eq!(&m[52..60], &[0x80, 1, 0, 8, 0, 0, 0x72, 0x79]);
         assert_eq!(&m[60..68], &[0x80, 2, 0, 8, 0, 0, 0x72, 0x79]);
-        // The IPv6 template follows the IPv4 one's 17 IANA and 3 reverse specifiers.
-        let v6 = 24 + 16 * 4 + 3 * 8;
-        assert_eq!(&m[v6..v6 + 12], &[1, 1, 0, 19, 0, 27, 0, 16, 0, 28, 0, 16]);
+        // The IPv6 template follows the IPv4 one's 15 IANA and 3 reverse specifiers.
+        let v6 = 24 + 15 * 4 + 3 * 8;
+        assert_eq!(&m[v6..v6 + 12], &[1, 1, 0, 18, 0, 27, 0, 16, 0, 28, 0, 16]);
         assert_eq!(e.sequence(), 0, "templates are not data records");
     }
 
