@@ -24,6 +24,12 @@ test-deps: deps
 		echo "installing tcpreplay and iproute2 for the live-capture test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpreplay iproute2; \
 	fi
+## tests/ipfix.rs exports a replay to real IPFIX collectors: nfdump's nfcapd and pmacct's
+## nfacctd (it skips itself when they are absent).
+	@if [ "$$(id -u)" = 0 ] && { ! command -v nfcapd >/dev/null 2>&1 || ! command -v nfacctd >/dev/null 2>&1; }; then \
+		echo "installing nfdump and pmacct for the IPFIX export test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump pmacct; \
+	fi
 ## tests/monitoring.rs checks deploy/prometheus/ with promtool. It is taken out of Debian's
 ## prometheus package without installing that (no service started, no web-UI dependencies):
 ## one static binary in target/tools.

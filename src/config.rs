@@ -407,6 +407,8 @@ pub struct OutputConfig {
     pub sink_queue: usize,
     /// Alerts as syslog messages (RFC 5424).
     pub syslog: SyslogConfig,
+    /// Flow records as IPFIX (RFC 7011) to a flow collector.
+    pub ipfix: IpfixConfig,
     /// Seed of the Community ID (`community_id` in flow records, alerts, incidents, DNS
     /// records and `/api/flows/top`), 0..=65535: it must equal the seed the Zeek, Suricata
     /// or Arkime sensors it is compared with use. Default 0 (the spec's default).
@@ -421,6 +423,7 @@ impl Default for OutputConfig {
             dns: String::new(),
             sink_queue: 4096,
             syslog: SyslogConfig::default(),
+            ipfix: IpfixConfig::default(),
             community_id_seed: crate::flow::community_id::DEFAULT_SEED,
         }
     }
@@ -449,6 +452,50 @@ impl Default for SyslogConfig {
             facility: "local0".into(),
             app_name: "outflow".into(),
             hostname: String::new(),
+        }
+    }
+}
+
+/// Flow records (and interim records on the active timeout) exported as IPFIX biflows
+/// (RFC 7011, RFC 5103) to a collector such as nfdump's nfcapd or pmacct's nfacctd.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpfixConfig {
+    /// Collector: `udp://host:port` or `tcp://host:port`; empty = no export. Default "".
+    pub target: String,
+    /// Observation Domain ID in every message header (tells this sensor's records apart
+    /// at a collector fed by several). Default 1.
+    pub observation_domain: u32,
+    /// UDP: the templates are re-sent at least this often, so a collector that restarts
+    /// decodes records again within this time (TCP sends them once per connection).
+    /// Default 60s.
+    #[serde(with = "humantime_serde", default = "default_template_interval")]
+    pub template_interval: Duration,
+    /// UDP: the templates are also re-sent after this many messages; 0 = by time only.
+    /// Default 100.
+    pub template_messages: u32,
+    /// Largest message in bytes (UDP: keep it under the path MTU, no fragmentation),
+    /// 512..=65000. Default 1400.
+    pub mtu: usize,
+    /// Records held while the collector is slow or away; beyond this the newest are
+    /// dropped and counted (`outflow_ipfix_dropped_records_total`). 1..=1048576. Default
+    /// 65536.
+    pub queue: usize,
+}
+
+fn default_template_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for IpfixConfig {
+    fn default() -> Self {
+        IpfixConfig {
+            target: String::new(),
+            observation_domain: 1,
+            template_interval: default_template_interval(),
+            template_messages: 100,
+            mtu: 1400,
+            queue: 65536,
         }
     }
 }
@@ -1370,6 +1417,26 @@ impl Config {
             p.push(format!(
                 "output.sink_queue: {} must be 1..=1048576",
                 o.sink_queue
+            ));
+        }
+        if !o.ipfix.target.is_empty() {
+            if let Err(e) = crate::output::ipfix::parse_target(&o.ipfix.target) {
+                p.push(format!("output.ipfix.target: {e}"));
+            }
+        }
+        if o.ipfix.template_interval < Duration::from_secs(1) {
+            p.push("output.ipfix.template_interval: must be at least 1s".into());
+        }
+        if !(512..=65000).contains(&o.ipfix.mtu) {
+            p.push(format!(
+                "output.ipfix.mtu: {} must be 512..=65000",
+                o.ipfix.mtu
+            ));
+        }
+        if !(1..=1 << 20).contains(&o.ipfix.queue) {
+            p.push(format!(
+                "output.ipfix.queue: {} must be 1..=1048576",
+                o.ipfix.queue
             ));
         }
         if let Err(e) = SyslogTarget::parse(&o.syslog.target) {

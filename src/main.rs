@@ -57,6 +57,10 @@ enum Command {
         /// unix:///dev/log; facility, app name and host name come from output.syslog.
         #[arg(long, value_name = "TARGET")]
         syslog: Option<String>,
+        /// Also export every flow record as IPFIX (RFC 7011, biflows per RFC 5103) to a
+        /// collector: udp://host:port or tcp://host:port; the rest comes from output.ipfix.
+        #[arg(long, value_name = "URL")]
+        ipfix: Option<String>,
         /// Serve /metrics, /healthz and the API on ADDR (e.g. 127.0.0.1:9760, port 0 = any
         /// free port; the address is logged) while replaying; the token comes from http.token
         /// or OUTFLOW_HTTP_TOKEN.
@@ -181,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             state_dir,
             slice_dir,
             syslog,
+            ipfix,
             http,
             serve,
             quiet,
@@ -208,6 +213,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 config.validate().context("--syslog")?;
                 syslog_cfg = Some(config.output.syslog.clone());
             }
+            if let Some(target) = ipfix {
+                config.output.ipfix.target = target;
+                config.validate().context("--ipfix")?;
+            }
+            let ipfix_cfg = Some(config.output.ipfix.clone());
             let n = workers.unwrap_or_else(|| config.effective_workers()).max(1);
             let telemetry = http
                 .as_ref()
@@ -232,6 +242,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     append: false,
                     ordered: true,
                     syslog: syslog_cfg,
+                    ipfix: ipfix_cfg,
                     sink_queue,
                     telemetry,
                     slice_requests: None,

@@ -175,6 +175,7 @@ fn sinks(opts: &RunOptions) -> Sinks {
         append: true,
         ordered: false,
         syslog: Some(opts.config.output.syslog.clone()),
+        ipfix: Some(opts.config.output.ipfix.clone()),
         sink_queue: opts.config.output.sink_queue,
         telemetry: None,
         slice_requests: None,

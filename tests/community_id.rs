@@ -45,6 +45,7 @@ fn replay_written(cfg: &Config, inputs: &[PathBuf]) -> Written {
             append: false,
             ordered: true,
             syslog: None,
+            ipfix: None,
             sink_queue: 4096,
             telemetry: None,
             slice_requests: None,

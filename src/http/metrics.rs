@@ -605,6 +605,44 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     }
     fams.extend([delivered, failures, dropped, queued, up]);
 
+    // IPFIX export (zero when not exporting, so dashboards and alerts see the series).
+    let ipfix = t.ipfix.get();
+    let ix = |f: fn(&crate::output::ipfix::IpfixCounters) -> &std::sync::atomic::AtomicU64| {
+        ipfix.map_or(0, |c| f(c).load(Ordering::Relaxed))
+    };
+    fams.push(
+        Family::new(
+            "outflow_ipfix_records_total",
+            "Flow records exported as IPFIX data records.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], ix(|c| &c.records)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_ipfix_messages_total",
+            "IPFIX messages sent to the collector.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], ix(|c| &c.messages)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_ipfix_dropped_records_total",
+            "Flow records not exported: queue full, or lost with a message that failed.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], ix(|c| &c.dropped)),
+    );
+    fams.push(
+        Family::new(
+            "outflow_ipfix_errors_total",
+            "Failed IPFIX sends or connects to the collector.",
+            MetricType::COUNTER,
+        )
+        .counter(&[], ix(|c| &c.errors)),
+    );
+
     // The HTTP server's own connections (src/http/conn.rs): a rising eviction or timeout
     // rate means clients are holding connections open without using them.
     let http = &t.http;

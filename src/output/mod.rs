@@ -5,6 +5,7 @@
 //! I/O, but never slows a worker (workers only hand it events over a channel).
 
 pub mod deliver;
+pub mod ipfix;
 pub mod json;
 pub mod sink;
 pub mod syslog;

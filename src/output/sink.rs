@@ -127,6 +127,8 @@ pub struct Sinks {
     pub ordered: bool,
     /// Alerts to syslog too (RFC 5424), if set and its target is not empty.
     pub syslog: Option<SyslogConfig>,
+    /// Flow records to an IPFIX collector too, if set and its target is not empty.
+    pub ipfix: Option<crate::config::IpfixConfig>,
     /// Alerts held per sink while it is failing (live; replay waits instead).
     pub sink_queue: usize,
     /// Where the output thread publishes its counters, alerts and latency (stats line,
@@ -237,6 +239,8 @@ const DONE: EventKey = EventKey {
 struct Writers {
     /// Alert sinks (JSON lines, syslog), each on its own thread.
     sinks: Vec<SinkHandle>,
+    /// The IPFIX exporter of flow records, on its own thread.
+    ipfix: Option<super::ipfix::IpfixHandle>,
     dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
@@ -368,6 +372,9 @@ impl Writers {
             }
             CorrelateOutput::Flow(rec) => {
                 self.out.flow_count += 1;
+                if let Some(x) = &self.ipfix {
+                    x.export(&rec);
+                }
                 let r = match self.flows.as_mut() {
                     Some(w) => write_flow_json(w, &rec, self.community_id_seed)
                         .and_then(|()| w.write_all(b"\n")),
@@ -499,6 +506,9 @@ impl Writers {
                 self.first_error.get_or_insert(e);
             }
         }
+        if let Some(e) = self.ipfix.take().and_then(|x| x.close()) {
+            self.first_error.get_or_insert(e);
+        }
     }
 
     fn flush(&mut self) {
@@ -572,6 +582,15 @@ impl OutputThread {
                 );
             }
         }
+        let ipfix = sinks
+            .ipfix
+            .as_ref()
+            .filter(|c| !c.target.is_empty())
+            .map(|c| super::ipfix::IpfixHandle::spawn(c, mode == Mode::Lossless))
+            .transpose()?;
+        if let (Some(t), Some(x)) = (&sinks.telemetry, &ipfix) {
+            let _ = t.ipfix.set(x.counters());
+        }
         let community_id_seed = cfg.map_or(crate::flow::community_id::DEFAULT_SEED, |c| {
             c.output.community_id_seed
         });
@@ -583,6 +602,7 @@ impl OutputThread {
         correlate.load_state()?;
         let mut w = Writers {
             sinks: handles,
+            ipfix,
             dns_recycle: sinks.dns_recycle.clone(),
             telemetry: sinks.telemetry.clone(),
             latency: new_histogram(),

@@ -369,6 +369,8 @@ pub struct Telemetry {
     pub slice_dir: OnceLock<std::path::PathBuf>,
     /// The HTTP server's connection counters.
     pub http: Arc<ConnStats>,
+    /// The IPFIX exporter's counters, registered by the output thread when it exports.
+    pub ipfix: OnceLock<Arc<crate::output::ipfix::IpfixCounters>>,
     /// `output.community_id_seed`, published by the output thread (at start and on
     /// SIGHUP) for the API's `/api/flows/top` rows.
     community_id_seed: AtomicU16,
@@ -394,6 +396,7 @@ impl Telemetry {
             slices: Arc::default(),
             slice_dir: OnceLock::new(),
             http: Arc::default(),
+            ipfix: OnceLock::new(),
             community_id_seed: AtomicU16::new(crate::flow::community_id::DEFAULT_SEED),
         })
     }

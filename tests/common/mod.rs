@@ -41,6 +41,7 @@ pub fn replay_with(
             append: false,
             ordered: true,
             syslog: None,
+            ipfix: None,
             sink_queue: 4096,
             telemetry,
             slice_requests: None,
