@@ -28,7 +28,8 @@ test-deps: deps
 ## nfacctd (it skips itself when they are absent).
 	@if [ "$$(id -u)" = 0 ] && { ! command -v nfcapd >/dev/null 2>&1 || ! command -v nfacctd >/dev/null 2>&1; }; then \
 		echo "installing nfdump and pmacct for the IPFIX export test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump pmacct; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump pmacct; } || \
+			echo "nfdump/pmacct unavailable: tests/ipfix.rs will skip its collector checks"; \
 	fi
 ## tests/monitoring.rs checks deploy/prometheus/ with promtool. It is taken out of Debian's
 ## prometheus package without installing that (no service started, no web-UI dependencies):

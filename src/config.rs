@@ -1420,8 +1420,14 @@ impl Config {
             ));
         }
         if !o.ipfix.target.is_empty() {
-            if let Err(e) = crate::output::ipfix::parse_target(&o.ipfix.target) {
-                p.push(format!("output.ipfix.target: {e}"));
+            // The syslog target's syntax, restricted to the two transports IPFIX has here.
+            let t = &o.ipfix.target;
+            match SyslogTarget::parse(t) {
+                Ok(SyslogTarget::Udp(_) | SyslogTarget::Tcp(_)) => {}
+                Ok(_) => p.push(format!(
+                    "output.ipfix.target: {t:?}: use udp://host:port or tcp://host:port"
+                )),
+                Err(e) => p.push(format!("output.ipfix.target: {e}")),
             }
         }
         if o.ipfix.template_interval < Duration::from_secs(1) {

@@ -39,7 +39,7 @@ use crate::flow::{EndReason, FlowRecord};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -364,18 +364,7 @@ fn put16(b: &mut Vec<u8>, v: u16) {
     b.extend_from_slice(&v.to_be_bytes());
 }
 
-/// The exporter's counters, read by /metrics.
-#[derive(Debug, Default)]
-pub struct IpfixCounters {
-    /// Data records sent.
-    pub records: AtomicU64,
-    /// Messages sent.
-    pub messages: AtomicU64,
-    /// Records dropped: queue full (live), or lost with a message that could not be sent.
-    pub dropped: AtomicU64,
-    /// Failed sends or connects.
-    pub errors: AtomicU64,
-}
+pub use crate::telemetry::IpfixCounters;
 
 /// Where the messages go.
 enum Target {
@@ -383,11 +372,6 @@ enum Target {
     Udp(String),
     /// Messages back to back on one connection; templates once per connection.
     Tcp(String),
-}
-
-/// Parses `output.ipfix.target`: `udp://host:port` or `tcp://host:port`.
-pub fn parse_target(s: &str) -> Result<(), String> {
-    target(s).map(drop)
 }
 
 fn target(s: &str) -> Result<Target, String> {

@@ -77,6 +77,19 @@ pub struct ConnStats {
     pub rejected: [AtomicU64; 2],
 }
 
+/// The IPFIX exporter's counters (`output::ipfix`), read by /metrics.
+#[derive(Debug, Default)]
+pub struct IpfixCounters {
+    /// Data records sent.
+    pub records: AtomicU64,
+    /// Messages sent.
+    pub messages: AtomicU64,
+    /// Records dropped: queue full (live), or lost with a message that could not be sent.
+    pub dropped: AtomicU64,
+    /// Failed sends or connects.
+    pub errors: AtomicU64,
+}
+
 /// The output thread's counters: what was written, and the cross-flow stage's tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutputCounters {
@@ -370,7 +383,7 @@ pub struct Telemetry {
     /// The HTTP server's connection counters.
     pub http: Arc<ConnStats>,
     /// The IPFIX exporter's counters, registered by the output thread when it exports.
-    pub ipfix: OnceLock<Arc<crate::output::ipfix::IpfixCounters>>,
+    pub ipfix: OnceLock<Arc<IpfixCounters>>,
     /// `output.community_id_seed`, published by the output thread (at start and on
     /// SIGHUP) for the API's `/api/flows/top` rows.
     community_id_seed: AtomicU16,
