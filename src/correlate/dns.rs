@@ -936,14 +936,7 @@ impl DnsAnalyser {
             // Keep recent distinct names, suspicious ones first in line; reuse the buffer
             // of the one that leaves.
             if a.suspicious || pair.samples.len() < SAMPLES {
-                let mut s = if pair.samples.len() == SAMPLES {
-                    pair.samples.pop_front().unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                s.clear();
-                text::escape_into(&mut s, name);
-                pair.samples.push_back(s);
+                push_sample(&mut pair.samples, name);
             }
         }
         self.pairs.promote(slot, tier);
@@ -1141,14 +1134,7 @@ impl DnsAnalyser {
         c.last_ns = ev.ts_ns;
         let b = c.window.bucket(epoch, ev.ts_ns);
         b.queries = b.queries.saturating_add(1);
-        let mut s = if c.samples.len() == SAMPLES {
-            c.samples.pop_front().unwrap_or_default()
-        } else {
-            String::new()
-        };
-        s.clear();
-        text::escape_into(&mut s, name);
-        c.samples.push_back(s);
+        push_sample(&mut c.samples, name);
         let t = c.window.totals(epoch);
         let n = t.queries;
         if n <= u64::from(self.cfg.nxdomain_threshold) {
@@ -1224,6 +1210,19 @@ fn tx_key(ev: &DnsEvent) -> TxKey {
         proto: ev.proto,
         id: ev.id,
     }
+}
+
+/// Appends `name` (escaped) to a ring of at most [`SAMPLES`] names, reusing the buffer of
+/// the one that leaves.
+fn push_sample(samples: &mut std::collections::VecDeque<String>, name: &[u8]) {
+    let mut s = if samples.len() == SAMPLES {
+        samples.pop_front().unwrap_or_default()
+    } else {
+        String::new()
+    };
+    s.clear();
+    text::escape_into(&mut s, name);
+    samples.push_back(s);
 }
 
 #[cfg(test)]
