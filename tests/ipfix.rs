@@ -1,4 +1,4 @@
-//! IPFIX export to real collectors and to a collector written here.
+//! IPFIX export to real collectors and to collectors written here.
 //!
 //! - nfdump's `nfcapd` and pmacct's `nfacctd` receive the export of a replayed capture over
 //!   UDP, and `nfdump -r` / pmacct's print plugin show the same flows with the same counters
@@ -8,12 +8,18 @@
 //!   UDP, DTLS, Kafka and ZeroMQ), so the TCP export goes to a collector in this file that
 //!   frames messages by their header length and decodes the data records by the templates
 //!   received on the connection.
+//! - Through the library: the UDP template re-send schedule (by message count and by time).
 
+use outflow::config::IpfixConfig;
+use outflow::decode::{Addr, TunnelTag};
+use outflow::flow::{DirCounters, EndReason, FlowRecord, TcpState};
+use outflow::output::ipfix::IpfixHandle;
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 fn have(cmd: &str) -> bool {
@@ -563,4 +569,130 @@ fn tcp_export_starts_with_the_templates_and_carries_every_flow_record() {
         want,
         "decoded records differ from outflow's records"
     );
+}
+
+/// A flow record numbered `i` (in its originator port and packet count).
+fn record(i: u32) -> FlowRecord {
+    FlowRecord {
+        flow_id: u64::from(i) + 1,
+        continues: None,
+        proto: 17,
+        ipv6: false,
+        orig_addr: Addr::v4([10, 0, 0, 1]),
+        orig_port: (i % 65536) as u16,
+        resp_addr: Addr::v4([10, 0, 0, 2]),
+        resp_port: 53,
+        vlan: [0, 0],
+        start_ns: 1_700_000_000_000_000_000,
+        last_ns: 1_700_000_001_000_000_000,
+        orig: DirCounters {
+            pkts: u64::from(i),
+            ip_bytes: 100,
+            payload_bytes: 72,
+        },
+        resp: DirCounters::default(),
+        orig_flags: 0,
+        resp_flags: 0,
+        tcp: TcpState::default(),
+        reason: EndReason::Idle,
+        outbound: None,
+        tunnel_tag: TunnelTag::default(),
+        extra: None,
+    }
+}
+
+/// Every datagram waiting at `s` (the exporter has closed: all were sent).
+fn datagrams(s: &UdpSocket) -> Vec<Vec<u8>> {
+    s.set_nonblocking(true).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.recv(&mut buf) {
+            Ok(n) => out.push(buf[..n].to_vec()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return out,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// (has a template set first, data records) of each UDP message; checks the sequence
+/// numbers on the way.
+fn udp_messages(s: &UdpSocket) -> Vec<(bool, u32)> {
+    let mut d = Decoded::default();
+    let mut seq = 0;
+    datagrams(s)
+        .iter()
+        .map(|b| {
+            let m = parse_message(b);
+            assert_eq!(m.seq, seq, "sequence number");
+            let n = d.take(&m);
+            seq += n;
+            assert!(m.sets[1..].iter().all(|s| s.0 != 2), "templates after data");
+            (m.sets[0].0 == 2, n)
+        })
+        .collect()
+}
+
+fn udp_collector() -> (UdpSocket, IpfixConfig) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = IpfixConfig {
+        target: format!("udp://{}", s.local_addr().unwrap()),
+        // 512 bytes: 3 IPv4 records after the templates (180 bytes), 6 without.
+        mtu: 512,
+        ..IpfixConfig::default()
+    };
+    (s, cfg)
+}
+
+/// UDP, `template_messages = 3`: the templates lead every third message (0, 3, ...), no
+/// other; with a 512-byte MTU a message holds 3 records after the templates, 6 without.
+#[test]
+fn udp_templates_are_resent_every_template_messages_messages() {
+    let (s, mut cfg) = udp_collector();
+    cfg.template_messages = 3;
+    cfg.template_interval = Duration::from_secs(3600);
+    let h = IpfixHandle::spawn(&cfg, true).unwrap();
+    for i in 0..30 {
+        h.export(&record(i));
+    }
+    let c = h.counters();
+    assert!(h.close().is_none());
+    let got = udp_messages(&s);
+    assert_eq!(
+        got,
+        [
+            (true, 3),
+            (false, 6),
+            (false, 6),
+            (true, 3),
+            (false, 6),
+            (false, 6)
+        ]
+    );
+    assert_eq!(c.messages.load(Relaxed), 6);
+    assert_eq!(c.records.load(Relaxed), 30);
+    assert_eq!(c.dropped.load(Relaxed), 0);
+}
+
+/// UDP, `template_interval = 2s` (by time only): a message begun within 2 s of the last
+/// templates goes without; the first begun after them carries them again.
+#[test]
+fn udp_templates_are_resent_after_template_interval() {
+    let (s, mut cfg) = udp_collector();
+    cfg.template_messages = 0;
+    cfg.template_interval = Duration::from_secs(2);
+    let h = IpfixHandle::spawn(&cfg, true).unwrap();
+    // Message 0: templates and 3 records, sent when the 4th does not fit; message 1: the
+    // 4th, begun at once (no templates), sent by the 1 s flush.
+    for i in 0..4 {
+        h.export(&record(i));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    // Message 2, begun 2.5 s after the templates: they are due.
+    h.export(&record(4));
+    let c = h.counters();
+    assert!(h.close().is_none());
+    assert_eq!(udp_messages(&s), [(true, 3), (false, 1), (true, 1)]);
+    assert_eq!(c.messages.load(Relaxed), 3);
+    assert_eq!(c.records.load(Relaxed), 5);
 }
