@@ -8,7 +8,9 @@
 //!   UDP, DTLS, Kafka and ZeroMQ), so the TCP export goes to a collector in this file that
 //!   frames messages by their header length and decodes the data records by the templates
 //!   received on the connection.
-//! - Through the library: the UDP template re-send schedule (by message count and by time).
+//! - Through the library: the UDP template re-send schedule (by message count and by time),
+//!   and the live (lossy) mode's bounded queue: `export` never waits for a stalled
+//!   collector, and every record not sent is counted as dropped.
 
 use outflow::config::IpfixConfig;
 use outflow::decode::{Addr, TunnelTag};
@@ -695,4 +697,109 @@ fn udp_templates_are_resent_after_template_interval() {
     assert_eq!(udp_messages(&s), [(true, 3), (false, 1), (true, 1)]);
     assert_eq!(c.messages.load(Relaxed), 3);
     assert_eq!(c.records.load(Relaxed), 5);
+}
+
+/// Live (lossy) export to a TCP collector that reads nothing until 100 000 records (8 MB,
+/// more than the socket buffers between them hold) have been handed to `export`: every call
+/// returns at once, the bounded queue (64) fills, and the records that do not fit are
+/// dropped and counted, in the counters and in /metrics
+/// (`outflow_ipfix_dropped_records_total`). Once the collector reads, it receives exactly
+/// the records counted as sent, in order, and sent + dropped = exported.
+#[test]
+fn live_export_never_blocks_and_counts_every_dropped_record() {
+    const N: u32 = 100_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A 4 KiB receive buffer (inherited by the accepted connection): the exporter's writes
+    // stall after a few kilobytes in flight.
+    let small: libc::c_int = 4096;
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let cfg = IpfixConfig {
+        target: format!("tcp://{}", listener.local_addr().unwrap()),
+        queue: 64,
+        ..IpfixConfig::default()
+    };
+    let h = IpfixHandle::spawn(&cfg, false).unwrap();
+    let c = h.counters();
+    let telemetry = outflow::telemetry::Telemetry::new("live", 1, 16);
+    assert!(telemetry.ipfix.set(h.counters()).is_ok());
+    // The kernel completes the exporter's connection; the collector reads nothing until
+    // every record has been handed over.
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    for i in 0..N {
+        let t = Instant::now();
+        h.export(&record(i));
+        slowest = slowest.max(t.elapsed());
+    }
+    let handed_over = started.elapsed();
+    let mut conn = accept_within(&listener, Duration::from_secs(10));
+    let dropped_while_stalled = c.dropped.load(Relaxed);
+    // A blocking export would have waited for room in the queue, which the export thread
+    // frees only as fast as the kernel takes its writes: with nothing read, not 8 MB of
+    // them, so until the exporter's 5 s write timeout at the least.
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an export() call took {slowest:?}"
+    );
+    assert!(
+        dropped_while_stalled > 0,
+        "the queue never filled ({N} records in {handed_over:?})"
+    );
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    assert!(h.close().is_none());
+    let stream = reader.join().unwrap();
+    let mut d = Decoded::default();
+    let mut seq = 0;
+    for m in split_stream(&stream) {
+        assert_eq!(m.seq, seq, "sequence number");
+        seq += d.take(&m);
+    }
+    // The records' numbers (packet counts): strictly increasing, so none twice, none out of
+    // order, each one exported.
+    let got: Vec<u64> = d
+        .records
+        .iter()
+        .map(|r| r[&(0, 2)].iter().fold(0u64, |a, b| a << 8 | u64::from(*b)))
+        .collect();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "order");
+    assert!(got.iter().all(|&i| i < u64::from(N)));
+    let (sent, dropped) = (c.records.load(Relaxed), c.dropped.load(Relaxed));
+    assert_eq!(c.errors.load(Relaxed), 0, "no write timed out");
+    assert_eq!(
+        got.len() as u64,
+        sent,
+        "records received = records counted as sent"
+    );
+    assert_eq!(sent + dropped, u64::from(N), "sent + dropped = exported");
+    assert!(dropped >= dropped_while_stalled);
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &outflow::http::metrics::gather(&telemetry),
+        &mut text,
+    )
+    .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    assert_eq!(sample("outflow_ipfix_dropped_records_total"), Some(dropped));
+    assert_eq!(sample("outflow_ipfix_records_total"), Some(sent));
 }
