@@ -803,3 +803,63 @@ fn live_export_never_blocks_and_counts_every_dropped_record() {
     assert_eq!(sample("outflow_ipfix_dropped_records_total"), Some(dropped));
     assert_eq!(sample("outflow_ipfix_records_total"), Some(sent));
 }
+
+/// Live TCP export to a collector that is down, then up: the messages built while the
+/// exporter waits to reconnect are dropped (counted), and the first message on the new
+/// connection still starts with the templates, so everything the collector receives
+/// decodes. (A message that carried the templates but was dropped in the backoff once left
+/// the templates marked as sent: the new connection never got them.)
+#[test]
+fn live_tcp_reconnect_sends_the_templates_first_after_messages_dropped_in_the_backoff() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens: the first connect is refused, the next waits 100 ms.
+    let cfg = IpfixConfig {
+        target: format!("tcp://127.0.0.1:{port}"),
+        mtu: 512,
+        ..IpfixConfig::default()
+    };
+    let h = IpfixHandle::spawn(&cfg, false).unwrap();
+    let c = h.counters();
+    // Records 0-2: a message with the templates, sent when 3 does not fit: refused.
+    for i in 0..4 {
+        h.export(&record(i));
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while c.errors.load(Relaxed) == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(c.errors.load(Relaxed), 1, "the first connect was refused");
+    // 3-5: the next message with the templates, full at 6 within the 100 ms backoff:
+    // dropped. 6: begins the message that goes out once the collector is up.
+    for i in 4..7 {
+        h.export(&record(i));
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let collector = std::thread::spawn(move || {
+        let mut s = accept_within(&listener, Duration::from_secs(30));
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(h.close().is_none());
+    let stream = collector.join().unwrap();
+    let msgs = split_stream(&stream);
+    assert_eq!(
+        msgs[0].sets[0].0, 2,
+        "the new connection does not start with templates"
+    );
+    let mut d = Decoded::default();
+    for m in &msgs {
+        d.take(m);
+    }
+    let (sent, dropped) = (c.records.load(Relaxed), c.dropped.load(Relaxed));
+    assert!(dropped >= 3);
+    assert_eq!(d.records.len() as u64, sent);
+    assert_eq!(sent + dropped, 7);
+}

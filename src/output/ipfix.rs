@@ -444,6 +444,7 @@ impl IpfixHandle {
             conn: None,
             last_templates: None,
             since_templates: 0,
+            with_templates: false,
             opened: Instant::now(),
             backoff: INITIAL_BACKOFF,
             retry_at: None,
@@ -500,10 +501,13 @@ struct ExportThread {
     template_interval: Duration,
     template_messages: u32,
     conn: Option<Conn>,
-    /// When templates were last sent on this connection (UDP: at all).
+    /// When the templates last went out on this connection (UDP: at all): only a message
+    /// that was sent counts, not one that was built with them and then lost.
     last_templates: Option<Instant>,
-    /// Messages sent since the templates (UDP).
+    /// Messages sent since the templates, the one carrying them included (UDP).
     since_templates: u32,
+    /// The message being built starts with the templates.
+    with_templates: bool,
     /// When the message being built was begun.
     opened: Instant,
     backoff: Duration,
@@ -563,12 +567,8 @@ impl ExportThread {
     }
 
     fn begin(&mut self) {
-        let t = self.templates_due();
-        self.enc.begin(t);
-        if t {
-            self.last_templates = Some(Instant::now());
-            self.since_templates = 0;
-        }
+        self.with_templates = self.templates_due();
+        self.enc.begin(self.with_templates);
         self.opened = Instant::now();
     }
 
@@ -608,7 +608,12 @@ impl ExportThread {
             Ok(()) => {
                 self.c.messages.fetch_add(1, Relaxed);
                 self.c.records.fetch_add(records, Relaxed);
-                self.since_templates += 1;
+                if self.with_templates {
+                    self.last_templates = Some(self.opened);
+                    self.since_templates = 1;
+                } else {
+                    self.since_templates = self.since_templates.saturating_add(1);
+                }
                 Ok(())
             }
             Err(e) => self.failed(records, e),
