@@ -76,6 +76,101 @@ pub struct Config {
     pub incident: IncidentConfig,
     /// Uploads to cloud storage, chat and code hosting, by service.
     pub cloud: CloudConfig,
+    /// Cross-sensor correlation over NATS JetStream (off unless `bus.url` is set).
+    pub bus: BusConfig,
+}
+
+/// The event bus: a sensor publishes the stream its cross-flow stage would consume to a
+/// NATS JetStream stream, and `outflow correlate` runs that stage over the streams of several
+/// sensors. Empty `url`: no bus, everything runs in-process (the default).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Server: `nats://host:port` (several comma-separated for a cluster); empty = no bus.
+    /// Default "".
+    pub url: String,
+    /// This sensor's name on the bus (letters, digits, `-`, `_`; at most 64): it tells its
+    /// events apart from other sensors' and makes the de-duplication ids. Empty = the host
+    /// name. Default "".
+    pub sensor_id: String,
+    /// Correlator: the sensors a partition's merge waits for from the start, before it has
+    /// heard from them (a correlator started before a sensor, or a sensor whose replay
+    /// starts after another's ended, would otherwise be counted late). Sensors not listed
+    /// join when their first message arrives. Default [].
+    pub sensors: Vec<String>,
+    /// Partitions of the event stream (`outflow.events.<n>`), by home host; fixed when the
+    /// stream is created (a later value is ignored with a warning), 1..=1024. Default 8.
+    pub partitions: u32,
+    /// Events held while the bus is slow or away; beyond this they are dropped and counted
+    /// (`outflow_bus_dropped_events_total`), and the sensor's own alerts are not held up.
+    /// 1..=16777216. Default 262144 (about 80 MB at the mean event size).
+    pub queue: usize,
+    /// A correlator merges the sensors of a partition by packet time; a sensor whose
+    /// progress is this far behind the most advanced one no longer holds the others back,
+    /// and its events that arrive after their time has passed are counted late and fed
+    /// as they come. Default "10s".
+    #[serde(with = "humantime_serde")]
+    pub max_lateness: Duration,
+    /// A correlator's claim on a partition lapses this long after its last renewal (it
+    /// renews at a third of it), and another correlator takes the partition over.
+    /// 1s..=1h. Default "10s".
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Events are kept in the stream this long (when the stream is created): a correlator
+    /// that takes a partition over rebuilds its state from them, so keep it above the
+    /// longest window (`detect.data_leak.window`, `incident.window`). Default "25h".
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// At the end of a replay (or a stop), how long to wait for the bus to take what is
+    /// still queued before giving up and reporting it as not delivered. Default "30s".
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            url: String::new(),
+            sensor_id: String::new(),
+            sensors: Vec::new(),
+            partitions: 8,
+            queue: 1 << 18,
+            max_lateness: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
+            retention: Duration::from_secs(25 * 3600),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl BusConfig {
+    /// The sensor's name on the bus: `sensor_id`, or the host name.
+    pub fn effective_sensor_id(&self) -> String {
+        if !self.sensor_id.is_empty() {
+            return self.sensor_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let clean: String = host
+            .trim()
+            .chars()
+            .map(|c| if valid_sensor_char(c) { c } else { '-' })
+            .take(64)
+            .collect();
+        if clean.is_empty() {
+            "sensor".into()
+        } else {
+            clean
+        }
+    }
+}
+
+fn valid_sensor_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// Whether `id` can name a sensor on the bus (it goes into de-duplication ids and logs).
+pub fn valid_sensor_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(valid_sensor_char)
 }
 
 /// Decapsulation: which tunnels are unwrapped (each on by default, on its standard ports),
@@ -183,6 +278,7 @@ impl Default for Config {
             decap: DecapConfig::default(),
             incident: IncidentConfig::default(),
             cloud: CloudConfig::default(),
+            bus: BusConfig::default(),
         }
     }
 }
@@ -1444,6 +1540,45 @@ impl Config {
                 "output.ipfix.queue: {} must be 1..=1048576",
                 o.ipfix.queue
             ));
+        }
+        let b = &self.bus;
+        if !b.url.is_empty() {
+            for u in b.url.split(',') {
+                let u = u.trim();
+                let ok = ["nats://", "tls://"]
+                    .iter()
+                    .any(|s| u.strip_prefix(s).is_some_and(|h| !h.is_empty()));
+                if !ok {
+                    p.push(format!(
+                        "bus.url: {u:?}: use nats://host:port (several comma-separated)"
+                    ));
+                }
+            }
+        }
+        if !b.sensor_id.is_empty() && !valid_sensor_id(&b.sensor_id) {
+            p.push(format!(
+                "bus.sensor_id: {:?}: use 1..=64 letters, digits, '-' or '_'",
+                b.sensor_id
+            ));
+        }
+        for id in &b.sensors {
+            if !valid_sensor_id(id) {
+                p.push(format!(
+                    "bus.sensors: {id:?}: use 1..=64 letters, digits, '-' or '_'"
+                ));
+            }
+        }
+        if !(1..=1024).contains(&b.partitions) {
+            p.push(format!("bus.partitions: {} must be 1..=1024", b.partitions));
+        }
+        if !(1..=1 << 24).contains(&b.queue) {
+            p.push(format!("bus.queue: {} must be 1..=16777216", b.queue));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&b.lease_ttl) {
+            p.push("bus.lease_ttl: must be 1s..=1h".into());
+        }
+        if b.retention < Duration::from_secs(60) {
+            p.push("bus.retention: must be at least 1m".into());
         }
         if let Err(e) = SyslogTarget::parse(&o.syslog.target) {
             p.push(format!("output.syslog.target: {e}"));

@@ -30,7 +30,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bus;
 pub mod capture;
+pub mod cluster;
 pub mod config;
 pub mod correlate;
 pub mod decode;

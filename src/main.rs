@@ -61,6 +61,14 @@ enum Command {
         /// collector: udp://host:port or tcp://host:port; the rest comes from output.ipfix.
         #[arg(long, value_name = "URL")]
         ipfix: Option<String>,
+        /// Publish the event stream to NATS JetStream for `outflow correlate` (nats://host:port,
+        /// overrides bus.url): the cross-flow detectors and incidents then run there, the
+        /// per-flow alerts and the records stay here.
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
+        /// This sensor's name on the bus (overrides bus.sensor_id; default: the host name).
+        #[arg(long, value_name = "ID", requires = "bus")]
+        sensor_id: Option<String>,
         /// Serve /metrics, /healthz and the API on ADDR (e.g. 127.0.0.1:9760, port 0 = any
         /// free port; the address is logged) while replaying; the token comes from http.token
         /// or OUTFLOW_HTTP_TOKEN.
@@ -97,6 +105,29 @@ enum Command {
         /// Append DNS transactions as JSON lines to FILE, overriding output.dns.
         #[arg(long, value_name = "FILE|-")]
         dns_out: Option<String>,
+    },
+    /// Run the cross-flow detectors and incidents over the events sensors publish to NATS
+    /// JetStream (`bus.url` / `--bus` on the sensors), for the partitions this process
+    /// claims; runs until SIGINT or SIGTERM.
+    Correlate {
+        /// The bus: nats://host:port (several comma-separated), overriding bus.url.
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
+        /// Configuration file (TOML): thresholds, windows, incidents, bus.* keys.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// This correlator's name in the partition leases (default: host name and PID).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Append incident lines (JSON) to FILE, or `-` for standard output.
+        #[arg(long, value_name = "FILE|-")]
+        alerts_out: Option<String>,
+        /// Serve /metrics, /healthz and the API (/api/incidents, /api/alerts) on ADDR.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// Ignore the checkpoints and write every output of the retained stream again.
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Validate a configuration file and print the effective values.
     CheckConfig {
@@ -186,6 +217,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             slice_dir,
             syslog,
             ipfix,
+            bus,
+            sensor_id,
             http,
             serve,
             quiet,
@@ -218,6 +251,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 config.validate().context("--ipfix")?;
             }
             let ipfix_cfg = Some(config.output.ipfix.clone());
+            if let Some(url) = bus {
+                config.bus.url = url;
+                if let Some(id) = sensor_id {
+                    config.bus.sensor_id = id;
+                }
+                config.validate().context("--bus")?;
+            }
             let n = workers.unwrap_or_else(|| config.effective_workers()).max(1);
             let telemetry = http
                 .as_ref()
@@ -230,6 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ => None,
             };
             let sink_queue = config.output.sink_queue;
+            let bus_cfg = Some(config.bus.clone());
             let opts = ReplayOptions {
                 config,
                 workers,
@@ -247,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     telemetry,
                     slice_requests: None,
                     dns_recycle: None,
+                    bus: bus_cfg,
                 },
                 // A person watching a terminal sees a long replay move; a pipe or a log file
                 // gets nothing but the summary.
@@ -276,7 +318,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for e in read_errors {
                 eprintln!("outflow: error: {e}");
             }
-            let code = if read_errors.is_empty() {
+            // Events that never reached the bus: the sensor's own alerts were written, but the
+            // correlators missed part of the capture.
+            let lost_on_bus = report.summary.bus.map_or(0, |b| b.dropped);
+            if lost_on_bus > 0 {
+                eprintln!(
+                    "outflow: error: bus: {lost_on_bus} events were not delivered to the bus; \
+                     the correlators saw only part of this capture"
+                );
+            }
+            let code = if read_errors.is_empty() && lost_on_bus == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -292,6 +343,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 server.stop();
             }
             Ok(code)
+        }
+        Command::Correlate {
+            bus,
+            config,
+            id,
+            alerts_out,
+            http,
+            rebuild,
+        } => {
+            let mut config = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            if let Some(url) = bus {
+                config.bus.url = url;
+            }
+            config.validate().context("--bus")?;
+            anyhow::ensure!(
+                !config.bus.url.is_empty(),
+                "outflow correlate needs a bus: --bus nats://host:port or bus.url"
+            );
+            init_logging(&config);
+            let id = match id {
+                Some(i) => {
+                    anyhow::ensure!(
+                        outflow::config::valid_sensor_id(&i),
+                        "--id {i:?}: use 1..=64 letters, digits, '-' or '_'"
+                    );
+                    i
+                }
+                None => format!(
+                    "{}-{}",
+                    config.bus.effective_sensor_id(),
+                    std::process::id()
+                ),
+            };
+            let telemetry = http
+                .as_ref()
+                .map(|_| Telemetry::new("correlate", 0, config.http.alerts_kept));
+            let server = match (&http, &telemetry) {
+                (Some(addr), Some(t)) => {
+                    let token = outflow::http::token(&config.http)?;
+                    Some(HttpServer::start_with(addr, token, Arc::clone(t))?)
+                }
+                _ => None,
+            };
+            let signals = Signals::install().context("cannot install signal handlers")?;
+            let report = outflow::cluster::run(outflow::cluster::CorrelateOptions {
+                config,
+                id,
+                alerts_out: alerts_out.as_deref().map(Output::parse),
+                telemetry,
+                stop: Arc::clone(&signals.stop),
+                rebuild,
+            })?;
+            if let Some(s) = server {
+                s.stop();
+            }
+            tracing::info!(
+                incident_lines = report.incident_lines,
+                findings = report.findings,
+                partitions = ?report.partitions,
+                "stopped"
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {
             let mut config = Config::load(&file)?;

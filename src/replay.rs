@@ -122,6 +122,8 @@ pub struct Summary {
     /// HTTP server): (entries at the end, capacity, entries evicted or refused because it
     /// was full). The workers' tables are summed over the workers.
     pub tables: Vec<(&'static str, Occupancy)>,
+    /// What the bus publisher did, when the events went to a bus.
+    pub bus: Option<crate::bus::publish::BusReport>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -165,6 +167,13 @@ impl fmt::Display for Summary {
         let r = &self.reader;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         writeln!(f, "outflow replay summary")?;
+        if let Some(b) = &self.bus {
+            writeln!(
+                f,
+                "  bus            {} messages acknowledged, {} events dropped, {} re-sent",
+                b.published, b.dropped, b.resent
+            )?;
+        }
         writeln!(f, "  files          {}", r.files)?;
         writeln!(
             f,
@@ -517,6 +526,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
         leak: collected.leak,
         allowlisted_alerts: collected.allowlisted_alerts,
         tables,
+        bus: collected.bus,
         elapsed: started.elapsed(),
     };
     Ok(ReplayReport {

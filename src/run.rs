@@ -180,6 +180,7 @@ fn sinks(opts: &RunOptions) -> Sinks {
         telemetry: None,
         slice_requests: None,
         dns_recycle: None,
+        bus: Some(opts.config.bus.clone()),
     }
 }
 

@@ -50,6 +50,7 @@ fn replay_written(cfg: &Config, inputs: &[PathBuf]) -> Written {
             telemetry: None,
             slice_requests: None,
             dns_recycle: None,
+            bus: None,
         },
         progress: false,
     })

@@ -180,6 +180,8 @@ pub struct Correlator {
     /// Latest packet time seen (ns).
     clock_ns: u64,
     stats: CorrelateStats,
+    /// A sensor that publishes its events to a bus (see [`Correlator::local`]).
+    local_only: bool,
 }
 
 impl Correlator {
@@ -204,7 +206,23 @@ impl Correlator {
             incidents: IncidentBook::new(&cfg.map(|c| c.incident.clone()).unwrap_or_default()),
             clock_ns: 0,
             stats: CorrelateStats::default(),
+            local_only: false,
         }
+    }
+
+    /// The stage of a sensor whose cross-flow detection runs on correlators fed from the
+    /// bus: per-flow findings pass straight out (the alert at the crossing packet, never
+    /// waiting for the bus), allowlisted and named from the DNS answers seen here; DNS
+    /// transactions are still paired into records. Volume windows, DNS tunnel windows,
+    /// cloud uploads, long connections and incidents are the correlators' (here they would
+    /// see one sensor's share and announce what the correlator announces again).
+    pub fn local(cfg: &Config, records: bool) -> Self {
+        let mut c = Correlator::new(Some(cfg), records, None);
+        c.cloud = None;
+        c.long = None;
+        c.state = None;
+        c.local_only = true;
+        c
     }
 
     /// New thresholds and allowlists (SIGHUP); windows and history are kept.
@@ -454,6 +472,10 @@ impl Correlator {
 
     /// A finding: to the outputs, then into its incident.
     fn found(&mut self, f: Finding, out: &mut impl FnMut(Output)) {
+        if self.local_only {
+            out(Output::Finding(f));
+            return;
+        }
         let mut updates = Vec::new();
         self.incidents.on_finding(&f, &mut |u| updates.push(u));
         out(Output::Finding(f));
@@ -464,6 +486,9 @@ impl Correlator {
 
     fn dns_output(&mut self, o: DnsOutput, out: &mut impl FnMut(Output)) {
         match o {
+            // A sensor on a bus: the correlator judges the (client, domain) windows over
+            // every sensor's queries.
+            DnsOutput::Alert(_) if self.local_only => {}
             DnsOutput::Alert(a) => self.found(Finding::Dns(a), out),
             DnsOutput::Record(r) => out(Output::DnsRecord(r)),
         }
@@ -489,6 +514,9 @@ impl Correlator {
     }
 
     fn volume(&mut self, v: &Volume, out: &mut impl FnMut(Output)) {
+        if self.local_only {
+            return;
+        }
         let mut found = Vec::new();
         if let Some(l) = self.leak.as_mut() {
             let dns = self.dns.as_ref();

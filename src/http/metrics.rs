@@ -643,6 +643,85 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
         .counter(&[], ix(|c| &c.errors)),
     );
 
+    // The event bus (src/bus/): zero when not on a bus.
+    let bus = t.bus.get();
+    let bx = |f: fn(&crate::telemetry::BusCounters) -> &std::sync::atomic::AtomicU64| {
+        bus.map_or(0, |c| f(c).load(Ordering::Relaxed))
+    };
+    for (name, help, get) in [
+        (
+            "outflow_bus_published_events_total",
+            "Events and progress marks acknowledged by the bus.",
+            (|c| &c.published) as fn(&crate::telemetry::BusCounters) -> &std::sync::atomic::AtomicU64,
+        ),
+        (
+            "outflow_bus_dropped_events_total",
+            "Events not published: the queue to the bus was full, or still held when the drain timed out.",
+            |c| &c.dropped,
+        ),
+        (
+            "outflow_bus_resent_events_total",
+            "Messages published again after a failed acknowledgement (de-duplicated by the bus).",
+            |c| &c.resent,
+        ),
+        (
+            "outflow_bus_errors_total",
+            "Failed bus publishes, connects, stream or lease operations.",
+            |c| &c.errors,
+        ),
+        (
+            "outflow_bus_consumed_events_total",
+            "Correlator: events read from the partitions it owns.",
+            |c| &c.consumed,
+        ),
+        (
+            "outflow_bus_late_events_total",
+            "Correlator: events that arrived after the merge had passed their packet time.",
+            |c| &c.late,
+        ),
+        (
+            "outflow_bus_replayed_events_total",
+            "Correlator: events re-read to rebuild a partition taken over, outputs already written.",
+            |c| &c.replayed,
+        ),
+        (
+            "outflow_bus_lease_losses_total",
+            "Correlator: partition leases lost to another correlator or expired.",
+            |c| &c.lease_losses,
+        ),
+    ] {
+        fams.push(Family::new(name, help, MetricType::COUNTER).counter(&[], bx(get)));
+    }
+    fams.push(
+        Family::new(
+            "outflow_bus_queued_events",
+            "Events waiting for the bus now.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], bx(|c| &c.queued) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_bus_partitions_owned",
+            "Correlator: partitions of the event stream owned now.",
+            MetricType::GAUGE,
+        )
+        .gauge(&[], bx(|c| &c.partitions_owned) as f64),
+    );
+    fams.push(
+        Family::new(
+            "outflow_bus_connected",
+            "1 while connected to the bus (0 also when not using one).",
+            MetricType::GAUGE,
+        )
+        .gauge(
+            &[],
+            f64::from(u8::from(
+                bus.is_some_and(|c| c.connected.load(Ordering::Relaxed)),
+            )),
+        ),
+    );
+
     // The HTTP server's own connections (src/http/conn.rs): a rising eviction or timeout
     // rate means clients are holding connections open without using them.
     let http = &t.http;

@@ -139,6 +139,10 @@ pub struct Sinks {
     pub slice_requests: Option<crate::slice::recorder::SliceRequester>,
     /// Where DNS event boxes go back to the workers once analysed.
     pub dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
+    /// Publish the event stream to this bus (`bus.url` set): the cross-flow detectors and
+    /// incidents then run on `outflow correlate`, and this process keeps the per-flow
+    /// alerts, flow and DNS records.
+    pub bus: Option<crate::config::BusConfig>,
 }
 
 /// Why the outputs could not be prepared.
@@ -187,6 +191,8 @@ pub struct Collected {
     pub incidents: Vec<IncidentUpdate>,
     /// The incident book's counters.
     pub incident_stats: IncidentStats,
+    /// What the bus publisher did, when publishing.
+    pub bus: Option<crate::bus::publish::BusReport>,
 }
 
 /// The output's merge buffer: a min-heap of (key, slot) over a slab of events. The heap
@@ -218,13 +224,13 @@ impl Merge {
     }
 
     /// The event with the lowest key, if that key is at or below `upto`.
-    fn pop_upto(&mut self, upto: EventKey) -> Option<Event> {
+    fn pop_upto(&mut self, upto: EventKey) -> Option<(EventKey, Event)> {
         if self.heap.peek().is_none_or(|Reverse((k, _))| *k > upto) {
             return None;
         }
-        let Reverse((_, i)) = self.heap.pop()?;
+        let Reverse((k, i)) = self.heap.pop()?;
         self.free.push(i);
-        self.slab.get_mut(i as usize)?.take()
+        Some((k, self.slab.get_mut(i as usize)?.take()?))
     }
 }
 
@@ -241,6 +247,10 @@ struct Writers {
     sinks: Vec<SinkHandle>,
     /// The IPFIX exporter of flow records, on its own thread.
     ipfix: Option<super::ipfix::IpfixHandle>,
+    /// The event bus, when the cross-flow stage runs on correlators.
+    bus: Option<crate::bus::publish::BusSink>,
+    /// Latest event time handed to the bus (its last mark at the end).
+    bus_last_ns: u64,
     dns_recycle: Option<crossbeam_channel::Sender<Box<crate::dns::DnsEvent>>>,
     telemetry: Option<Arc<Telemetry>>,
     /// Detection latency since the last publication (ns).
@@ -415,7 +425,11 @@ impl Writers {
     /// Feeds one event to the cross-flow stage and writes what comes out. The outputs pass
     /// through a buffer kept across events: most events (every flow record) produce one,
     /// and a fresh `Vec` for each was an allocation per flow under a flood.
-    fn write(&mut self, ev: Event) {
+    fn write(&mut self, key: EventKey, ev: Event) {
+        if let Some(b) = self.bus.as_mut() {
+            b.event(&key, &ev);
+            self.bus_last_ns = self.bus_last_ns.max(key.time_ns);
+        }
         let mut outs = std::mem::take(&mut self.pending);
         self.correlate.on_event(ev, &mut |o| outs.push(o));
         for o in outs.drain(..) {
@@ -509,6 +523,9 @@ impl Writers {
         if let Some(e) = self.ipfix.take().and_then(|x| x.close()) {
             self.first_error.get_or_insert(e);
         }
+        if let Some(b) = self.bus.take() {
+            self.out.bus = Some(b.finish(self.bus_last_ns));
+        }
     }
 
     fn flush(&mut self) {
@@ -598,11 +615,32 @@ impl OutputThread {
             t.set_community_id_seed(community_id_seed);
         }
         let want_records = sinks.dns.is_some() || sinks.collect;
-        let mut correlate = Correlator::new(cfg, want_records, sinks.slice_requests.clone());
+        let bus_cfg = sinks.bus.as_ref().filter(|b| !b.url.is_empty());
+        let bus = match bus_cfg {
+            Some(b) => {
+                let counters = Arc::new(crate::telemetry::BusCounters::default());
+                if let Some(t) = &sinks.telemetry {
+                    let _ = t.bus.set(Arc::clone(&counters));
+                }
+                Some(
+                    crate::bus::publish::BusSink::start(b, mode == Mode::Lossless, counters)
+                        .map_err(|e| io::Error::other(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let mut correlate = match (cfg, &bus) {
+            (Some(c), Some(_)) => Correlator::local(c, want_records),
+            _ => Correlator::new(cfg, want_records, sinks.slice_requests.clone()),
+        };
         correlate.load_state()?;
         let mut w = Writers {
             sinks: handles,
             ipfix,
+            // On a bus the per-flow findings are this process's only alert lines.
+            per_detector_lines: bus.is_some() || cfg.is_none_or(|c| c.incident.per_detector_lines),
+            bus,
+            bus_last_ns: 0,
             dns_recycle: sinks.dns_recycle.clone(),
             telemetry: sinks.telemetry.clone(),
             latency: new_histogram(),
@@ -618,7 +656,6 @@ impl OutputThread {
                 .transpose()?,
             correlate,
             pending: Vec::with_capacity(16),
-            per_detector_lines: cfg.is_none_or(|c| c.incident.per_detector_lines),
             community_id_seed,
             snapshot_every: cfg.map_or(std::time::Duration::from_secs(300), |c| {
                 c.state.snapshot_interval
@@ -644,8 +681,8 @@ impl OutputThread {
             let mut heap = Merge::default();
             for msg in rx.iter() {
                 match msg {
-                    OutMsg::Event(_, e) if !ordered => {
-                        w.write(e);
+                    OutMsg::Event(k, e) if !ordered => {
+                        w.write(k, e);
                         w.maybe_snapshot();
                         // Live: make records and counters visible once the burst is written.
                         let idle = rx.is_empty();
@@ -674,17 +711,24 @@ impl OutputThread {
                     // too, so held incident news goes out and idle incidents close on time.
                     w.tick(low.time_ns);
                 }
-                while let Some(e) = heap.pop_upto(low) {
-                    w.write(e);
+                while let Some((k, e)) = heap.pop_upto(low) {
+                    w.write(k, e);
                     w.publish(false);
+                }
+                if low.class < 2 {
+                    // No event below the workers' progress will follow: the correlators'
+                    // merge may pass it.
+                    if let Some(b) = w.bus.as_mut() {
+                        b.progress(low.time_ns);
+                    }
                 }
                 if rx.is_empty() {
                     w.publish(true);
                 }
             }
             // All senders gone: whatever is left is final.
-            while let Some(e) = heap.pop_upto(DONE) {
-                w.write(e);
+            while let Some((k, e)) = heap.pop_upto(DONE) {
+                w.write(k, e);
             }
             w.publish(true);
             w.finish();

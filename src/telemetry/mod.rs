@@ -90,6 +90,37 @@ pub struct IpfixCounters {
     pub errors: AtomicU64,
 }
 
+/// The event bus's counters (`bus`): a sensor's publisher and a correlator's consumers,
+/// read by /metrics. All zero on a process that does not use the bus.
+#[derive(Debug, Default)]
+pub struct BusCounters {
+    /// Events (and progress marks) acknowledged by the bus.
+    pub published: AtomicU64,
+    /// Events dropped because the queue to the bus was full (or still held at the end of
+    /// the drain timeout).
+    pub dropped: AtomicU64,
+    /// Messages published again after a failed or missing acknowledgement (the
+    /// de-duplication ids keep them from counting twice).
+    pub resent: AtomicU64,
+    /// Failed publishes, connects, stream or lease operations.
+    pub errors: AtomicU64,
+    /// Events waiting for the bus now.
+    pub queued: AtomicU64,
+    /// 1 while connected to the bus.
+    pub connected: AtomicBool,
+    /// Correlator: events taken from the partitions it owns.
+    pub consumed: AtomicU64,
+    /// Correlator: events that arrived after the merge had passed their time.
+    pub late: AtomicU64,
+    /// Correlator: events re-read to rebuild a partition's state after taking it over,
+    /// whose outputs had already been written.
+    pub replayed: AtomicU64,
+    /// Correlator: partitions owned now.
+    pub partitions_owned: AtomicU64,
+    /// Correlator: leases lost to another correlator (or expired before renewal).
+    pub lease_losses: AtomicU64,
+}
+
 /// The output thread's counters: what was written, and the cross-flow stage's tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutputCounters {
@@ -384,6 +415,8 @@ pub struct Telemetry {
     pub http: Arc<ConnStats>,
     /// The IPFIX exporter's counters, registered by the output thread when it exports.
     pub ipfix: OnceLock<Arc<IpfixCounters>>,
+    /// The event bus's counters, registered by the publisher or the correlator.
+    pub bus: OnceLock<Arc<BusCounters>>,
     /// `output.community_id_seed`, published by the output thread (at start and on
     /// SIGHUP) for the API's `/api/flows/top` rows.
     community_id_seed: AtomicU16,
@@ -410,6 +443,7 @@ impl Telemetry {
             slice_dir: OnceLock::new(),
             http: Arc::default(),
             ipfix: OnceLock::new(),
+            bus: OnceLock::new(),
             community_id_seed: AtomicU16::new(crate::flow::community_id::DEFAULT_SEED),
         })
     }

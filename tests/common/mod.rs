@@ -46,6 +46,7 @@ pub fn replay_with(
             telemetry,
             slice_requests: None,
             dns_recycle: None,
+            bus: None,
         },
         progress: false,
     })

@@ -1,0 +1,482 @@
+//! The sensor's side of the bus: the output thread hands each event (and progress marks) to
+//! [`BusSink`], which encodes it and queues it for a publisher thread; that thread publishes
+//! to JetStream and waits for the acknowledgements.
+//!
+//! The queue is bounded (`bus.queue`). Live, a full queue drops the event and counts it,
+//! so an absent bus never holds up the output thread — the sensor's own alerts, written
+//! by that thread at the crossing packet, keep flowing. A replay waits for room instead (up
+//! to `bus.drain_timeout` at a time), so the bus receives the whole capture.
+//!
+//! Every message carries a de-duplication id (`Nats-Msg-Id`: sensor, run, sequence) fixed
+//! when it is queued. A message whose acknowledgement fails or does not come is published
+//! again with the same id, together with everything sent after it; JetStream drops the
+//! copies it already stored, so a reconnecting sensor never counts anything twice.
+
+use super::{connect, ensure_stream, partition_of_addr, subject, BusError};
+use crate::config::BusConfig;
+use crate::decode::Addr;
+use crate::event::{Event, EventKey};
+use crate::telemetry::BusCounters;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages published and awaiting acknowledgement at once: enough to keep a loopback or
+/// LAN round trip busy, few enough that a failure re-sends little.
+const WINDOW: usize = 512;
+
+/// How long an acknowledgement may take before the message is sent again.
+const ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// One queued item: an event for one partition, or a mark for all of them.
+enum Item {
+    Event {
+        seq: u64,
+        home: Addr,
+        payload: Vec<u8>,
+    },
+    Mark {
+        seq: u64,
+        watermark_ns: u64,
+        done: bool,
+    },
+}
+
+/// A message ready to publish.
+#[derive(Clone)]
+struct Msg {
+    subject: String,
+    id: String,
+    payload: bytes::Bytes,
+}
+
+/// What the publisher did, for the replay summary and the exit status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusReport {
+    /// Messages acknowledged by the bus (events and marks).
+    pub published: u64,
+    /// Events dropped: queue full, or still unsent when the drain timed out.
+    pub dropped: u64,
+    /// Messages sent again after a failed acknowledgement.
+    pub resent: u64,
+}
+
+/// The output thread's handle on the bus.
+pub struct BusSink {
+    tx: Option<Sender<Item>>,
+    notify: Arc<tokio::sync::Notify>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    counters: Arc<BusCounters>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    sensor: String,
+    run: u64,
+    next_seq: u64,
+    /// Replay: wait for room in the queue instead of dropping.
+    wait: Option<Duration>,
+    /// The queue stayed full for a whole `wait`: the bus is away, stop waiting (and drop)
+    /// until there is room again.
+    stalled: bool,
+    last_mark_ns: u64,
+    last_mark_at: Instant,
+}
+
+impl BusSink {
+    /// Starts the publisher thread for `cfg` (`bus.url` set). `lossless`: a replay, which
+    /// waits for the bus rather than dropping.
+    pub fn start(
+        cfg: &BusConfig,
+        lossless: bool,
+        counters: Arc<BusCounters>,
+    ) -> Result<BusSink, BusError> {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue.max(1));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sensor = cfg.effective_sensor_id();
+        // The run tells this process's stream from a previous one of the same sensor
+        // (whose watermark was further on) and makes the de-duplication ids unique.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let worker = Publisher {
+            cfg: cfg.clone(),
+            rx,
+            notify: Arc::clone(&notify),
+            closed: Arc::clone(&closed),
+            counters: Arc::clone(&counters),
+            sensor: sensor.clone(),
+            run,
+        };
+        let thread = std::thread::Builder::new()
+            .name("outflow-bus".into())
+            .spawn(move || worker.run())
+            .map_err(|source| BusError::Start {
+                what: "the bus publisher thread",
+                source,
+            })?;
+        tracing::info!(url = %cfg.url, sensor = %sensor, "publishing events to the bus");
+        Ok(BusSink {
+            tx: Some(tx),
+            notify,
+            closed,
+            counters,
+            thread: Some(thread),
+            sensor,
+            run,
+            next_seq: 0,
+            wait: lossless.then_some(cfg.drain_timeout),
+            stalled: false,
+            last_mark_ns: 0,
+            last_mark_at: Instant::now(),
+        })
+    }
+
+    /// This sensor's id on the bus.
+    pub fn sensor(&self) -> &str {
+        &self.sensor
+    }
+
+    fn queue(&mut self, item: Item) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let is_event = matches!(item, Item::Event { .. });
+        let sent = match (self.wait, self.stalled) {
+            (Some(w), false) => match tx.send_timeout(item, w) {
+                Ok(()) => true,
+                Err(_) => {
+                    tracing::error!(
+                        "bus: queue full for {w:?}; dropping events until the bus takes them again"
+                    );
+                    self.stalled = true;
+                    false
+                }
+            },
+            _ => match tx.try_send(item) {
+                Ok(()) => {
+                    self.stalled = false;
+                    true
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            },
+        };
+        if sent {
+            if is_event {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            self.notify.notify_one();
+        } else if is_event {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues one event of the stream (never blocks live).
+    pub fn event(&mut self, key: &EventKey, ev: &Event) {
+        let mut payload = Vec::with_capacity(256);
+        if let Err(e) = super::wire::encode_event(&mut payload, &self.sensor, self.run, key, ev) {
+            // Cannot happen for events this build produced; counted, never fatal.
+            tracing::warn!("bus: cannot encode an event: {e}");
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.next_seq += 1;
+        let item = Item::Event {
+            seq: self.next_seq,
+            home: super::home_of(ev),
+            payload,
+        };
+        self.queue(item);
+    }
+
+    /// The sensor's progress: no event below `watermark_ns` will follow. Sent when it
+    /// moved at least a second of packet time, or 200 ms of wall time, since the last mark.
+    pub fn progress(&mut self, watermark_ns: u64) {
+        if watermark_ns <= self.last_mark_ns {
+            return;
+        }
+        let packet_step = watermark_ns - self.last_mark_ns >= 1_000_000_000;
+        if !packet_step && self.last_mark_at.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.mark(watermark_ns, false);
+    }
+
+    fn mark(&mut self, watermark_ns: u64, done: bool) {
+        self.last_mark_ns = watermark_ns;
+        self.last_mark_at = Instant::now();
+        self.next_seq += 1;
+        let item = Item::Mark {
+            seq: self.next_seq,
+            watermark_ns,
+            done,
+        };
+        self.queue(item);
+    }
+
+    /// End of input: a last mark saying so, then waits (up to `bus.drain_timeout`) for
+    /// the bus to take everything queued.
+    pub fn finish(mut self, last_ns: u64) -> BusReport {
+        // Never blocks: the end mark is worth waiting for only as long as the rest.
+        self.wait = self.wait.map(|w| w.min(Duration::from_secs(1)));
+        self.mark(last_ns.max(self.last_mark_ns), true);
+        self.close()
+    }
+
+    fn close(&mut self) -> BusReport {
+        self.tx = None;
+        self.closed.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let c = &self.counters;
+        BusReport {
+            published: c.published.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            resent: c.resent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for BusSink {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.close();
+        }
+    }
+}
+
+/// The publisher thread's state.
+struct Publisher {
+    cfg: BusConfig,
+    rx: Receiver<Item>,
+    notify: Arc<tokio::sync::Notify>,
+    /// Set when the output thread is done (the queue's end).
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    counters: Arc<BusCounters>,
+    sensor: String,
+    run: u64,
+}
+
+impl Publisher {
+    fn run(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("bus: cannot start the publisher's runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(self.publish());
+    }
+
+    fn ids(&self, seq: u64) -> String {
+        format!("{}.{}.{seq}", self.sensor, self.run)
+    }
+
+    /// Turns a queued item into messages (a mark goes to every partition).
+    fn expand(&self, item: Item, partitions: u32, out: &mut VecDeque<Msg>) {
+        match item {
+            Item::Event { seq, home, payload } => out.push_back(Msg {
+                subject: subject(partition_of_addr(home, partitions)),
+                id: self.ids(seq),
+                payload: payload.into(),
+            }),
+            Item::Mark {
+                seq,
+                watermark_ns,
+                done,
+            } => {
+                let mut b = Vec::with_capacity(96);
+                super::wire::encode_mark(&mut b, &self.sensor, self.run, watermark_ns, done);
+                let payload = bytes::Bytes::from(b);
+                for p in 0..partitions {
+                    out.push_back(Msg {
+                        subject: subject(p),
+                        id: format!("{}.{p}", self.ids(seq)),
+                        payload: payload.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn publish(self) {
+        let c = Arc::clone(&self.counters);
+        let client = match connect(&self.cfg.url, &format!("outflow sensor {}", self.sensor), true)
+            .await
+        {
+            Ok(cl) => cl,
+            Err(e) => {
+                tracing::error!("{e}");
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                self.drop_all(0);
+                return;
+            }
+        };
+        let js = async_nats::jetstream::ContextBuilder::new()
+            .timeout(ACK_WAIT)
+            .build(client.clone());
+        let mut backoff = Duration::from_millis(100);
+        let mut deadline: Option<Instant> = None;
+        let mut closed = false;
+        // The stream (and its partition count) first: until it is there, items wait in
+        // the queue.
+        let partitions = loop {
+            c.connected.store(
+                client.connection_state() == async_nats::connection::State::Connected,
+                Ordering::Relaxed,
+            );
+            match ensure_stream(&js, self.cfg.partitions, self.cfg.retention).await {
+                Ok(n) => break n,
+                Err(e) => {
+                    c.errors.fetch_add(1, Ordering::Relaxed);
+                    if backoff >= Duration::from_secs(1) {
+                        tracing::warn!("{e}; retrying");
+                    }
+                }
+            }
+            closed |= self.closed.load(Ordering::Relaxed);
+            if closed {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + self.cfg.drain_timeout);
+                if Instant::now() >= d {
+                    self.drop_all(0);
+                    return;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        backoff = Duration::from_millis(100);
+        let mut fresh: VecDeque<Msg> = VecDeque::new();
+        let mut retry: VecDeque<Msg> = VecDeque::new();
+        let mut inflight: VecDeque<(Msg, async_nats::jetstream::context::PublishAckFuture)> =
+            VecDeque::new();
+        let mut failing = false;
+        loop {
+            c.connected.store(
+                client.connection_state() == async_nats::connection::State::Connected,
+                Ordering::Relaxed,
+            );
+            // Fill the window: messages to send again first, in order, then new ones.
+            while inflight.len() < WINDOW && !failing {
+                let m = match retry.pop_front().or_else(|| fresh.pop_front()) {
+                    Some(m) => m,
+                    None => match self.rx.try_recv() {
+                        Ok(item) => {
+                            self.expand(item, partitions, &mut fresh);
+                            continue;
+                        }
+                        Err(crossbeam_channel::TryRecvError::Empty) => break,
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    },
+                };
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", m.id.as_str());
+                match js
+                    .publish_with_headers(m.subject.clone(), h, m.payload.clone())
+                    .await
+                {
+                    Ok(ack) => inflight.push_back((m, ack)),
+                    Err(_) => {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        retry.push_front(m);
+                        failing = true;
+                    }
+                }
+            }
+            if closed {
+                let d = *deadline.get_or_insert_with(|| Instant::now() + self.cfg.drain_timeout);
+                if Instant::now() >= d {
+                    let unsent = fresh
+                        .iter()
+                        .chain(retry.iter())
+                        .chain(inflight.iter().map(|(m, _)| m))
+                        .filter(|m| is_event_msg(m))
+                        .count();
+                    self.drop_all(unsent as u64);
+                    return;
+                }
+            }
+            if let Some((m, ack)) = inflight.pop_front() {
+                match tokio::time::timeout(ACK_WAIT, ack).await {
+                    Ok(Ok(_)) => {
+                        c.published.fetch_add(1, Ordering::Relaxed);
+                        sub_queued(&c, &m);
+                        backoff = Duration::from_millis(100);
+                        failing = false;
+                    }
+                    _ => {
+                        // This one and everything after it go again, same ids, in order.
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        let mut again: Vec<Msg> = vec![m];
+                        again.extend(inflight.drain(..).map(|(m, _)| m));
+                        c.resent.fetch_add(again.len() as u64, Ordering::Relaxed);
+                        for m in again.into_iter().rev() {
+                            retry.push_front(m);
+                        }
+                        failing = true;
+                    }
+                }
+                continue;
+            }
+            if failing {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                failing = false;
+                continue;
+            }
+            if fresh.is_empty() && retry.is_empty() {
+                if closed {
+                    return;
+                }
+                // Woken by the next item; the timeout notices a closed queue.
+                let _ = tokio::time::timeout(Duration::from_millis(200), self.notify.notified())
+                    .await;
+            }
+        }
+    }
+
+    /// Gives up on what is left: counted as dropped (events only; a mark is not an event
+    /// of the stream). `unsent_msgs`: event messages already taken from the queue.
+    fn drop_all(&self, unsent_msgs: u64) {
+        let mut n = 0u64;
+        while let Ok(item) = self.rx.try_recv() {
+            if matches!(item, Item::Event { .. }) {
+                n += 1;
+            }
+        }
+        let total = n + unsent_msgs;
+        if total > 0 {
+            self.counters.dropped.fetch_add(total, Ordering::Relaxed);
+            tracing::error!(
+                url = %self.cfg.url,
+                "bus: {total} events not delivered within bus.drain_timeout ({:?})",
+                self.cfg.drain_timeout
+            );
+        }
+        self.counters.queued.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Whether a message carries an event (not a mark): its first byte is the kind.
+fn is_event_msg(m: &Msg) -> bool {
+    m.payload.first() == Some(&1)
+}
+
+/// An event message was acknowledged: one fewer waiting (marks are not counted there).
+fn sub_queued(c: &BusCounters, m: &Msg) {
+    if is_event_msg(m) {
+        let _ = c
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
+    }
+}
+
