@@ -14,7 +14,9 @@ use crate::dns::DnsEvent;
 use crate::flow::{EndReason, FlowRecord, Side};
 
 /// Total order of output events; see the module documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct EventKey {
     /// Clock time (ns) the event belongs to.
     pub time_ns: u64,
@@ -33,7 +35,7 @@ pub struct EventKey {
 /// and out again (measured: a fifth of all CPU on a flow-heavy capture). So it is boxed,
 /// and the boxes circulate: the output thread hands each back over [`DnsRecycler`] and
 /// the worker keeps them in a pool, so steady state allocates nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// A finished flow, or an interim record of a long one.
     Flow(FlowRecord),
@@ -57,7 +59,7 @@ pub enum Event {
 /// last report. Emitted when either direction passes a multiple of [`VOLUME_STEP`] IP bytes
 /// (reporting the whole steps passed) and at the flow's end (the rest), so the cross-flow
 /// stage sees volumes per flow event, never per packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// Timestamp of the packet or timer that triggered the report (ns).
     pub ts_ns: u64,
