@@ -49,9 +49,6 @@ pub enum EnvelopeError {
     /// The sensor id is not UTF-8.
     #[error("bus message with a sensor id that is not UTF-8")]
     Sensor,
-    /// The event inside does not decode.
-    #[error("bus event: {0}")]
-    Event(#[from] WireError),
 }
 
 fn head(out: &mut Vec<u8>, kind: u8, sensor: &str, run: u64) {

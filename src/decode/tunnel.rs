@@ -147,7 +147,12 @@ impl Default for Decap {
 }
 
 /// Kinds of IP tunnel, as flow records name them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+// The serde attributes are as they were (the logs name kinds with `TunnelKind::name`, which
+// serde's snake_case differs from for ERSPAN: `erspan_i_i`); the event bus (postcard)
+// carries the variant's index, not the name.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum TunnelKind {
@@ -295,7 +300,19 @@ impl Layer {
 /// same private addresses; their VNIs keep the flows apart. The outer addresses are *not*
 /// part of it: both directions of a connection may travel in different outer flows (a
 /// VXLAN source port is a hash of the inner flow), and Zeek keeps them one connection too.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct TunnelTag {
     /// [`TunnelKind`] as a number, plus [`TunnelTag::OUTER`] for a tunnel's own outer flow.
     pub kind: u8,
@@ -332,7 +349,7 @@ impl TunnelTag {
 }
 
 /// One tunnel a packet came through: the outer headers, as in Zeek's `tunnel.log`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TunnelHop {
     /// Kind of tunnel.
     pub kind: TunnelKind,
@@ -351,7 +368,10 @@ pub struct TunnelHop {
 }
 
 /// The tunnels a flow's first packet came through, outermost first.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+// All `MAX_CHAIN` hops travel, set or not: the derive keeps the round trip exact (`PartialEq`
+// compares them all). An unset hop costs 37 bytes in postcard (two 16-byte addresses), and
+// only a tunnelled flow's record or alert carries a chain at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TunnelChain {
     /// The hops; only the first `len` are set.
     pub hops: [TunnelHop; MAX_CHAIN],

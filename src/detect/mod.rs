@@ -16,7 +16,9 @@ use crate::flow::DirCounters;
 use std::net::IpAddr;
 
 /// Which detector raised an alert.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Detector {
     /// (Default only for empty alert structs.)
     #[default]
@@ -93,7 +95,7 @@ impl Detector {
 
 /// An alert. Built rarely (the only allocation on a worker), rendered as one JSON line by
 /// the output stage; field meanings are documented in the README.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     /// Stable id: `<flow id>-<detector>-<tier>`; the same input gives the same ids.
     pub id: String,
@@ -138,6 +140,10 @@ pub struct Alert {
     /// When outflow read the packets that made it fire ([`crate::telemetry::mono_ns`]),
     /// for the detection-latency metric. Transient: the output stage zeroes it once
     /// recorded, so equal alerts compare equal whatever the timing.
+    // Not on the event bus: a monotonic clock reading means nothing on another host (its
+    // clock started elsewhere), so the correlator gets 0, "not stamped", and measures no
+    // latency from it.
+    #[serde(skip)]
     pub read_mono_ns: u64,
     /// Id of the pcap slice holding the flow's packets (`/api/slices/<id>.pcap`), when
     /// slices are written.
@@ -149,9 +155,47 @@ pub struct Alert {
     /// Community ID from it.
     pub flow_tuple: crate::flow::FlowTuple,
     /// Where `dst_fqdn` came from (`dns`, `sni`, `http_host`, `quic_sni`), filled in with it.
-    pub dst_fqdn_source: Option<&'static str>,
+    #[serde(with = "fqdn_source")]
+    pub dst_fqdn_source: Option<SourceName>,
     /// What the flow's first client bytes named (see [`crate::flow::FlowRecord::names`]).
     pub names: Option<Box<crate::proto::FlowNames>>,
+}
+
+/// A [`NameSource`](crate::proto::NameSource)'s name, as [`Alert::dst_fqdn_source`] holds
+/// it. Spelled as an alias because serde's derive borrows every field written `&str` from
+/// its input, which would let an `Alert` be decoded only from `'static` bytes; this field
+/// is read through the `fqdn_source` helper below instead.
+pub type SourceName = &'static str;
+
+/// [`Alert::dst_fqdn_source`] through serde: written as the text it is, and read back as
+/// the `&'static str` of the [`NameSource`](crate::proto::NameSource) of that name (the
+/// only values the field is ever given), so decoding does not have to leak a string to make
+/// it `'static`; any other text is an error.
+mod fqdn_source {
+    use crate::proto::NameSource;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<&'static str>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<&'static str>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        match NameSource::from_name(&text) {
+            Some(src) => Ok(Some(src.name())),
+            None => Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&text),
+                &"dns, sni, http_host or quic_sni",
+            )),
+        }
+    }
 }
 
 impl Alert {

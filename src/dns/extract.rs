@@ -47,7 +47,8 @@ const MAX_MSGS_PER_SEGMENT: usize = 64;
 /// A DNS name as dotted lowercase text, inline, and which of its bytes were uppercase on the
 /// wire: matching uses the lowercase form, the log shows both. The 32-byte bitmap is the case
 /// at a bit per byte, instead of a second 255-byte copy.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(into = "NameBufWire", from = "NameBufWire")]
 pub struct NameBuf {
     bytes: [u8; 255],
     len: u8,
@@ -62,6 +63,40 @@ impl Default for NameBuf {
             len: 0,
             upper: [0; 32],
         }
+    }
+}
+
+/// A [`NameBuf`] on the event bus: the name's bytes, length first, rather than the whole
+/// 255-byte buffer (equality ignores the bytes past the name, so nothing is lost), and the
+/// case bitmap.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NameBufWire {
+    name: crate::proto::Text<255>,
+    upper: [u8; 32],
+}
+
+impl From<NameBuf> for NameBufWire {
+    fn from(n: NameBuf) -> NameBufWire {
+        NameBufWire {
+            name: crate::proto::Text::new(n.as_bytes()),
+            upper: n.upper,
+        }
+    }
+}
+
+impl From<NameBufWire> for NameBuf {
+    fn from(w: NameBufWire) -> NameBuf {
+        let mut n = NameBuf {
+            upper: w.upper,
+            ..NameBuf::default()
+        };
+        let b = w.name.as_bytes();
+        if let Some(d) = n.bytes.get_mut(..b.len()) {
+            d.copy_from_slice(b);
+        }
+        // A `Text<255>` holds at most 255 bytes.
+        n.len = u8::try_from(b.len()).unwrap_or(u8::MAX);
+        n
     }
 }
 
@@ -125,7 +160,7 @@ impl NameBuf {
 }
 
 /// One answer record, condensed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AnswerData {
     /// A or AAAA.
     Addr(Addr, bool),
@@ -151,7 +186,7 @@ pub enum AnswerData {
 }
 
 /// An answer: type, TTL, data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
     /// Record type.
     pub rtype: u16,
@@ -162,7 +197,7 @@ pub struct Answer {
 }
 
 /// One DNS message seen on the wire, condensed on the worker for the analyser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsEvent {
     /// Packet timestamp (ns).
     pub ts_ns: u64,
@@ -207,6 +242,9 @@ pub struct DnsEvent {
     /// The first answers.
     pub answers: [Option<Answer>; MAX_ANSWERS],
     /// Names referenced by `answers`.
+    // All of it travels, exact whatever it holds: 1 KiB on every DNS event, even one whose
+    // answers use none of it (A/AAAA).
+    #[serde(with = "serde_big_array::BigArray")]
     pub arena: [u8; ARENA],
     /// Addresses the question name resolves to (following CNAMEs), with TTLs.
     pub resolved: [Option<(Addr, bool, u32)>; MAX_RESOLVED],

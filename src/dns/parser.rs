@@ -116,7 +116,7 @@ pub mod rtype {
 
 /// Why a message was rejected. A `Copy` reason, so the caller can count it per message
 /// (metric label: [`DnsError::name`]) without building anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DnsError {
     /// Shorter than the 12-byte header.
     TooShort,

@@ -67,7 +67,7 @@ const ICMPV6_PAIRS: [(u8, u8); 12] = [
 /// A flow as the Community ID sees it: protocol and the two endpoints, oriented as the
 /// originator's first packet had them (for ICMP that orientation matters: see the module
 /// documentation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowTuple {
     /// IP protocol.
     pub proto: u8,

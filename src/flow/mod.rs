@@ -29,7 +29,7 @@ pub use record::{EndReason, FlowExtra, FlowRecord};
 pub use table::{FlowTable, TableWork, TimerClass, MAX_CAPACITY};
 
 /// Packet, IP-byte and payload-byte counters of one direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirCounters {
     /// Packets.
     pub pkts: u64,
@@ -40,7 +40,7 @@ pub struct DirCounters {
 }
 
 /// The two sides of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Side {
     /// The side that opened the connection (sent the SYN, or the first packet).
     Orig,
@@ -49,7 +49,7 @@ pub enum Side {
 }
 
 /// Coarse TCP connection state, enough to pick a timeout and an end reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TcpState {
     /// Not TCP.
     #[default]

@@ -4,7 +4,7 @@ use super::{DirCounters, Flow};
 use crate::decode::{Addr, TunnelChain, TunnelTag};
 
 /// Why a flow record was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EndReason {
     /// TCP: both sides sent FIN (record written after the linger).
     Fin,
@@ -46,7 +46,7 @@ impl EndReason {
 
 /// A flow record: plain data, built on the worker and rendered as JSON on the output
 /// thread. Only a tunnelled flow's record allocates (its [`TunnelChain`], once per flow).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowRecord {
     /// Flow id (sequence number of its first packet).
     pub flow_id: u64,
@@ -95,7 +95,7 @@ pub struct FlowRecord {
 }
 
 /// What a flow record carries besides its counters, when it has any of it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowExtra {
     /// The tunnels the flow's first packet came through, outermost first (Zeek's
     /// `tunnel_parents` and tunnel.log in one).

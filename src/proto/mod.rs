@@ -57,6 +57,57 @@ impl<const N: usize> Text<N> {
     }
 }
 
+// On the event bus a text is its bytes, length first, not its whole `N`-byte buffer (most
+// names are far shorter than 255 bytes). That is exact: `Text::new` and `Default` leave the
+// buffer past `len` zeroed, and nothing else writes it, so the text rebuilt from the bytes
+// compares equal. A decoder refuses more than `N` bytes rather than cutting them, so a
+// corrupt length is an error and not a different text.
+impl<const N: usize> serde::Serialize for Text<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de, const N: usize> serde::Deserialize<'de> for Text<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_bytes(TextVisitor::<N>)
+    }
+}
+
+/// Builds a [`Text`] from bytes, or from a sequence of byte values (what self-describing
+/// formats such as JSON make of bytes).
+struct TextVisitor<const N: usize>;
+
+impl<'de, const N: usize> serde::de::Visitor<'de> for TextVisitor<N> {
+    type Value = Text<N>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at most {N} bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Text<N>, E> {
+        if v.len() > N {
+            return Err(E::invalid_length(v.len(), &self));
+        }
+        Ok(Text::new(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Text<N>, A::Error> {
+        let mut t = Text::<N>::default();
+        let mut n = 0usize;
+        while let Some(b) = seq.next_element::<u8>()? {
+            match t.buf.get_mut(n) {
+                Some(slot) => *slot = b,
+                None => return Err(serde::de::Error::invalid_length(n + 1, &self)),
+            }
+            n += 1;
+        }
+        // `n` <= N <= u16::MAX for every text kept (NAME_MAX is the largest).
+        t.len = u16::try_from(n).map_err(|_| serde::de::Error::invalid_length(n, &self))?;
+        Ok(t)
+    }
+}
+
 impl<const N: usize> std::fmt::Debug for Text<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
@@ -70,7 +121,7 @@ pub const NAME_MAX: usize = 255;
 pub const ALPN_MAX: usize = 32;
 
 /// What the worker found in a flow's first client bytes (see `FlowRecord::names`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowNames {
     /// TLS SNI host_name (or, from the QUIC tap, the QUIC ClientHello's).
     pub server_name: Text<NAME_MAX>,
@@ -158,7 +209,7 @@ pub fn host_only(h: &[u8]) -> &[u8] {
 }
 
 /// Where a destination name came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum NameSource {
     /// A DNS answer the client received.
     Dns,
@@ -171,6 +222,19 @@ pub enum NameSource {
 }
 
 impl NameSource {
+    /// Every source, in a stable order.
+    pub const ALL: [NameSource; 4] = [
+        NameSource::Dns,
+        NameSource::Sni,
+        NameSource::HttpHost,
+        NameSource::QuicSni,
+    ];
+
+    /// The source whose [`NameSource::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<NameSource> {
+        NameSource::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// Stable name used in JSON (`dst_fqdn_source`).
     pub fn name(self) -> &'static str {
         match self {
@@ -184,7 +248,7 @@ impl NameSource {
 
 /// A flow's destination name, as the worker found it: sent once per named flow so the
 /// cross-flow stage learns (client, server) → name when no DNS answer named the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowName {
     /// Timestamp of the packet that completed the name (ns).
     pub ts_ns: u64,

@@ -35,8 +35,8 @@ pub const JA4_LEN: usize = 36;
 pub const MAX_SORTED: usize = 2048;
 
 /// A JA4 fingerprint: 36 ASCII bytes, no allocation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ja4(pub [u8; JA4_LEN]);
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Ja4(#[serde(with = "serde_big_array::BigArray")] pub [u8; JA4_LEN]);
 
 impl Ja4 {
     /// The fingerprint as text.
