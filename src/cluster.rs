@@ -119,14 +119,33 @@ async fn kv_bucket(
     if let Ok(s) = js.get_key_value(name).await {
         return Ok(s);
     }
-    js.create_key_value(kv::Config {
-        bucket: name.to_string(),
-        history: 1,
+    // The bucket's stream is created here with the layout the client's key-value API
+    // expects (`KV_<bucket>` on `$KV.<bucket>.>`, one message per key, roll-ups, direct
+    // gets): the client's own `create_key_value` first asks for the account's API level,
+    // whose reply a 2.9 server (Debian's) words in a way this client cannot parse.
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(format!("outflow {name}")),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         max_age: ttl.unwrap_or_default(),
+        // A key rewritten within the TTL must never be taken for a duplicate.
+        duplicate_window: ttl.map_or(Duration::from_secs(120), |t| {
+            t.min(Duration::from_secs(120))
+        }),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: 1,
         ..Default::default()
     })
     .await
-    .map_err(|e| BusError::js(format!("create key-value bucket {name}"), e))
+    .map_err(|e| BusError::js(format!("create key-value bucket {name}"), e))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| BusError::js(format!("open key-value bucket {name}"), e))
 }
 
 fn lease_key(p: u32) -> String {
@@ -164,7 +183,9 @@ impl Sinks {
 
     fn line(&mut self, json: &str) {
         if let Some(w) = self.file.as_mut() {
-            let r = w.write_all(json.as_bytes()).and_then(|()| w.write_all(b"\n"));
+            let r = w
+                .write_all(json.as_bytes())
+                .and_then(|()| w.write_all(b"\n"));
             if let Err(e) = r {
                 tracing::error!("cannot write the alert file: {e}");
             }
@@ -178,15 +199,11 @@ impl Sinks {
                 self.report.incident_lines += 1;
                 let json = incident_json(&u, self.seed);
                 self.line(&json);
-                let id = format!(
-                    "{}.{}.{}",
-                    u.incident.id,
-                    u.update.name(),
-                    u.ts_ns
-                );
+                let id = format!("{}.{}.{}", u.incident.id, u.update.name(), u.ts_ns);
                 self.publish.push((id, json.clone()));
                 if let Some(t) = &self.telemetry {
-                    t.incidents.push(Arc::new(AlertRecord::from_incident(&u, json)));
+                    t.incidents
+                        .push(Arc::new(AlertRecord::from_incident(&u, json)));
                 }
             }
             // Flow and DNS records are the sensors' (they wrote them where they saw them).
@@ -250,7 +267,7 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
         file: opts
             .alerts_out
             .as_ref()
-            .map(|o| o.open(true).map(|w| std::io::BufWriter::new(w)))
+            .map(|o| o.open(true).map(std::io::BufWriter::new))
             .transpose()?,
         telemetry: opts.telemetry.clone(),
         per_detector_lines: cfg.incident.per_detector_lines,

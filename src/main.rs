@@ -156,7 +156,11 @@ fn main() -> ExitCode {
 /// Logs go to standard error (journald under systemd), as text or one JSON object per line.
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        // The NATS client logs every reconnect attempt at info; the bus code says once
+        // when the bus goes away and when it is back.
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!("{},async_nats=warn", cfg.log.level))
+        })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: under systemd standard error is the journal,
     // and escape codes there are noise in every SIEM that reads it (NO_COLOR honoured too).

@@ -15,8 +15,8 @@
 mod common;
 
 use outflow::config::Config;
-use outflow::gen::TcpSession;
 use outflow::gen::Packet;
+use outflow::gen::TcpSession;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -219,7 +219,10 @@ fn stop(mut c: Child) {
     unsafe_kill(c.id(), "TERM");
     let start = Instant::now();
     while c.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(15), "correlator did not stop");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "correlator did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -291,9 +294,234 @@ fn two_sensors_halves_of_a_slow_leak_make_one_incident_on_the_correlator() {
     assert_eq!(ids.len(), 1, "{inc:?}");
     let opened: Vec<_> = inc.iter().filter(|i| i.1 == "opened").collect();
     assert_eq!(opened.len(), 1, "{inc:?}");
+    assert!(opened[0].2.iter().any(|d| d == "data_leak"), "{inc:?}");
+    assert!(opened[0].0.contains("10.0.0.5"), "{inc:?}");
+}
+
+/// Hosts 10.0.0.`h` for `h` in `hosts`, each uploading 12 × 250 kB to 198.51.100.`h`:443
+/// from `base_s` seconds on (a data leak each, at [`CONFIG`]'s thresholds).
+fn write_leaks(path: &Path, hosts: std::ops::Range<u8>, base_s: u64) {
+    let mut packets: Vec<Packet> = Vec::new();
+    for h in hosts {
+        for k in 0..12u64 {
+            let mut s = TcpSession::new(
+                sa(&format!("10.0.0.{h}:{}", 41000 + k)),
+                sa(&format!("198.51.100.{h}:443")),
+                250_000,
+                2_000,
+            );
+            s.start_ns = T0 + (base_s + k * 2) * SEC + u64::from(h) * 10_000_000;
+            packets.extend(s.packets());
+        }
+    }
+    packets.extend(outflow::gen::a_lookup(
+        [10, 0, 0, 1],
+        50_000,
+        "tail.example",
+        [192, 0, 2, 9],
+        T0 + (base_s + 60) * SEC,
+    ));
+    packets.sort_by_key(|p| p.ts_ns);
+    common::write_pcap(path, packets);
+}
+
+fn raw_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn opened(path: &Path) -> usize {
+    incidents(path).iter().filter(|i| i.1 == "opened").count()
+}
+
+#[test]
+fn a_correlator_taking_over_from_a_killed_one_loses_nothing_and_repeats_nothing() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // One sensor; the merge waits for nobody else.
+    let cfg = config_file(d, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(r#"sensors = ["edge-a", "edge-b"]"#, "sensors = []");
+    std::fs::write(&cfg, text).unwrap();
+    let (p1, p2) = (d.join("part1.pcap"), d.join("part2.pcap"));
+    write_leaks(&p1, 10..16, 0);
+    write_leaks(&p2, 16..22, 100);
+    let (f1, f2, f3) = (d.join("c1.json"), d.join("c2.json"), d.join("c3.json"));
+
+    // The first half of the stream, read by c1, which is then killed without a word.
+    let c1 = correlator(&cfg, &nats.url(), "c1", &f1, &[]);
+    let (code, err) = sensor(&cfg, &nats.url(), "edge-a", &d.join("a1.json"), &p1);
+    assert_eq!(code, 0, "{err}");
+    wait_until(Duration::from_secs(30), "c1's six incidents", || {
+        opened(&f1) == 6
+    });
+    let mut c1 = c1;
+    c1.kill().unwrap();
+    c1.wait().unwrap();
+
+    // The second half, published while nobody reads; c2 takes the partitions over once
+    // c1's leases lapse, rebuilds from the start of the stream, writes only what is new.
+    let (code, err) = sensor(&cfg, &nats.url(), "edge-a", &d.join("a2.json"), &p2);
+    assert_eq!(code, 0, "{err}");
+    let c2 = correlator(&cfg, &nats.url(), "c2", &f2, &[]);
+    wait_until(Duration::from_secs(60), "c2's six incidents", || {
+        opened(&f2) == 6
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop(c2);
+
+    // The reference: one correlator reading the whole stream, checkpoints ignored.
+    let c3 = correlator(&cfg, &nats.url(), "c3", &f3, &["--rebuild"]);
+    wait_until(Duration::from_secs(60), "c3's twelve incidents", || {
+        opened(&f3) == 12
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop(c3);
+
+    let (l1, l2, l3) = (raw_lines(&f1), raw_lines(&f2), raw_lines(&f3));
+    assert!(!l1.is_empty() && !l2.is_empty());
+    // Nothing twice: no line of c1 again in c2.
+    for l in &l2 {
+        assert!(!l1.contains(l), "written twice: {l}");
+    }
+    // Nothing lost, nothing extra: together, exactly the reference's lines.
+    let mut both: Vec<&String> = l1.iter().chain(l2.iter()).collect();
+    let mut reference: Vec<&String> = l3.iter().collect();
+    both.sort();
+    reference.sort();
+    assert_eq!(both, reference);
+}
+
+/// A 3 MB upload 10.0.0.5 → 203.0.113.50:443: a large-transfer alert at 1 MB.
+const UPLOAD: &str = r#"
+[detect.large_transfer]
+threshold_bytes = 1000000
+min_packets = 100
+"#;
+
+fn write_upload(path: &Path) {
+    let mut s = TcpSession::new(sa("10.0.0.5:51234"), sa("203.0.113.50:443"), 3_000_000, 0);
+    s.start_ns = T0;
+    common::write_pcap(path, s.packets());
+}
+
+/// When the upload was flagged: the per-detector lines' `ts` of a sensor on a bus, the
+/// `opened` incident lines' of one without (the same crossing packet).
+fn alert_times(path: &Path) -> Vec<String> {
+    lines(path)
+        .into_iter()
+        .filter(|v| v["detector"] == "large_outbound_transfer" || v["update"] == "opened")
+        .map(|v| v["ts"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn with_the_bus_down_the_sensor_alerts_at_the_crossing_packet_and_counts_what_it_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = config_file(d, &format!("{UPLOAD}\n"));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "drain_timeout = \"15s\"",
+        "drain_timeout = \"1s\"\nqueue = 5",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let pcap = d.join("upload.pcap");
+    write_upload(&pcap);
+    // Without a bus: the reference alert.
+    let (local, flows) = (d.join("local.json"), d.join("flows.json"));
+    let st = outflow()
+        .args(["replay", "--workers", "1", "--config"])
+        .arg(&cfg)
+        .arg("--alerts-out")
+        .arg(&local)
+        .arg("--flows-out")
+        .arg(&flows)
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let reference = alert_times(&local);
+    assert_eq!(reference.len(), 1);
+
+    // Nothing listens on this port.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let alerts = d.join("alerts.json");
+    let (code, err) = sensor(&cfg, &url, "edge-a", &alerts, &pcap);
+    assert_eq!(alert_times(&alerts), reference, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
-        opened[0].2.iter().any(|d| d == "data_leak"),
+        err.contains("events were not delivered to the bus"),
+        "{err}"
+    );
+    let line = bus_line(&err);
+    assert!(line.contains(" 0 messages acknowledged"), "{line}");
+    let dropped: u64 = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" events dropped"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Every event of the stream dropped and counted: the flow's volume reports (one per
+    // whole step of outbound IP bytes; the rest rides on the record), the alert, the record.
+    let record = &lines(&flows)[0];
+    let out_ip_bytes = record["orig_ip_bytes"].as_u64().unwrap();
+    assert_eq!(
+        dropped,
+        out_ip_bytes / outflow::event::VOLUME_STEP + 2,
+        "{line}"
+    );
+    assert!(dropped > 5, "more events than the queue holds: {line}");
+}
+
+#[test]
+fn events_queued_while_the_bus_is_down_reach_it_when_it_comes_up() {
+    let Some(bin) = which("nats-server") else {
+        eprintln!("SKIPPED: nats-server not installed (make test-deps installs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = config_file(d, &format!("{UPLOAD}\n"));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(r#"sensors = ["edge-a", "edge-b"]"#, "sensors = []")
+        .replace("drain_timeout = \"15s\"", "drain_timeout = \"30s\"");
+    std::fs::write(&cfg, text).unwrap();
+    let pcap = d.join("upload.pcap");
+    write_upload(&pcap);
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let alerts = d.join("alerts.json");
+    let replay = {
+        let (cfg, url, alerts, pcap) = (cfg.clone(), url.clone(), alerts.clone(), pcap.clone());
+        std::thread::spawn(move || sensor(&cfg, &url, "edge-a", &alerts, &pcap))
+    };
+    // The replay has read everything and waits for the bus to take its queue.
+    wait_until(Duration::from_secs(30), "the sensor's alert", || {
+        alert_times(&alerts).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let nats = Nats::start_on(&bin, port);
+    let (code, err) = replay.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(bus_line(&err).contains(" 0 events dropped"), "{err}");
+    // The correlator finds the sensor's alert in the stream: one incident, opened by it.
+    let f = d.join("c.json");
+    let c = correlator(&cfg, &nats.url(), "c1", &f, &[]);
+    wait_until(Duration::from_secs(30), "the correlator's incident", || {
+        opened(&f) == 1
+    });
+    stop(c);
+    let inc = incidents(&f);
+    assert!(
+        inc[0].2.iter().any(|d| d == "large_outbound_transfer"),
         "{inc:?}"
     );
-    assert!(opened[0].0.contains("10.0.0.5"), "{inc:?}");
 }

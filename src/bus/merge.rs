@@ -124,8 +124,10 @@ impl PartitionMerge {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap
-            .push(Reverse(((key.time_ns, i, key.class, key.id, key.sub), slot)));
+        self.heap.push(Reverse((
+            (key.time_ns, i, key.class, key.id, key.sub),
+            slot,
+        )));
         None
     }
 

@@ -307,8 +307,12 @@ impl Publisher {
 
     async fn publish(self) {
         let c = Arc::clone(&self.counters);
-        let client = match connect(&self.cfg.url, &format!("outflow sensor {}", self.sensor), true)
-            .await
+        let client = match connect(
+            &self.cfg.url,
+            &format!("outflow sensor {}", self.sensor),
+            true,
+        )
+        .await
         {
             Ok(cl) => cl,
             Err(e) => {
@@ -324,6 +328,7 @@ impl Publisher {
         let mut backoff = Duration::from_millis(100);
         let mut deadline: Option<Instant> = None;
         let mut closed = false;
+        let mut warned = false;
         // The stream (and its partition count) first: until it is there, items wait in
         // the queue.
         let partitions = loop {
@@ -331,12 +336,30 @@ impl Publisher {
                 client.connection_state() == async_nats::connection::State::Connected,
                 Ordering::Relaxed,
             );
-            match ensure_stream(&js, self.cfg.partitions, self.cfg.retention).await {
-                Ok(n) => break n,
-                Err(e) => {
+            // Bounded: a request to a server that is away may otherwise wait for the
+            // reconnect, past the drain deadline.
+            let attempt = tokio::time::timeout(
+                ACK_WAIT,
+                ensure_stream(&js, self.cfg.partitions, self.cfg.retention),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(n)) => break n,
+                Ok(Err(e)) => {
                     c.errors.fetch_add(1, Ordering::Relaxed);
-                    if backoff >= Duration::from_secs(1) {
-                        tracing::warn!("{e}; retrying");
+                    if !warned {
+                        tracing::warn!("{e}; events queue until it is there (bus.queue)");
+                        warned = true;
+                    }
+                }
+                Err(_) => {
+                    c.errors.fetch_add(1, Ordering::Relaxed);
+                    if !warned {
+                        tracing::warn!(
+                            url = %self.cfg.url,
+                            "bus unreachable; events queue until it answers (bus.queue)"
+                        );
+                        warned = true;
                     }
                 }
             }
@@ -348,9 +371,13 @@ impl Publisher {
                     return;
                 }
             }
-            tokio::time::sleep(backoff).await;
+            let left = deadline.map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(backoff.min(left)).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         };
+        if warned {
+            tracing::info!(url = %self.cfg.url, "bus reachable; sending what was queued");
+        }
         backoff = Duration::from_millis(100);
         let mut fresh: VecDeque<Msg> = VecDeque::new();
         let mut retry: VecDeque<Msg> = VecDeque::new();
@@ -438,8 +465,8 @@ impl Publisher {
                     return;
                 }
                 // Woken by the next item; the timeout notices a closed queue.
-                let _ = tokio::time::timeout(Duration::from_millis(200), self.notify.notified())
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), self.notify.notified()).await;
             }
         }
     }
@@ -458,7 +485,7 @@ impl Publisher {
             self.counters.dropped.fetch_add(total, Ordering::Relaxed);
             tracing::error!(
                 url = %self.cfg.url,
-                "bus: {total} events not delivered within bus.drain_timeout ({:?})",
+                "bus: {total} events still unsent when bus.drain_timeout ({:?}) ran out: dropped",
                 self.cfg.drain_timeout
             );
         }
@@ -479,4 +506,3 @@ fn sub_queued(c: &BusCounters, m: &Msg) {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
     }
 }
-
