@@ -31,6 +31,13 @@ test-deps: deps
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump pmacct; } || \
 			echo "nfdump/pmacct unavailable: tests/ipfix.rs will skip its collector checks"; \
 	fi
+## tests/bus.rs runs sensors and correlators against a real NATS JetStream server
+## (nats-server -js on a loopback port; it skips itself when the server is absent).
+	@if [ "$$(id -u)" = 0 ] && ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then \
+		echo "installing nats-server for the event-bus test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; } || \
+			echo "nats-server unavailable: tests/bus.rs will skip its bus checks"; \
+	fi
 ## tests/monitoring.rs checks deploy/prometheus/ with promtool. It is taken out of Debian's
 ## prometheus package without installing that (no service started, no web-UI dependencies):
 ## one static binary in target/tools.

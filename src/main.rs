@@ -105,6 +105,13 @@ enum Command {
         /// Append DNS transactions as JSON lines to FILE, overriding output.dns.
         #[arg(long, value_name = "FILE|-")]
         dns_out: Option<String>,
+        /// Publish the event stream to NATS JetStream for `outflow correlate`, overriding
+        /// bus.url.
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
+        /// This sensor's name on the bus, overriding bus.sensor_id.
+        #[arg(long, value_name = "ID")]
+        sensor_id: Option<String>,
     },
     /// Run the cross-flow detectors and incidents over the events sensors publish to NATS
     /// JetStream (`bus.url` / `--bus` on the sensors), for the partitions this process
@@ -187,8 +194,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             alerts_out,
             flows_out,
             dns_out,
+            bus,
+            sensor_id,
         } => {
             let mut config = Config::load(&path)?;
+            if let Some(url) = bus {
+                config.bus.url = url;
+            }
+            if let Some(id) = sensor_id {
+                config.bus.sensor_id = id;
+            }
+            config.validate().context("--bus/--sensor-id")?;
             if let Some(w) = workers {
                 anyhow::ensure!(w >= 1, "--workers must be at least 1");
                 config.capture.workers = w;

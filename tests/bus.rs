@@ -210,7 +210,8 @@ fn correlator(cfg: &Path, url: &str, id: &str, alerts: &Path, extra: &[&str]) ->
         .arg(alerts)
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // Its log beside its alert file: read it when a test fails.
+        .stderr(std::fs::File::create(alerts.with_extension("log")).unwrap())
         .spawn()
         .unwrap()
 }

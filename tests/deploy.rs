@@ -56,6 +56,74 @@ fn example_config_is_valid_and_shows_every_key() {
     assert_eq!(cfg, expected);
 }
 
+/// `systemd-analyze verify` of `unit` with its binary pointed at the one under test.
+fn verify(unit: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("unit.service");
+    std::fs::write(
+        &p,
+        unit.replace("/usr/local/bin/outflow", env!("CARGO_BIN_EXE_outflow")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+}
+
+#[test]
+fn correlator_unit_passes_systemd_analyze_verify() {
+    let Ok(probe) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("skipping: systemd-analyze not installed");
+        return;
+    };
+    assert!(probe.status.success());
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/outflow-correlate.service"),
+    )
+    .unwrap();
+    for needed in [
+        "User=outflow",
+        "CapabilityBoundingSet=",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "Restart=on-failure",
+    ] {
+        assert!(unit.lines().any(|l| l == needed), "unit lacks {needed}");
+    }
+    // Its command line parses: the same arguments, asked for help after them.
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/outflow "))
+        .unwrap();
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(args.first(), Some(&"correlate"));
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    verify(&unit);
+}
+
 #[test]
 fn unit_passes_systemd_analyze_verify() {
     let Ok(probe) = std::process::Command::new("systemd-analyze")
@@ -85,25 +153,5 @@ fn unit_passes_systemd_analyze_verify() {
         assert!(unit.lines().any(|l| l == needed), "unit lacks {needed}");
     }
     // verify checks that ExecStart exists: point it at the binary under test.
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("outflow.service");
-    std::fs::write(
-        &p,
-        unit.replace("/usr/local/bin/outflow", env!("CARGO_BIN_EXE_outflow")),
-    )
-    .unwrap();
-    let out = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&p)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "systemd-analyze verify: {said}"
-    );
+    verify(&unit);
 }

@@ -240,8 +240,12 @@ impl Correlator {
             Some(l) => l.reconfigure(&cfg.detect.long_connection),
             None => self.long = LongConnections::new(&cfg.detect.long_connection),
         }
-        if !cfg.detect.long_connection.enabled {
+        if !cfg.detect.long_connection.enabled || self.local_only {
             self.long = None;
+        }
+        if self.local_only {
+            // A sensor on a bus: the correlators own these (see `Correlator::local`).
+            self.cloud = None;
         }
         self.incidents.reconfigure(&cfg.incident);
     }
@@ -629,8 +633,10 @@ mod tests {
     /// large-transfer finding, the flow's end (its last volume report), a quiet two minutes
     /// and the end of input. Returns the stage and everything it produced.
     fn feed_upload() -> (Correlator, Vec<Output>) {
-        let cfg = Config::default();
-        let mut c = Correlator::new(Some(&cfg), false, None);
+        feed_upload_to(Correlator::new(Some(&Config::default()), false, None))
+    }
+
+    fn feed_upload_to(mut c: Correlator) -> (Correlator, Vec<Output>) {
         let mut out = Vec::new();
         c.on_event(
             Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
@@ -688,6 +694,30 @@ mod tests {
         let st = c.stats();
         assert_eq!(st.incidents.updates, [1, 1, 1]);
         assert_eq!(st.leak.volumes, 2);
+    }
+
+    /// A sensor publishing to a bus keeps only the per-flow finding (at once, no incident):
+    /// the asymmetry, the data leak and the incident are the correlator's, and a reload
+    /// does not bring the cloud or long-connection detectors back.
+    #[test]
+    fn a_sensor_on_a_bus_passes_per_flow_findings_only() {
+        let cfg = Config::default();
+        let mut local = Correlator::local(&cfg, false);
+        local.reconfigure(&cfg);
+        assert!(local.cloud.is_none() && local.long.is_none());
+        let (mut c, out) = feed_upload_to(local);
+        let seen: Vec<&str> = out
+            .iter()
+            .map(|o| match o {
+                Output::Finding(f) => f.detector().name(),
+                Output::Incident(_) => "incident",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(seen, ["large_outbound_transfer"]);
+        let st = c.stats();
+        assert_eq!(st.leak.volumes, 0);
+        assert_eq!(st.incidents.updates, [0, 0, 0]);
     }
 
     /// An upload of two seconds is an incident of two seconds, though the host window that
