@@ -360,12 +360,12 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
                 let Some(part) = owned.get_mut(&m.partition).filter(|x| x.generation == m.generation) else {
                     continue;
                 };
-                counters.consumed.fetch_add(1, Ordering::Relaxed);
                 let emit = m.seq > part.emitted_upto;
+                let events = take(part, &m.payload, &counters, &mut outs);
+                counters.consumed.fetch_add(events, Ordering::Relaxed);
                 if !emit {
-                    counters.replayed.fetch_add(1, Ordering::Relaxed);
+                    counters.replayed.fetch_add(events, Ordering::Relaxed);
                 }
-                take(part, &m.payload, &counters, &mut outs);
                 if outs.is_empty() {
                     continue;
                 }
@@ -401,29 +401,38 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
 }
 
 /// Feeds one bus message to a partition's merge and stage; what the stage produced is
-/// appended to `outs`.
-fn take(part: &mut Part, payload: &[u8], c: &BusCounters, outs: &mut Vec<StageOutput>) {
+/// appended to `outs`. Returns the events it carried.
+fn take(part: &mut Part, payload: &[u8], c: &BusCounters, outs: &mut Vec<StageOutput>) -> u64 {
     let env = match wire::decode(payload) {
         Ok(e) => e,
         Err(e) => {
             c.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("bus: skipping a message: {e}");
-            return;
+            return 0;
         }
     };
+    let mut events = 0;
     let late_before = part.merge.late;
     match env.body {
-        Body::Event(b) => match crate::event::decode(b) {
-            Ok((key, ev)) => {
-                if let Some(ev) = part.merge.event(env.sensor, env.run, key, ev) {
-                    part.correlator.on_event(ev, &mut |o| outs.push(o));
+        Body::Events(batch) => {
+            for b in batch {
+                events += 1;
+                match b
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| crate::event::decode(b).map_err(|e| e.to_string()))
+                {
+                    Ok((key, ev)) => {
+                        if let Some(ev) = part.merge.event(env.sensor, env.run, key, ev) {
+                            part.correlator.on_event(ev, &mut |o| outs.push(o));
+                        }
+                    }
+                    Err(e) => {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(sensor = env.sensor, "bus: skipping an event: {e}");
+                    }
                 }
             }
-            Err(e) => {
-                c.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(sensor = env.sensor, "bus: skipping an event: {e}");
-            }
-        },
+        }
         Body::Mark { watermark_ns, done } => {
             part.merge.mark(env.sensor, env.run, watermark_ns, done);
         }
@@ -436,6 +445,7 @@ fn take(part: &mut Part, payload: &[u8], c: &BusCounters, outs: &mut Vec<StageOu
     if let Some(now) = part.merge.clock_ns() {
         part.correlator.tick(now, &mut |o| outs.push(o));
     }
+    events
 }
 
 /// Reads partition `p` from its first retained message, forever, into `tx`.

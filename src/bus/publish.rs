@@ -30,6 +30,12 @@ const WINDOW: usize = 512;
 /// How long an acknowledgement may take before the message is sent again.
 const ACK_WAIT: Duration = Duration::from_secs(3);
 
+/// A batch message is closed at this size (JetStream's default message limit is 1 MiB).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// ...or at this many events.
+const BATCH_EVENTS: u32 = 1024;
+
 /// One queued item: an event for one partition, or a mark for all of them.
 enum Item {
     Event {
@@ -50,6 +56,17 @@ struct Msg {
     subject: String,
     id: String,
     payload: bytes::Bytes,
+    /// Events it carries (0: a mark).
+    events: u32,
+}
+
+/// The open batch of one partition.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    events: u32,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 /// What the publisher did, for the replay summary and the exit status.
@@ -71,7 +88,6 @@ pub struct BusSink {
     counters: Arc<BusCounters>,
     thread: Option<std::thread::JoinHandle<()>>,
     sensor: String,
-    run: u64,
     next_seq: u64,
     /// Replay: wait for room in the queue instead of dropping.
     wait: Option<Duration>,
@@ -123,7 +139,6 @@ impl BusSink {
             counters,
             thread: Some(thread),
             sensor,
-            run,
             next_seq: 0,
             wait: lossless.then_some(cfg.drain_timeout),
             stalled: false,
@@ -173,8 +188,8 @@ impl BusSink {
 
     /// Queues one event of the stream (never blocks live).
     pub fn event(&mut self, key: &EventKey, ev: &Event) {
-        let mut payload = Vec::with_capacity(256);
-        if let Err(e) = super::wire::encode_event(&mut payload, &self.sensor, self.run, key, ev) {
+        let mut payload = Vec::with_capacity(128);
+        if let Err(e) = super::wire::encode_event(&mut payload, key, ev) {
             // Cannot happen for events this build produced; counted, never fatal.
             tracing::warn!("bus: cannot encode an event: {e}");
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -278,30 +293,68 @@ impl Publisher {
         format!("{}.{}.{seq}", self.sensor, self.run)
     }
 
-    /// Turns a queued item into messages (a mark goes to every partition).
-    fn expand(&self, item: Item, partitions: u32, out: &mut VecDeque<Msg>) {
+    /// Takes a queued item: an event joins its partition's batch (a full batch becomes a
+    /// message); a mark first closes every batch (it must follow the events it covers),
+    /// then goes to every partition.
+    fn take(&self, item: Item, batches: &mut [Batch], out: &mut VecDeque<Msg>) {
+        let n = batches.len() as u32;
         match item {
-            Item::Event { seq, home, payload } => out.push_back(Msg {
-                subject: subject(partition_of_addr(home, partitions)),
-                id: self.ids(seq),
-                payload: payload.into(),
-            }),
+            Item::Event { seq, home, payload } => {
+                let p = partition_of_addr(home, n);
+                let Some(b) = batches.get_mut(p as usize) else {
+                    return;
+                };
+                if b.events == 0 {
+                    b.buf.clear();
+                    super::wire::encode_batch_head(&mut b.buf, &self.sensor, self.run);
+                    b.first_seq = seq;
+                }
+                super::wire::push_event(&mut b.buf, &payload);
+                b.events += 1;
+                b.last_seq = seq;
+                if b.buf.len() >= BATCH_BYTES || b.events >= BATCH_EVENTS {
+                    self.close(p, b, out);
+                }
+            }
             Item::Mark {
                 seq,
                 watermark_ns,
                 done,
             } => {
+                self.close_all(batches, out);
                 let mut b = Vec::with_capacity(96);
                 super::wire::encode_mark(&mut b, &self.sensor, self.run, watermark_ns, done);
                 let payload = bytes::Bytes::from(b);
-                for p in 0..partitions {
+                for p in 0..n {
                     out.push_back(Msg {
                         subject: subject(p),
                         id: format!("{}.{p}", self.ids(seq)),
                         payload: payload.clone(),
+                        events: 0,
                     });
                 }
             }
+        }
+    }
+
+    /// Partition `p`'s batch becomes a message; its id names the events' sequence range,
+    /// fixed from now on (a re-send is the same message).
+    fn close(&self, p: u32, b: &mut Batch, out: &mut VecDeque<Msg>) {
+        if b.events == 0 {
+            return;
+        }
+        out.push_back(Msg {
+            subject: subject(p),
+            id: format!("{}-{}", self.ids(b.first_seq), b.last_seq),
+            payload: bytes::Bytes::from(std::mem::take(&mut b.buf)),
+            events: b.events,
+        });
+        b.events = 0;
+    }
+
+    fn close_all(&self, batches: &mut [Batch], out: &mut VecDeque<Msg>) {
+        for (p, b) in batches.iter_mut().enumerate() {
+            self.close(p as u32, b, out);
         }
     }
 
@@ -379,6 +432,7 @@ impl Publisher {
             tracing::info!(url = %self.cfg.url, "bus reachable; sending what was queued");
         }
         backoff = Duration::from_millis(100);
+        let mut batches: Vec<Batch> = (0..partitions).map(|_| Batch::default()).collect();
         let mut fresh: VecDeque<Msg> = VecDeque::new();
         let mut retry: VecDeque<Msg> = VecDeque::new();
         let mut inflight: VecDeque<(Msg, async_nats::jetstream::context::PublishAckFuture)> =
@@ -395,13 +449,18 @@ impl Publisher {
                     Some(m) => m,
                     None => match self.rx.try_recv() {
                         Ok(item) => {
-                            self.expand(item, partitions, &mut fresh);
+                            self.take(item, &mut batches, &mut fresh);
                             continue;
                         }
-                        Err(crossbeam_channel::TryRecvError::Empty) => break,
-                        Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                            closed = true;
-                            break;
+                        Err(e) => {
+                            // Nothing more for now: what is batched goes out (live, a
+                            // quiet link does not hold events back).
+                            closed |= e == crossbeam_channel::TryRecvError::Disconnected;
+                            self.close_all(&mut batches, &mut fresh);
+                            if fresh.is_empty() {
+                                break;
+                            }
+                            continue;
                         }
                     },
                 };
@@ -422,13 +481,14 @@ impl Publisher {
             if closed {
                 let d = *deadline.get_or_insert_with(|| Instant::now() + self.cfg.drain_timeout);
                 if Instant::now() >= d {
-                    let unsent = fresh
+                    let unsent: u64 = fresh
                         .iter()
                         .chain(retry.iter())
                         .chain(inflight.iter().map(|(m, _)| m))
-                        .filter(|m| is_event_msg(m))
-                        .count();
-                    self.drop_all(unsent as u64);
+                        .map(|m| u64::from(m.events))
+                        .chain(batches.iter().map(|b| u64::from(b.events)))
+                        .sum();
+                    self.drop_all(unsent);
                     return;
                 }
             }
@@ -493,16 +553,12 @@ impl Publisher {
     }
 }
 
-/// Whether a message carries an event (not a mark): its first byte is the kind.
-fn is_event_msg(m: &Msg) -> bool {
-    m.payload.first() == Some(&1)
-}
-
-/// An event message was acknowledged: one fewer waiting (marks are not counted there).
+/// A message was acknowledged: its events wait no longer (marks are not counted there).
 fn sub_queued(c: &BusCounters, m: &Msg) {
-    if is_event_msg(m) {
-        let _ = c
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
-    }
+    let n = u64::from(m.events);
+    let _ = c
+        .queued
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+            Some(q.saturating_sub(n))
+        });
 }
