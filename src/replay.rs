@@ -170,8 +170,8 @@ impl fmt::Display for Summary {
         if let Some(b) = &self.bus {
             writeln!(
                 f,
-                "  bus            {} messages acknowledged, {} events dropped, {} re-sent",
-                b.published, b.dropped, b.resent
+                "  bus            {} events acknowledged in {} messages, {} events dropped, {} messages re-sent",
+                b.published, b.messages, b.dropped, b.resent
             )?;
         }
         writeln!(f, "  files          {}", r.files)?;

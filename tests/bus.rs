@@ -462,7 +462,10 @@ fn with_the_bus_down_the_sensor_alerts_at_the_crossing_packet_and_counts_what_it
         "{err}"
     );
     let line = bus_line(&err);
-    assert!(line.contains(" 0 messages acknowledged"), "{line}");
+    assert!(
+        line.contains(" 0 events acknowledged in 0 messages"),
+        "{line}"
+    );
     let dropped: u64 = line
         .split(", ")
         .find_map(|p| p.strip_suffix(" events dropped"))

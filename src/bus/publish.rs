@@ -72,8 +72,10 @@ struct Batch {
 /// What the publisher did, for the replay summary and the exit status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BusReport {
-    /// Messages acknowledged by the bus (events and marks).
+    /// Events acknowledged by the bus.
     pub published: u64,
+    /// Messages acknowledged by the bus (batches of events, marks).
+    pub messages: u64,
     /// Events dropped: queue full, or still unsent when the drain timed out.
     pub dropped: u64,
     /// Messages sent again after a failed acknowledgement.
@@ -248,6 +250,7 @@ impl BusSink {
         let c = &self.counters;
         BusReport {
             published: c.published.load(Ordering::Relaxed),
+            messages: c.messages.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             resent: c.resent.load(Ordering::Relaxed),
         }
@@ -495,7 +498,9 @@ impl Publisher {
             if let Some((m, ack)) = inflight.pop_front() {
                 match tokio::time::timeout(ACK_WAIT, ack).await {
                     Ok(Ok(_)) => {
-                        c.published.fetch_add(1, Ordering::Relaxed);
+                        c.published
+                            .fetch_add(u64::from(m.events), Ordering::Relaxed);
+                        c.messages.fetch_add(1, Ordering::Relaxed);
                         sub_queued(&c, &m);
                         backoff = Duration::from_millis(100);
                         failing = false;

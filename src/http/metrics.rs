@@ -651,7 +651,7 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     for (name, help, get) in [
         (
             "outflow_bus_published_events_total",
-            "Events and progress marks acknowledged by the bus.",
+            "Events acknowledged by the bus.",
             (|c| &c.published) as fn(&crate::telemetry::BusCounters) -> &std::sync::atomic::AtomicU64,
         ),
         (
@@ -660,7 +660,12 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
             |c| &c.dropped,
         ),
         (
-            "outflow_bus_resent_events_total",
+            "outflow_bus_messages_total",
+            "Messages acknowledged by the bus: batches of events and progress marks.",
+            |c| &c.messages,
+        ),
+        (
+            "outflow_bus_resent_messages_total",
             "Messages published again after a failed acknowledgement (de-duplicated by the bus).",
             |c| &c.resent,
         ),

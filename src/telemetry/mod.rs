@@ -94,12 +94,14 @@ pub struct IpfixCounters {
 /// read by /metrics. All zero on a process that does not use the bus.
 #[derive(Debug, Default)]
 pub struct BusCounters {
-    /// Events (and progress marks) acknowledged by the bus.
+    /// Events acknowledged by the bus.
     pub published: AtomicU64,
+    /// Messages acknowledged by the bus (batches of events, progress marks).
+    pub messages: AtomicU64,
     /// Events dropped because the queue to the bus was full (or still held at the end of
     /// the drain timeout).
     pub dropped: AtomicU64,
-    /// Messages published again after a failed or missing acknowledgement (the
+    /// Messages (batches, marks) published again after a failed or missing acknowledgement (the
     /// de-duplication ids keep them from counting twice).
     pub resent: AtomicU64,
     /// Failed publishes, connects, stream or lease operations.
