@@ -9,8 +9,12 @@
 //! that partition at once.
 //!
 //! State: a partition's state is a function of its messages in stream order (the merge uses
-//! no wall clock), so it is rebuilt by reading the partition from its first retained
-//! message. What a previous owner already wrote is not written again: the checkpoint in
+//! no wall clock). Every `bus.snapshot_interval` the owner stores the partition's complete
+//! state — the merge and the stage — with the stream sequence it covers, in the object
+//! store [`bus::SNAPSHOTS`]; a new owner restores it and reads on from the next sequence
+//! (without a snapshot, from the partition's first retained message). Either way it ends up
+//! in exactly the state the previous owner had. What that owner already wrote is not
+//! written again: the checkpoint in
 //! [`bus::CHECKPOINTS`] holds the stream sequence up to which outputs went out (stored
 //! after each message that produced any, once the alert file is flushed and the incident
 //! subject acknowledged), and outputs of messages at or below it are dropped while
@@ -18,7 +22,7 @@
 //! update as the de-duplication id, so even a crash between writing and checkpointing
 //! does not publish one twice there.
 
-use crate::bus::merge::PartitionMerge;
+use crate::bus::merge::{MergeState, PartitionMerge};
 use crate::bus::wire::{self, Body};
 use crate::bus::{self, BusError};
 use crate::config::Config;
@@ -51,8 +55,10 @@ pub struct CorrelateOptions {
     /// Set to stop (SIGINT, SIGTERM): leases are given back so another correlator takes
     /// the partitions over at once.
     pub stop: Arc<AtomicBool>,
-    /// Ignore the checkpoints: write every output of the retained stream again (into a
-    /// fresh file after one was lost, or to compare runs).
+    /// Read every partition from its first retained message and write every output to the
+    /// alert file again (after losing a file, or to compare runs): no leases, snapshots,
+    /// checkpoints or incident subject — it runs beside the live correlators and changes
+    /// nothing of theirs.
     pub rebuild: bool,
 }
 
@@ -78,12 +84,38 @@ pub enum ClusterError {
     Output(#[from] std::io::Error),
 }
 
+/// A partition's state in the object store.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartitionSnapshot {
+    /// [`SNAPSHOT_VERSION`].
+    version: u8,
+    partition: u32,
+    /// Every message up to this stream sequence is in the state.
+    seq: u64,
+    merge: MergeState,
+    /// [`Correlator::snapshot`].
+    correlator: Vec<u8>,
+}
+
+/// Format of [`PartitionSnapshot`]; another is ignored (the partition is rebuilt from the
+/// stream).
+const SNAPSHOT_VERSION: u8 = 1;
+
 /// One owned partition.
 struct Part {
     correlator: Correlator,
     merge: PartitionMerge,
+    /// The last message applied.
+    last_seq: u64,
+    /// The sequence the last stored snapshot covers, and when it was taken.
+    snap_seq: u64,
+    snap_at: std::time::Instant,
     /// The lease's revision, for the next compare-and-swap.
     revision: u64,
+    /// When the lease was last renewed (or claimed).
+    renewed: std::time::Instant,
+    /// The checkpoint key's revision (0: none yet), for its compare-and-swap.
+    ck_rev: u64,
     /// Outputs of messages up to this sequence were written by an earlier owner.
     emitted_upto: u64,
     /// Tells this ownership's messages from those of an earlier one still in the channel.
@@ -148,6 +180,93 @@ async fn kv_bucket(
         .map_err(|e| BusError::js(format!("open key-value bucket {name}"), e))
 }
 
+/// Stores partition `p`'s state (after message `part.last_seq`).
+async fn save_snapshot(
+    store: &jetstream::object_store::ObjectStore,
+    p: u32,
+    part: &mut Part,
+    c: &BusCounters,
+) {
+    let started = std::time::Instant::now();
+    let snap = match part.correlator.snapshot() {
+        Ok(correlator) => PartitionSnapshot {
+            version: SNAPSHOT_VERSION,
+            partition: p,
+            seq: part.last_seq,
+            merge: part.merge.state(),
+            correlator,
+        },
+        Err(e) => {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(partition = p, "cannot snapshot: {e}");
+            return;
+        }
+    };
+    let bytes = match postcard::to_stdvec(&snap) {
+        Ok(b) => b,
+        Err(e) => {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(partition = p, "cannot encode the snapshot: {e}");
+            return;
+        }
+    };
+    match store
+        .put(lease_key(p).as_str(), &mut bytes.as_slice())
+        .await
+    {
+        Ok(_) => {
+            part.snap_seq = part.last_seq;
+            part.snap_at = std::time::Instant::now();
+            c.snapshots.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                partition = p,
+                seq = part.last_seq,
+                bytes = bytes.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot stored"
+            );
+        }
+        Err(e) => {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(partition = p, "cannot store the snapshot: {e}");
+        }
+    }
+}
+
+/// Partition `p`'s stored state, if there is a usable one.
+async fn load_snapshot(
+    store: &jetstream::object_store::ObjectStore,
+    p: u32,
+) -> Option<PartitionSnapshot> {
+    use tokio::io::AsyncReadExt;
+    let mut obj = store.get(lease_key(p).as_str()).await.ok()?;
+    let mut bytes = Vec::new();
+    if let Err(e) = obj.read_to_end(&mut bytes).await {
+        tracing::warn!(
+            partition = p,
+            "cannot read its snapshot ({e}): rebuilding from the stream"
+        );
+        return None;
+    }
+    match postcard::from_bytes::<PartitionSnapshot>(&bytes) {
+        Ok(s) if s.version == SNAPSHOT_VERSION && s.partition == p => Some(s),
+        Ok(_) => {
+            tracing::warn!(
+                partition = p,
+                "snapshot of another version or partition: rebuilding from the stream"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                partition = p,
+                "unusable snapshot ({e}): rebuilding from the stream"
+            );
+            None
+        }
+    }
+}
+
 fn lease_key(p: u32) -> String {
     format!("p{p}")
 }
@@ -192,15 +311,25 @@ impl Sinks {
         }
     }
 
-    fn output(&mut self, o: StageOutput) {
+    /// Whether `o` is written somewhere durable (and so needs a checkpoint).
+    fn writes(&self, o: &StageOutput) -> bool {
+        match o {
+            StageOutput::Incident(_) => true,
+            StageOutput::Finding(_) => self.per_detector_lines && self.file.is_some(),
+            StageOutput::Flow(_) | StageOutput::DnsRecord(_) | StageOutput::DnsDone(_) => false,
+        }
+    }
+
+    /// Writes one output; `id` (partition, stream sequence, position) names it on the
+    /// incident subject, the same whoever writes it.
+    fn output(&mut self, o: StageOutput, id: &str) {
         match o {
             StageOutput::Finding(f) => self.finding(&f),
             StageOutput::Incident(u) => {
                 self.report.incident_lines += 1;
                 let json = incident_json(&u, self.seed);
                 self.line(&json);
-                let id = format!("{}.{}.{}", u.incident.id, u.update.name(), u.ts_ns);
-                self.publish.push((id, json.clone()));
+                self.publish.push((id.to_string(), json.clone()));
                 if let Some(t) = &self.telemetry {
                     t.incidents
                         .push(Arc::new(AlertRecord::from_incident(&u, json)));
@@ -212,28 +341,50 @@ impl Sinks {
     }
 
     /// Makes what was written durable before the checkpoint says so: the file flushed
-    /// (a killed process loses nothing the kernel has), the incidents acknowledged.
-    async fn commit(&mut self, js: &jetstream::Context, c: &BusCounters) {
+    /// (a killed process loses nothing the kernel has), the incidents acknowledged on the
+    /// subject — retried until `deadline` (the lease's safe end). False: not all were.
+    async fn commit(
+        &mut self,
+        js: &jetstream::Context,
+        c: &BusCounters,
+        deadline: std::time::Instant,
+    ) -> bool {
         if let Some(w) = self.file.as_mut() {
             if let Err(e) = w.flush() {
                 tracing::error!("cannot write the alert file: {e}");
             }
         }
-        for (id, json) in self.publish.drain(..) {
-            let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Msg-Id", id.as_str());
-            let sent = js
-                .publish_with_headers(bus::INCIDENT_SUBJECT, h, json.into())
+        let pending = std::mem::take(&mut self.publish);
+        for (id, json) in pending {
+            let payload = bytes::Bytes::from(json);
+            loop {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", id.as_str());
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let attempt = tokio::time::timeout(left, async {
+                    js.publish_with_headers(bus::INCIDENT_SUBJECT, h, payload.clone())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .await
+                        .map_err(|e| e.to_string())
+                })
                 .await;
-            let acked = match sent {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            if !acked {
-                c.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(incident = %id, "bus: incident not acknowledged on {}", bus::INCIDENT_SUBJECT);
+                match attempt {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(e)) if std::time::Instant::now() < deadline => {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(incident = %id, "publish failed ({e}); retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(incident = %id, "not acknowledged on {} in time", bus::INCIDENT_SUBJECT);
+                        return false;
+                    }
+                }
             }
         }
+        true
     }
 }
 
@@ -254,11 +405,22 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
     let partitions = bus::ensure_stream(&js, b.partitions, b.retention).await?;
     let leases = kv_bucket(&js, bus::LEASES, Some(b.lease_ttl)).await?;
     let checkpoints = kv_bucket(&js, bus::CHECKPOINTS, None).await?;
+    let snapshots = match js.get_object_store(bus::SNAPSHOTS).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: bus::SNAPSHOTS.to_string(),
+                description: Some("outflow partition snapshots".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(format!("create object store {}", bus::SNAPSHOTS), e))?,
+    };
     js.get_or_create_stream(jetstream::stream::Config {
         name: bus::INCIDENT_STREAM.to_string(),
         subjects: vec![bus::INCIDENT_SUBJECT.to_string()],
         max_age: b.retention,
-        duplicate_window: bus::DEDUP_WINDOW,
+        duplicate_window: bus::DEDUP_WINDOW.min(b.retention),
         ..Default::default()
     })
     .await
@@ -283,25 +445,50 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
     let mut tick = tokio::time::interval(b.lease_ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outs: Vec<StageOutput> = Vec::new();
+    // Outputs are written only while the lease is surely ours: renewed less than two
+    // thirds of its TTL ago, leaving a third for the write, the flush and the checkpoint.
+    let fresh_for = b.lease_ttl * 2 / 3;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 if opts.stop.load(Ordering::Relaxed) {
                     break;
                 }
+                if !opts.rebuild {
+                    for (&p, part) in owned.iter_mut() {
+                        if part.last_seq > part.snap_seq && part.snap_at.elapsed() >= b.snapshot_interval {
+                            save_snapshot(&snapshots, p, part, &counters).await;
+                        }
+                    }
+                }
                 counters.connected.store(
                     client.connection_state() == async_nats::connection::State::Connected,
                     Ordering::Relaxed,
                 );
-                // Renew what we hold; a failed compare-and-swap means it is no longer ours.
+                // Renew what we hold. A failed compare-and-swap whose reply was lost leaves
+                // our own entry: read it back before giving the partition up.
                 let mut lost = Vec::new();
                 for (&p, part) in owned.iter_mut() {
+                    if opts.rebuild {
+                        part.renewed = std::time::Instant::now();
+                        continue;
+                    }
                     match leases.update(lease_key(p), opts.id.clone().into(), part.revision).await {
-                        Ok(r) => part.revision = r,
-                        Err(e) => {
-                            tracing::warn!(partition = p, "lease lost: {e}");
-                            lost.push(p);
+                        Ok(r) => {
+                            part.revision = r;
+                            part.renewed = std::time::Instant::now();
                         }
+                        Err(e) => match leases.entry(lease_key(p)).await {
+                            Ok(Some(en)) if en.value.as_ref() == opts.id.as_bytes()
+                                && en.operation == kv::Operation::Put =>
+                            {
+                                part.revision = en.revision;
+                            }
+                            _ => {
+                                tracing::warn!(partition = p, "lease lost: {e}");
+                                lost.push(p);
+                            }
+                        },
                     }
                 }
                 for p in lost {
@@ -315,41 +502,73 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
                     if owned.contains_key(&p) {
                         continue;
                     }
-                    let Ok(revision) = leases.create(lease_key(p), opts.id.clone().into()).await else {
-                        continue;
+                    let revision = if opts.rebuild {
+                        0
+                    } else {
+                        match leases.create(lease_key(p), opts.id.clone().into()).await {
+                            Ok(r) => r,
+                            Err(_) => continue,
+                        }
                     };
                     let stored = if opts.rebuild {
                         Ok(None)
                     } else {
-                        checkpoints.get(lease_key(p)).await
+                        checkpoints.entry(lease_key(p)).await
                     };
-                    let emitted_upto = match stored {
-                        Ok(v) => v
-                            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
-                            .unwrap_or(0),
+                    let (emitted_upto, ck_rev) = match stored {
+                        Ok(Some(en)) if en.operation == kv::Operation::Put => (
+                            std::str::from_utf8(&en.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0),
+                            en.revision,
+                        ),
+                        Ok(_) => (0, 0),
                         Err(e) => {
                             // Without the checkpoint, rebuilding would write everything
                             // again: give the lease back and try later.
                             tracing::warn!(partition = p, "cannot read its checkpoint: {e}");
                             counters.errors.fetch_add(1, Ordering::Relaxed);
-                            let _ = leases.delete(lease_key(p)).await;
+                            let _ = leases.delete_expect_revision(lease_key(p), Some(revision)).await;
                             continue;
                         }
                     };
                     generation += 1;
+                    let mut correlator = Correlator::new(Some(&cfg), false, None);
+                    let mut merge = PartitionMerge::new(b.max_lateness, MERGE_CAPACITY, &b.sensors);
+                    let mut from = 0u64;
+                    let snap = if opts.rebuild { None } else { load_snapshot(&snapshots, p).await };
+                    if let Some(s) = snap {
+                        match correlator.restore(&s.correlator) {
+                            Ok(()) => {
+                                merge = PartitionMerge::from_state(s.merge, b.max_lateness, MERGE_CAPACITY);
+                                from = s.seq;
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition = p, "unusable snapshot ({e}): rebuilding from the stream");
+                                correlator = Correlator::new(Some(&cfg), false, None);
+                            }
+                        }
+                    }
                     let reader = tokio::spawn(read_partition(
                         js.clone(),
                         p,
                         generation,
+                        from + 1,
                         tx.clone(),
                         Arc::clone(&counters),
                     ));
-                    tracing::info!(partition = p, emitted_upto, "partition claimed");
+                    tracing::info!(partition = p, emitted_upto, snapshot_seq = from, "partition claimed");
                     owned.insert(p, Part {
-                        correlator: Correlator::new(Some(&cfg), false, None),
-                        merge: PartitionMerge::new(b.max_lateness, MERGE_CAPACITY, &b.sensors),
+                        correlator,
+                        merge,
+                        last_seq: from,
+                        snap_seq: from,
+                        snap_at: std::time::Instant::now(),
                         revision,
+                        renewed: std::time::Instant::now(),
                         emitted_upto,
+                        ck_rev,
                         generation,
                         reader,
                     });
@@ -357,45 +576,98 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
                 counters.partitions_owned.store(owned.len() as u64, Ordering::Relaxed);
             }
             Some(m) = rx.recv() => {
-                let Some(part) = owned.get_mut(&m.partition).filter(|x| x.generation == m.generation) else {
+                let p = m.partition;
+                let Some(part) = owned.get_mut(&p).filter(|x| x.generation == m.generation) else {
                     continue;
                 };
                 let emit = m.seq > part.emitted_upto;
                 let events = take(part, &m.payload, &counters, &mut outs);
+                part.last_seq = m.seq;
                 counters.consumed.fetch_add(events, Ordering::Relaxed);
                 if !emit {
                     counters.replayed.fetch_add(events, Ordering::Relaxed);
-                }
-                if outs.is_empty() {
+                    outs.clear();
                     continue;
                 }
-                if emit {
-                    for o in outs.drain(..) {
-                        sinks.output(o);
-                    }
-                    sinks.commit(&js, &counters).await;
-                    part.emitted_upto = m.seq;
-                    let put = checkpoints
-                        .put(lease_key(m.partition), m.seq.to_string().into())
-                        .await;
-                    if let Err(e) = put {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(partition = m.partition, "cannot store its checkpoint: {e}");
-                    }
-                } else {
+                if !outs.iter().any(|o| sinks.writes(o)) {
+                    // Records and boxes only: nothing to write, nothing to checkpoint.
                     outs.clear();
+                    continue;
+                }
+                if part.renewed.elapsed() >= fresh_for {
+                    // The lease may lapse while we write: leave the partition (and these
+                    // outputs) to whoever holds it next, from the checkpoint.
+                    tracing::warn!(partition = p, "lease not renewed in time; letting the partition go");
+                    counters.lease_losses.fetch_add(1, Ordering::Relaxed);
+                    outs.clear();
+                    if let Some(part) = owned.remove(&p) {
+                        part.reader.abort();
+                    }
+                    continue;
+                }
+                for (i, o) in outs.drain(..).enumerate() {
+                    sinks.output(o, &format!("p{p}-{}-{i}", m.seq));
+                }
+                let deadline = part.renewed + fresh_for;
+                if opts.rebuild {
+                    // Only the file: no subject, no checkpoint (see `CorrelateOptions`).
+                    sinks.publish.clear();
+                    if let Some(w) = sinks.file.as_mut() {
+                        if let Err(e) = w.flush() {
+                            tracing::error!("cannot write the alert file: {e}");
+                        }
+                    }
+                    part.emitted_upto = m.seq;
+                    continue;
+                }
+                // The checkpoint moves only by compare-and-swap on the revision this owner
+                // read or wrote: a stale owner cannot overwrite a newer one's.
+                let committed = sinks.commit(&js, &counters, deadline).await;
+                let value: bytes::Bytes = m.seq.to_string().into();
+                let put = if !committed {
+                    Err("incidents not acknowledged".to_string())
+                } else if part.ck_rev == 0 {
+                    checkpoints.create(lease_key(p), value).await.map_err(|e| e.to_string())
+                } else {
+                    checkpoints
+                        .update(lease_key(p), value, part.ck_rev)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match put {
+                    Ok(r) => {
+                        part.ck_rev = r;
+                        part.emitted_upto = m.seq;
+                    }
+                    Err(e) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(partition = p, "cannot store its checkpoint ({e}); letting the partition go");
+                        if let Some(part) = owned.remove(&p) {
+                            part.reader.abort();
+                        }
+                    }
                 }
             }
         }
     }
-    // Give the partitions back: another correlator takes them over now, not after the TTL.
+    // Give the partitions back, each with its state as of now: another correlator takes
+    // them over at once (not after the TTL) and reads only what follows.
     let mut report = std::mem::take(&mut sinks.report);
-    for (p, part) in owned {
+    for (p, mut part) in owned {
         part.reader.abort();
-        let _ = leases.delete(lease_key(p)).await;
+        if !opts.rebuild {
+            if part.last_seq > part.snap_seq {
+                save_snapshot(&snapshots, p, &mut part, &counters).await;
+            }
+            let _ = leases
+                .delete_expect_revision(lease_key(p), Some(part.revision))
+                .await;
+        }
         report.partitions.push(p);
     }
-    sinks.commit(&js, &counters).await;
+    if let Some(w) = sinks.file.as_mut() {
+        let _ = w.flush();
+    }
     tracing::info!(id = %opts.id, "correlator stopped");
     Ok(report)
 }
@@ -412,6 +684,12 @@ fn take(part: &mut Part, payload: &[u8], c: &BusCounters, outs: &mut Vec<StageOu
         }
     };
     let mut events = 0;
+    if !part.merge.admit(env.sensor, env.run, env.msg) {
+        // A copy of a message already taken: re-sent after its acknowledgement was lost,
+        // later than the bus's de-duplication window remembers.
+        c.duplicates.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    }
     let late_before = part.merge.late;
     match env.body {
         Body::Events(batch) => {
@@ -453,10 +731,11 @@ async fn read_partition(
     js: jetstream::Context,
     p: u32,
     generation: u64,
+    from: u64,
     tx: tokio::sync::mpsc::Sender<Read>,
     c: Arc<BusCounters>,
 ) {
-    let mut next = 1u64;
+    let mut next = from.max(1);
     loop {
         let reading = async {
             let stream = js

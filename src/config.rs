@@ -121,6 +121,11 @@ pub struct BusConfig {
     /// longest window (`detect.data_leak.window`, `incident.window`). Default "25h".
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Correlator: each partition's complete state is stored this often (object store
+    /// `outflow_snapshots`), with the stream sequence it covers; a correlator taking the
+    /// partition over starts from it and reads only what followed. Default "5m".
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
     /// At the end of a replay (or a stop), how long to wait for the bus to take what is
     /// still queued before giving up and reporting it as not delivered. Default "30s".
     #[serde(with = "humantime_serde")]
@@ -138,6 +143,7 @@ impl Default for BusConfig {
             max_lateness: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(10),
             retention: Duration::from_secs(25 * 3600),
+            snapshot_interval: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -1576,6 +1582,9 @@ impl Config {
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&b.lease_ttl) {
             p.push("bus.lease_ttl: must be 1s..=1h".into());
+        }
+        if b.snapshot_interval < Duration::from_secs(1) {
+            p.push("bus.snapshot_interval: must be at least 1s".into());
         }
         if b.retention < Duration::from_secs(60) {
             p.push("bus.retention: must be at least 1m".into());

@@ -132,7 +132,9 @@ enum Command {
         /// Serve /metrics, /healthz and the API (/api/incidents, /api/alerts) on ADDR.
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
-        /// Ignore the checkpoints and write every output of the retained stream again.
+        /// Read every partition from its start and write every incident to --alerts-out
+        /// again, touching nothing of the live correlators (no leases, checkpoints,
+        /// snapshots or incident subject).
         #[arg(long)]
         rebuild: bool,
     },

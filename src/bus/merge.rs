@@ -18,17 +18,35 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 /// One sensor as seen in a partition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Sensor {
+    name: String,
     run: u64,
     watermark_ns: u64,
     done: bool,
-    tag: u8,
+    tag: u16,
+    /// The next message number expected from this run (0: none seen yet).
+    next_msg: u64,
+    /// Numbers above `next_msg` already taken (a re-send after a lost acknowledgement
+    /// lands behind the messages that followed it), kept until the gap closes.
+    ahead: Vec<u64>,
 }
 
 /// Heap order: packet time, then the sensor (by first appearance in the partition), then
 /// the sensor's own event order.
 type Key = (u64, u32, u8, u64, u32);
+
+/// A merge's state in a partition snapshot (see [`PartitionMerge::state`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MergeState {
+    sensors: Vec<Sensor>,
+    held: Vec<(Key, Event)>,
+    released_ns: u64,
+    late: u64,
+    forced: u64,
+    duplicates: u64,
+    runs: u16,
+}
 
 /// The merge of one partition; see the module documentation.
 pub struct PartitionMerge {
@@ -45,6 +63,10 @@ pub struct PartitionMerge {
     pub late: u64,
     /// Events released early because the merge held `capacity` events.
     pub forced: u64,
+    /// Messages dropped as copies of ones already taken.
+    pub duplicates: u64,
+    /// Runs seen: each (sensor, run) gets the next flow-id tag.
+    runs: u16,
 }
 
 impl PartitionMerge {
@@ -63,6 +85,8 @@ impl PartitionMerge {
             capacity: capacity.max(1),
             late: 0,
             forced: 0,
+            duplicates: 0,
+            runs: 0,
         };
         for name in expected {
             // Run 0 is no real run: its first message starts its watermark again.
@@ -79,26 +103,77 @@ impl PartitionMerge {
             None => {
                 let i = self.sensors.len() as u32;
                 self.by_name.insert(name.to_string(), i);
+                let tag = self.next_tag();
                 self.sensors.push(Sensor {
+                    name: name.to_string(),
                     run,
                     watermark_ns: 0,
                     done: false,
-                    tag: super::sensor_tag(name),
+                    tag,
+                    next_msg: 0,
+                    ahead: Vec::new(),
                 });
                 return i;
             }
         };
-        if let Some(s) = self.sensors.get_mut(i as usize) {
-            if s.run != run {
+        let fresh = self.sensors.get(i as usize).is_some_and(|s| s.run != run);
+        if fresh {
+            // A new run numbers its flows from 1 again: a tag of its own keeps them
+            // apart from the previous run's flows still open in the stage.
+            let tag = self.next_tag();
+            if let Some(s) = self.sensors.get_mut(i as usize) {
                 *s = Sensor {
+                    name: std::mem::take(&mut s.name),
                     run,
                     watermark_ns: 0,
                     done: false,
-                    tag: s.tag,
+                    tag,
+                    next_msg: 0,
+                    ahead: Vec::new(),
                 };
             }
         }
         i
+    }
+
+    /// Tags in order of first appearance in the partition (deterministic in stream
+    /// order), wrapping after 65535 runs.
+    fn next_tag(&mut self) -> u16 {
+        self.runs = self.runs.checked_add(1).unwrap_or(1);
+        self.runs
+    }
+
+    /// Whether message `msg` of `sensor`'s `run` is new (not a copy of one already taken).
+    /// The first message seen of a run sets where its numbering stands (its start may
+    /// have left the stream).
+    pub fn admit(&mut self, sensor: &str, run: u64, msg: u64) -> bool {
+        let i = self.sensor(sensor, run);
+        let Some(s) = self.sensors.get_mut(i as usize) else {
+            return true;
+        };
+        if s.next_msg == 0 || msg == s.next_msg {
+            s.next_msg = msg + 1;
+            // Close the gap with what was taken ahead of it.
+            s.ahead.sort_unstable();
+            while s.ahead.first() == Some(&s.next_msg) {
+                s.ahead.remove(0);
+                s.next_msg += 1;
+            }
+            return true;
+        }
+        if msg < s.next_msg || s.ahead.contains(&msg) {
+            self.duplicates += 1;
+            return false;
+        }
+        // Ahead of a gap (the missing one is being re-sent): taken, and remembered.
+        if s.ahead.len() < 4096 {
+            s.ahead.push(msg);
+        } else {
+            // A gap that never closes (lost for good): stop waiting for it.
+            s.ahead.clear();
+            s.next_msg = msg + 1;
+        }
+        true
     }
 
     /// Takes one event of `sensor`. Returns it back when it is late (its time already
@@ -107,6 +182,10 @@ impl PartitionMerge {
         let i = self.sensor(sensor, run);
         if let Some(s) = self.sensors.get(i as usize) {
             super::tag_event(&mut ev, s.tag);
+            if let Event::Alert(a) = &mut ev {
+                // Finding ids are per sensor: name it.
+                a.id = format!("{}:{}", s.name, a.id);
+            }
         }
         if key.time_ns < self.released_ns {
             self.late += 1;
@@ -169,6 +248,51 @@ impl PartitionMerge {
         self.released_ns = self.released_ns.max(t);
         self.free.push(slot);
         self.slab.get_mut(slot as usize)?.take()
+    }
+
+    /// What the merge holds, for a snapshot of its partition: the sensors in order of
+    /// appearance, the held events in release order, the release time and the counters.
+    pub fn state(&self) -> MergeState {
+        let mut held: Vec<(Key, u32)> = self.heap.iter().map(|Reverse(x)| *x).collect();
+        held.sort_unstable();
+        MergeState {
+            sensors: self.sensors.clone(),
+            held: held
+                .into_iter()
+                .filter_map(|(k, slot)| {
+                    let ev = self.slab.get(slot as usize)?.clone()?;
+                    Some((k, ev))
+                })
+                .collect(),
+            released_ns: self.released_ns,
+            late: self.late,
+            forced: self.forced,
+            duplicates: self.duplicates,
+            runs: self.runs,
+        }
+    }
+
+    /// A merge continuing from `state` (limits from the configuration in force).
+    pub fn from_state(
+        state: MergeState,
+        max_lateness: std::time::Duration,
+        capacity: usize,
+    ) -> Self {
+        let mut m = PartitionMerge::new(max_lateness, capacity, &[]);
+        for (i, s) in state.sensors.iter().enumerate() {
+            m.by_name.insert(s.name.clone(), i as u32);
+        }
+        m.sensors = state.sensors;
+        for (k, ev) in state.held {
+            m.slab.push(Some(ev));
+            m.heap.push(Reverse((k, (m.slab.len() - 1) as u32)));
+        }
+        m.released_ns = state.released_ns;
+        m.late = state.late;
+        m.forced = state.forced;
+        m.duplicates = state.duplicates;
+        m.runs = state.runs;
+        m
     }
 
     /// Events held now.
@@ -280,6 +404,66 @@ mod tests {
         m.mark("b", 9, 0, true);
         assert_eq!(times(&mut m), vec![3, 5]);
         assert_eq!(m.late, 0);
+    }
+
+    #[test]
+    fn a_merge_restored_from_its_state_releases_the_same() {
+        let mut a = PartitionMerge::new(std::time::Duration::from_secs(10), 100, &[]);
+        for t in [4, 1, 3] {
+            a.event("x", 1, key(t, t), ev(t));
+        }
+        a.event("y", 2, key(2, 2), ev(2));
+        a.mark("x", 1, 10, false);
+        let st = a.state();
+        let bytes = postcard::to_stdvec(&st).unwrap();
+        let back: MergeState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, st);
+        let mut b = PartitionMerge::from_state(back, std::time::Duration::from_secs(10), 100);
+        for m in [&mut a, &mut b] {
+            m.mark("y", 2, 0, true);
+        }
+        assert_eq!(times(&mut a), vec![1, 2, 3, 4]);
+        assert_eq!(times(&mut b), vec![1, 2, 3, 4]);
+        assert_eq!(b.release_point(), 10);
+    }
+
+    #[test]
+    fn copies_are_dropped_and_a_resent_message_behind_its_followers_is_taken_once() {
+        let mut m = PartitionMerge::new(std::time::Duration::from_secs(10), 100, &[]);
+        // The first seen sets the numbering (earlier ones may have left the stream).
+        assert!(m.admit("a", 1, 7));
+        assert!(m.admit("a", 1, 8));
+        assert!(!m.admit("a", 1, 8));
+        // 9 lost its acknowledgement; 10 and 11 were stored first, then 9 again, twice.
+        assert!(m.admit("a", 1, 10));
+        assert!(m.admit("a", 1, 11));
+        assert!(!m.admit("a", 1, 10));
+        assert!(m.admit("a", 1, 9));
+        assert!(!m.admit("a", 1, 9));
+        assert!(!m.admit("a", 1, 11));
+        assert!(m.admit("a", 1, 12));
+        assert_eq!(m.duplicates, 4);
+        // A new run numbers from 1 again.
+        assert!(m.admit("a", 2, 1));
+    }
+
+    #[test]
+    fn each_run_of_each_sensor_tags_its_flows_apart() {
+        let mut m = PartitionMerge::new(std::time::Duration::from_secs(3600), 100, &[]);
+        let id = |e: Option<Event>| match e {
+            Some(Event::Volume(v)) => v.flow_id,
+            _ => 0,
+        };
+        m.mark("a", 1, 0, true);
+        m.event("a", 1, key(1, 1), ev(1));
+        m.event("b", 1, key(1, 2), ev(1));
+        m.mark("b", 1, 0, true);
+        let (a, b) = (id(m.pop()), id(m.pop()));
+        assert_eq!((a >> 48, b >> 48), (1, 2));
+        assert_eq!(a & 0xffff_ffff_ffff, b & 0xffff_ffff_ffff);
+        m.event("a", 2, key(5, 1), ev(5));
+        m.mark("a", 2, 0, true);
+        assert_eq!(id(m.pop()) >> 48, 3);
     }
 
     #[test]

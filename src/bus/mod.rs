@@ -31,6 +31,8 @@ pub const SUBJECT_PREFIX: &str = "outflow.events";
 pub const LEASES: &str = "outflow_leases";
 /// The key-value bucket of per-partition checkpoints (`p<partition>`).
 pub const CHECKPOINTS: &str = "outflow_checkpoints";
+/// The object store of per-partition snapshots (`p<partition>`).
+pub const SNAPSHOTS: &str = "outflow_snapshots";
 /// The stream of incident announcements a correlator publishes.
 pub const INCIDENT_STREAM: &str = "OUTFLOW_INCIDENTS";
 /// Subject of incident announcements (one JSON line each, as in the alert file).
@@ -102,21 +104,17 @@ pub fn partition_of(ev: &Event, partitions: u32) -> u32 {
     partition_of_addr(home_of(ev), partitions)
 }
 
-/// A flow id as the correlator knows it: every sensor numbers its flows from 1, so two
-/// sensors' flows would collide in one partition's tables. The top byte (flow ids stay
-/// below 2^56) becomes a tag of the sensor, derived from its id so that it is the same on
-/// every correlator.
-pub fn sensor_tag(sensor: &str) -> u8 {
-    (fnv1a(sensor.as_bytes()) % 255) as u8 + 1
+/// A flow id as a correlator knows it: every sensor (and every run of one) numbers its
+/// flows from 1, so their flows would collide in one partition's tables. The top 16 bits
+/// become the (sensor, run)'s tag, given in order of first appearance in the partition
+/// ([`merge::PartitionMerge`]: the same on every correlator reading it); a sensor's own
+/// flow ids stay below 2^48 (2.8e14 flows).
+pub fn tag_flow_id(flow_id: u64, tag: u16) -> u64 {
+    (flow_id & ((1 << 48) - 1)) | u64::from(tag) << 48
 }
 
-/// `flow_id` tagged with the sensor's tag (see [`sensor_tag`]).
-pub fn tag_flow_id(flow_id: u64, tag: u8) -> u64 {
-    (flow_id & ((1 << 56) - 1)) | u64::from(tag) << 56
-}
-
-/// Tags every flow id in `ev` (see [`sensor_tag`]).
-pub fn tag_event(ev: &mut Event, tag: u8) {
+/// Tags every flow id in `ev` (see [`tag_flow_id`]).
+pub fn tag_event(ev: &mut Event, tag: u16) {
     let t = |id: &mut u64| *id = tag_flow_id(*id, tag);
     match ev {
         Event::Flow(r) => {
@@ -207,7 +205,8 @@ pub async fn ensure_stream(
         description: Some(stream_description(partitions)),
         subjects: vec![format!("{SUBJECT_PREFIX}.*")],
         max_age: retention,
-        duplicate_window: DEDUP_WINDOW,
+        // The server refuses a window longer than the retention.
+        duplicate_window: DEDUP_WINDOW.min(retention),
         storage: stream::StorageType::File,
         ..Default::default()
     };
@@ -244,12 +243,18 @@ pub async fn ensure_stream(
 mod tests {
     use super::*;
 
+    /// Partitions of 10.0.0.1..=10.0.0.8 among 8.
+    const GOLDEN: [u32; 8] = [6, 3, 0, 5, 2, 7, 4, 1];
+
     #[test]
     fn partitions_are_stable_and_recorded_in_the_description() {
-        let a = Addr::v4([10, 0, 0, 7]);
-        // Fixed values: a change would move hosts between partitions across versions.
-        assert_eq!(partition_of_addr(a, 8), partition_of_addr(a, 8));
-        assert_eq!(partition_of_addr(a, 1), 0);
+        // Fixed values: a change would move hosts between partitions across versions (a
+        // sensor and a correlator of different versions would disagree).
+        let golden: Vec<u32> = (1..=8u8)
+            .map(|i| partition_of_addr(Addr::v4([10, 0, 0, i]), 8))
+            .collect();
+        assert_eq!(golden, GOLDEN);
+        assert_eq!(partition_of_addr(Addr::v4([10, 0, 0, 7]), 1), 0);
         let spread: std::collections::BTreeSet<u32> = (0..=255u8)
             .map(|i| partition_of_addr(Addr::v4([10, 0, 0, i]), 8))
             .collect();
@@ -261,11 +266,9 @@ mod tests {
 
     #[test]
     fn tagged_flow_ids_keep_the_flow_and_name_the_sensor() {
-        let t = sensor_tag("edge-1");
-        assert_ne!(t, 0);
-        let id = tag_flow_id(42, t);
-        assert_eq!(id & ((1 << 56) - 1), 42);
-        assert_eq!((id >> 56) as u8, t);
-        assert_eq!(tag_flow_id(id, t), id);
+        let id = tag_flow_id(42, 300);
+        assert_eq!(id & ((1 << 48) - 1), 42);
+        assert_eq!(id >> 48, 300);
+        assert_eq!(tag_flow_id(id, 300), id);
     }
 }

@@ -38,16 +38,8 @@ const BATCH_EVENTS: u32 = 1024;
 
 /// One queued item: an event for one partition, or a mark for all of them.
 enum Item {
-    Event {
-        seq: u64,
-        home: Addr,
-        payload: Vec<u8>,
-    },
-    Mark {
-        seq: u64,
-        watermark_ns: u64,
-        done: bool,
-    },
+    Event { home: Addr, payload: Vec<u8> },
+    Mark { watermark_ns: u64, done: bool },
 }
 
 /// A message ready to publish.
@@ -60,13 +52,22 @@ struct Msg {
     events: u32,
 }
 
-/// The open batch of one partition.
+/// The open batch of one partition, and the partition's message numbering.
 #[derive(Default)]
 struct Batch {
     buf: Vec<u8>,
     events: u32,
-    first_seq: u64,
-    last_seq: u64,
+    /// Number of the partition's next message (this run): batches and marks alike.
+    next_msg: u64,
+    /// This batch's number.
+    msg: u64,
+}
+
+impl Batch {
+    fn number(&mut self) -> u64 {
+        self.next_msg += 1;
+        self.next_msg
+    }
 }
 
 /// What the publisher did, for the replay summary and the exit status.
@@ -90,7 +91,6 @@ pub struct BusSink {
     counters: Arc<BusCounters>,
     thread: Option<std::thread::JoinHandle<()>>,
     sensor: String,
-    next_seq: u64,
     /// Replay: wait for room in the queue instead of dropping.
     wait: Option<Duration>,
     /// The queue stayed full for a whole `wait`: the bus is away, stop waiting (and drop)
@@ -141,7 +141,6 @@ impl BusSink {
             counters,
             thread: Some(thread),
             sensor,
-            next_seq: 0,
             wait: lossless.then_some(cfg.drain_timeout),
             stalled: false,
             last_mark_ns: 0,
@@ -197,9 +196,7 @@ impl BusSink {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.next_seq += 1;
         let item = Item::Event {
-            seq: self.next_seq,
             home: super::home_of(ev),
             payload,
         };
@@ -222,12 +219,7 @@ impl BusSink {
     fn mark(&mut self, watermark_ns: u64, done: bool) {
         self.last_mark_ns = watermark_ns;
         self.last_mark_at = Instant::now();
-        self.next_seq += 1;
-        let item = Item::Mark {
-            seq: self.next_seq,
-            watermark_ns,
-            done,
-        };
+        let item = Item::Mark { watermark_ns, done };
         self.queue(item);
     }
 
@@ -242,7 +234,7 @@ impl BusSink {
 
     fn close(&mut self) -> BusReport {
         self.tx = None;
-        self.closed.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -292,8 +284,9 @@ impl Publisher {
         rt.block_on(self.publish());
     }
 
-    fn ids(&self, seq: u64) -> String {
-        format!("{}.{}.{seq}", self.sensor, self.run)
+    /// The de-duplication id of message `msg` of partition `p`.
+    fn id(&self, p: u32, msg: u64) -> String {
+        format!("{}.{}.p{p}.{msg}", self.sensor, self.run)
     }
 
     /// Takes a queued item: an event joins its partition's batch (a full batch becomes a
@@ -302,37 +295,39 @@ impl Publisher {
     fn take(&self, item: Item, batches: &mut [Batch], out: &mut VecDeque<Msg>) {
         let n = batches.len() as u32;
         match item {
-            Item::Event { seq, home, payload } => {
+            Item::Event { home, payload } => {
                 let p = partition_of_addr(home, n);
                 let Some(b) = batches.get_mut(p as usize) else {
                     return;
                 };
                 if b.events == 0 {
                     b.buf.clear();
-                    super::wire::encode_batch_head(&mut b.buf, &self.sensor, self.run);
-                    b.first_seq = seq;
+                    b.msg = b.number();
+                    super::wire::encode_batch_head(&mut b.buf, &self.sensor, self.run, b.msg);
                 }
                 super::wire::push_event(&mut b.buf, &payload);
                 b.events += 1;
-                b.last_seq = seq;
                 if b.buf.len() >= BATCH_BYTES || b.events >= BATCH_EVENTS {
                     self.close(p, b, out);
                 }
             }
-            Item::Mark {
-                seq,
-                watermark_ns,
-                done,
-            } => {
+            Item::Mark { watermark_ns, done } => {
                 self.close_all(batches, out);
-                let mut b = Vec::with_capacity(96);
-                super::wire::encode_mark(&mut b, &self.sensor, self.run, watermark_ns, done);
-                let payload = bytes::Bytes::from(b);
-                for p in 0..n {
+                for (p, b) in batches.iter_mut().enumerate() {
+                    let msg = b.number();
+                    let mut buf = Vec::with_capacity(96);
+                    super::wire::encode_mark(
+                        &mut buf,
+                        &self.sensor,
+                        self.run,
+                        msg,
+                        watermark_ns,
+                        done,
+                    );
                     out.push_back(Msg {
-                        subject: subject(p),
-                        id: format!("{}.{p}", self.ids(seq)),
-                        payload: payload.clone(),
+                        subject: subject(p as u32),
+                        id: self.id(p as u32, msg),
+                        payload: bytes::Bytes::from(buf),
                         events: 0,
                     });
                 }
@@ -340,15 +335,15 @@ impl Publisher {
         }
     }
 
-    /// Partition `p`'s batch becomes a message; its id names the events' sequence range,
-    /// fixed from now on (a re-send is the same message).
+    /// Partition `p`'s batch becomes a message; its id (sensor, run, partition, number)
+    /// is fixed from now on: a re-send is the same message.
     fn close(&self, p: u32, b: &mut Batch, out: &mut VecDeque<Msg>) {
         if b.events == 0 {
             return;
         }
         out.push_back(Msg {
             subject: subject(p),
-            id: format!("{}-{}", self.ids(b.first_seq), b.last_seq),
+            id: self.id(p, b.msg),
             payload: bytes::Bytes::from(std::mem::take(&mut b.buf)),
             events: b.events,
         });
@@ -419,7 +414,7 @@ impl Publisher {
                     }
                 }
             }
-            closed |= self.closed.load(Ordering::Relaxed);
+            closed |= self.closed.load(Ordering::Acquire);
             if closed {
                 let d = *deadline.get_or_insert_with(|| Instant::now() + self.cfg.drain_timeout);
                 if Instant::now() >= d {
@@ -442,6 +437,9 @@ impl Publisher {
             VecDeque::new();
         let mut failing = false;
         loop {
+            // The output thread is done: start the drain clock even while every message
+            // is waiting to be re-sent (the queue is then never looked at).
+            closed |= self.closed.load(Ordering::Acquire);
             c.connected.store(
                 client.connection_state() == async_nats::connection::State::Connected,
                 Ordering::Relaxed,
@@ -469,12 +467,15 @@ impl Publisher {
                 };
                 let mut h = async_nats::HeaderMap::new();
                 h.insert("Nats-Msg-Id", m.id.as_str());
-                match js
-                    .publish_with_headers(m.subject.clone(), h, m.payload.clone())
-                    .await
-                {
-                    Ok(ack) => inflight.push_back((m, ack)),
-                    Err(_) => {
+                // Bounded: with the bus away the client's buffer fills and a publish waits.
+                let sent = tokio::time::timeout(
+                    ACK_WAIT,
+                    js.publish_with_headers(m.subject.clone(), h, m.payload.clone()),
+                )
+                .await;
+                match sent {
+                    Ok(Ok(ack)) => inflight.push_back((m, ack)),
+                    _ => {
                         c.errors.fetch_add(1, Ordering::Relaxed);
                         retry.push_front(m);
                         failing = true;

@@ -1,7 +1,9 @@
 //! The bus message: which sensor (and which run of it) sent it, and either a batch of events
 //! of one partition (each encoded by [`crate::event::encode`]) or a progress mark.
 //!
-//! Layout: kind (1 = events, 2 = mark), sensor id length and bytes, run (u64 LE), then
+//! Layout: kind (1 = events, 2 = mark), sensor id length and bytes, run (u64 LE), the
+//! message's number in its partition for this run (u64 LE, from 1: the correlator drops a
+//! re-sent copy the bus's de-duplication window no longer remembers), then
 //! each event as its length (u32 LE) and bytes, or the mark's watermark (u64 LE) and its
 //! `done` flag. Batches: one JetStream publish (and acknowledgement) per event cost more CPU
 //! than the sensor's whole analysis on a flow-heavy capture. Written by hand: a few fixed
@@ -35,6 +37,8 @@ pub struct Envelope<'a> {
     pub sensor: &'a str,
     /// The sensor process's run: a restarted sensor starts its watermark again.
     pub run: u64,
+    /// The message's number among this run's messages to its partition (from 1).
+    pub msg: u64,
     /// The payload.
     pub body: Body<'a>,
 }
@@ -76,19 +80,20 @@ impl<'a> Iterator for Events<'a> {
     }
 }
 
-fn head(out: &mut Vec<u8>, kind: u8, sensor: &str, run: u64) {
+fn head(out: &mut Vec<u8>, kind: u8, sensor: &str, run: u64, msg: u64) {
     let s = sensor.as_bytes();
     let n = s.len().min(255);
     out.push(kind);
     out.push(n as u8);
     out.extend_from_slice(s.get(..n).unwrap_or_default());
     out.extend_from_slice(&run.to_le_bytes());
+    out.extend_from_slice(&msg.to_le_bytes());
 }
 
 /// Starts a batch message in `out` (cleared by the caller, so a buffer can be reused);
 /// [`push_event`] appends its events.
-pub fn encode_batch_head(out: &mut Vec<u8>, sensor: &str, run: u64) {
-    head(out, KIND_EVENTS, sensor, run);
+pub fn encode_batch_head(out: &mut Vec<u8>, sensor: &str, run: u64, msg: u64) {
+    head(out, KIND_EVENTS, sensor, run, msg);
 }
 
 /// Appends one encoded event (from [`encode_event`]) to a batch.
@@ -107,8 +112,15 @@ pub fn encode_event(
 }
 
 /// Appends a mark message to `out`.
-pub fn encode_mark(out: &mut Vec<u8>, sensor: &str, run: u64, watermark_ns: u64, done: bool) {
-    head(out, KIND_MARK, sensor, run);
+pub fn encode_mark(
+    out: &mut Vec<u8>,
+    sensor: &str,
+    run: u64,
+    msg: u64,
+    watermark_ns: u64,
+    done: bool,
+) {
+    head(out, KIND_MARK, sensor, run, msg);
     out.extend_from_slice(&watermark_ns.to_le_bytes());
     out.push(u8::from(done));
 }
@@ -136,6 +148,7 @@ pub fn decode(mut b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let sensor =
         std::str::from_utf8(take(&mut b, usize::from(n))?).map_err(|_| EnvelopeError::Sensor)?;
     let run = u64_le(&mut b)?;
+    let msg = u64_le(&mut b)?;
     let body = match kind {
         KIND_EVENTS => Body::Events(Events(b)),
         KIND_MARK => {
@@ -145,7 +158,12 @@ pub fn decode(mut b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         }
         k => return Err(EnvelopeError::Kind(k)),
     };
-    Ok(Envelope { sensor, run, body })
+    Ok(Envelope {
+        sensor,
+        run,
+        msg,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -156,12 +174,13 @@ mod tests {
     #[test]
     fn marks_round_trip() {
         let mut b = Vec::new();
-        encode_mark(&mut b, "edge-1", 77, 123_456, true);
+        encode_mark(&mut b, "edge-1", 77, 5, 123_456, true);
         assert_eq!(
             decode(&b),
             Ok(Envelope {
                 sensor: "edge-1",
                 run: 77,
+                msg: 5,
                 body: Body::Mark {
                     watermark_ns: 123_456,
                     done: true
@@ -178,13 +197,14 @@ mod tests {
     #[test]
     fn batches_round_trip_and_a_cut_one_ends_in_an_error() {
         let mut b = Vec::new();
-        encode_batch_head(&mut b, "s", 3);
+        encode_batch_head(&mut b, "s", 3, 1);
         push_event(&mut b, b"one");
         push_event(&mut b, b"");
         push_event(&mut b, b"three");
         let Ok(Envelope {
             sensor: "s",
             run: 3,
+            msg: 1,
             body: Body::Events(ev),
         }) = decode(&b)
         else {

@@ -690,6 +690,16 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
             |c| &c.replayed,
         ),
         (
+            "outflow_bus_duplicate_messages_total",
+            "Correlator: messages dropped as copies of ones already taken.",
+            |c| &c.duplicates,
+        ),
+        (
+            "outflow_bus_snapshots_total",
+            "Correlator: partition snapshots stored (state and the stream sequence it covers).",
+            |c| &c.snapshots,
+        ),
+        (
             "outflow_bus_lease_losses_total",
             "Correlator: partition leases lost to another correlator or expired.",
             |c| &c.lease_losses,

@@ -121,6 +121,11 @@ pub struct BusCounters {
     pub partitions_owned: AtomicU64,
     /// Correlator: leases lost to another correlator (or expired before renewal).
     pub lease_losses: AtomicU64,
+    /// Correlator: messages dropped as copies of ones already taken (the bus's own
+    /// de-duplication had forgotten them).
+    pub duplicates: AtomicU64,
+    /// Correlator: partition snapshots stored.
+    pub snapshots: AtomicU64,
 }
 
 /// The output thread's counters: what was written, and the cross-flow stage's tables.
