@@ -549,9 +549,9 @@ pub struct DnsAnalyser {
     pairs: PairTable<Pair>,
     /// Fixed seed: the unique-subdomain estimate must not vary from run to run; domain keys
     /// only need the hash to be unpredictable to outsiders, which a per-build constant
-    /// does not give, so the pair key uses `seeded` below.
+    /// does not give, so the pair key uses `domain_key` below.
     hasher: foldhash::fast::FixedState,
-    seeded: foldhash::fast::RandomState,
+    domain_key: DomainKey,
     /// Last-NXDOMAIN order (front: the idlest).
     clients: LinkedHashMap<Addr, Nx, Fast>,
     /// (name, expiry, where the name came from) in learning order (front: learnt longest
@@ -569,6 +569,42 @@ pub struct DnsAnalyser {
     records: bool,
     /// Counters.
     pub stats: AnalyseStats,
+}
+
+/// The keyed hash of a pair's registered domain: seeded at random per analyser, so that
+/// outsiders cannot aim names at one key, and carried in snapshots by its seed, so that a
+/// restored table's keys are found again in another process. (It was a
+/// `foldhash::fast::RandomState`, whose process-wide part cannot be read or set: a table
+/// restored elsewhere would never have found its pairs again, and would have kept them as
+/// idle pairs beside new ones for the same domains.)
+#[derive(Clone)]
+struct DomainKey {
+    seed: u64,
+    shared: foldhash::SharedSeed,
+}
+
+impl DomainKey {
+    /// A random key, from the OS-seeded keys of std's SipHash.
+    fn random() -> DomainKey {
+        use std::hash::BuildHasher;
+        DomainKey::of(
+            std::collections::hash_map::RandomState::new().hash_one(0x006f_7574_666c_6f77_u64),
+        )
+    }
+
+    fn of(seed: u64) -> DomainKey {
+        DomainKey {
+            seed,
+            shared: foldhash::SharedSeed::from_u64(seed),
+        }
+    }
+
+    fn hash(&self, registered: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = foldhash::fast::FoldHasher::with_seed(self.seed, &self.shared);
+        registered.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// A query name as the tunnel detector sees it.
@@ -647,7 +683,7 @@ impl DnsAnalyser {
             suppress_ns: ns(cfg.suppression),
             pairs: PairTable::new(cfg.pair_capacity, share_of(cfg)),
             hasher: foldhash::fast::FixedState::with_seed(0x7375_6264_6f6d_6169),
-            seeded: foldhash::fast::RandomState::default(),
+            domain_key: DomainKey::random(),
             clients: LinkedHashMap::default(),
             names: LinkedHashMap::default(),
             pending: LinkedHashMap::default(),
@@ -885,10 +921,7 @@ impl DnsAnalyser {
             NameClass::Candidate => {}
         }
         let epoch = ev.ts_ns / self.bucket_ns;
-        let lookup = (ev.client, {
-            use std::hash::BuildHasher;
-            self.seeded.hash_one(a.registered)
-        });
+        let lookup = (ev.client, self.domain_key.hash(a.registered));
         let slot = match self.pairs.touch(&lookup, ev.ts_ns) {
             Some(i) => i,
             None => {
@@ -1304,10 +1337,9 @@ mod tests {
 
     /// The pair of `client` and `domain`, and the epoch of `ts`.
     fn pair_of<'a>(a: &'a mut DnsAnalyser, client: u32, domain: &str) -> &'a Pair {
-        use std::hash::BuildHasher;
         let key = (
             Addr::v4(client.to_be_bytes()),
-            a.seeded.hash_one(domain.as_bytes()),
+            a.domain_key.hash(domain.as_bytes()),
         );
         let slot = a.pairs.touch(&key, 0).expect("pair held");
         a.pairs.get(slot).expect("slot")
