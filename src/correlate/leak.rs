@@ -1366,6 +1366,40 @@ mod tests {
         assert!(!b.hosts.contains_key(&(host(2), false)));
     }
 
+    /// Restored from a correlator snapshot's encoding, the tables sized up front keep
+    /// their room, and the baselines come back in their eviction order.
+    #[test]
+    fn a_correlator_snapshot_keeps_the_tables_room_and_order() {
+        use crate::correlate::snapshot::Restore;
+        let cfg = |c: &mut Config| {
+            c.detect.baseline.capacity = 3;
+            c.detect.host_window.capacity = 5_000;
+        };
+        let mut a = analyser(cfg);
+        for i in [1u32, 2, 3, 1] {
+            let v = volume(DAY + u64::from(i), host(i), host(9), 10);
+            a.on_volume(&v, None, &no_names, &mut |_| {});
+        }
+        let bytes = postcard::to_stdvec(&a).unwrap_or_default();
+        let read = postcard::from_bytes::<LeakAnalyser>(&bytes).map_err(|e| e.to_string());
+        let mut b = analyser(cfg);
+        b.adopt(
+            read.and_then(LeakAnalyser::checked)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(b.pairs.capacity() >= 5_000, "{}", b.pairs.capacity());
+        assert_eq!(b.pairs.len(), 3);
+        let order: Vec<_> = b.hosts.keys().map(|k| k.0).collect();
+        assert_eq!(order, vec![host(2), host(3), host(1)]);
+        assert_eq!((b.now_ns, b.stats), (a.now_ns, a.stats));
+        let v = volume(DAY + 10, host(4), host(9), 10);
+        b.on_volume(&v, None, &no_names, &mut |_| {});
+        assert!(
+            !b.hosts.contains_key(&(host(2), false)),
+            "the least recent goes"
+        );
+    }
+
     #[test]
     fn domain_suffixes_match_on_label_boundaries() {
         assert!(domain_matches("backup.example.com", "example.com"));
