@@ -20,6 +20,7 @@ use crate::detect::Detector;
 use hashbrown::HashMap;
 use hashlink::LinkedHashMap;
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Table label of the (host, service) windows (metrics, summary).
@@ -310,7 +311,7 @@ impl Catalogue {
 }
 
 /// One (host, service) window.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Window {
     /// Bucket start times (ns) and the outbound IP bytes in each.
     buckets: [(u64, u64); BUCKETS],
@@ -328,7 +329,7 @@ struct Window {
 }
 
 /// The detector's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudStats {
     /// Outbound volume reports whose destination name is a catalogue service.
     pub reports: u64,
@@ -341,15 +342,30 @@ pub struct CloudStats {
 }
 
 /// Uploads per (host, service).
+///
+/// In a correlator snapshot ([`super::snapshot`]): its windows (in their order) and
+/// counters; the rest is the config's. A window's service is an index into the catalogue,
+/// so a snapshot fits a detector of the same catalogue only (a reload with a new one starts
+/// the windows again, see `Correlator::reconfigure`).
+#[derive(Serialize, Deserialize)]
 pub struct CloudDetector {
+    #[serde(skip)]
     catalogue: Catalogue,
+    #[serde(skip)]
     window_ns: u64,
+    #[serde(skip)]
     bucket_ns: u64,
+    #[serde(skip)]
     threshold: u64,
+    #[serde(skip)]
     by_category: Vec<(Category, u64)>,
+    #[serde(skip)]
     allowed: Vec<u16>,
+    #[serde(skip)]
     exceptions: Vec<(Vec<IpNet>, Vec<u16>)>,
+    #[serde(skip)]
     capacity: usize,
+    #[serde(with = "super::snapshot::table")]
     windows: LinkedHashMap<(IpAddr, u16), Window>,
     /// Counters.
     pub stats: CloudStats,
@@ -545,6 +561,29 @@ impl CloudDetector {
             });
         }
         self.windows.insert(key, w);
+    }
+}
+
+impl super::snapshot::Restore for CloudDetector {
+    fn checked(self) -> Result<Self, String> {
+        Ok(self)
+    }
+
+    fn adopt(&mut self, restored: Self) {
+        let CloudDetector {
+            catalogue: _,
+            window_ns: _,
+            bucket_ns: _,
+            threshold: _,
+            by_category: _,
+            allowed: _,
+            exceptions: _,
+            capacity: _,
+            windows,
+            stats,
+        } = restored;
+        self.windows = windows;
+        self.stats = stats;
     }
 }
 

@@ -56,6 +56,7 @@ use crate::proto::NameSource;
 /// A learnt destination name: (name, expiry ns, where it came from).
 type LearntName = (Box<str>, u64, NameSource);
 use hashlink::LinkedHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
@@ -161,7 +162,7 @@ pub struct DnsAlert {
 }
 
 /// One DNS transaction (query and its response), like a row of Zeek's dns.log.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DnsRecord {
     /// Time of the query, or of the response when no query was seen (ns).
     pub ts_ns: u64,
@@ -216,7 +217,7 @@ pub struct DnsRecord {
 }
 
 /// What a query name is for the tunnel detector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NameClass {
     /// An ordinary candidate.
     #[default]
@@ -251,7 +252,7 @@ pub const DNS_TABLES: [&str; 4] = [
 ];
 
 /// Counters of the analyser.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnalyseStats {
     /// Queries scored.
     pub queries: u64,
@@ -283,7 +284,7 @@ pub struct AnalyseStats {
     pub alerts: u64,
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Bucket {
     epoch: u64,
     /// Time of the bucket's first event (ns).
@@ -295,7 +296,7 @@ struct Bucket {
 }
 
 /// A sliding window as a ring of buckets, each tagged with the epoch it counts.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct Window {
     buckets: [Bucket; BUCKETS],
 }
@@ -353,7 +354,7 @@ impl Window {
 }
 
 /// One unique subdomain of a pair's window.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Seen {
     /// Hash of the lowercase subdomain.
     hash: u64,
@@ -384,6 +385,7 @@ struct SetCounts {
     by_encoding: [u64; ENCODINGS],
 }
 
+#[derive(Serialize, Deserialize)]
 struct Pair {
     domain: String,
     window: Window,
@@ -520,6 +522,7 @@ impl Pair {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Nx {
     window: Window,
     last_ns: u64,
@@ -527,7 +530,7 @@ struct Nx {
     samples: VecDeque<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct TxKey {
     client: Addr,
     client_port: u16,
@@ -538,37 +541,102 @@ struct TxKey {
 }
 
 /// The analyser's state. See the module documentation.
+///
+/// In a correlator snapshot ([`super::snapshot`]) with every field but those the config
+/// gives (skipped: the restored analyser keeps its own) and `records` (the process's
+/// choice).
+#[derive(Serialize, Deserialize)]
 pub struct DnsAnalyser {
+    #[serde(skip)]
     cfg: DnsConfig,
+    #[serde(skip)]
     params: Params,
+    #[serde(skip)]
     bucket_ns: u64,
+    #[serde(skip)]
     nx_bucket_ns: u64,
+    #[serde(skip)]
     suppress_ns: u64,
     /// Keyed by (client, keyed hash of the registered domain): no allocation per query.
     /// Tiered, per-client bounded, last-query order within each list (see [`PairTable`]).
     pairs: PairTable<Pair>,
     /// Fixed seed: the unique-subdomain estimate must not vary from run to run; domain keys
     /// only need the hash to be unpredictable to outsiders, which a per-build constant
-    /// does not give, so the pair key uses `seeded` below.
+    /// does not give, so the pair key uses `domain_key` below.
+    #[serde(skip)]
     hasher: foldhash::fast::FixedState,
-    seeded: foldhash::fast::RandomState,
+    domain_key: DomainKey,
     /// Last-NXDOMAIN order (front: the idlest).
+    #[serde(with = "super::snapshot::table")]
     clients: LinkedHashMap<Addr, Nx, Fast>,
     /// (name, expiry, where the name came from) in learning order (front: learnt longest
     /// ago).
+    #[serde(with = "super::snapshot::table")]
     names: LinkedHashMap<(Addr, Addr), LearntName, Fast>,
     /// In query order (front: the oldest query).
+    #[serde(with = "super::snapshot::table")]
     pending: LinkedHashMap<TxKey, DnsRecord, Fast>,
+    #[serde(skip)]
     allow: Vec<Vec<u8>>,
+    #[serde(skip)]
     internal: Vec<Vec<u8>>,
     /// Entries examined by eviction and expiry: the work the table tests bound by a
     /// constant per event (a cheap plain counter, never reset).
     visited: u64,
     /// Whether transaction records are wanted (a DNS log or collection). Without them the
     /// analyser skips query/response matching and builds no strings per message.
+    #[serde(skip)]
     records: bool,
     /// Counters.
     pub stats: AnalyseStats,
+}
+
+/// The keyed hash of a pair's registered domain: seeded at random per analyser, so that
+/// outsiders cannot aim names at one key, and carried in snapshots by its seed, so that a
+/// restored table's keys are found again in another process. (It was a
+/// `foldhash::fast::RandomState`, whose process-wide part cannot be read or set: a table
+/// restored elsewhere would never have found its pairs again, and would have kept them as
+/// idle pairs beside new ones for the same domains.)
+#[derive(Clone)]
+struct DomainKey {
+    seed: u64,
+    shared: foldhash::SharedSeed,
+}
+
+impl DomainKey {
+    /// A random key, from the OS-seeded keys of std's SipHash.
+    fn random() -> DomainKey {
+        use std::hash::BuildHasher;
+        DomainKey::of(
+            std::collections::hash_map::RandomState::new().hash_one(0x006f_7574_666c_6f77_u64),
+        )
+    }
+
+    fn of(seed: u64) -> DomainKey {
+        DomainKey {
+            seed,
+            shared: foldhash::SharedSeed::from_u64(seed),
+        }
+    }
+
+    fn hash(&self, registered: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = foldhash::fast::FoldHasher::with_seed(self.seed, &self.shared);
+        registered.hash(&mut h);
+        h.finish()
+    }
+}
+
+impl Serialize for DomainKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.seed.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DomainKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DomainKey, D::Error> {
+        u64::deserialize(d).map(DomainKey::of)
+    }
 }
 
 /// A query name as the tunnel detector sees it.
@@ -647,7 +715,7 @@ impl DnsAnalyser {
             suppress_ns: ns(cfg.suppression),
             pairs: PairTable::new(cfg.pair_capacity, share_of(cfg)),
             hasher: foldhash::fast::FixedState::with_seed(0x7375_6264_6f6d_6169),
-            seeded: foldhash::fast::RandomState::default(),
+            domain_key: DomainKey::random(),
             clients: LinkedHashMap::default(),
             names: LinkedHashMap::default(),
             pending: LinkedHashMap::default(),
@@ -885,10 +953,7 @@ impl DnsAnalyser {
             NameClass::Candidate => {}
         }
         let epoch = ev.ts_ns / self.bucket_ns;
-        let lookup = (ev.client, {
-            use std::hash::BuildHasher;
-            self.seeded.hash_one(a.registered)
-        });
+        let lookup = (ev.client, self.domain_key.hash(a.registered));
         let slot = match self.pairs.touch(&lookup, ev.ts_ns) {
             Some(i) => i,
             None => {
@@ -1201,6 +1266,52 @@ impl DnsAnalyser {
     }
 }
 
+impl super::snapshot::Restore for DnsAnalyser {
+    fn checked(mut self) -> Result<Self, String> {
+        self.pairs = self.pairs.checked(|p: &Pair| {
+            if p.names.len() > EXACT || p.samples.len() > SAMPLES {
+                return Err(format!(
+                    "pair {:?} holds more names than a pair can",
+                    p.domain
+                ));
+            }
+            Ok(())
+        })?;
+        if self.clients.values().any(|c| c.samples.len() > SAMPLES) {
+            return Err("an NXDOMAIN window holds more samples than it can".into());
+        }
+        Ok(self)
+    }
+
+    fn adopt(&mut self, restored: Self) {
+        let DnsAnalyser {
+            cfg: _,
+            params: _,
+            bucket_ns: _,
+            nx_bucket_ns: _,
+            suppress_ns: _,
+            pairs,
+            hasher: _,
+            domain_key,
+            clients,
+            names,
+            pending,
+            allow: _,
+            internal: _,
+            visited,
+            records: _,
+            stats,
+        } = restored;
+        self.pairs.adopt(pairs);
+        self.domain_key = domain_key;
+        self.clients = clients;
+        self.names = names;
+        self.pending = pending;
+        self.visited = visited;
+        self.stats = stats;
+    }
+}
+
 fn tx_key(ev: &DnsEvent) -> TxKey {
     TxKey {
         client: ev.client,
@@ -1304,10 +1415,9 @@ mod tests {
 
     /// The pair of `client` and `domain`, and the epoch of `ts`.
     fn pair_of<'a>(a: &'a mut DnsAnalyser, client: u32, domain: &str) -> &'a Pair {
-        use std::hash::BuildHasher;
         let key = (
             Addr::v4(client.to_be_bytes()),
-            a.seeded.hash_one(domain.as_bytes()),
+            a.domain_key.hash(domain.as_bytes()),
         );
         let slot = a.pairs.touch(&key, 0).expect("pair held");
         a.pairs.get(slot).expect("slot")

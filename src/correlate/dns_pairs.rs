@@ -31,6 +31,7 @@
 
 use crate::decode::Addr;
 use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
 
 /// See `analyse`: seeded per run, fast on address keys.
 type Fast = foldhash::fast::RandomState;
@@ -39,7 +40,7 @@ type Fast = foldhash::fast::RandomState;
 pub type PairKey = (Addr, u64);
 
 /// What a pair's queries have shown so far; eviction takes the coldest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Tier {
     /// One query, not suspicious.
     Cold = 0,
@@ -79,7 +80,7 @@ impl Tier {
 }
 
 /// Pairs removed from the table while still live, to make room, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairEvictions {
     /// The idlest cold pair of a full table.
     pub cold: u64,
@@ -109,7 +110,7 @@ impl PairEvictions {
 /// No slot.
 const NIL: u32 = u32::MAX;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Links {
     prev: u32,
     next: u32,
@@ -121,7 +122,7 @@ const UNLINKED: Links = Links {
 };
 
 /// A list's two ends; `front` goes first.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Ends {
     front: u32,
     back: u32,
@@ -141,6 +142,7 @@ enum Chain {
     Own,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Slot<V> {
     key: PairKey,
     tier: Tier,
@@ -151,6 +153,7 @@ struct Slot<V> {
 }
 
 /// A client's pairs: how many, and its list of each tier.
+#[derive(Serialize, Deserialize)]
 struct Client {
     count: u32,
     lists: [Ends; TIERS],
@@ -196,14 +199,23 @@ fn push_back<V>(slots: &mut [Slot<V>], ends: &mut Ends, i: u32, c: Chain) {
 }
 
 /// The tiered, per-client-bounded pair table. See the module documentation.
+///
+/// In a correlator snapshot ([`crate::correlate::snapshot`]) as its slab (free slots with
+/// their stale values: a reused slot is reset, so they are never read), free list, lists
+/// and counters; the index is rebuilt from the slab, and the limits are the config's.
+#[derive(Serialize, Deserialize)]
 pub struct PairTable<V> {
+    #[serde(skip)]
     index: HashMap<PairKey, u32, Fast>,
     slots: Vec<Slot<V>>,
     /// Slots of removed pairs, reused (with their values' buffers) before the slab grows.
     free: Vec<u32>,
     tiers: [Ends; TIERS],
+    #[serde(with = "super::snapshot::table")]
     clients: HashMap<Addr, Client, Fast>,
+    #[serde(skip)]
     capacity: usize,
+    #[serde(skip)]
     share: usize,
     /// Entries examined to find what to expire or evict: the work the tests bound by a
     /// constant per insert (a plain counter, never reset).
@@ -504,6 +516,131 @@ impl<V> PairTable<V> {
     }
 }
 
+impl<V> PairTable<V> {
+    /// Checks a table read from a snapshot and rebuilds its index: the free list names
+    /// distinct slots, each held pair's key is held once, and the tier lists and the
+    /// clients' lists link every held slot exactly once, in its tier and client, with
+    /// counts that agree. `value` checks each slot's value. (A list that did not link up
+    /// could send eviction round a loop for good.)
+    pub(crate) fn checked(
+        mut self,
+        value: impl Fn(&V) -> Result<(), String>,
+    ) -> Result<PairTable<V>, String> {
+        let n = self.slots.len();
+        if n >= NIL as usize {
+            return Err(format!("{n} slots"));
+        }
+        let mut free = vec![false; n];
+        for &i in &self.free {
+            match free.get_mut(i as usize) {
+                Some(f) if !*f => *f = true,
+                _ => return Err(format!("free slot {i} past the slab or listed twice")),
+            }
+        }
+        let mut index = HashMap::with_capacity_and_hasher(n - self.free.len(), Fast::default());
+        for (i, (s, f)) in self.slots.iter().zip(&free).enumerate() {
+            value(&s.value)?;
+            if !*f && index.insert(s.key, i as u32).is_some() {
+                return Err("a pair is held in two slots".into());
+            }
+        }
+        let held = index.len();
+        let mut seen = vec![false; n];
+        let mut linked = 0;
+        for (t, ends) in self.tiers.iter().enumerate() {
+            linked += walk(&self.slots, &free, &mut seen, *ends, Chain::Tier, |s| {
+                s.tier as usize == t
+            })?;
+        }
+        if linked != held {
+            return Err(format!("{held} pairs held, {linked} in the tier lists"));
+        }
+        let mut seen = vec![false; n];
+        let mut owned = 0;
+        for (addr, c) in &self.clients {
+            let mut count = 0;
+            for (t, ends) in c.lists.iter().enumerate() {
+                count += walk(&self.slots, &free, &mut seen, *ends, Chain::Own, |s| {
+                    s.key.0 == *addr && s.tier as usize == t
+                })?;
+            }
+            if count == 0 || count != c.count as usize {
+                return Err(format!("a client counts {} pairs, lists {count}", c.count));
+            }
+            owned += count;
+        }
+        if owned != held {
+            return Err(format!("{held} pairs held, {owned} in the clients' lists"));
+        }
+        self.index = index;
+        Ok(self)
+    }
+
+    /// Takes the state of `restored` (from [`PairTable::checked`]), keeping this table's
+    /// limits.
+    pub(crate) fn adopt(&mut self, restored: PairTable<V>) {
+        let PairTable {
+            index,
+            slots,
+            free,
+            tiers,
+            clients,
+            capacity: _,
+            share: _,
+            visited,
+            evicted,
+            expired,
+        } = restored;
+        self.index = index;
+        self.slots = slots;
+        self.free = free;
+        self.tiers = tiers;
+        self.clients = clients;
+        self.visited = visited;
+        self.evicted = evicted;
+        self.expired = expired;
+    }
+}
+
+/// Walks one list from `ends.front`: every slot on it held, not seen on another list of
+/// the same kind, `belongs` to it, its `prev` link the slot before; the list ends at
+/// `ends.back`. Returns its length.
+fn walk<V>(
+    slots: &[Slot<V>],
+    free: &[bool],
+    seen: &mut [bool],
+    ends: Ends,
+    c: Chain,
+    belongs: impl Fn(&Slot<V>) -> bool,
+) -> Result<usize, String> {
+    let (mut prev, mut i, mut len) = (NIL, ends.front, 0);
+    while i != NIL {
+        let (Some(s), Some(false), Some(mark)) = (
+            slots.get(i as usize),
+            free.get(i as usize).copied(),
+            seen.get_mut(i as usize),
+        ) else {
+            return Err(format!("a list links slot {i}: past the slab or free"));
+        };
+        if *mark || !belongs(s) {
+            return Err(format!("a list links slot {i}: again, or of another list"));
+        }
+        *mark = true;
+        let l = match c {
+            Chain::Tier => s.tier_links,
+            Chain::Own => s.own_links,
+        };
+        if l.prev != prev {
+            return Err(format!("slot {i} links back to {}, not {prev}", l.prev));
+        }
+        (prev, i, len) = (i, l.next, len + 1);
+    }
+    if ends.back != prev {
+        return Err(format!("a list ends at {prev}, its end says {}", ends.back));
+    }
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,6 +839,83 @@ mod tests {
         assert_eq!((again, t.get(a), t.tier(a)), (a, Some(&1), Some(Tier::Hot)));
         assert_eq!((t.len(), t.evicted.total()), (2, 0));
         check(&t);
+    }
+
+    /// A table read back from its snapshot encoding holds the same pairs in the same lists
+    /// and makes room exactly as the original does (full: idle, then cold before warm
+    /// before hot; a client over its share), reusing the same free slots; one whose lists
+    /// or free list do not hold together is refused.
+    #[test]
+    fn a_restored_table_makes_room_as_the_original_and_a_broken_one_is_refused() {
+        let mut a = table(12, 4);
+        for d in 0..40u64 {
+            let i = put(&mut a, key((d % 5) as u32, d), d);
+            if d % 7 == 0 {
+                a.promote(i, Tier::Warm);
+            }
+            if d % 11 == 0 {
+                a.promote(i, Tier::Hot);
+            }
+        }
+        // A full table whose idle pairs all go at once: free slots are left.
+        a.insert(key(7, 1000), 40, 36, || 1000, |v| *v = 1000);
+        check(&a);
+        assert!(a.free.len() > 2, "idle pairs left free slots");
+        let bytes = postcard::to_stdvec(&a).unwrap();
+        let read = || postcard::from_bytes::<PairTable<u64>>(&bytes).unwrap();
+        let mut b = table(12, 4);
+        put(&mut b, key(9, 9), 0); // replaced by the restored state
+        b.adopt(read().checked(|_| Ok(())).unwrap());
+        check(&b);
+        assert_eq!((b.len(), b.clients()), (a.len(), a.clients()));
+        for d in 40..200u64 {
+            let k = key((d % 7) as u32, d % 60);
+            let (i, j) = (put(&mut a, k, d), put(&mut b, k, d));
+            assert_eq!(i, j, "same slot for {k:?}");
+            if d % 9 == 0 {
+                a.promote(i, Tier::Hot);
+                b.promote(j, Tier::Hot);
+            }
+            // Some pairs idle for a window: expired, not evicted.
+            let (ia, ib) = (
+                a.insert(key(8, d), d, d.saturating_sub(3), || 0, |_| ()),
+                b.insert(key(8, d), d, d.saturating_sub(3), || 0, |_| ()),
+            );
+            assert_eq!(ia, ib);
+            assert_eq!((a.evicted, a.expired), (b.evicted, b.expired));
+        }
+        check(&b);
+
+        let refused = |f: &dyn Fn(&mut PairTable<u64>)| {
+            let mut t = read();
+            f(&mut t);
+            t.checked(|_| Ok(())).is_err()
+        };
+        let held = |t: &PairTable<u64>| t.index.is_empty() && t.tiers[0].front != NIL;
+        assert!(held(&read()), "the index is rebuilt, not read");
+        let front = read().tiers[0].front as usize;
+        assert!(refused(&|t| t.slots[front].tier_links.next = front as u32)); // a loop
+        assert!(refused(&|t| t.slots[front].tier_links.next = 1000)); // past the slab
+        assert!(refused(&|t| t.slots[front].own_links.prev = 3));
+        assert!(refused(&|t| t.tiers[0].back = NIL));
+        assert!(refused(&|t| t.slots[front].tier = Tier::Hot));
+        assert!(refused(&|t| t.free.push(front as u32))); // held and free
+        assert!(refused(&|t| t.free.push(t.free[0])));
+        assert!(refused(&|t| t.free.push(999)));
+        assert!(refused(&|t| {
+            let k = t.slots[front].key;
+            let other = (front + 1) % t.slots.len();
+            t.slots[other].key = k; // one pair in two slots
+        }));
+        assert!(refused(&|t| {
+            for c in t.clients.values_mut() {
+                c.count += 1;
+            }
+        }));
+        assert!(refused(&|t| t.clients.clear()));
+        assert!(read()
+            .checked(|v| if *v == 39 { Err("no".into()) } else { Ok(()) })
+            .is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::event::Volume;
 use crate::flow::{FlowRecord, FlowTuple};
 use hashbrown::HashMap;
 use hashlink::LinkedHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
@@ -41,7 +42,9 @@ pub const MAX_FLOWS: usize = 64;
 pub const MAX_FINDINGS: usize = 32;
 
 /// How bad an incident is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum Severity {
     /// Worth a look.
     #[default]
@@ -140,7 +143,7 @@ fn weight(detector: Detector, tier: u8) -> u8 {
 }
 
 /// One detector's part in an incident.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     /// The detector.
     pub detector: Detector,
@@ -157,7 +160,7 @@ pub struct Reason {
 }
 
 /// One flow's bytes as the incident knows them (cumulative IP bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowBytes {
     /// The flow.
     pub flow_id: u64,
@@ -175,7 +178,7 @@ pub struct FlowBytes {
 
 /// The names an incident's flows sent: server names (SNI), ALPN values, JA4 fingerprints,
 /// HTTP Hosts and methods (distinct, up to [`MAX_LIST`] each).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientNames {
     /// TLS / QUIC server names.
     pub server_names: Vec<String>,
@@ -208,7 +211,7 @@ impl ClientNames {
 }
 
 /// Why an incident closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CloseReason {
     /// Its flows ended and nothing joined for `incident.idle`.
     Idle,
@@ -233,7 +236,7 @@ impl CloseReason {
 }
 
 /// An incident as announced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     /// Stable id: `INC-<source>-<first finding's time in ns>` (`INC-to-<destination>-...`
     /// without a source), with `-<n>` added for the n-th further incident of that source
@@ -370,7 +373,7 @@ pub struct IncidentUpdate {
 }
 
 /// The book's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentStats {
     /// Incidents that reached each severity, counted once per incident and severity when
     /// announced at it: one opened medium and escalated to high counts in both (indexed like
@@ -386,7 +389,7 @@ pub struct IncidentStats {
     pub open: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 enum Peer {
     Ip(IpAddr),
     Domain(String),
@@ -394,6 +397,7 @@ enum Peer {
 
 type Key = (IpAddr, Peer);
 
+#[derive(Serialize, Deserialize)]
 struct Entry {
     inc: Incident,
     /// Index keys pointing here (removed with it).
@@ -419,20 +423,29 @@ struct Entry {
 }
 
 /// The open incidents.
+///
+/// In a correlator snapshot ([`super::snapshot`]) with every field but the config.
+#[derive(Serialize, Deserialize)]
 pub struct IncidentBook {
+    #[serde(skip)]
     cfg: IncidentConfig,
     /// Open incidents by sequence number, in order of last activity.
+    #[serde(with = "super::snapshot::table")]
     open: LinkedHashMap<u64, Entry>,
+    #[serde(with = "super::snapshot::table")]
     index: HashMap<Key, u64>,
     /// A source's most recent incident (for findings about a source alone).
+    #[serde(with = "super::snapshot::table")]
     by_src: HashMap<IpAddr, u64>,
     /// Flow id → incident, for flows an incident tracks.
+    #[serde(with = "super::snapshot::table")]
     flows: HashMap<u64, u64>,
     /// Held news: (due ns, incident); stale entries are skipped when popped.
     held: VecDeque<(u64, u64)>,
     next_seq: u64,
     /// Incidents opened at [`Self::opened_ns`] per source, so a second one of the same
     /// source at the same time gets its own id (cleared when the time moves).
+    #[serde(with = "super::snapshot::table")]
     opened_here: HashMap<IpAddr, u32>,
     opened_ns: u64,
     /// The input is ending: every incident is about to close, so news is folded into the
@@ -1027,6 +1040,45 @@ impl IncidentBook {
         let ts = now_ns.max(e.inc.last_ns);
         announce(&mut e, Update::Closed, ts, esc, 0, &mut self.stats, out);
         self.stats.open = self.open.len() as u64;
+    }
+}
+
+impl super::snapshot::Restore for IncidentBook {
+    /// Sequence numbers are given in order: every open incident's is below the next one.
+    fn checked(self) -> Result<Self, String> {
+        if self.open.keys().any(|s| *s >= self.next_seq) {
+            return Err(format!(
+                "an incident numbered past the next, {}",
+                self.next_seq
+            ));
+        }
+        Ok(self)
+    }
+
+    fn adopt(&mut self, restored: Self) {
+        let IncidentBook {
+            cfg: _,
+            open,
+            index,
+            by_src,
+            flows,
+            held,
+            next_seq,
+            opened_here,
+            opened_ns,
+            closing,
+            stats,
+        } = restored;
+        self.open = open;
+        self.index = index;
+        self.by_src = by_src;
+        self.flows = flows;
+        self.held = held;
+        self.next_seq = next_seq;
+        self.opened_here = opened_here;
+        self.opened_ns = opened_ns;
+        self.closing = closing;
+        self.stats = stats;
     }
 }
 

@@ -120,7 +120,7 @@ pub struct LeakAlert {
 }
 
 /// Counters of the stage.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeakStats {
     /// Volume reports consumed.
     pub volumes: u64,
@@ -293,13 +293,27 @@ pub enum SnapshotError {
 pub const LEAK_TABLES: [&str; 3] = ["leak_pairs", "leak_groups", "leak_hosts"];
 
 /// The cross-flow stage: slow leaks, asymmetry, baselines, service outliers.
+///
+/// In a correlator snapshot ([`super::snapshot`]) with every field but those the config
+/// gives (skipped: the restored analyser keeps its own); see there. That snapshot is
+/// another thing than this stage's own file in `state.dir` ([`LeakAnalyser::save`]).
+#[derive(Serialize, Deserialize)]
 pub struct LeakAnalyser {
+    #[serde(skip)]
     hw: HostWindowConfig,
+    #[serde(skip)]
     dl: DataLeakConfig,
+    #[serde(skip)]
     asym: AsymmetryConfig,
+    #[serde(skip)]
     base: BaselineConfig,
+    #[serde(skip)]
     svc: ServiceOutlierConfig,
     /// Baselines in last-report order (front: the host that reported least recently).
+    /// (A host's `mark` is not in a correlator snapshot: marks are compared only with the
+    /// next compaction's number, which is never 0, so a restored host's mark 0 acts as any
+    /// earlier mark would.)
+    #[serde(with = "super::snapshot::table")]
     hosts: LinkedHashMap<(Addr, bool), Host, Fast>,
     /// Hosts that gained bytes since the last day boundary: the only ones that boundary has
     /// to judge. A key may appear twice (evicted and back); the second visit finds it rolled.
@@ -310,15 +324,22 @@ pub struct LeakAnalyser {
     /// day is rolled to it when it next reports, as an eager pass would have done.
     rolled_day: i64,
     /// Bounded by its key space (protocol, port): never evicted.
+    #[serde(with = "super::snapshot::table")]
     services: HashMap<(u8, u16), Welford, Fast>,
+    #[serde(skip)]
     window_ns: u64,
+    #[serde(skip)]
     leak_window_ns: u64,
+    #[serde(skip)]
     suppress_ns: u64,
+    #[serde(with = "super::snapshot::table")]
     pairs: HashMap<(Addr, Addr, bool), PairWindow, Fast>,
     /// (window end, pair) in closing order; stale entries are skipped when popped.
     closing: VecDeque<(u64, (Addr, Addr, bool), u64)>,
     /// Groups in last-event order (front: the group whose last event is oldest).
+    #[serde(with = "super::snapshot::table")]
     groups: LinkedHashMap<GroupKey, Group, Fast>,
+    #[serde(skip)]
     allow_domains: Vec<String>,
     now_ns: u64,
     /// Entries examined by eviction, window closing and the day boundary: the work the
@@ -974,6 +995,71 @@ impl LeakAnalyser {
     }
 }
 
+impl super::snapshot::Restore for LeakAnalyser {
+    /// Checks what arithmetic relies on: a group's total is its events' sum (events age out
+    /// by subtracting from it), and days are days (differences of them are taken).
+    fn checked(self) -> Result<Self, String> {
+        const DAYS: u64 = 1 << 32;
+        for g in self.groups.values() {
+            let sum = g
+                .events
+                .iter()
+                .try_fold(0u64, |t, e| t.checked_add(e.1))
+                .ok_or("a group's events overflow")?;
+            if sum != g.total {
+                return Err(format!("a group totals {}, its events {sum}", g.total));
+            }
+        }
+        if self.rolled_day.unsigned_abs() > DAYS
+            || self.hosts.values().any(|h| h.day.unsigned_abs() > DAYS)
+        {
+            return Err("a day out of range".into());
+        }
+        Ok(self)
+    }
+
+    /// The tables sized up front (`new`) keep their room: the restored entries move into
+    /// them.
+    fn adopt(&mut self, restored: Self) {
+        let LeakAnalyser {
+            hw: _,
+            dl: _,
+            asym: _,
+            base: _,
+            svc: _,
+            hosts,
+            active,
+            compaction,
+            rolled_day,
+            services,
+            window_ns: _,
+            leak_window_ns: _,
+            suppress_ns: _,
+            pairs,
+            closing,
+            groups,
+            allow_domains: _,
+            now_ns,
+            visited,
+            stats,
+        } = restored;
+        self.hosts.clear();
+        self.hosts.extend(hosts);
+        self.active = active;
+        self.compaction = compaction;
+        self.rolled_day = rolled_day;
+        self.services = services;
+        self.pairs.clear();
+        self.pairs.extend(pairs);
+        self.closing = closing;
+        self.groups.clear();
+        self.groups.extend(groups);
+        self.now_ns = now_ns;
+        self.visited = visited;
+        self.stats = stats;
+    }
+}
+
 /// out/(in+1) above the ratio with enough out.
 fn asymmetric(out: u64, inb: u64, c: &AsymmetryConfig) -> bool {
     out > c.min_out_bytes && out as f64 / (inb as f64 + 1.0) > c.ratio
@@ -1278,6 +1364,40 @@ mod tests {
         let v = volume(DAY + 10, host(4), host(9), 10);
         b.on_volume(&v, None, &no_names, &mut |_| {});
         assert!(!b.hosts.contains_key(&(host(2), false)));
+    }
+
+    /// Restored from a correlator snapshot's encoding, the tables sized up front keep
+    /// their room, and the baselines come back in their eviction order.
+    #[test]
+    fn a_correlator_snapshot_keeps_the_tables_room_and_order() {
+        use crate::correlate::snapshot::Restore;
+        let cfg = |c: &mut Config| {
+            c.detect.baseline.capacity = 3;
+            c.detect.host_window.capacity = 5_000;
+        };
+        let mut a = analyser(cfg);
+        for i in [1u32, 2, 3, 1] {
+            let v = volume(DAY + u64::from(i), host(i), host(9), 10);
+            a.on_volume(&v, None, &no_names, &mut |_| {});
+        }
+        let bytes = postcard::to_stdvec(&a).unwrap_or_default();
+        let read = postcard::from_bytes::<LeakAnalyser>(&bytes).map_err(|e| e.to_string());
+        let mut b = analyser(cfg);
+        b.adopt(
+            read.and_then(LeakAnalyser::checked)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(b.pairs.capacity() >= 5_000, "{}", b.pairs.capacity());
+        assert_eq!(b.pairs.len(), 3);
+        let order: Vec<_> = b.hosts.keys().map(|k| k.0).collect();
+        assert_eq!(order, vec![host(2), host(3), host(1)]);
+        assert_eq!((b.now_ns, b.stats), (a.now_ns, a.stats));
+        let v = volume(DAY + 10, host(4), host(9), 10);
+        b.on_volume(&v, None, &no_names, &mut |_| {});
+        assert!(
+            !b.hosts.contains_key(&(host(2), false)),
+            "the least recent goes"
+        );
     }
 
     #[test]

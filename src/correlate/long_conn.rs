@@ -20,9 +20,10 @@ use crate::event::Volume;
 use crate::flow::{EndReason, FlowRecord, Side};
 use hashbrown::HashMap;
 use hashlink::LinkedHashSet;
+use serde::{Deserialize, Serialize};
 
 /// The detector's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LongStats {
     /// Age reports seen.
     pub reports: u64,
@@ -31,15 +32,25 @@ pub struct LongStats {
 }
 
 /// Long connections.
+///
+/// In a correlator snapshot ([`super::snapshot`]): the ports' statistics, the alerted flows
+/// (in their order) and the counters; the thresholds are the config's.
+#[derive(Serialize, Deserialize)]
 pub struct LongConnections {
+    #[serde(skip)]
     min_ns: u64,
+    #[serde(skip)]
     base_ns: u64,
+    #[serde(skip)]
     sigma: f64,
+    #[serde(skip)]
     min_flows: u64,
     /// Durations by home server port: at most 65 536 entries (one per port), so bounded by
     /// construction.
+    #[serde(with = "super::snapshot::table")]
     ports: HashMap<u16, Welford>,
     /// Flows that raised the port rule's alert and have not ended (see [`MAX_ALERTED`]).
+    #[serde(with = "super::snapshot::table")]
     alerted: LinkedHashSet<u64>,
     /// Counters.
     pub stats: LongStats,
@@ -172,6 +183,27 @@ impl LongConnections {
                 ..base
             });
         }
+    }
+}
+
+impl super::snapshot::Restore for LongConnections {
+    fn checked(self) -> Result<Self, String> {
+        Ok(self)
+    }
+
+    fn adopt(&mut self, restored: Self) {
+        let LongConnections {
+            min_ns: _,
+            base_ns: _,
+            sigma: _,
+            min_flows: _,
+            ports,
+            alerted,
+            stats,
+        } = restored;
+        self.ports = ports;
+        self.alerted = alerted;
+        self.stats = stats;
     }
 }
 

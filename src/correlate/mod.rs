@@ -14,7 +14,9 @@
 //! - [`dns_pairs`]: the bounded table of (client, domain) windows;
 //! - [`cloud`]: uploads per (host, cloud service), named from the destination's name;
 //! - [`long_conn`]: connections open unusually long, judged from the workers' age reports;
-//! - [`incident`]: every finding joined into incidents, one per exfiltration.
+//! - [`incident`]: every finding joined into incidents, one per exfiltration;
+//! - [`snapshot`]: the stage's complete state as bytes, for another correlator to resume
+//!   from ([`Correlator::snapshot`], [`Correlator::restore`]).
 
 pub mod cloud;
 pub mod dns;
@@ -22,6 +24,7 @@ pub mod dns_pairs;
 pub mod incident;
 pub mod leak;
 pub mod long_conn;
+pub mod snapshot;
 
 use crate::config::Config;
 use crate::correlate::dns::{AnalyseStats, DnsAlert, DnsAnalyser, DnsOutput, DnsRecord};
@@ -35,6 +38,7 @@ use crate::slice::recorder::SliceRequester;
 use cloud::{CloudDetector, CloudStats};
 use incident::{IncidentBook, IncidentStats, IncidentUpdate};
 use long_conn::LongConnections;
+pub use snapshot::CorrelateSnapshotError;
 use std::io;
 use std::path::PathBuf;
 
@@ -111,7 +115,7 @@ pub enum Output {
 }
 
 /// The stage's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorrelateStats {
     /// Flow findings dropped because the destination's name is allowlisted
     /// (`allow.dst_domains`).

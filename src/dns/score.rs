@@ -111,7 +111,19 @@ pub fn embedded_name(subdomain: &[u8]) -> Option<Embedded<'_>> {
 const MAX_NAME_LABEL: usize = 40;
 
 /// How the data labels of a subdomain are encoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Encoding {
     /// No encoding recognised: ordinary labels, or too little data to tell.
     #[default]
@@ -212,7 +224,7 @@ impl Default for Params {
 }
 
 /// The named parts of a name's score; their sum is the score.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Components {
     /// [`Encoding::weight`] times the share of [`FULL_DATA`] the data characters fill.
     pub encoding: f64,
@@ -232,7 +244,7 @@ impl Components {
 }
 
 /// What a subdomain is made of.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     /// Shannon entropy of the subdomain's characters, dots removed, in bits per character.
     pub entropy: f64,
