@@ -348,9 +348,10 @@ fn a_correlator_taking_over_from_a_killed_one_loses_nothing_and_repeats_nothing(
     // One sensor; the merge waits for nobody else. Partition states are stored every
     // second, so c2 starts from c1's snapshots.
     let cfg = config_file(d, "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(r#"sensors = ["edge-a", "edge-b"]"#, "sensors = []\nsnapshot_interval = \"1s\"");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        r#"sensors = ["edge-a", "edge-b"]"#,
+        "sensors = []\nsnapshot_interval = \"1s\"",
+    );
     std::fs::write(&cfg, text).unwrap();
     let (p1, p2) = (d.join("part1.pcap"), d.join("part2.pcap"));
     write_leaks(&p1, 10..16, 0);
@@ -374,7 +375,9 @@ fn a_correlator_taking_over_from_a_killed_one_loses_nothing_and_repeats_nothing(
             .filter(|l| l.contains("snapshot stored"))
             .count()
     };
-    wait_until(Duration::from_secs(30), "c1's snapshots", || stored(&log1) >= 4);
+    wait_until(Duration::from_secs(30), "c1's snapshots", || {
+        stored(&log1) >= 4
+    });
     let mut c1 = c1;
     c1.kill().unwrap();
     c1.wait().unwrap();
@@ -391,7 +394,10 @@ fn a_correlator_taking_over_from_a_killed_one_loses_nothing_and_repeats_nothing(
     stop(c2);
     // c2 started every partition from a snapshot, not from the stream's start.
     let log2 = std::fs::read_to_string(f2.with_extension("log")).unwrap();
-    let claims: Vec<&str> = log2.lines().filter(|l| l.contains("partition claimed")).collect();
+    let claims: Vec<&str> = log2
+        .lines()
+        .filter(|l| l.contains("partition claimed"))
+        .collect();
     assert_eq!(claims.len(), 4, "{log2}");
     assert!(
         claims.iter().all(|l| !l.contains("snapshot_seq=0")),
@@ -651,9 +657,11 @@ fn a_bus_that_dies_mid_stream_gets_every_event_once_when_it_returns() {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     };
-    wait_until(Duration::from_secs(120), "the correlator to read the stream", || {
-        metric("outflow_bus_consumed_events_total") >= acked
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "the correlator to read the stream",
+        || metric("outflow_bus_consumed_events_total") >= acked,
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric("outflow_bus_consumed_events_total"), acked, "{line}");
     stop(c);
