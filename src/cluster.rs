@@ -275,6 +275,8 @@ fn lease_key(p: u32) -> String {
 /// subject.
 struct Sinks {
     file: Option<std::io::BufWriter<Box<dyn Write + Send>>>,
+    /// Incident lines to syslog (`output.syslog.target`), on its own thread as in a sensor.
+    syslog: Option<crate::output::deliver::SinkHandle>,
     telemetry: Option<Arc<Telemetry>>,
     per_detector_lines: bool,
     seed: u16,
@@ -330,9 +332,12 @@ impl Sinks {
                 let json = incident_json(&u, self.seed);
                 self.line(&json);
                 self.publish.push((id.to_string(), json.clone()));
+                let rec = Arc::new(AlertRecord::from_incident(&u, json));
+                if let Some(s) = &self.syslog {
+                    s.deliver(Arc::clone(&rec));
+                }
                 if let Some(t) = &self.telemetry {
-                    t.incidents
-                        .push(Arc::new(AlertRecord::from_incident(&u, json)));
+                    t.incidents.push(rec);
                 }
             }
             // Flow and DNS records are the sensors' (they wrote them where they saw them).
@@ -425,7 +430,26 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
     })
     .await
     .map_err(|e| BusError::js(format!("get or create stream {}", bus::INCIDENT_STREAM), e))?;
+    let syslog = if cfg.output.syslog.target.is_empty() {
+        None
+    } else {
+        {
+            let t = crate::output::syslog::SyslogTransport::new(&cfg.output.syslog)?;
+            let h = crate::output::deliver::SinkHandle::spawn(
+                Box::new(t),
+                crate::output::deliver::Mode::Lossy,
+                cfg.output.sink_queue.max(1),
+            )?;
+            if let Some(t) = &opts.telemetry {
+                if let Ok(mut g) = t.sinks.lock() {
+                    g.push((h.name(), h.counters()));
+                }
+            }
+            Some(h)
+        }
+    };
     let mut sinks = Sinks {
+        syslog,
         file: opts
             .alerts_out
             .as_ref()
@@ -667,6 +691,11 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
     }
     if let Some(w) = sinks.file.as_mut() {
         let _ = w.flush();
+    }
+    if let Some(s) = sinks.syslog.take() {
+        if let Some(e) = s.close_within(Duration::from_secs(5)) {
+            tracing::warn!("syslog: {e}");
+        }
     }
     tracing::info!(id = %opts.id, "correlator stopped");
     Ok(report)

@@ -250,7 +250,18 @@ fn two_sensors_halves_of_a_slow_leak_make_one_incident_on_the_correlator() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cfg_path = config_file(d, "");
+    // The correlator's incidents go to syslog too, as a sensor's do.
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let cfg_path = config_file(
+        d,
+        &format!(
+            "[output.syslog]\ntarget = \"udp://{}\"\n",
+            syslog.local_addr().unwrap()
+        ),
+    );
     let cfg = Config::load(&cfg_path).unwrap();
     // Connections alternate between the two sensors, as a packet broker splits them.
     let (a, b): (Vec<u64>, Vec<u64>) = (0..12).partition(|k| k % 2 == 0);
@@ -297,6 +308,11 @@ fn two_sensors_halves_of_a_slow_leak_make_one_incident_on_the_correlator() {
     assert_eq!(opened.len(), 1, "{inc:?}");
     assert!(opened[0].2.iter().any(|d| d == "data_leak"), "{inc:?}");
     assert!(opened[0].0.contains("10.0.0.5"), "{inc:?}");
+    let mut buf = [0u8; 65536];
+    let n = syslog.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    assert!(msg.contains(" incident_opened "), "{msg}");
+    assert!(msg.contains(&opened[0].0), "{msg}");
 }
 
 /// Hosts 10.0.0.`h` for `h` in `hosts`, each uploading 12 × 250 kB to 198.51.100.`h`:443
