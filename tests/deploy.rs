@@ -81,29 +81,43 @@ fn verify(unit: &str) {
     );
 }
 
-#[test]
-fn correlator_unit_passes_systemd_analyze_verify() {
+/// The unit `systemd/<name>`, checked to hold every line of `needed`; `None` (after a
+/// message) where systemd-analyze is not installed.
+fn unit_with(name: &str, needed: &[&str]) -> Option<String> {
     let Ok(probe) = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()
     else {
         eprintln!("skipping: systemd-analyze not installed");
-        return;
+        return None;
     };
     assert!(probe.status.success());
     let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/outflow-correlate.service"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("systemd")
+            .join(name),
     )
     .unwrap();
-    for needed in [
-        "User=outflow",
-        "CapabilityBoundingSet=",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "Restart=on-failure",
-    ] {
-        assert!(unit.lines().any(|l| l == needed), "unit lacks {needed}");
+    for line in needed {
+        assert!(unit.lines().any(|l| l == *line), "{name} lacks {line}");
     }
+    Some(unit)
+}
+
+#[test]
+fn correlator_unit_passes_systemd_analyze_verify() {
+    let Some(unit) = unit_with(
+        "outflow-correlate.service",
+        &[
+            "User=outflow",
+            "CapabilityBoundingSet=",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "Restart=on-failure",
+        ],
+    ) else {
+        return;
+    };
     // Its command line parses: the same arguments, asked for help after them.
     let exec = unit
         .lines()
@@ -126,32 +140,23 @@ fn correlator_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn unit_passes_systemd_analyze_verify() {
-    let Ok(probe) = std::process::Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-    else {
-        eprintln!("skipping: systemd-analyze not installed");
+    let Some(unit) = unit_with(
+        "outflow.service",
+        &[
+            "ExecStart=/usr/local/bin/outflow run --config /etc/outflow/outflow.toml",
+            "User=outflow",
+            "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN",
+            "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "StateDirectory=outflow",
+            "Restart=on-failure",
+        ],
+    ) else {
         return;
     };
-    assert!(probe.status.success());
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/outflow.service"),
-    )
-    .unwrap();
-    for needed in [
-        "ExecStart=/usr/local/bin/outflow run --config /etc/outflow/outflow.toml",
-        "User=outflow",
-        "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN",
-        "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "StateDirectory=outflow",
-        "Restart=on-failure",
-    ] {
-        assert!(unit.lines().any(|l| l == needed), "unit lacks {needed}");
-    }
     // verify checks that ExecStart exists: point it at the binary under test.
     verify(&unit);
 }

@@ -9,16 +9,10 @@
 
 mod common;
 
-use outflow::capture::dispatch::Dispatcher;
-use outflow::capture::file::read_files;
-use outflow::capture::progress::Progress;
-use outflow::capture::Batch;
 use outflow::config::Config;
 use outflow::correlate::{CorrelateSnapshotError, Correlator, Output, TABLES};
-use outflow::event::{Event, EventKey, OutMsg};
+use outflow::event::Event;
 use outflow::gen::{a_lookup, merge, Packet, TcpSession};
-use outflow::pipeline::Driver;
-use outflow::worker::Worker;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -55,52 +49,10 @@ fn config() -> Config {
     c
 }
 
-/// The events one worker produces from `inputs` (as in `tests/wire.rs`), in key order as
-/// the output thread's merge hands them to the stage.
+/// The events one worker produces from `inputs`, in key order as the output thread's
+/// merge hands them to the stage.
 fn worker_events(cfg: &Config, inputs: &[PathBuf]) -> Vec<Event> {
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<OutMsg>();
-    let depth = cfg.capture.batches_per_worker;
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(depth);
-    let (free_tx, free_rx) = crossbeam_channel::bounded::<Batch>(depth);
-    for _ in 0..depth {
-        let bytes = (cfg.capture.batch_packets * 1600).max(256 * 1024);
-        free_tx
-            .send(Batch::with_capacity(cfg.capture.batch_packets, bytes))
-            .unwrap();
-    }
-    let worker_cfg = cfg.clone();
-    let worker = std::thread::spawn(move || {
-        let mut d = Driver::new(Worker::new(&worker_cfg), 0, out_tx, true, None);
-        for batch in rx {
-            d.worker.set_link(batch.link);
-            d.packets(&batch);
-            d.advance(batch.clock_ns);
-            d.worker.expire_fragments(batch.clock_ns);
-            d.read_mono_ns = batch.read_mono_ns;
-            d.flush();
-            let _ = free_tx.send(batch);
-        }
-        d.finish();
-    });
-    let mut dispatcher = Dispatcher::new(vec![tx], vec![free_rx]).unwrap();
-    dispatcher.set_decap(cfg.decap.decap());
-    let read = read_files(
-        inputs,
-        cfg,
-        &mut dispatcher,
-        &mut |_| {},
-        &mut Progress::off(),
-    );
-    drop(dispatcher);
-    worker.join().unwrap();
-    read.unwrap_or_else(|e| panic!("{inputs:?}: {e}"));
-    let mut events: Vec<(EventKey, Event)> = out_rx
-        .try_iter()
-        .filter_map(|m| match m {
-            OutMsg::Event(k, e) => Some((k, e)),
-            _ => None,
-        })
-        .collect();
+    let mut events = common::worker_events(cfg, inputs);
     events.sort_by_key(|(k, _)| *k);
     events.into_iter().map(|(_, e)| e).collect()
 }

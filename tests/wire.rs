@@ -8,16 +8,10 @@
 
 mod common;
 
-use outflow::capture::dispatch::Dispatcher;
-use outflow::capture::file::read_files;
-use outflow::capture::progress::Progress;
-use outflow::capture::Batch;
 use outflow::config::Config;
-use outflow::event::{decode, encode, Event, EventKey, OutMsg, WireError, WIRE_VERSION};
+use outflow::event::{decode, encode, Event, EventKey, WireError, WIRE_VERSION};
 use outflow::gen::{merge, wrap, Packet, Wrap};
-use outflow::pipeline::Driver;
 use outflow::proto::NameSource;
-use outflow::worker::Worker;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,55 +45,6 @@ fn config() -> Config {
     cfg.detect.large_transfer.min_packets = 10;
     cfg.detect.large_transfer.tiers = vec![2_000_000];
     cfg
-}
-
-/// The events one worker produces from `inputs`, read as one capture, as it hands them to
-/// the output thread (alerts stamped with their read time): the replay's reader and a
-/// worker loop like the replay's, with this test in the output thread's place.
-fn worker_events(cfg: &Config, inputs: &[PathBuf]) -> Vec<(EventKey, Event)> {
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<OutMsg>();
-    let depth = cfg.capture.batches_per_worker;
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(depth);
-    let (free_tx, free_rx) = crossbeam_channel::bounded::<Batch>(depth);
-    for _ in 0..depth {
-        let bytes = (cfg.capture.batch_packets * 1600).max(256 * 1024);
-        free_tx
-            .send(Batch::with_capacity(cfg.capture.batch_packets, bytes))
-            .unwrap();
-    }
-    let worker_cfg = cfg.clone();
-    let worker = std::thread::spawn(move || {
-        let mut d = Driver::new(Worker::new(&worker_cfg), 0, out_tx, true, None);
-        for batch in rx {
-            d.worker.set_link(batch.link);
-            d.packets(&batch);
-            d.advance(batch.clock_ns);
-            d.worker.expire_fragments(batch.clock_ns);
-            d.read_mono_ns = batch.read_mono_ns;
-            d.flush();
-            let _ = free_tx.send(batch);
-        }
-        d.finish();
-    });
-    let mut dispatcher = Dispatcher::new(vec![tx], vec![free_rx]).unwrap();
-    dispatcher.set_decap(cfg.decap.decap());
-    let read = read_files(
-        inputs,
-        cfg,
-        &mut dispatcher,
-        &mut |_| {},
-        &mut Progress::off(),
-    );
-    drop(dispatcher);
-    worker.join().unwrap();
-    read.unwrap_or_else(|e| panic!("{inputs:?}: {e}"));
-    out_rx
-        .try_iter()
-        .filter_map(|m| match m {
-            OutMsg::Event(k, e) => Some((k, e)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Encodes and decodes every event through one reused buffer and checks it comes back
@@ -254,14 +199,14 @@ fn every_event_of_the_committed_and_generated_captures_round_trips() {
     let cfg = config();
     let mut seen = BTreeMap::new();
     round_trip(
-        &worker_events(&cfg, &[manifest("pcaps/demo.pcap")]),
+        &common::worker_events(&cfg, &[manifest("pcaps/demo.pcap")]),
         &mut seen,
     );
     for f in dns_captures() {
-        round_trip(&worker_events(&cfg, &[f]), &mut seen);
+        round_trip(&common::worker_events(&cfg, &[f]), &mut seen);
     }
     let dir = tempfile::tempdir().unwrap();
-    let generated = worker_events(&cfg, &[generated_capture(dir.path())]);
+    let generated = common::worker_events(&cfg, &[generated_capture(dir.path())]);
     round_trip(&generated, &mut seen);
     eprintln!("events by variant: {seen:?}");
     for v in VARIANTS {
@@ -333,7 +278,10 @@ fn every_event_of_the_shared_captures_round_trips() {
     let cfg = config();
     let mut seen = BTreeMap::new();
     for f in &files {
-        round_trip(&worker_events(&cfg, std::slice::from_ref(f)), &mut seen);
+        round_trip(
+            &common::worker_events(&cfg, std::slice::from_ref(f)),
+            &mut seen,
+        );
     }
     eprintln!(
         "{} shared captures, events by variant: {seen:?}",
@@ -349,7 +297,7 @@ fn every_event_of_the_shared_captures_round_trips() {
 
 #[test]
 fn encoded_sizes_on_the_demo_capture() {
-    let events = worker_events(&config(), &[manifest("pcaps/demo.pcap")]);
+    let events = common::worker_events(&config(), &[manifest("pcaps/demo.pcap")]);
     // (count, sum, max) of the encoded bytes, by variant.
     let mut sizes: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     // Every DNS event's size apart from its arena's used bytes: the zeros after them do
@@ -397,8 +345,11 @@ fn corpus() -> &'static [Vec<u8>] {
     CORPUS.get_or_init(|| {
         let cfg = config();
         let dir = tempfile::tempdir().unwrap();
-        let mut events = worker_events(&cfg, &[manifest("pcaps/demo.pcap")]);
-        events.extend(worker_events(&cfg, &[generated_capture(dir.path())]));
+        let mut events = common::worker_events(&cfg, &[manifest("pcaps/demo.pcap")]);
+        events.extend(common::worker_events(
+            &cfg,
+            &[generated_capture(dir.path())],
+        ));
         let mut per: BTreeMap<&str, usize> = BTreeMap::new();
         let mut out = Vec::new();
         for (k, e) in &events {

@@ -32,6 +32,21 @@ struct Sensor {
     ahead: Vec<u64>,
 }
 
+impl Sensor {
+    /// A run not heard from yet: no progress, no message numbers.
+    fn new(name: String, run: u64, tag: u16) -> Sensor {
+        Sensor {
+            name,
+            run,
+            watermark_ns: 0,
+            done: false,
+            tag,
+            next_msg: 0,
+            ahead: Vec::new(),
+        }
+    }
+}
+
 /// Heap order: packet time, then the sensor (by first appearance in the partition), then
 /// the sensor's own event order.
 type Key = (u64, u32, u8, u64, u32);
@@ -104,15 +119,7 @@ impl PartitionMerge {
                 let i = self.sensors.len() as u32;
                 self.by_name.insert(name.to_string(), i);
                 let tag = self.next_tag();
-                self.sensors.push(Sensor {
-                    name: name.to_string(),
-                    run,
-                    watermark_ns: 0,
-                    done: false,
-                    tag,
-                    next_msg: 0,
-                    ahead: Vec::new(),
-                });
+                self.sensors.push(Sensor::new(name.to_string(), run, tag));
                 return i;
             }
         };
@@ -122,15 +129,7 @@ impl PartitionMerge {
             // apart from the previous run's flows still open in the stage.
             let tag = self.next_tag();
             if let Some(s) = self.sensors.get_mut(i as usize) {
-                *s = Sensor {
-                    name: std::mem::take(&mut s.name),
-                    run,
-                    watermark_ns: 0,
-                    done: false,
-                    tag,
-                    next_msg: 0,
-                    ahead: Vec::new(),
-                };
+                *s = Sensor::new(std::mem::take(&mut s.name), run, tag);
             }
         }
         i

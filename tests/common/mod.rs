@@ -234,3 +234,65 @@ pub fn replay_prefix(dir: &Path, head: &[u8], recs: &[Vec<u8>], n: usize) -> Rep
     cfg.capture.batch_packets = 1;
     replay(&cfg, 1, &[prefix])
 }
+
+/// The events one worker produces from `inputs`, read as one capture, as it hands them to
+/// the output thread (alerts stamped with their read time): the replay's reader and a
+/// worker loop like the replay's, with this test in the output thread's place.
+pub fn worker_events(
+    cfg: &Config,
+    inputs: &[PathBuf],
+) -> Vec<(outflow::event::EventKey, outflow::event::Event)> {
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<outflow::event::OutMsg>();
+    let depth = cfg.capture.batches_per_worker;
+    let (tx, rx) = crossbeam_channel::bounded::<outflow::capture::Batch>(depth);
+    let (free_tx, free_rx) = crossbeam_channel::bounded::<outflow::capture::Batch>(depth);
+    for _ in 0..depth {
+        let bytes = (cfg.capture.batch_packets * 1600).max(256 * 1024);
+        free_tx
+            .send(outflow::capture::Batch::with_capacity(
+                cfg.capture.batch_packets,
+                bytes,
+            ))
+            .unwrap();
+    }
+    let worker_cfg = cfg.clone();
+    let worker = std::thread::spawn(move || {
+        let mut d = outflow::pipeline::Driver::new(
+            outflow::worker::Worker::new(&worker_cfg),
+            0,
+            out_tx,
+            true,
+            None,
+        );
+        for batch in rx {
+            d.worker.set_link(batch.link);
+            d.packets(&batch);
+            d.advance(batch.clock_ns);
+            d.worker.expire_fragments(batch.clock_ns);
+            d.read_mono_ns = batch.read_mono_ns;
+            d.flush();
+            let _ = free_tx.send(batch);
+        }
+        d.finish();
+    });
+    let mut dispatcher =
+        outflow::capture::dispatch::Dispatcher::new(vec![tx], vec![free_rx]).unwrap();
+    dispatcher.set_decap(cfg.decap.decap());
+    let read = outflow::capture::file::read_files(
+        inputs,
+        cfg,
+        &mut dispatcher,
+        &mut |_| {},
+        &mut outflow::capture::progress::Progress::off(),
+    );
+    drop(dispatcher);
+    worker.join().unwrap();
+    read.unwrap_or_else(|e| panic!("{inputs:?}: {e}"));
+    out_rx
+        .try_iter()
+        .filter_map(|m| match m {
+            outflow::event::OutMsg::Event(k, e) => Some((k, e)),
+            _ => None,
+        })
+        .collect()
+}
