@@ -1022,3 +1022,108 @@ fn a_vxlan_mirror_captured_live_counts_each_inner_connection_once() {
     assert_eq!(frames, sent);
     assert_eq!(records.len(), udps.len() + outer.len());
 }
+
+/// A live sensor publishing to a bus that is down (issue 16): the upload alert is written
+/// mid-upload all the same; events queue up to `bus.queue`, the rest are dropped and
+/// counted, and the output thread never waits for the bus.
+#[test]
+fn live_sensor_alerts_at_the_crossing_packet_while_the_bus_is_down() {
+    let Some((ns, _one)) = live_setup("t5") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = TcpSession::new(
+        sa("10.0.0.5:51234"),
+        sa("203.0.113.50:443"),
+        20_000_000,
+        20_000,
+    );
+    up.mss = 8960;
+    up.gap_ns = 100_000;
+    let pcap = dir.path().join("in.pcap");
+    let mut w = PcapWriter::new(
+        BufWriter::new(std::fs::File::create(&pcap).unwrap()),
+        1,
+        65535,
+    )
+    .unwrap();
+    for p in up.packets() {
+        w.write(p.ts_ns, &p.frame).unwrap();
+    }
+    w.into_inner().unwrap();
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"{}\"\nworkers = 2\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [detect.large_transfer]\nthreshold_bytes = 10000000\nmin_packets = 100\ntiers = []\n\
+             [bus]\nurl = \"nats://127.0.0.1:1\"\nsensor_id = \"edge-live\"\nqueue = 20\n\
+             drain_timeout = \"1s\"\n",
+            ns.cap_dev
+        ),
+    )
+    .unwrap();
+    let alerts = dir.path().join("alerts.json");
+    let flows = dir.path().join("flows.json");
+    let log = dir.path().join("log.json");
+    let (sensor, base) = start_sensor(
+        &ns.cap,
+        &cfg,
+        &log,
+        &[("--alerts-out", &alerts), ("--flows-out", &flows)],
+    );
+    tcpreplay(&ns, &pcap, "--pps=8000");
+    assert!(
+        wait_for(&flows, "\"resp_port\":443", Duration::from_secs(15)),
+        "no flow record for the upload"
+    );
+    let (status, m) = get_in_netns(&ns.cap, &format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert_eq!(sample(&m, "outflow_bus_connected"), 0.0);
+    assert_eq!(sample(&m, "outflow_bus_published_events_total"), 0.0);
+    // The queue is full and everything past it was dropped and counted: the upload's
+    // volume reports alone (one per 256 KiB) are more than 20.
+    assert_eq!(sample(&m, "outflow_bus_queued_events"), 20.0, "{m}");
+    let dropped = sample(&m, "outflow_bus_dropped_events_total");
+    assert!(
+        dropped >= 20_000_000.0 / 262_144.0 - 20.0,
+        "dropped {dropped}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "outflow_alerts_total{detector=\"large_outbound_transfer\"}"
+        ),
+        1.0
+    );
+
+    signal(&sensor.0, 15);
+    let mut sensor = sensor;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = sensor.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no exit within 15 s of SIGTERM with the bus down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    // The per-flow alert, raised while the upload was open: before the flow's end.
+    let line = std::fs::read_to_string(&alerts).unwrap();
+    let a: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(a["detector"], "large_outbound_transfer", "{line}");
+    let record: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&flows)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("\"resp_port\":443"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(a["ts"].as_str().unwrap() < record["end_ts"].as_str().unwrap());
+    assert_eq!(line.lines().count(), 1, "{line}");
+}
