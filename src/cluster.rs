@@ -6,7 +6,9 @@
 //! with a create (compare-and-swap on "absent") and renewed with an update on the revision
 //! it holds; the bucket's TTL (`bus.lease_ttl`) lets a dead correlator's leases lapse so
 //! another takes its partitions over. A correlator that fails to renew stops processing
-//! that partition at once.
+//! that partition at once. Live correlators announce themselves in [`bus::MEMBERS`]; each
+//! claims at most its share (partitions / members, rounded up) and hands over what is
+//! beyond it (state stored, lease given back), so a second correlator gets half.
 //!
 //! State: a partition's state is a function of its messages in stream order (the merge uses
 //! no wall clock). Every `bus.snapshot_interval` the owner stores the partition's complete
@@ -267,6 +269,19 @@ async fn load_snapshot(
     }
 }
 
+/// Live keys of a bucket (the members); 1 when they cannot be listed, so a correlator
+/// that cannot see the others still serves every partition.
+async fn count_keys(kv: &kv::Store) -> usize {
+    let listed = tokio::time::timeout(Duration::from_secs(2), async {
+        match kv.keys().await {
+            Ok(keys) => Some(keys.filter_map(|k| async move { k.ok() }).count().await),
+            Err(_) => None,
+        }
+    })
+    .await;
+    listed.ok().flatten().unwrap_or(1)
+}
+
 fn lease_key(p: u32) -> String {
     format!("p{p}")
 }
@@ -410,6 +425,8 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
     let partitions = bus::ensure_stream(&js, b.partitions, b.retention).await?;
     let leases = kv_bucket(&js, bus::LEASES, Some(b.lease_ttl)).await?;
     let checkpoints = kv_bucket(&js, bus::CHECKPOINTS, None).await?;
+    let members = kv_bucket(&js, bus::MEMBERS, Some(b.lease_ttl)).await?;
+    let member_key = format!("m_{}", opts.id);
     let snapshots = match js.get_object_store(bus::SNAPSHOTS).await {
         Ok(s) => s,
         Err(_) => js
@@ -521,10 +538,40 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
                         part.reader.abort();
                     }
                 }
-                // Claim what nobody holds.
+                // This correlator's share: the partitions over the live correlators, rounded
+                // up. Beyond it, partitions are handed over (state stored, lease given back)
+                // to the correlators that have fewer.
+                let share = if opts.rebuild {
+                    partitions as usize
+                } else {
+                    if members.put(member_key.as_str(), opts.id.clone().into()).await.is_err() {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let n = count_keys(&members).await.max(1);
+                    (partitions as usize).div_ceil(n)
+                };
+                while owned.len() > share {
+                    let Some(&p) = owned.keys().next_back() else {
+                        break;
+                    };
+                    if let Some(mut part) = owned.remove(&p) {
+                        part.reader.abort();
+                        if part.last_seq > part.snap_seq {
+                            save_snapshot(&snapshots, p, &mut part, &counters).await;
+                        }
+                        let _ = leases
+                            .delete_expect_revision(lease_key(p), Some(part.revision))
+                            .await;
+                        tracing::info!(partition = p, share, "partition handed over");
+                    }
+                }
+                // Claim what nobody holds, up to the share.
                 for p in 0..partitions {
                     if owned.contains_key(&p) {
                         continue;
+                    }
+                    if owned.len() >= share {
+                        break;
                     }
                     let revision = if opts.rebuild {
                         0
@@ -688,6 +735,9 @@ async fn serve(opts: CorrelateOptions) -> Result<CorrelateReport, ClusterError> 
                 .await;
         }
         report.partitions.push(p);
+    }
+    if !opts.rebuild {
+        let _ = members.delete(member_key.as_str()).await;
     }
     if let Some(w) = sinks.file.as_mut() {
         let _ = w.flush();

@@ -684,3 +684,61 @@ fn a_bus_that_dies_mid_stream_gets_every_event_once_when_it_returns() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Lines of a log containing `needle`.
+fn log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// A second correlator gets half the partitions: the first hands two over (state stored,
+/// lease given back); a slow leak then still makes exactly one incident between them.
+#[test]
+fn two_correlators_share_the_partitions_and_still_make_one_incident() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = config_file(d, "");
+    let (f1, f2) = (d.join("c1.json"), d.join("c2.json"));
+    let c1 = correlator(&cfg, &nats.url(), "c1", &f1, &[]);
+    wait_until(Duration::from_secs(20), "c1 to claim all 4", || {
+        log_count(&f1.with_extension("log"), "partition claimed") == 4
+    });
+    let c2 = correlator(&cfg, &nats.url(), "c2", &f2, &[]);
+    wait_until(Duration::from_secs(20), "c2 to get its share", || {
+        log_count(&f2.with_extension("log"), "partition claimed") == 2
+    });
+    assert_eq!(
+        log_count(&f1.with_extension("log"), "partition handed over"),
+        2
+    );
+    let (a, b): (Vec<u64>, Vec<u64>) = (0..12).partition(|k| k % 2 == 0);
+    let (pa, pb) = (d.join("a.pcap"), d.join("b.pcap"));
+    write_leak(&pa, &a, 60, "a.example");
+    write_leak(&pb, &b, 61, "b.example");
+    for (id, pcap) in [("edge-a", &pa), ("edge-b", &pb)] {
+        let (code, err) = sensor(&cfg, &nats.url(), id, &d.join(format!("{id}.json")), pcap);
+        assert_eq!(code, 0, "{err}");
+    }
+    let both = || {
+        let mut v = incidents(&f1);
+        v.extend(incidents(&f2));
+        v
+    };
+    wait_until(Duration::from_secs(30), "the incident", || {
+        both().iter().any(|i| i.1 == "opened")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop(c2);
+    stop(c1);
+    let inc = both();
+    assert_eq!(inc.iter().filter(|i| i.1 == "opened").count(), 1, "{inc:?}");
+    assert!(inc.iter().all(|i| i.0 == inc[0].0), "{inc:?}");
+    // No partition changed hands after the split.
+    assert_eq!(log_count(&f2.with_extension("log"), "partition claimed"), 2);
+}

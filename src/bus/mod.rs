@@ -29,6 +29,9 @@ pub const STREAM: &str = "OUTFLOW_EVENTS";
 pub const SUBJECT_PREFIX: &str = "outflow.events";
 /// The key-value bucket of partition leases (`p<partition>` → correlator id).
 pub const LEASES: &str = "outflow_leases";
+/// The key-value bucket of live correlators (`m_<id>`, lapsing with the lease TTL): each
+/// claims its share of the partitions, partitions / members rounded up.
+pub const MEMBERS: &str = "outflow_members";
 /// The key-value bucket of per-partition checkpoints (`p<partition>`).
 pub const CHECKPOINTS: &str = "outflow_checkpoints";
 /// The object store of per-partition snapshots (`p<partition>`).
