@@ -1,7 +1,8 @@
 //! The bus message: which sensor (and which run of it) sent it, and either a batch of events
 //! of one partition (each encoded by [`crate::event::encode`]) or a progress mark.
 //!
-//! Layout: kind (1 = events, 2 = mark), sensor id length and bytes, run (u64 LE), the
+//! Layout: format version ([`ENVELOPE_VERSION`]: another is refused, not misread), kind
+//! (1 = events, 2 = mark), sensor id length and bytes, run (u64 LE), the
 //! message's number in its partition for this run (u64 LE, from 1: the correlator drops a
 //! re-sent copy the bus's de-duplication window no longer remembers), then
 //! each event as its length (u32 LE) and bytes, or the mark's watermark (u64 LE) and its
@@ -11,6 +12,9 @@
 //! framework, and reading them back is a handful of bounds-checked slices.
 
 use crate::event::{EventKey, WireError};
+
+/// Version of this layout, the first byte of every message.
+pub const ENVELOPE_VERSION: u8 = 1;
 
 const KIND_EVENTS: u8 = 1;
 const KIND_MARK: u8 = 2;
@@ -55,6 +59,12 @@ pub enum EnvelopeError {
     /// The sensor id is not UTF-8.
     #[error("bus message with a sensor id that is not UTF-8")]
     Sensor,
+    /// Written by another version of outflow.
+    #[error("bus message of format version {found}, this build reads {ENVELOPE_VERSION}")]
+    Version {
+        /// The message's version byte.
+        found: u8,
+    },
 }
 
 /// The events of a batch, in order; a length running past the end ends it with an error.
@@ -83,6 +93,7 @@ impl<'a> Iterator for Events<'a> {
 fn head(out: &mut Vec<u8>, kind: u8, sensor: &str, run: u64, msg: u64) {
     let s = sensor.as_bytes();
     let n = s.len().min(255);
+    out.push(ENVELOPE_VERSION);
     out.push(kind);
     out.push(n as u8);
     out.extend_from_slice(s.get(..n).unwrap_or_default());
@@ -143,6 +154,10 @@ fn u64_le(b: &mut &[u8]) -> Result<u64, EnvelopeError> {
 
 /// Reads a message; hostile bytes give an error, never a panic.
 pub fn decode(mut b: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    let version = *take(&mut b, 1)?.first().ok_or(EnvelopeError::Truncated)?;
+    if version != ENVELOPE_VERSION {
+        return Err(EnvelopeError::Version { found: version });
+    }
     let kind = *take(&mut b, 1)?.first().ok_or(EnvelopeError::Truncated)?;
     let n = *take(&mut b, 1)?.first().ok_or(EnvelopeError::Truncated)?;
     let sensor =
@@ -190,8 +205,10 @@ mod tests {
         for cut in 0..b.len() {
             assert_eq!(decode(&b[..cut]), Err(EnvelopeError::Truncated), "{cut}");
         }
-        b[0] = 9;
+        b[1] = 9;
         assert_eq!(decode(&b), Err(EnvelopeError::Kind(9)));
+        b[0] = 2;
+        assert_eq!(decode(&b), Err(EnvelopeError::Version { found: 2 }));
     }
 
     #[test]
