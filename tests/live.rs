@@ -379,20 +379,7 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
         assert_eq!(f["in_ip_bytes"], e.resp_ip_bytes);
     }
 
-    signal(&sensor.0, 15);
-    let mut sensor = sensor;
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = sensor.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no exit within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
+    stop_within(sensor, Duration::from_secs(10));
 
     let json = |p: &Path| -> Vec<serde_json::Value> {
         std::fs::read_to_string(p)
@@ -604,6 +591,20 @@ fn wait_for_metrics(ns: &Netns, base: &str, done: impl Fn(&str) -> bool) -> Stri
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// SIGTERM, then a successful exit within `limit`.
+fn stop_within(mut sensor: Sensor, limit: Duration) {
+    signal(&sensor.0, 15);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = sensor.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < limit, "no exit within {limit:?} of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
 }
 
 fn tcpreplay(ns: &Netns, pcap: &Path, rate: &str) {
@@ -1098,20 +1099,8 @@ fn live_sensor_alerts_at_the_crossing_packet_while_the_bus_is_down() {
         1.0
     );
 
-    signal(&sensor.0, 15);
-    let mut sensor = sensor;
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = sensor.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "no exit within 15 s of SIGTERM with the bus down"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
+    // With the bus down: it drains for bus.drain_timeout (1 s), then stops.
+    stop_within(sensor, Duration::from_secs(15));
     // The per-flow alert, raised while the upload was open: before the flow's end.
     let line = std::fs::read_to_string(&alerts).unwrap();
     let a: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
