@@ -202,21 +202,24 @@ fn sensor(cfg: &Path, url: &str, id: &str, alerts: &Path, pcap: &Path) -> (i32, 
     )
 }
 
-fn correlator(cfg: &Path, url: &str, id: &str, alerts: &Path, extra: &[&str]) -> Child {
-    outflow()
-        .args(["correlate", "--bus", url, "--id", id, "--config"])
-        .arg(cfg)
-        .arg("--alerts-out")
-        .arg(alerts)
-        .args(extra)
-        .stdout(Stdio::null())
-        // Its log beside its alert file: read it when a test fails.
-        .stderr(std::fs::File::create(alerts.with_extension("log")).unwrap())
-        .spawn()
-        .unwrap()
+fn correlator(cfg: &Path, url: &str, id: &str, alerts: &Path, extra: &[&str]) -> Killed {
+    Killed(
+        outflow()
+            .args(["correlate", "--bus", url, "--id", id, "--config"])
+            .arg(cfg)
+            .arg("--alerts-out")
+            .arg(alerts)
+            .args(extra)
+            .stdout(Stdio::null())
+            // Its log beside its alert file: read it when a test fails.
+            .stderr(std::fs::File::create(alerts.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
-fn stop(mut c: Child) {
+fn stop(mut c: Killed) {
+    let c = &mut c.0;
     unsafe_kill(c.id(), "TERM");
     let start = Instant::now();
     while c.try_wait().unwrap().is_none() {
@@ -395,8 +398,8 @@ fn a_correlator_taking_over_from_a_killed_one_loses_nothing_and_repeats_nothing(
         stored(&log1) >= 4
     });
     let mut c1 = c1;
-    c1.kill().unwrap();
-    c1.wait().unwrap();
+    c1.0.kill().unwrap();
+    c1.0.wait().unwrap();
 
     // The second half, published while nobody reads; c2 takes the partitions over once
     // c1's leases lapse, rebuilds from the start of the stream, writes only what is new.
@@ -610,15 +613,18 @@ fn a_bus_that_dies_mid_stream_gets_every_event_once_when_it_returns() {
     outflow::gen::write_flows(&pcap, 60_000, 7).unwrap();
     let (port, monitor) = (free_port(), free_port());
     let store = d.join("js");
+    // Killed when dropped, also when an assertion fails: no server outlives the test.
     let start = |store: &Path| {
-        Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-m", &monitor.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Killed(
+            Command::new(&bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", &monitor.to_string(), "-sd"])
+                .arg(store)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let mut server = start(&store);
     wait_until(Duration::from_secs(10), "nats-server", || {
@@ -633,10 +639,10 @@ fn a_bus_that_dies_mid_stream_gets_every_event_once_when_it_returns() {
     wait_until(Duration::from_secs(60), "the first messages", || {
         stream_messages(monitor) > 20
     });
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut server = start(&store);
+    let _server = start(&store);
     let (code, err) = replay.join().unwrap();
     let line = bus_line(&err).to_string();
     assert_eq!(code, 0, "{err}");
@@ -681,8 +687,16 @@ fn a_bus_that_dies_mid_stream_gets_every_event_once_when_it_returns() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric("outflow_bus_consumed_events_total"), acked, "{line}");
     stop(c);
-    let _ = server.kill();
-    let _ = server.wait();
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Lines of a log containing `needle`.
