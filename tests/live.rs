@@ -235,14 +235,7 @@ fn live_capture_with_fanout_alerts_mid_upload_and_counts_exactly() {
     let dir = tempfile::tempdir().unwrap();
 
     // One 20 MB upload and 40 small UDP exchanges on distinct ports (spread over workers).
-    let mut up = TcpSession::new(
-        sa("10.0.0.5:51234"),
-        sa("203.0.113.50:443"),
-        20_000_000,
-        20_000,
-    );
-    up.mss = 8960; // jumbo frames: fewer packets to replay
-    up.gap_ns = 100_000;
+    let up = jumbo_upload();
     let mut streams: Vec<Box<dyn Iterator<Item = Packet>>> = vec![Box::new(up.packets())];
     let mut udps = Vec::new();
     for i in 0..40u16 {
@@ -591,6 +584,20 @@ fn wait_for_metrics(ns: &Netns, base: &str, done: impl Fn(&str) -> bool) -> Stri
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A 20 MB upload 10.0.0.5:51234 → 203.0.113.50:443 in jumbo frames (fewer packets to
+/// replay), 100 µs apart.
+fn jumbo_upload() -> TcpSession {
+    let mut up = TcpSession::new(
+        sa("10.0.0.5:51234"),
+        sa("203.0.113.50:443"),
+        20_000_000,
+        20_000,
+    );
+    up.mss = 8960;
+    up.gap_ns = 100_000;
+    up
 }
 
 /// SIGTERM, then a successful exit within `limit`.
@@ -1033,25 +1040,8 @@ fn live_sensor_alerts_at_the_crossing_packet_while_the_bus_is_down() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut up = TcpSession::new(
-        sa("10.0.0.5:51234"),
-        sa("203.0.113.50:443"),
-        20_000_000,
-        20_000,
-    );
-    up.mss = 8960;
-    up.gap_ns = 100_000;
     let pcap = dir.path().join("in.pcap");
-    let mut w = PcapWriter::new(
-        BufWriter::new(std::fs::File::create(&pcap).unwrap()),
-        1,
-        65535,
-    )
-    .unwrap();
-    for p in up.packets() {
-        w.write(p.ts_ns, &p.frame).unwrap();
-    }
-    w.into_inner().unwrap();
+    common::write_pcap(&pcap, jumbo_upload().packets());
     let cfg = dir.path().join("outflow.toml");
     std::fs::write(
         &cfg,

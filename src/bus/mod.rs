@@ -80,19 +80,12 @@ pub fn partition_of_addr(home: Addr, partitions: u32) -> u32 {
     (fnv1a(&home.0) % u64::from(partitions.max(1))) as u32
 }
 
-fn addr_of_ip(ip: std::net::IpAddr) -> Addr {
-    match ip {
-        std::net::IpAddr::V4(a) => Addr::v4(a.octets()),
-        std::net::IpAddr::V6(a) => Addr(a.octets()),
-    }
-}
-
 /// The home host an event is about: the cross-flow stage keys all its state (host windows,
 /// DNS windows, incidents) by it, so it decides the partition.
 pub fn home_of(ev: &Event) -> Addr {
     match ev {
         Event::Volume(v) | Event::Age(v) => v.src,
-        Event::Alert(a) => addr_of_ip(a.src),
+        Event::Alert(a) => Addr::from_ip(a.src),
         Event::Dns(d) => d.client,
         Event::Name(n) => n.client,
         Event::Flow(r) => match r.outbound {

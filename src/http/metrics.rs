@@ -121,6 +121,21 @@ fn read<T: Copy + Default>(m: &std::sync::Mutex<T>) -> T {
     m.lock().map_or_else(|_| T::default(), |g| *g)
 }
 
+/// One counter family per row: (name, help, the counter in `src`); 0 when `src` is absent
+/// (not exporting, not on a bus), so dashboards and alerts always see the series.
+type CounterRow<C> = (
+    &'static str,
+    &'static str,
+    fn(&C) -> &std::sync::atomic::AtomicU64,
+);
+
+fn counters<C>(fams: &mut Vec<Family>, src: Option<&C>, rows: &[CounterRow<C>]) {
+    for (name, help, get) in rows {
+        let v = src.map_or(0, |c| get(c).load(Ordering::Relaxed));
+        fams.push(Family::new(name, help, MetricType::COUNTER).counter(&[], v));
+    }
+}
+
 /// Builds every family from what the pipeline published.
 pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     let reader = read(&t.reader.snap);
@@ -606,41 +621,31 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     fams.extend([delivered, failures, dropped, queued, up]);
 
     // IPFIX export (zero when not exporting, so dashboards and alerts see the series).
-    let ipfix = t.ipfix.get();
-    let ix = |f: fn(&crate::output::ipfix::IpfixCounters) -> &std::sync::atomic::AtomicU64| {
-        ipfix.map_or(0, |c| f(c).load(Ordering::Relaxed))
-    };
-    fams.push(
-        Family::new(
-            "outflow_ipfix_records_total",
-            "Flow records exported as IPFIX data records.",
-            MetricType::COUNTER,
-        )
-        .counter(&[], ix(|c| &c.records)),
-    );
-    fams.push(
-        Family::new(
-            "outflow_ipfix_messages_total",
-            "IPFIX messages sent to the collector.",
-            MetricType::COUNTER,
-        )
-        .counter(&[], ix(|c| &c.messages)),
-    );
-    fams.push(
-        Family::new(
-            "outflow_ipfix_dropped_records_total",
-            "Flow records not exported: queue full, or lost with a message that failed.",
-            MetricType::COUNTER,
-        )
-        .counter(&[], ix(|c| &c.dropped)),
-    );
-    fams.push(
-        Family::new(
-            "outflow_ipfix_errors_total",
-            "Failed IPFIX sends or connects to the collector.",
-            MetricType::COUNTER,
-        )
-        .counter(&[], ix(|c| &c.errors)),
+    counters(
+        &mut fams,
+        t.ipfix.get().map(|c| &**c),
+        &[
+            (
+                "outflow_ipfix_records_total",
+                "Flow records exported as IPFIX data records.",
+                |c| &c.records,
+            ),
+            (
+                "outflow_ipfix_messages_total",
+                "IPFIX messages sent to the collector.",
+                |c| &c.messages,
+            ),
+            (
+                "outflow_ipfix_dropped_records_total",
+                "Flow records not exported: queue full, or lost with a message that failed.",
+                |c| &c.dropped,
+            ),
+            (
+                "outflow_ipfix_errors_total",
+                "Failed IPFIX sends or connects to the collector.",
+                |c| &c.errors,
+            ),
+        ],
     );
 
     // The event bus (src/bus/): zero when not on a bus.
@@ -648,11 +653,14 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
     let bx = |f: fn(&crate::telemetry::BusCounters) -> &std::sync::atomic::AtomicU64| {
         bus.map_or(0, |c| f(c).load(Ordering::Relaxed))
     };
-    for (name, help, get) in [
+    counters(
+        &mut fams,
+        bus.map(|c| &**c),
+        &[
         (
             "outflow_bus_published_events_total",
             "Events acknowledged by the bus.",
-            (|c| &c.published) as fn(&crate::telemetry::BusCounters) -> &std::sync::atomic::AtomicU64,
+            |c| &c.published,
         ),
         (
             "outflow_bus_dropped_events_total",
@@ -704,9 +712,8 @@ pub fn gather(t: &Telemetry) -> Vec<MetricFamily> {
             "Correlator: partition leases lost to another correlator or expired.",
             |c| &c.lease_losses,
         ),
-    ] {
-        fams.push(Family::new(name, help, MetricType::COUNTER).counter(&[], bx(get)));
-    }
+        ],
+    );
     fams.push(
         Family::new(
             "outflow_bus_queued_events",
