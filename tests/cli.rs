@@ -602,7 +602,7 @@ fn start_up_errors_are_printed_once() {
     std::fs::write(&nosuchif, "[capture]\ninterface = \"nosuchif0\"\n").unwrap();
     // The state snapshot's place taken by a directory: readable by nobody.
     let state = dir.path().join("state");
-    std::fs::create_dir_all(state.join("outflow-state.json")).unwrap();
+    std::fs::create_dir_all(state.join(outflow::correlate::STATE_FILE)).unwrap();
     let lo_state = dir.path().join("lo-state.toml");
     std::fs::write(
         &lo_state,
@@ -656,7 +656,7 @@ fn start_up_errors_are_printed_once() {
         assert!(!err.contains("ERROR"), "{args:?}: also logged: {err}");
     }
     // The unreadable snapshot was left where it was, not set aside.
-    assert!(state.join("outflow-state.json").is_dir());
+    assert!(state.join(outflow::correlate::STATE_FILE).is_dir());
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
 }
 

@@ -841,7 +841,14 @@ fn sigterm_after_a_flood_exits_in_seconds_without_a_memory_spike() {
     let records = std::fs::read_to_string(&flows).unwrap().lines().count() as u64;
     assert_eq!(records, 2 * flows_n, "{logs}");
     assert!(logs.contains("\"flows_unended\":0"), "{logs}");
-    assert!(state.join("outflow-state.json").metadata().unwrap().len() > 0);
+    assert!(
+        state
+            .join(outflow::correlate::STATE_FILE)
+            .metadata()
+            .unwrap()
+            .len()
+            > 0
+    );
 }
 
 /// One `Name:\tvalue` line of `/proc/PID/status`.

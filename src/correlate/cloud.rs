@@ -439,6 +439,23 @@ impl CloudDetector {
             })
     }
 
+    /// The catalogue's service names, in index order: what a window's service index means.
+    pub fn service_names(&self) -> Vec<String> {
+        self.catalogue
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// The previous process's flows are gone (a restart resumed from `state.dir`): their
+    /// ids mean other flows now, so no window takes a new flow for one it counted.
+    pub fn forget_flows(&mut self) {
+        for w in self.windows.values_mut() {
+            w.last_flows = [u64::MAX; 4];
+        }
+    }
+
     /// One outbound volume report of `src` → `dst` (named `name`): `out_bytes` home → external
     /// and `in_bytes` back since the last report of flow `flow_id`.
     #[allow(clippy::too_many_arguments)]

@@ -420,6 +420,10 @@ struct Entry {
     said_ts: u64,
     /// The source the index keys are built on (the destination when there is none).
     key_src: IpAddr,
+    /// Flows listed before the stage resumed from `state.dir` ([`IncidentBook::forget_flows`]):
+    /// their ids were the previous process's, so a flow of this one is never matched to
+    /// them.
+    earlier_flows: usize,
 }
 
 /// The open incidents.
@@ -793,6 +797,7 @@ impl IncidentBook {
                         active_ns: now,
                         said_ts: now,
                         key_src: src,
+                        earlier_flows: 0,
                     },
                 );
                 (seq, true)
@@ -897,7 +902,14 @@ impl IncidentBook {
         let Some(e) = self.open.get_mut(&seq) else {
             return;
         };
-        let at = e.inc.flows.iter().position(|f| f.flow_id == fb.flow_id);
+        let earlier = e.earlier_flows;
+        let at = e
+            .inc
+            .flows
+            .iter()
+            .skip(earlier)
+            .position(|f| f.flow_id == fb.flow_id)
+            .map(|i| i + earlier);
         match at {
             Some(i) => {
                 if let Some(f) = e.inc.flows.get_mut(i) {
@@ -955,6 +967,20 @@ impl IncidentBook {
             first,
         );
         self.touch(seq, v.ts_ns);
+    }
+
+    /// The previous process's flows are gone (a restart resumed from `state.dir`): the
+    /// ones still open count as ended (a graceful stop ended them all already; after a
+    /// crash their ends were never seen), and their ids, which now mean other flows, are
+    /// no longer matched.
+    pub fn forget_flows(&mut self) {
+        self.flows.clear();
+        for e in self.open.values_mut() {
+            for f in &mut e.inc.flows {
+                f.open = false;
+            }
+            e.earlier_flows = e.inc.flows.len();
+        }
     }
 
     /// A flow record: a tracked flow's final bytes and its end.

@@ -96,6 +96,12 @@ impl LongConnections {
         }
     }
 
+    /// The previous process's flows are gone (a restart resumed from `state.dir`): their
+    /// ids mean other flows now.
+    pub fn forget_flows(&mut self) {
+        self.alerted.clear();
+    }
+
     /// A flow's final record: a connection to a home server teaches its port.
     pub fn on_flow(&mut self, r: &FlowRecord) {
         if r.reason != EndReason::ActiveTimeout {

@@ -55,8 +55,19 @@ pub const TABLES: [&str; 8] = [
     cloud::CLOUD_TABLE,
 ];
 
-/// File name of the state snapshot inside `state.dir`.
-pub const STATE_FILE: &str = "outflow-state.json";
+/// File name of the state snapshot inside `state.dir`: the whole stage
+/// ([`Correlator::snapshot`]), behind a header naming the cloud catalogue it was taken with
+/// (see [`Correlator::save_state`]).
+pub const STATE_FILE: &str = "outflow-state.snap";
+
+/// The leak stage's JSON snapshot that earlier versions kept in `state.dir` (24 h totals,
+/// host windows, baselines, service statistics). Read once when there is no
+/// [`STATE_FILE`], so an upgrade keeps its history; removed by the first full snapshot.
+pub const LEGACY_STATE_FILE: &str = "outflow-state.json";
+
+/// First bytes of [`STATE_FILE`]: the file is recognised as a state file before anything
+/// in it is trusted.
+const STATE_MAGIC: &[u8; 8] = b"OUTFLOWS";
 
 /// A detector's finding as the stage passes it on: a per-flow alert raised on a worker, a
 /// cross-flow alert, or a DNS alert.
@@ -166,6 +177,54 @@ pub enum StateError {
         error: io::Error,
     },
 }
+
+/// The state snapshot could not be written (the run goes on; the next snapshot tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The state could not be encoded (larger than [`snapshot::MAX_STATE_BYTES`]...).
+    #[error("cannot encode the state snapshot: {0}")]
+    Encode(#[from] CorrelateSnapshotError),
+    /// Writing, syncing or renaming the file failed.
+    #[error("cannot write the state snapshot {}: {source}", path.display())]
+    Io {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// Renames an unusable snapshot `path` aside (`*.corrupt-<unix time>`), with a log line
+/// saying why: the run starts without that history, and the file stays for a person to
+/// look at.
+fn set_aside(path: &std::path::Path, why: &str) {
+    let aside = path.with_extension(format!(
+        "corrupt-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    ));
+    let moved = std::fs::rename(path, &aside).is_ok();
+    tracing::warn!(
+        "state snapshot {} unusable ({why}); {} and starting without history",
+        path.display(),
+        if moved {
+            format!("set aside as {}", aside.display())
+        } else {
+            "could not set it aside".to_string()
+        }
+    );
+}
+
+/// Every counter of the stage and its parts, kept across [`Correlator::resume`].
+type Counters = (
+    CorrelateStats,
+    Option<AnalyseStats>,
+    Option<LeakStats>,
+    Option<CloudStats>,
+    Option<long_conn::LongStats>,
+    IncidentStats,
+);
 
 /// The cross-flow stage. Feed it the merged event stream with [`Correlator::on_event`];
 /// it calls back with what the outputs should write. It reads no clock: time is the
@@ -283,13 +342,17 @@ impl Correlator {
         }
     }
 
-    /// Loads persisted state at start. A snapshot that was read but does not parse (corrupt,
-    /// or another version) is renamed aside with a log line and the run starts fresh. A
+    /// Loads persisted state at start: the whole stage as the last run left it (windows,
+    /// baselines, open incidents, cloud windows, long-connection statistics), resumed with
+    /// [`Correlator::resume`]. A snapshot that was read but cannot be used (corrupt, or
+    /// another version) is renamed aside with a log line and the run starts fresh. A
     /// snapshot that cannot be read at all (permissions, a directory in its place, an I/O
     /// error) is an error: the history in it may be intact, and setting it aside would
     /// throw it away for what is a deployment mistake, so the sensor refuses to start.
+    /// Without a snapshot, the leak stage's file of earlier versions
+    /// ([`LEGACY_STATE_FILE`]) is read if present.
     pub fn load_state(&mut self) -> Result<(), StateError> {
-        let (Some(l), Some(path)) = (self.leak.as_mut(), self.state.as_ref()) else {
+        let Some(path) = self.state.clone() else {
             return Ok(());
         };
         if let Some(dir) = path.parent() {
@@ -306,45 +369,146 @@ impl Correlator {
                 });
             }
         }
-        match l.load(path) {
-            Ok(true) => tracing::info!(path = %path.display(), "loaded state snapshot"),
-            Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
-            Err(SnapshotError::Io { source, .. }) => {
-                return Err(StateError::Unreadable {
-                    path: path.clone(),
-                    user: crate::capture::live::effective_user(),
-                    error: source,
-                })
-            }
-            Err(e @ SnapshotError::Invalid { .. }) => {
-                let aside = path.with_extension(format!(
-                    "corrupt-{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                ));
-                let moved = std::fs::rename(path, &aside).is_ok();
-                tracing::warn!(
-                    "state snapshot unusable ({e}); {} and starting without history",
-                    if moved {
-                        format!("set aside as {}", aside.display())
-                    } else {
-                        "could not set it aside".to_string()
+        let unreadable = |path: PathBuf, error| StateError::Unreadable {
+            path,
+            user: crate::capture::live::effective_user(),
+            error,
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => match self.resume(&bytes) {
+                Ok(()) => tracing::info!(
+                    path = %path.display(),
+                    open_incidents = self.incidents.stats.open,
+                    "loaded state snapshot"
+                ),
+                Err(e) => set_aside(&path, &e.to_string()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let legacy = path.with_file_name(LEGACY_STATE_FILE);
+                let Some(l) = self.leak.as_mut() else {
+                    return Ok(());
+                };
+                match l.load(&legacy) {
+                    Ok(true) => tracing::info!(
+                        path = %legacy.display(),
+                        "loaded the leak stage's state from an earlier version's snapshot; \
+                         the next snapshot replaces it"
+                    ),
+                    Ok(false) => tracing::info!(path = %path.display(), "no state snapshot yet"),
+                    Err(SnapshotError::Io { source, .. }) => {
+                        return Err(unreadable(legacy, source))
                     }
-                );
-                *l = LeakAnalyser::new_like(l);
+                    Err(e @ SnapshotError::Invalid { .. }) => {
+                        set_aside(&legacy, &e.to_string());
+                        *l = LeakAnalyser::new_like(l);
+                    }
+                }
             }
+            Err(error) => return Err(unreadable(path, error)),
         }
         Ok(())
     }
 
     /// Writes the state snapshot now (the caller decides when: live, every
-    /// `state.snapshot_interval`). No-op without `state.dir`.
-    pub fn save_state(&self) -> Result<(), SnapshotError> {
-        match (self.leak.as_ref(), self.state.as_ref()) {
-            (Some(l), Some(path)) => l.save(path),
-            _ => Ok(()),
+    /// `state.snapshot_interval`, and at the end). No-op without `state.dir`.
+    ///
+    /// The file: [`STATE_MAGIC`], the names of the cloud catalogue's services in order
+    /// (postcard; a cloud window names its service by index, so another catalogue drops
+    /// the cloud windows at the next start rather than misattribute them), then
+    /// [`Correlator::snapshot`]. Written as a temporary file, synced, renamed over the old
+    /// one and the directory synced: a crash leaves the old snapshot or the new, never half
+    /// of one.
+    pub fn save_state(&self) -> Result<(), SaveError> {
+        let Some(path) = self.state.as_ref() else {
+            return Ok(());
+        };
+        let io = |source| SaveError::Io {
+            path: path.clone(),
+            source,
+        };
+        let catalogue = self.cloud.as_ref().map(CloudDetector::service_names);
+        let tmp = path.with_extension("tmp");
+        let mut w =
+            std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp).map_err(io)?);
+        std::io::Write::write_all(&mut w, STATE_MAGIC).map_err(io)?;
+        let mut w = postcard::to_io(&catalogue, w)
+            .map_err(|e| SaveError::Encode(CorrelateSnapshotError::Encode(e)))?;
+        w = match self.snapshot_to(w) {
+            Ok(w) => w,
+            // The file's error, passed through the compressor.
+            Err(CorrelateSnapshotError::Compression(e)) => return Err(io(e)),
+            Err(e) => return Err(SaveError::Encode(e)),
+        };
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            // The earlier version's file is in this one now.
+            let _ = std::fs::remove_file(dir.join(LEGACY_STATE_FILE));
         }
+        Ok(())
+    }
+
+    /// Continues from a state file written by [`Correlator::save_state`], possibly by a run
+    /// with another config: a part this stage no longer runs is dropped, one it now runs
+    /// starts empty, cloud windows of another catalogue are dropped. The counters stay this
+    /// process's (they count what it saw). Flows of the previous process are forgotten
+    /// (flow ids start again in each process; a graceful stop has already ended them all,
+    /// a crash leaves them to be counted as ended). On error the stage is unchanged.
+    pub fn resume(&mut self, file: &[u8]) -> Result<(), CorrelateSnapshotError> {
+        let rest = file
+            .strip_prefix(STATE_MAGIC.as_slice())
+            .ok_or_else(|| CorrelateSnapshotError::Mismatch("not an outflow state file".into()))?;
+        let (catalogue, snapshot) = postcard::take_from_bytes::<Option<Vec<String>>>(rest)
+            .map_err(CorrelateSnapshotError::Decode)?;
+        let same_catalogue = catalogue == self.cloud.as_ref().map(CloudDetector::service_names);
+        if !same_catalogue && self.cloud.is_some() {
+            tracing::info!("the cloud catalogue changed since the state snapshot: its cloud windows are dropped");
+        }
+        let counters = self.counters();
+        self.restore_resumed(snapshot, same_catalogue)?;
+        self.put_counters(counters);
+        self.incidents.forget_flows();
+        if let Some(l) = self.long.as_mut() {
+            l.forget_flows();
+        }
+        if let Some(c) = self.cloud.as_mut() {
+            c.forget_flows();
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        (
+            self.stats,
+            self.dns.as_ref().map(|d| d.stats),
+            self.leak.as_ref().map(|l| l.stats),
+            self.cloud.as_ref().map(|c| c.stats),
+            self.long.as_ref().map(|l| l.stats),
+            self.incidents.stats,
+        )
+    }
+
+    fn put_counters(&mut self, (stage, dns, leak, cloud, long, incidents): Counters) {
+        self.stats = stage;
+        if let (Some(d), Some(s)) = (self.dns.as_mut(), dns) {
+            d.stats = s;
+        }
+        if let (Some(l), Some(s)) = (self.leak.as_mut(), leak) {
+            l.stats = s;
+        }
+        if let (Some(c), Some(s)) = (self.cloud.as_mut(), cloud) {
+            c.stats = s;
+        }
+        if let (Some(l), Some(s)) = (self.long.as_mut(), long) {
+            l.stats = s;
+        }
+        let open = self.incidents.stats.open;
+        self.incidents.stats = IncidentStats { open, ..incidents };
     }
 
     /// Takes one event of the merged stream.
@@ -441,16 +605,18 @@ impl Correlator {
         }
     }
 
-    /// End of input. With `state.dir`, open windows are persisted (the state continues in
-    /// the next run: a restart, or the next file), not closed; otherwise they are closed
-    /// and what they hold is reported. Pending DNS transactions are written out.
-    pub fn finish(&mut self, out: &mut impl FnMut(Output)) -> Result<(), SnapshotError> {
+    /// End of input. With `state.dir` the whole stage is persisted as it is and continues
+    /// in the next run (a restart, or the next file of a series): open windows, pending DNS
+    /// transactions and open incidents are neither closed nor written out here. Otherwise
+    /// windows close and what they hold is reported, pending DNS transactions are written
+    /// out and every open incident closes.
+    pub fn finish(&mut self, out: &mut impl FnMut(Output)) -> Result<(), SaveError> {
         self.refresh();
-        self.incidents.closing();
-        let mut saved = Ok(());
         if self.state.is_some() {
-            saved = self.save_state();
-        } else if let Some(l) = self.leak.as_mut() {
+            return self.save_state();
+        }
+        self.incidents.closing();
+        if let Some(l) = self.leak.as_mut() {
             let dns = self.dns.as_ref();
             let now = u64::MAX / 2;
             let names = |s: Addr, d: Addr, v6: bool| {
@@ -475,7 +641,7 @@ impl Correlator {
         self.incidents
             .finish(self.clock_ns, &mut |u| out(Output::Incident(u)));
         self.refresh();
-        saved
+        Ok(())
     }
 
     /// A finding: to the outputs, then into its incident.
@@ -505,8 +671,6 @@ impl Correlator {
     /// Moves the clocks of the leak stage (closes windows that ended) and of the incidents
     /// (held news, idle incidents).
     fn advance(&mut self, ts_ns: u64, out: &mut impl FnMut(Output)) {
-        self.incidents
-            .advance(ts_ns, &mut |u| out(Output::Incident(u)));
         let mut found = Vec::new();
         if let Some(l) = self.leak.as_mut() {
             let dns = self.dns.as_ref();
@@ -516,9 +680,17 @@ impl Correlator {
             };
             l.advance(ts_ns, &names, &mut |a| found.push(a));
         }
+        // A window that closed by now fires at its own, earlier time: the incidents move to
+        // that time first, so after a jump of the packet clock (a quiet link, a restart) the
+        // finding joins the incident open then, and an incident idle before it closes
+        // before it, as they would have with the clock moving smoothly.
         for a in found {
+            self.incidents
+                .advance(a.ts_ns.min(ts_ns), &mut |u| out(Output::Incident(u)));
             self.leak_finding(a, out);
         }
+        self.incidents
+            .advance(ts_ns, &mut |u| out(Output::Incident(u)));
     }
 
     fn volume(&mut self, v: &Volume, out: &mut impl FnMut(Output)) {

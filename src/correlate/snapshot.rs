@@ -47,11 +47,11 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use std::hash::{BuildHasher, Hash};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::marker::PhantomData;
 
 /// Version of the snapshot format, its first byte.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// Largest state a snapshot holds, uncompressed (1 GiB): [`Correlator::snapshot`] refuses
 /// to write a larger one and [`Correlator::restore`] stops decompressing there, so a small
@@ -253,23 +253,91 @@ struct State<D, L, C, G, I, S> {
     incidents: I,
 }
 
+/// [`State`] of references to the live stage's parts, as written.
+type StateRef<'a> = State<
+    &'a super::dns::DnsAnalyser,
+    &'a super::leak::LeakAnalyser,
+    &'a super::cloud::CloudDetector,
+    &'a super::long_conn::LongConnections,
+    &'a super::incident::IncidentBook,
+    &'a super::CorrelateStats,
+>;
+
+/// A writer that takes at most `left` bytes: past them it fails, so a state beyond
+/// [`MAX_STATE_BYTES`] is refused while it is written, as [`Correlator::snapshot`] refuses
+/// it. Keeps the first error, which postcard does not hand back.
+struct Limited<W> {
+    inner: W,
+    left: usize,
+    error: Option<CorrelateSnapshotError>,
+}
+
+impl<W: Write> Write for Limited<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.left {
+            self.error = Some(CorrelateSnapshotError::TooLarge {
+                limit: MAX_STATE_BYTES,
+            });
+            return Err(std::io::Error::other("state larger than the limit"));
+        }
+        let n = self.inner.write(buf).inspect_err(|e| {
+            self.error
+                .get_or_insert(CorrelateSnapshotError::Compression(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                )));
+        })?;
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// How a snapshot's parts must fit the stage restoring it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// Exactly: a correlator taking a partition over runs the same config.
+    Exact,
+    /// A sensor resuming from `state.dir` after a restart, whose config may have changed
+    /// since: a part the stage no longer runs is dropped, one it now runs starts empty, and
+    /// the cloud windows are dropped when `cloud` is false (another catalogue). The
+    /// stage's own counters stay (they count what this process saw).
+    Resume {
+        /// The snapshot's cloud windows fit this stage's catalogue.
+        cloud: bool,
+    },
+}
+
 /// An `Option` part of the snapshot checked against the live stage's: both present, or
-/// both absent.
+/// both absent (with [`Fit::Exact`]; with [`Fit::Resume`] a part on one side only is left
+/// out).
 fn part<T: Restore>(
     name: &str,
     live: Option<&T>,
     got: Option<T>,
+    fit: Fit,
 ) -> Result<Option<T>, CorrelateSnapshotError> {
-    match (live, got) {
-        (Some(_), Some(t)) => t
+    match (live, got, fit) {
+        (Some(_), Some(t), _) => t
             .checked()
             .map(Some)
             .map_err(|e| CorrelateSnapshotError::Inconsistent(format!("{name}: {e}"))),
-        (None, None) => Ok(None),
-        (Some(_), None) => Err(CorrelateSnapshotError::Mismatch(format!(
+        (None, None, _) => Ok(None),
+        (Some(_), None, Fit::Resume { .. }) => {
+            tracing::info!("the state snapshot has no {name} state: it starts empty");
+            Ok(None)
+        }
+        (None, Some(_), Fit::Resume { .. }) => {
+            tracing::info!("the state snapshot's {name} state is dropped: that part is off");
+            Ok(None)
+        }
+        (Some(_), None, Fit::Exact) => Err(CorrelateSnapshotError::Mismatch(format!(
             "it has no {name} state, this stage runs that part"
         ))),
-        (None, Some(_)) => Err(CorrelateSnapshotError::Mismatch(format!(
+        (None, Some(_), Fit::Exact) => Err(CorrelateSnapshotError::Mismatch(format!(
             "it has {name} state, this stage does not run that part"
         ))),
     }
@@ -302,27 +370,47 @@ impl Correlator {
     /// correlator to resume exactly where this one was. Config-derived parts are not in it:
     /// restore into a Correlator built from the same config.
     pub fn snapshot(&self) -> Result<Vec<u8>, CorrelateSnapshotError> {
-        let raw = self.snapshot_raw()?;
-        if raw.len() > MAX_STATE_BYTES {
-            return Err(CorrelateSnapshotError::TooLarge {
-                limit: MAX_STATE_BYTES,
-            });
-        }
-        let mut c =
-            zstd::bulk::Compressor::new(LEVEL).map_err(CorrelateSnapshotError::Compression)?;
-        c.include_checksum(true)
-            .map_err(CorrelateSnapshotError::Compression)?;
-        let frame = c
-            .compress(&raw)
-            .map_err(CorrelateSnapshotError::Compression)?;
-        let mut out = Vec::with_capacity(frame.len() + 1);
-        out.push(SNAPSHOT_FORMAT);
-        out.extend_from_slice(&frame);
-        Ok(out)
+        self.snapshot_to(Vec::new())
     }
 
-    /// The postcard encoding of the state, uncompressed.
-    pub(crate) fn snapshot_raw(&self) -> Result<Vec<u8>, CorrelateSnapshotError> {
+    /// Writes what [`Correlator::snapshot`] returns to `w` (the same format; the zstd frame
+    /// may differ in bytes), streaming: the state is encoded straight into the compressor,
+    /// so writing it holds no copy of it in memory — a sensor's state at full tables is
+    /// hundreds of MB, and it is written every `state.snapshot_interval`. Errors of `w`
+    /// come back as [`CorrelateSnapshotError::Compression`].
+    pub fn snapshot_to<W: Write>(&self, mut w: W) -> Result<W, CorrelateSnapshotError> {
+        w.write_all(&[SNAPSHOT_FORMAT])
+            .map_err(CorrelateSnapshotError::Compression)?;
+        let mut enc = zstd::stream::write::Encoder::new(w, LEVEL)
+            .map_err(CorrelateSnapshotError::Compression)?;
+        enc.include_checksum(true)
+            .map_err(CorrelateSnapshotError::Compression)?;
+        let mut limited = Limited {
+            inner: enc,
+            left: MAX_STATE_BYTES,
+            error: None,
+        };
+        let encoded = self.with_state(|st| {
+            postcard::to_io(st, &mut limited)
+                .map(drop)
+                .map_err(CorrelateSnapshotError::Encode)
+        });
+        // The writer's own error says more than postcard's "buffer full".
+        if let Some(e) = limited.error.take() {
+            return Err(e);
+        }
+        encoded?;
+        limited
+            .inner
+            .finish()
+            .map_err(CorrelateSnapshotError::Compression)
+    }
+
+    /// Calls `f` with the state as written: every part, by reference.
+    fn with_state<T>(
+        &self,
+        f: impl FnOnce(&StateRef<'_>) -> Result<T, CorrelateSnapshotError>,
+    ) -> Result<T, CorrelateSnapshotError> {
         // Every field by name: one added later must be put in the snapshot or left out here.
         let Correlator {
             dns,
@@ -345,7 +433,7 @@ impl Correlator {
             long: long.as_ref(),
             incidents,
         };
-        postcard::to_stdvec(&st).map_err(CorrelateSnapshotError::Encode)
+        f(&st)
     }
 
     /// Replaces this stage's state with a snapshot's. After it, feeding the events that
@@ -359,11 +447,31 @@ impl Correlator {
                 expected: SNAPSHOT_FORMAT,
             });
         }
-        self.restore_raw(&decompress(frame, MAX_STATE_BYTES)?)
+        self.restore_raw(&decompress(frame, MAX_STATE_BYTES)?, Fit::Exact)
     }
 
-    /// Restores what [`Correlator::snapshot_raw`] wrote.
-    pub(crate) fn restore_raw(&mut self, raw: &[u8]) -> Result<(), CorrelateSnapshotError> {
+    /// [`Correlator::restore`] for a sensor resuming from `state.dir` ([`Fit::Resume`]).
+    pub(crate) fn restore_resumed(
+        &mut self,
+        bytes: &[u8],
+        cloud: bool,
+    ) -> Result<(), CorrelateSnapshotError> {
+        let (&found, frame) = bytes.split_first().ok_or(CorrelateSnapshotError::Empty)?;
+        if found != SNAPSHOT_FORMAT {
+            return Err(CorrelateSnapshotError::Version {
+                found,
+                expected: SNAPSHOT_FORMAT,
+            });
+        }
+        self.restore_raw(&decompress(frame, MAX_STATE_BYTES)?, Fit::Resume { cloud })
+    }
+
+    /// Restores a state from its postcard encoding (the snapshot's frame decompressed).
+    pub(crate) fn restore_raw(
+        &mut self,
+        raw: &[u8],
+        fit: Fit,
+    ) -> Result<(), CorrelateSnapshotError> {
         type Owned = State<
             super::dns::DnsAnalyser,
             super::leak::LeakAnalyser,
@@ -379,10 +487,16 @@ impl Correlator {
         }
         // Every part is checked before any is taken: a snapshot refused leaves the stage as
         // it was.
-        let dns = part("dns", self.dns.as_ref(), st.dns)?;
-        let leak = part("leak", self.leak.as_ref(), st.leak)?;
-        let cloud = part("cloud", self.cloud.as_ref(), st.cloud)?;
-        let long = part("long_connection", self.long.as_ref(), st.long)?;
+        let dns = part("dns", self.dns.as_ref(), st.dns, fit)?;
+        let leak = part("leak", self.leak.as_ref(), st.leak, fit)?;
+        let cloud_fits = fit != (Fit::Resume { cloud: false });
+        let cloud = part(
+            "cloud",
+            self.cloud.as_ref(),
+            st.cloud.filter(|_| cloud_fits),
+            fit,
+        )?;
+        let long = part("long_connection", self.long.as_ref(), st.long, fit)?;
         let incidents = st
             .incidents
             .checked()
