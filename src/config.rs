@@ -1081,7 +1081,8 @@ impl Default for IncidentConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
-    /// Directory for snapshots (24 h totals, baselines, service statistics). Empty = no
+    /// Directory for the cross-flow stage's snapshot (24 h totals, baselines, service
+    /// statistics, DNS and cloud windows, port durations, open incidents). Empty = no
     /// snapshots. The example config uses /var/lib/outflow (systemd StateDirectory).
     pub dir: String,
     /// How often `outflow run` writes a snapshot (wall time); also written at shutdown.

@@ -46,8 +46,9 @@ enum Command {
         /// Write one JSON line per DNS transaction to FILE (or `-`).
         #[arg(long, value_name = "FILE|-")]
         dns_out: Option<String>,
-        /// Load long-window state (24 h totals, baselines) from DIR and save it back at the
-        /// end, so consecutive replays behave like one continuous run.
+        /// Load the cross-flow state (24 h totals, baselines, DNS and cloud windows, port
+        /// durations, open incidents) from DIR and save it back at the end instead of
+        /// closing it, so consecutive replays behave like one continuous run.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Write a pcap slice of every flagged flow into DIR (overrides slice.dir).

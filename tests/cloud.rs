@@ -44,6 +44,11 @@ fn sessions(server: &str, shape: &[(u64, u64, u64)]) -> Vec<Vec<Packet>> {
         .collect()
 }
 
+/// The packets of session `i` of `shape` alone (as [`sessions`] numbers it).
+fn sessions_at(shape: &[(u64, u64, u64)], i: usize) -> Vec<Packet> {
+    sessions("162.125.6.20:443", shape).swap_remove(i)
+}
+
 fn capture(dir: &Path, name: &str, lookup: bool, shape: &[(u64, u64, u64)]) -> PathBuf {
     let mut streams = sessions("162.125.6.20:443", shape);
     if lookup {
@@ -208,11 +213,9 @@ fn a_connection_open_past_an_hour_alerts_while_open_and_at_its_doubling() {
     }
 }
 
-#[test]
-fn a_session_far_past_its_ports_usual_duration_alerts_while_open() {
-    let dir = tempfile::tempdir().unwrap();
-    // 100 sessions from outside to the home database 10.0.0.30:5432, 4–5 min each, then one
-    // from an unknown address that stays 24 min.
+/// 100 sessions from outside to the home database 10.0.0.30:5432, 4–5 min each, then one
+/// from an unknown address that stays 24 min (the last stream).
+fn database_sessions() -> Vec<Vec<Packet>> {
     let mut streams: Vec<Vec<Packet>> = Vec::new();
     for i in 0..100u64 {
         let mut s = TcpSession::new(
@@ -236,6 +239,13 @@ fn a_session_far_past_its_ports_usual_duration_alerts_while_open() {
     odd.start_ns = T0 + 100 * 150 * S;
     odd.gap_ns = 15 * S;
     streams.push(odd.packets().collect());
+    streams
+}
+
+#[test]
+fn a_session_far_past_its_ports_usual_duration_alerts_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = database_sessions();
     let packets: Vec<Packet> = merge(streams.into_iter().map(Vec::into_iter).collect()).collect();
     let path = dir.path().join("db.pcap");
     write(&path, packets);
@@ -272,6 +282,85 @@ fn a_session_far_past_its_ports_usual_duration_alerts_while_open() {
             .starts_with("Long connection: 10.0.0.30 → 203.0.113.66"),
         "{v}"
     );
+}
+
+fn with_state(dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.state.dir = dir.display().to_string();
+    cfg
+}
+
+/// What a port and a cloud window learnt survives a restart with `state.dir`: the
+/// database's 100 ordinary sessions in one run and the 24-minute one in the next alert as
+/// in one run (without the state, the second run has no history for the port and stays
+/// silent); two 8 MB Dropbox uploads and the lookup that named them in one run and a third
+/// upload in the next make one `cloud_upload` of three connections (without the state the
+/// third is unnamed and alone). Before the second run the catalogue changes: its cloud
+/// windows are dropped, the rest is kept, and nothing is set aside.
+#[test]
+fn a_ports_history_and_a_cloud_window_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database_sessions();
+    let odd = db.pop().unwrap();
+    let hundred: Vec<Packet> = merge(db.into_iter().map(Vec::into_iter).collect()).collect();
+    let (first, second) = (dir.path().join("db1.pcap"), dir.path().join("db2.pcap"));
+    write(&first, hundred);
+    write(&second, odd);
+    let state = dir.path().join("state");
+    assert!(long_findings(&common::replay(&with_state(&state), 1, &[first])).is_empty());
+    let rep = common::replay(&with_state(&state), 1, std::slice::from_ref(&second));
+    let found = long_findings(&rep);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].port, found[0].scope.as_str()), (5432, "service"));
+    let v: serde_json::Value =
+        serde_json::from_str(&outflow::output::json::leak_alert_json(found[0])).unwrap();
+    assert_eq!(v["port_history"], 100, "{v}");
+    let fresh = common::replay(&Config::default(), 1, &[second]);
+    assert!(long_findings(&fresh).is_empty());
+
+    let shape = [
+        (10, 8_000_000, 20_000),
+        (100, 8_000_000, 20_000),
+        (200, 8_000_000, 20_000),
+    ];
+    let two = capture(dir.path(), "up2.pcap", true, &shape[..2]);
+    let whole = capture(dir.path(), "up.pcap", true, &shape);
+    let whole = common::replay(&Config::default(), 1, &[whole]);
+    let third = dir.path().join("up3.pcap");
+    write(&third, sessions_at(&shape, 2));
+    for (catalogue_changes, alerts) in [(false, 1), (true, 0)] {
+        let state = dir.path().join(format!("cloud-state-{catalogue_changes}"));
+        let rep = common::replay(&with_state(&state), 1, std::slice::from_ref(&two));
+        assert!(cloud_findings(&rep).is_empty());
+        let mut cfg = with_state(&state);
+        if catalogue_changes {
+            cfg.cloud
+                .services
+                .push(outflow::config::CloudServiceConfig {
+                    name: "Acme Share".into(),
+                    category: "file_sharing".into(),
+                    domains: vec!["share.acme.example".into()],
+                });
+        }
+        let rep = common::replay(&cfg, 1, std::slice::from_ref(&third));
+        let found = cloud_findings(&rep);
+        assert_eq!(found.len(), alerts, "{found:?}");
+        if let Some(a) = found.first() {
+            // As in one run of the whole: the same report crosses, with the same total.
+            let b = cloud_findings(&whole)[0];
+            assert_eq!(a.scope, "Dropbox|file_sharing");
+            assert_eq!(a.events, 3, "connections");
+            assert_eq!(a.fqdns, ["content.dropboxapi.com"]);
+            assert_eq!((a.ts_ns, a.total_bytes), (b.ts_ns, b.total_bytes));
+        }
+        let names: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [outflow::correlate::STATE_FILE], "nothing set aside");
+    }
+    let alone = common::replay(&Config::default(), 1, &[third]);
+    assert!(cloud_findings(&alone).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -872,6 +872,94 @@ mod tests {
         assert_eq!(st.leak.volumes, 2);
     }
 
+    /// An upgrade keeps the leak stage's history: with no snapshot in `state.dir`, the JSON
+    /// file of earlier versions is read; the first snapshot replaces it, and holds the
+    /// same leak state.
+    #[test]
+    fn the_earlier_versions_leak_state_is_read_once_then_replaced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let json = |c: &Correlator, name: &str| {
+            let p = dir.path().join(name);
+            c.leak
+                .as_ref()
+                .map(|l| l.save(&p).map_err(|e| e.to_string()));
+            std::fs::read(&p).unwrap_or_default()
+        };
+        let mut old = Correlator::new(Some(&Config::default()), false, None);
+        old.on_event(
+            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
+            &mut |_| {},
+        );
+        let before = json(&old, "before.json");
+        assert!(before.len() > 100);
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(state.join(LEGACY_STATE_FILE), &before).unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = Config::default();
+        cfg.state.dir = state.display().to_string();
+
+        let mut c = Correlator::new(Some(&cfg), false, None);
+        c.load_state().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json(&c, "migrated.json"), before);
+        c.save_state().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!state.join(LEGACY_STATE_FILE).exists());
+        assert!(state.join(STATE_FILE).exists());
+
+        let mut again = Correlator::new(Some(&cfg), false, None);
+        again.load_state().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json(&again, "resumed.json"), before);
+    }
+
+    /// A snapshot taken while a flow was open (the periodic one, before a crash): after the
+    /// restart that flow counts as ended, and a flow of the new process that got the same
+    /// id is a flow of its own in the incident, its bytes added, not merged into the old
+    /// one's.
+    #[test]
+    fn flows_of_the_previous_process_are_not_matched_by_id() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = Config::default();
+        cfg.state.dir = dir.path().display().to_string();
+        let mut old = Correlator::new(Some(&cfg), false, None);
+        let mut out = Vec::new();
+        old.on_event(
+            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
+            &mut |o| out.push(o),
+        );
+        old.on_event(
+            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
+            &mut |o| out.push(o),
+        );
+        old.save_state().unwrap_or_else(|e| panic!("{e}"));
+
+        let mut new = Correlator::new(Some(&cfg), false, None);
+        new.load_state().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(new.stats().incidents.open, 1);
+        let mut out = Vec::new();
+        // Flow 9 of the new process: 10 MB to the same destination, ended.
+        new.on_event(
+            Event::Volume(volume(T0 + 10 * S, 10_000_000, 10_000_000, true)),
+            &mut |o| out.push(o),
+        );
+        new.state = None;
+        new.finish(&mut |o| out.push(o))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let closed = out
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::Incident(u) => Some(&u.incident),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no incident line"));
+        assert_eq!(closed.flows.len(), 2);
+        assert!(closed.flows.iter().all(|f| f.flow_id == 9 && !f.open));
+        assert_eq!(closed.open_flows(), 0);
+        assert_eq!(
+            closed.flows.iter().map(|f| f.out_ip_bytes).sum::<u64>(),
+            100_000_000 + 10_000_000
+        );
+    }
+
     /// A sensor publishing to a bus keeps only the per-flow finding (at once, no incident):
     /// the asymmetry, the data leak and the incident are the correlator's, and a reload
     /// does not bring the cloud or long-connection detectors back.
