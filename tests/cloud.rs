@@ -287,6 +287,8 @@ fn quic_hello(sni: &str) -> Vec<u8> {
         extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
         sig_algs: &[0x0403, 0x0804],
         versions: &[0x0304],
+        groups: &[],
+        point_formats: &[],
     })
 }
 
