@@ -50,8 +50,9 @@ use std::hash::{BuildHasher, Hash};
 use std::io::Read;
 use std::marker::PhantomData;
 
-/// Version of the snapshot format, its first byte.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+/// Version of the snapshot format, its first byte. Format 2: an incident's client names list
+/// its flows' JA3 fingerprints (`ja3s`).
+pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// Largest state a snapshot holds, uncompressed (1 GiB): [`Correlator::snapshot`] refuses
 /// to write a larger one and [`Correlator::restore`] stops decompressing there, so a small
