@@ -148,8 +148,8 @@ pub fn end_volume(r: &FlowRecord) -> Option<Volume> {
 /// removed or moved, or a variant inserted before another anywhere in [`Event`] and the
 /// types it holds, changes what the bytes mean, so any such change must raise this, and a
 /// reader of another version refuses the message ([`WireError::Version`]) instead of
-/// decoding garbage.
-pub const WIRE_VERSION: u8 = 1;
+/// decoding garbage. Version 2: a flow's names carry its JA3 fingerprint.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Why an event could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +275,7 @@ mod tests {
             server_name: Text::new(b"content.dropboxapi.com"),
             alpn: Text::new(b"h2"),
             tls_version: Some(0x0304),
+            ja3: Some(crate::proto::tls::Ja3(*b"0e870cb29dd59424064948532781a7f6")),
             ..FlowNames::default()
         }));
         a.dst_fqdn = Some("content.dropboxapi.com".into());

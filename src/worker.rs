@@ -340,6 +340,7 @@ impl Worker {
                     t.http_host = text(n.http_host.get());
                     t.alpn = text(n.alpn.get());
                     t.ja4 = n.ja4.map(|j| j.as_str().to_string());
+                    t.ja3 = n.ja3.map(|j| j.as_str().to_string());
                     t.http_method = text(n.http_method.get());
                 }
                 Some(t)
@@ -1112,6 +1113,7 @@ fn top_flow(f: &Flow) -> Option<crate::flow::top::TopFlow> {
         http_host: None,
         alpn: None,
         ja4: None,
+        ja3: None,
         http_method: None,
     })
 }
@@ -1391,6 +1393,51 @@ pub(crate) mod tests {
             held: false,
         };
         w.packet(&p, &f);
+    }
+
+    /// An open TLS upload's `/api/flows/top` row carries what its ClientHello named: server
+    /// name, ALPN, JA4 and JA3 (the JA4 README's example hello; its JA3 is the MD5 of
+    /// `771,4865-...-53,0-23-65281-10-11-35-16-5-13-18-51-45-43-27-21-17513,,`).
+    #[test]
+    fn top_flows_rows_carry_the_client_hello_names() {
+        use crate::decode::{decode, LinkType};
+        let mut s = crate::gen::tls_session(
+            "10.0.0.5:41000".parse().unwrap(),
+            "162.125.6.20:443".parse().unwrap(),
+            &crate::proto::tls::build::example_spec(b"content.dropboxapi.com"),
+            2,
+            1_000_000,
+            1_000,
+        );
+        s.start_ns = 1_700_000_000_000_000_000;
+        let mut w = Worker::new(&Config::default());
+        // The handshake, the hello and part of the upload: the flow is still open.
+        for (seq, pkt) in s.packets().take(40).enumerate() {
+            let f = &pkt.frame;
+            let meta = decode(LinkType::Ethernet, f, f.len() as u32).unwrap();
+            let p = BatchPacket {
+                seq: seq as u64,
+                ts_ns: pkt.ts_ns,
+                clock_ns: pkt.ts_ns,
+                wire_len: f.len() as u32,
+                data_start: 0,
+                cap_len: f.len() as u32,
+                meta,
+                outer_copy: false,
+                held: false,
+            };
+            w.packet(&p, f);
+        }
+        let top = w.top_flows(crate::flow::top::TopBy::OutBytes, 10);
+        assert_eq!(top.len(), 1, "{top:?}");
+        let t = &top[0];
+        assert_eq!(t.server_name.as_deref(), Some("content.dropboxapi.com"));
+        assert_eq!(t.alpn.as_deref(), Some("h2"));
+        assert_eq!(
+            t.ja4.as_deref(),
+            Some("t13d1516h2_8daaf6152771_e5627efa2ab1")
+        );
+        assert_eq!(t.ja3.as_deref(), Some("055de28834d66f42ea035fb88a209260"));
     }
 
     /// Volume reports fall on the 256 KiB grid of each direction and, with the end report,

@@ -376,6 +376,8 @@ fn quic_hello(sni: &str) -> Vec<u8> {
         extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
         sig_algs: &[0x0403, 0x0804],
         versions: &[0x0304],
+        groups: &[],
+        point_formats: &[],
     })
 }
 
@@ -502,9 +504,19 @@ fn uploads_to_a_service_named_only_by_quic_alert_and_downloads_do_not() {
     );
     assert_eq!(last.incident.client_names.alpns, ["h3"]);
     assert_eq!(last.incident.client_names.ja4s.len(), 1);
+    // JA3 of the QUIC hello: MD5 of `771,4865-4866-4867,0-16-13-43-57,,` (no curves or
+    // point formats offered).
+    assert_eq!(
+        last.incident.client_names.ja3s,
+        ["e316069ad7c53f30214fbb8617266d65"]
+    );
     let json = outflow::output::json::incident_json(last, 0);
     assert!(
         json.contains("\"server_names\":[\"content.dropboxapi.com\"]"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"ja3s\":[\"e316069ad7c53f30214fbb8617266d65\"]"),
         "{json}"
     );
     let down = dir.path().join("quic-down.pcap");

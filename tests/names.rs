@@ -1,6 +1,6 @@
 //! Names from clients' first bytes (TLS SNI, JA4; HTTP method and Host) against the public
 //! references in `../shared/pcaps`: every connection of Zeek's `ssl.log` / `http.log`
-//! baselines, and suricata-verify's `tls.sni` / `tls.ja4` checks.
+//! baselines, and suricata-verify's `tls.sni` / `tls.ja4` / `tls.ja3.hash` checks.
 
 mod common;
 
@@ -189,6 +189,19 @@ fn suricata_verify_tls_checks() {
         .map(|n| n.tls_version_name())
         .collect();
     assert_eq!(named, [Some("TLSv13-draft19"); 3]);
+    // Its three HAVE_JA3 checks: one tls event with each ja3.hash (test.yaml gives the
+    // strings too: `771,4866-255,0-11-10-35-13-22-23-43-45-40,29-23-25-24,0-1-2`, the same
+    // with extensions 42-41 added, and a 30-suite TLS 1.2 + 1.3 offer).
+    let mut ja3 = ja3_hashes(&f);
+    ja3.sort();
+    assert_eq!(
+        ja3,
+        [
+            "0e870cb29dd59424064948532781a7f6",
+            "30e5035b2d6787e7b319f75c36c438fe",
+            "e6ae7b5efb58894bd43d6fa73420d267",
+        ]
+    );
     // tls13-draft14: one tls event. Suricata's version is the one the server chose (a draft
     // below 16); ours is the highest the client offered: its legacy_version, 0x0304 (the
     // ja3 string's first field, 772), with no supported_versions extension.
@@ -198,6 +211,23 @@ fn suricata_verify_tls_checks() {
         .filter_map(|r| r.names()?.tls_version_name())
         .collect();
     assert_eq!(v, ["TLSv13"]);
+    // Its HAVE_JA3 check: ja3.hash of the string `772,49195-...-10,0-23-65281-10-11-35-
+    // 13172-16-5-65282-40-13,23-24-25-256-257-258-259-260,0` (legacy version 772).
+    assert_eq!(ja3_hashes(&f), ["65825469c473e48f3ee2571129256ab0"]);
+    // The JA3 travels beside the JA4 in the flow record's JSON.
+    let named = f.iter().find(|r| r.names().is_some()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&outflow::output::json::flow_json(named, 0)).unwrap();
+    assert_eq!(v["ja3"], "65825469c473e48f3ee2571129256ab0");
+    assert!(v["ja4"].is_string(), "{v}");
+}
+
+/// The JA3 hashes of the flows named by a ClientHello.
+fn ja3_hashes(flows: &[FlowRecord]) -> Vec<String> {
+    flows
+        .iter()
+        .filter_map(|r| r.names()?.ja3.map(|j| j.as_str().to_string()))
+        .collect()
 }
 
 #[test]
@@ -256,6 +286,12 @@ fn record_to<'a>(rep: &'a outflow::replay::ReplayReport, client: &str) -> &'a Fl
     assert_eq!(found.len(), 1, "{client}");
     found[0]
 }
+
+/// MD5 of the JA3 string of `example_spec`'s hello (its supported_groups and ec_point_formats
+/// extensions have empty bodies, so those fields are empty):
+/// `771,4865-4866-4867-49195-49199-49196-49200-52393-52392-49171-49172-156-157-47-53,0-23-
+/// 65281-10-11-35-16-5-13-18-51-45-43-27-21-17513,,`.
+const EXAMPLE_JA3: &str = "055de28834d66f42ea035fb88a209260";
 
 #[test]
 fn generated_hellos_whole_and_split_give_exact_fields() {
@@ -321,6 +357,11 @@ fn generated_hellos_whole_and_split_give_exact_fields() {
             assert_eq!(v["server_name"], "content.dropboxapi.com");
             assert_eq!(v["alpn"], "h2");
             assert_eq!(v["ja4"], "t13d1516h2_8daaf6152771_e5627efa2ab1");
+            assert_eq!(v["ja3"], EXAMPLE_JA3);
+            assert_eq!(
+                n.ja3.map(|j| j.as_str().to_string()).as_deref(),
+                Some(EXAMPLE_JA3)
+            );
             assert_eq!(v["tls_version"], "TLSv13");
         }
     }
@@ -371,8 +412,8 @@ fn generated_http_uploads_give_exact_fields() {
     );
     assert_eq!(n.http_content_length, Some(3_000_000));
     assert_eq!(
-        (n.server_name.get(), n.tls_version, n.ja4),
-        (None, None, None)
+        (n.server_name.get(), n.tls_version, n.ja4, n.ja3),
+        (None, None, None, None)
     );
     assert_eq!(
         r.orig.payload_bytes,

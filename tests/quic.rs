@@ -223,3 +223,61 @@ fn zeek_quic_fragmented_crypto() {
     let total: usize = frames.iter().map(|f| f.1).sum();
     assert!(total >= conn.hello.as_ref().unwrap().len());
 }
+
+/// The JA3 string of a ClientHello message (Salesforce's spec), read by this file's own
+/// walk: legacy_version, then cipher suites, extension types, supported_groups and
+/// ec_point_formats in wire order, GREASE (RFC 8701's sixteen values) left out.
+fn ja3_string(hello: &[u8]) -> String {
+    let grease: Vec<u16> = (0..16).map(|i| 0x0a0a + 0x1010 * i).collect();
+    let join = |v: &mut dyn Iterator<Item = u16>| {
+        v.filter(|x| !grease.contains(x))
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    let be = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    let version = be(&hello[4..6]);
+    let mut at = 4 + 2 + 32;
+    at += 1 + usize::from(hello[at]);
+    let n = usize::from(be(&hello[at..]));
+    let suites = join(&mut hello[at + 2..at + 2 + n].chunks(2).map(be));
+    let ext = extensions(hello);
+    let types = join(&mut ext.iter().map(|e| e.0));
+    let data = |t: u16| ext.iter().find(|e| e.0 == t).map_or(&[][..], |e| e.1);
+    let groups = data(10);
+    let groups = join(&mut groups.get(2..).unwrap_or(&[]).chunks(2).map(be));
+    let formats = data(11).get(1..).unwrap_or(&[]);
+    let formats = join(&mut formats.iter().map(|&f| u16::from(f)));
+    format!("{version},{suites},{types},{groups},{formats}")
+}
+
+/// The QUIC tap gives a flow the JA3 of the ClientHello in its Initials, computed as for
+/// TCP (Suricata logs `ja3` for QUIC too): on each capture, outflow's flow record carries
+/// the MD5 of the JA3 string this file reads from the same decrypted hello.
+#[test]
+fn quic_flows_carry_the_ja3_of_their_client_hello() {
+    use md5::{Digest, Md5};
+    let Some(root) = common::shared_pcaps() else {
+        return;
+    };
+    for rel in [
+        "suricata-verify/quic-ietf/input.pcap",
+        "suricata-verify/quic-frag/input.pcap",
+        "zeek/scripts__base__protocols__quic__chromium/chromium-115.0.5790.110-api-cirrus-com.pcap",
+        "zeek/scripts__base__protocols__quic__firefox/firefox-102.13.0esr-blog-cloudflare-com.pcap",
+        "zeek/scripts__base__protocols__quic__fragmented-crypto/chromium-115.0.5790.110-google-de-fragmented.pcap",
+    ] {
+        let (conn, ..) = only_hello(rel).unwrap();
+        let s = ja3_string(conn.hello.as_ref().unwrap());
+        let want: String = Md5::digest(&s).iter().map(|b| format!("{b:02x}")).collect();
+        let rep = common::replay(&outflow::config::Config::default(), 1, &[root.join(rel)]);
+        let got: Vec<_> = rep
+            .flows
+            .iter()
+            .filter_map(|r| r.names().filter(|n| n.quic))
+            .map(|n| n.ja3.map(|j| j.as_str().to_string()))
+            .collect();
+        println!("{rel}: {s} -> {want}");
+        assert_eq!(got, [Some(want)], "{rel}: {s}");
+    }
+}

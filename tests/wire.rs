@@ -113,6 +113,8 @@ fn generated_capture(dir: &Path) -> PathBuf {
         extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
         sig_algs: &[0x0403, 0x0804],
         versions: &[0x0304],
+        groups: &[],
+        point_formats: &[],
     });
     let quic = |client: &str, at: u64| {
         quic_connection(

@@ -1,5 +1,5 @@
 //! Any bytes as a TCP client's first bytes and as a ClientHello message: the parser
-//! (`parse_client_hello`, `hello_from_stream`), JA4, and the worker's TCP tap fed the bytes
+//! (`parse_client_hello`, `hello_from_stream`), JA4, JA3, and the worker's TCP tap fed the bytes
 //! cut into segments at the places the first input bytes choose (split hellos, the stash,
 //! retransmissions, gaps). Each must return, and what it accepts must keep its promises.
 
@@ -31,6 +31,12 @@ fn check(h: &tls::ClientHello<'_>, within: &[u8]) {
             assert!(j.as_str().is_ascii() && j.as_str().len() <= 64, "{j}");
         }
     }
+    // JA3: the string only digits, `-` and four `,`; the hash 32 lower-case hex digits.
+    let s = tls::ja3_string(h);
+    assert_eq!(s.matches(',').count(), 4, "{s}");
+    assert!(s.bytes().all(|c| c.is_ascii_digit() || c == b'-' || c == b','), "{s}");
+    let j = tls::ja3(h);
+    assert!(j.0.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)), "{j}");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -43,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(h) = hello_from_stream(data, &mut scratch) {
         let _ = h.server_name.map(<[u8]>::len);
         let _ = tls::ja4(&h, tls::Transport::Tcp);
+        let _ = tls::ja3(&h);
     }
     // Through the tap: the first byte picks the cut points, the rest is the stream.
     let Some((&cuts, stream)) = data.split_first() else {

@@ -176,8 +176,8 @@ pub struct FlowBytes {
     pub tuple: Option<FlowTuple>,
 }
 
-/// The names an incident's flows sent: server names (SNI), ALPN values, JA4 fingerprints,
-/// HTTP Hosts and methods (distinct, up to [`MAX_LIST`] each).
+/// The names an incident's flows sent: server names (SNI), ALPN values, JA4 and JA3
+/// fingerprints, HTTP Hosts and methods (distinct, up to [`MAX_LIST`] each).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientNames {
     /// TLS / QUIC server names.
@@ -186,6 +186,8 @@ pub struct ClientNames {
     pub alpns: Vec<String>,
     /// JA4 fingerprints.
     pub ja4s: Vec<String>,
+    /// JA3 fingerprints (MD5 hex).
+    pub ja3s: Vec<String>,
     /// HTTP Host headers.
     pub http_hosts: Vec<String>,
     /// HTTP methods.
@@ -200,6 +202,7 @@ impl ClientNames {
             (&mut self.server_names, text(n.server_name.get())),
             (&mut self.alpns, text(n.alpn.get())),
             (&mut self.ja4s, n.ja4.map(|j| j.as_str().to_string())),
+            (&mut self.ja3s, n.ja3.map(|j| j.as_str().to_string())),
             (&mut self.http_hosts, text(n.http_host.get())),
             (&mut self.http_methods, text(n.http_method.get())),
         ] {

@@ -50,7 +50,9 @@ use std::hash::{BuildHasher, Hash};
 use std::io::{Read, Write};
 use std::marker::PhantomData;
 
-/// Version of the snapshot format, its first byte.
+/// Version of the snapshot format, its first byte. Format 2: an incident's client names list
+/// its flows' JA3 fingerprints (`ja3s`), and an incident remembers how many of its flows
+/// were the previous process's (a sensor resumed from `state.dir`).
 pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// Largest state a snapshot holds, uncompressed (1 GiB): [`Correlator::snapshot`] refuses

@@ -125,6 +125,8 @@ pub struct TopFlow {
     pub alpn: Option<String>,
     /// JA4 fingerprint of its ClientHello.
     pub ja4: Option<String>,
+    /// JA3 fingerprint (MD5 hex) of its ClientHello.
+    pub ja3: Option<String>,
     /// HTTP method of its first request.
     pub http_method: Option<String>,
 }

@@ -242,6 +242,7 @@ fn top_json(f: &TopFlow, seed: u16) -> serde_json::Value {
         "server_name": f.server_name,
         "alpn": f.alpn,
         "ja4": f.ja4,
+        "ja3": f.ja3,
         "http_host": f.http_host,
         "http_method": f.http_method,
         "first_seen": ts(f.first_ns),

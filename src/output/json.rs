@@ -123,6 +123,8 @@ pub struct NamesJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ja4: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ja3: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tls_version: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_host: Option<std::borrow::Cow<'a, str>>,
@@ -143,6 +145,7 @@ pub fn names_json(n: &crate::proto::FlowNames) -> NamesJson<'_> {
         server_name: text(n.server_name.get()),
         alpn: text(n.alpn.get()),
         ja4: n.ja4.as_ref().map(|j| j.as_str()),
+        ja3: n.ja3.as_ref().map(|j| j.as_str()),
         tls_version: n.tls_version_name(),
         http_host: text(n.http_host.get()),
         http_method: text(n.http_method.get()),
@@ -1167,6 +1170,8 @@ struct IncidentJson<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     ja4s: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    ja3s: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     http_hosts: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     http_methods: &'a [String],
@@ -1265,6 +1270,7 @@ pub fn incident_json(u: &IncidentUpdate, seed: u16) -> String {
         server_names: &i.client_names.server_names,
         alpns: &i.client_names.alpns,
         ja4s: &i.client_names.ja4s,
+        ja3s: &i.client_names.ja3s,
         http_hosts: &i.client_names.http_hosts,
         http_methods: &i.client_names.http_methods,
     };

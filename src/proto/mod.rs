@@ -129,6 +129,9 @@ pub struct FlowNames {
     pub alpn: Text<ALPN_MAX>,
     /// JA4 fingerprint of the ClientHello.
     pub ja4: Option<tls::Ja4>,
+    /// JA3 fingerprint (MD5 hex) of the ClientHello, TCP or QUIC alike. Only the hash: see
+    /// [the `ja3` module](mod@tls::ja3) for why the JA3 string is not kept.
+    pub ja3: Option<tls::Ja3>,
     /// Highest TLS version the client offered.
     pub tls_version: Option<u16>,
     /// The ClientHello came in a QUIC Initial (the name's source is `quic_sni`).
@@ -150,6 +153,7 @@ impl FlowNames {
             server_name: Text::new(h.server_name.unwrap_or(&[])),
             alpn: Text::new(h.first_alpn().unwrap_or(&[])),
             ja4: tls::ja4(h, transport),
+            ja3: Some(tls::ja3(h)),
             tls_version: Some(h.version()),
             quic: transport == tls::Transport::Quic,
             ..FlowNames::default()

@@ -10,13 +10,19 @@ pub struct HelloSpec<'a> {
     pub alpn: &'a [&'a [u8]],
     /// Cipher suites, in order.
     pub suites: &'a [u16],
-    /// Extension types, in order. 0, 16, 13 and 43 get their bodies from the other fields;
-    /// any other type is written with an empty body.
+    /// Extension types, in order. 0, 16, 13 and 43, and 10 and 11 when their lists are not
+    /// empty, get their bodies from the other fields; any other type is written with an
+    /// empty body.
     pub extensions: &'a [u16],
     /// signature_algorithms (extension 13).
     pub sig_algs: &'a [u16],
     /// supported_versions (extension 43).
     pub versions: &'a [u16],
+    /// supported_groups (extension 10); empty: an empty body, as before the field existed,
+    /// so the bytes of generated sessions stay as they were.
+    pub groups: &'a [u16],
+    /// ec_point_formats (extension 11); empty: an empty body.
+    pub point_formats: &'a [u8],
 }
 
 /// The JA4 specification's example hello (FoxIO README): fingerprint
@@ -37,6 +43,8 @@ pub fn example_spec(sni: &[u8]) -> HelloSpec<'_> {
             0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
         ],
         versions: &[0x0a0a, 0x0304, 0x0303],
+        groups: &[],
+        point_formats: &[],
     }
 }
 
@@ -80,6 +88,16 @@ pub fn client_hello(s: &HelloSpec<'_>) -> Vec<u8> {
                 for a in s.sig_algs {
                     d.extend_from_slice(&a.to_be_bytes());
                 }
+            }
+            10 if !s.groups.is_empty() => {
+                put16(&mut d, s.groups.len() * 2);
+                for g in s.groups {
+                    d.extend_from_slice(&g.to_be_bytes());
+                }
+            }
+            11 if !s.point_formats.is_empty() => {
+                d.push(s.point_formats.len() as u8);
+                d.extend_from_slice(s.point_formats);
             }
             43 => {
                 d.push((s.versions.len() * 2) as u8);

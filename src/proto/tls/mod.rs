@@ -1,11 +1,14 @@
-//! TLS: the client's ClientHello, parsed in place ([`parser`]), and its JA4 fingerprint
-//! ([`ja4()`]). Used by the worker's TCP tap and, on decrypted QUIC Initial CRYPTO bytes,
-//! by the QUIC tap: [`parse_client_hello`] takes the handshake message itself.
+//! TLS: the client's ClientHello, parsed in place ([`parser`]), and its JA4 and JA3
+//! fingerprints ([`ja4()`], [`ja3()`]). Used by the worker's TCP tap and, on decrypted QUIC
+//! Initial CRYPTO bytes, by the QUIC tap: [`parse_client_hello`] takes the handshake message
+//! itself.
 
 pub mod build;
+pub mod ja3;
 pub mod ja4;
 pub mod parser;
 
+pub use ja3::{ja3, ja3_string, Ja3};
 pub use ja4::{ja4, Ja4, Transport};
 pub use parser::{
     hello_from_stream, is_grease, parse_client_hello, ClientHello, StreamStatus, TlsError,

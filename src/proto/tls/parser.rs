@@ -3,7 +3,7 @@
 //! [`parse_client_hello`] reads one handshake message (type 1, its 3-byte length, the
 //! body) and returns views into it: every length read off the wire is checked once against
 //! the bytes that remain, after which the accessors cannot fail. Nothing here allocates;
-//! lists (cipher suites, extensions, ALPN, supported versions) are walked as slices.
+//! lists (cipher suites, extensions, ALPN, supported versions, groups) are walked as slices.
 //!
 //! [`hello_from_stream`] finds that handshake message in a client's TCP byte stream, which
 //! wraps it in TLS records (RFC 8446 §5.1): in one record (the usual case, parsed in place)
@@ -41,6 +41,11 @@ pub const CLIENT_HELLO: u8 = 1;
 pub mod ext {
     /// server_name (RFC 6066 §3).
     pub const SERVER_NAME: u16 = 0;
+    /// supported_groups, named elliptic_curves before TLS 1.3 (RFC 8446 §4.2.7,
+    /// RFC 8422 §5.1.1).
+    pub const SUPPORTED_GROUPS: u16 = 10;
+    /// ec_point_formats (RFC 8422 §5.1.2).
+    pub const EC_POINT_FORMATS: u16 = 11;
     /// application_layer_protocol_negotiation (RFC 7301).
     pub const ALPN: u16 = 16;
     /// signature_algorithms (RFC 8446 §4.2.3).
@@ -74,6 +79,10 @@ pub struct ClientHello<'a> {
     pub supported_versions: Option<&'a [u8]>,
     /// The signature_algorithms list (2 bytes each), checked.
     pub signature_algorithms: Option<&'a [u8]>,
+    /// The supported_groups (elliptic_curves) list (2 bytes each), checked.
+    pub supported_groups: Option<&'a [u8]>,
+    /// The ec_point_formats list (1 byte each).
+    pub ec_point_formats: Option<&'a [u8]>,
 }
 
 /// A cursor over a checked slice: each read checks the length once.
@@ -151,6 +160,8 @@ pub fn parse_client_hello(msg: &[u8]) -> Result<ClientHello<'_>, TlsError> {
         alpn: None,
         supported_versions: None,
         signature_algorithms: None,
+        supported_groups: None,
+        ec_point_formats: None,
     };
     let mut e = Reader { b: extensions };
     while !e.b.is_empty() {
@@ -164,6 +175,12 @@ pub fn parse_client_hello(msg: &[u8]) -> Result<ClientHello<'_>, TlsError> {
             }
             ext::SIGNATURE_ALGORITHMS if h.signature_algorithms.is_none() => {
                 h.signature_algorithms = even(Reader { b: data }.vec16().ok());
+            }
+            ext::SUPPORTED_GROUPS if h.supported_groups.is_none() => {
+                h.supported_groups = even(Reader { b: data }.vec16().ok());
+            }
+            ext::EC_POINT_FORMATS if h.ec_point_formats.is_none() => {
+                h.ec_point_formats = Reader { b: data }.vec8().ok();
             }
             _ => {}
         }
@@ -220,6 +237,16 @@ impl<'a> ClientHello<'a> {
     /// The signature algorithms, in the client's order.
     pub fn signature_algorithms(&self) -> impl Iterator<Item = u16> + 'a {
         pairs(self.signature_algorithms.unwrap_or(&[]))
+    }
+
+    /// The supported groups (named curves), in the client's order (GREASE included).
+    pub fn supported_groups(&self) -> impl Iterator<Item = u16> + 'a {
+        pairs(self.supported_groups.unwrap_or(&[]))
+    }
+
+    /// The EC point formats, in the client's order.
+    pub fn ec_point_formats(&self) -> impl Iterator<Item = u8> + 'a {
+        self.ec_point_formats.unwrap_or(&[]).iter().copied()
     }
 
     /// The ALPN protocol names, in the client's order.
