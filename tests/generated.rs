@@ -851,3 +851,227 @@ fn an_upload_without_dns_is_named_by_its_sni_or_host() {
     assert_eq!(v["http_content_length"], 2_000_000);
     assert!(v.get("server_name").is_none(), "{v}");
 }
+
+/// Issue 14's scenarios at full scale, with the default config: 9000-byte jumbo frames at
+/// about 1 Gbit/s, written at the demo's snaplen (the sensor counts wire lengths, not
+/// captured bytes), so 1.5 GB fits in a 20 MB file and 4.6 GB in an 87 MB one.
+const JUMBO_MTU: u64 = 9000;
+
+/// 1.5 GB from 10.0.0.5 to 198.51.100.7:443 over TCP (MSS 8960), ACKed every 8 segments,
+/// 13 s, ending with a FIN: past the 100 MB threshold and the 1 GB tier, short of 10 GB.
+fn full_scale_upload() -> TcpSession {
+    let mut s = TcpSession::new(
+        sa("10.0.0.5:40000"),
+        sa("198.51.100.7:443"),
+        1_500_000_000,
+        0,
+    );
+    s.start_ns = T0;
+    s.mss = (JUMBO_MTU - 40) as u16;
+    s.ack_every = 8;
+    s.gap_ns = 70_000;
+    s
+}
+
+/// 4.6 GB of IP bytes from 10.0.0.5:5000 to 198.51.100.9:4500 over UDP (8972-byte
+/// datagrams), each answered by an empty datagram (0.3 % back), 37 s.
+fn full_scale_push() -> UdpExchange {
+    let mut push = UdpExchange::new(
+        sa("10.0.0.5:5000"),
+        sa("198.51.100.9:4500"),
+        4_600_000_000u64.div_ceil(JUMBO_MTU) as u32,
+        (JUMBO_MTU - 28) as usize,
+        0,
+    );
+    push.start_ns = T0;
+    push.gap_ns = 36_000;
+    push
+}
+
+/// A DNS lookup between two home hosts twenty minutes after `T0`: the capture goes on
+/// past the host window (5 min) and the incident's idle time (10 min).
+fn later_lookup() -> UdpExchange {
+    let mut x = UdpExchange::new(sa("10.0.0.7:53000"), sa("10.0.0.1:53"), 1, 38, 54);
+    x.start_ns = T0 + 1200 * S;
+    x
+}
+
+/// Times of the upload's packets that cross the default large-transfer thresholds (100 MB
+/// with more than 1000 packets, then 1 GB), from its segment plan.
+fn upload_crossings(s: &TcpSession) -> [u64; 2] {
+    let (mut pkts, mut bytes) = (0u64, 0u64);
+    let mut at = [0u64; 2];
+    for g in s.segments().filter(|g| g.from_client) {
+        pkts += 1;
+        bytes += u64::from(g.ip_len);
+        if at[0] == 0 && bytes >= 100_000_000 && pkts > 1000 {
+            at[0] = g.ts_ns;
+        }
+        if at[1] == 0 && bytes >= 1_000_000_000 {
+            at[1] = g.ts_ns;
+        }
+    }
+    at
+}
+
+/// Times of the push's datagrams that cross the same thresholds: request `k` is packet
+/// `2k`, every one `JUMBO_MTU` IP bytes.
+fn push_crossings(p: &UdpExchange) -> [u64; 2] {
+    let at = |bytes: u64| p.start_ns + 2 * (bytes.div_ceil(JUMBO_MTU) - 1) * p.gap_ns;
+    [at(100_000_000), at(1_000_000_000)]
+}
+
+/// The incident lines of a replay as (update, severity, ts).
+fn incident_summary(rep: &ReplayReport) -> Vec<(&'static str, &'static str, u64)> {
+    rep.incidents
+        .iter()
+        .map(|u| (u.update.name(), u.incident.severity.name(), u.ts_ns))
+        .collect()
+}
+
+/// What every full-scale replay must show, however many lines: one incident id, lines in
+/// time order, opened by the tier-0 finding at its crossing packet and closed last, with
+/// every finding counted and the flow's exact outbound IP bytes.
+fn check_one_incident(rep: &ReplayReport, crossings: [u64; 2], flow_out_ip_bytes: u64) {
+    let lines = incident_summary(rep);
+    assert!(
+        rep.incidents
+            .iter()
+            .all(|u| u.incident.id == rep.incidents[0].incident.id),
+        "{lines:?}"
+    );
+    assert!(lines.windows(2).all(|w| w[0].2 <= w[1].2), "{lines:?}");
+    let tiers: Vec<(u8, u64)> = rep.alerts.iter().map(|a| (a.tier, a.ts_ns)).collect();
+    assert_eq!(tiers, [(0, crossings[0]), (1, crossings[1])]);
+    assert_eq!(lines.first(), Some(&("opened", "medium", crossings[0])));
+    assert_eq!(lines.last().map(|l| l.0), Some("closed"));
+    let closed = &rep.incidents.last().unwrap().incident;
+    let outbound: Vec<&FlowRecord> = rep.flows.iter().filter(|r| r.outbound.is_some()).collect();
+    assert_eq!(outbound.len(), 1);
+    assert_eq!(outbound[0].orig.ip_bytes, flow_out_ip_bytes);
+    assert_eq!(closed.totals().0, flow_out_ip_bytes);
+    let findings = rep.alerts.len() + rep.leak_alerts.len() + rep.dns_alerts.len();
+    assert_eq!(closed.findings, findings as u64);
+    assert_eq!(closed.finding_ids.len(), findings);
+    let per_reason: u32 = closed.reasons.iter().map(|r| r.findings).sum();
+    assert_eq!(per_reason as usize, findings);
+    let kinds: Vec<(&str, u8)> = closed
+        .reasons
+        .iter()
+        .map(|r| (r.detector.name(), r.tier))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("large_outbound_transfer", 1),
+            ("asymmetric_upload", 0),
+            ("data_leak", 0)
+        ]
+    );
+}
+
+/// Issue 14: "a 1.5 GB upload (two tiers) at most three lines", from a real capture with
+/// the default config: opened at the 100 MB crossing packet, escalated at once at the 1 GB
+/// one, closed at the end of input with the flow-end asymmetry and the data leak folded in.
+#[test]
+fn a_full_scale_upload_over_two_tiers_is_one_incident_in_three_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = full_scale_upload();
+    let path = dir.path().join("upload.pcap");
+    write(&path, 1, gen::DEMO_SNAPLEN, s.packets());
+    let crossings = upload_crossings(&s);
+    let end = s.segments().last().unwrap().ts_ns;
+    for workers in [1, 2] {
+        let rep = common::replay(&Config::default(), workers, std::slice::from_ref(&path));
+        check_one_incident(&rep, crossings, s.expected().orig_ip_bytes);
+        assert_eq!(
+            incident_summary(&rep),
+            [
+                ("opened", "medium", crossings[0]),
+                ("escalated", "high", crossings[1]),
+                ("closed", "high", end),
+            ]
+        );
+        assert_eq!(
+            rep.incidents[1].escalation.names(),
+            ["severity", "tier", "total_doubled"]
+        );
+        let closed = &rep.incidents[2].incident;
+        assert_eq!(closed.close_reason.map(|r| r.name()), Some("end_of_input"));
+        // Two large-transfer tiers, the flow's and the window's asymmetry, the data leak.
+        assert_eq!(closed.findings, 5);
+        assert_eq!(rep.flows[0].reason, EndReason::Fin);
+    }
+}
+
+/// Issue 14: "a 4.6 GB push with nothing back at most four [lines]", from a real capture
+/// with the default config. The capture ends with the push, so the asymmetry and the data
+/// leak fold into the closing line: three.
+#[test]
+fn a_full_scale_push_with_nothing_back_is_one_incident_in_at_most_four_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let push = full_scale_push();
+    let path = dir.path().join("push.pcap");
+    write(&path, 1, gen::DEMO_SNAPLEN, push.packets());
+    let crossings = push_crossings(&push);
+    let expect = push.expected();
+    assert_eq!(expect.orig_ip_bytes, 4_600_008_000);
+    let end = push.start_ns + (2 * u64::from(push.requests) - 1) * push.gap_ns;
+    for workers in [1, 2] {
+        let rep = common::replay(&Config::default(), workers, std::slice::from_ref(&path));
+        check_one_incident(&rep, crossings, expect.orig_ip_bytes);
+        let lines = incident_summary(&rep);
+        assert!(lines.len() <= 4, "{lines:?}");
+        assert_eq!(
+            lines,
+            [
+                ("opened", "medium", crossings[0]),
+                ("escalated", "high", crossings[1]),
+                ("closed", "high", end),
+            ]
+        );
+        let closed = &rep.incidents[2].incident;
+        assert_eq!(closed.totals().1, expect.resp_ip_bytes);
+        assert_eq!(closed.findings, 5);
+    }
+}
+
+/// Issue 14's targets when the capture goes on after the transfer (a live sensor): the
+/// flow's end and, 5 minutes after its first byte, its host window each bring news that
+/// is neither a higher severity nor a higher tier, each held `incident.hold` (1 min) and
+/// announced on its own line; the incident closes `incident.idle` after the window. Today
+/// five lines for each scenario (opened, escalated at the 1 GB tier, escalated with the
+/// flow-end asymmetry, escalated with the window's data leak, closed).
+#[test]
+#[ignore = "issue 14 target not met: 5 lines, not 3 / 4, when traffic follows the transfer"]
+fn full_scale_transfers_followed_by_more_traffic_meet_the_line_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = full_scale_upload();
+    let path = dir.path().join("upload.pcap");
+    write(
+        &path,
+        1,
+        gen::DEMO_SNAPLEN,
+        s.packets().chain(later_lookup().packets()),
+    );
+    let rep = common::replay(&Config::default(), 1, &[path]);
+    let upload = incident_summary(&rep);
+    check_one_incident(&rep, upload_crossings(&s), s.expected().orig_ip_bytes);
+
+    let push = full_scale_push();
+    let path = dir.path().join("push.pcap");
+    write(
+        &path,
+        1,
+        gen::DEMO_SNAPLEN,
+        push.packets().chain(later_lookup().packets()),
+    );
+    let rep = common::replay(&Config::default(), 1, &[path]);
+    let pushed = incident_summary(&rep);
+    check_one_incident(&rep, push_crossings(&push), push.expected().orig_ip_bytes);
+
+    assert!(
+        upload.len() <= 3 && pushed.len() <= 4,
+        "upload: {upload:?}\npush: {pushed:?}"
+    );
+}

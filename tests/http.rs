@@ -557,6 +557,113 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
     assert!(s.stop().success());
 }
 
+/// The names a flow's first client bytes carry reach `/api/flows/top` while it is open: a
+/// TLS upload named only by its ClientHello (SNI, ALPN, JA4; no DNS in the capture) and an
+/// HTTP PUT named by its request head (method, Host).
+#[test]
+fn top_flows_carry_the_names_of_open_flows() {
+    use outflow::gen::{self, Close, PcapWriter};
+    use outflow::proto::tls::build::example_spec;
+    let sa = |s: &str| -> std::net::SocketAddr { s.parse().unwrap() };
+    let mut tls = gen::tls_session(
+        sa("10.0.0.5:40000"),
+        sa("198.51.100.7:443"),
+        &example_spec(b"Uploads.Example.COM"),
+        1,
+        300_000,
+        1_000,
+    );
+    let mut put = gen::http_upload(
+        sa("10.0.0.5:40001"),
+        sa("198.51.100.8:8080"),
+        "PUT",
+        "store.example.net:8080",
+        "/bucket/dump.sql",
+        200_000,
+        100,
+    );
+    put.start_ns = tls.start_ns + 1_000_000;
+    // Both still open when the capture pauses: no teardown.
+    tls.close = Close::None;
+    put.close = Close::None;
+    // A lookup between home hosts a second later: with one packet per batch, the worker
+    // has processed every packet before the last written.
+    let mut later = gen::UdpExchange::new(sa("10.0.0.7:53000"), sa("10.0.0.1:53"), 1, 38, 54);
+    later.start_ns = tls.start_ns + 1_000_000_000;
+    let mut w = PcapWriter::new(Vec::new(), gen::LINKTYPE_ETHERNET, 65_535).unwrap();
+    for p in gen::merge(vec![tls.packets(), put.packets()]).chain(later.packets().take(1)) {
+        w.write(p.ts_ns, &p.frame).unwrap();
+    }
+    let (head, recs) = common::pcap_records(&w.into_inner().unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("outflow.toml");
+    std::fs::write(&cfg, "[capture]\nbatch_packets = 1\n").unwrap();
+    let mut s = Sensor::start(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--http",
+        "127.0.0.1:0",
+        "--serve",
+        "-",
+    ]);
+    {
+        let w = s.stdin();
+        w.write_all(&head).unwrap();
+        for r in &recs {
+            w.write_all(r).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let (tls_out, put_out) = (tls.expected(), put.expected());
+    let start = std::time::Instant::now();
+    let top = loop {
+        let (status, body) = s.get("/api/flows/top?by=out_ip_bytes");
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        let seen: Vec<u64> = v["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["out_pkts"].as_u64().unwrap())
+            .collect();
+        if seen == [tls_out.orig_pkts, put_out.orig_pkts] {
+            break v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the worker never caught up: {body}"
+        );
+        // Answers are reused for a second.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(top["count"], 2);
+    let (t, h) = (&top["flows"][0], &top["flows"][1]);
+    assert_eq!(t["dst_ip"], "198.51.100.7");
+    assert_eq!(t["out_ip_bytes"], tls_out.orig_ip_bytes);
+    assert_eq!(t["state"], "established");
+    assert_eq!(t["server_name"], "Uploads.Example.COM");
+    assert_eq!(t["alpn"], "h2");
+    assert_eq!(t["ja4"], "t13d1516h2_8daaf6152771_e5627efa2ab1");
+    assert_eq!(t["http_host"], serde_json::Value::Null);
+    assert_eq!(t["http_method"], serde_json::Value::Null);
+    assert_eq!(h["dst_ip"], "198.51.100.8");
+    assert_eq!(h["out_ip_bytes"], put_out.orig_ip_bytes);
+    assert_eq!(h["state"], "established");
+    assert_eq!(h["http_host"], "store.example.net:8080");
+    assert_eq!(h["http_method"], "PUT");
+    assert_eq!(h["server_name"], serde_json::Value::Null);
+    assert_eq!(h["alpn"], serde_json::Value::Null);
+    assert_eq!(h["ja4"], serde_json::Value::Null);
+
+    drop(s.child.stdin.take());
+    s.wait_finished();
+    assert!(s.stop().success());
+}
+
 /// One RFC 5424 message, split into its fields.
 struct Syslog {
     pri: u8,

@@ -669,7 +669,11 @@ impl Correlator {
     }
 
     /// Moves the clocks of the leak stage (closes windows that ended) and of the incidents
-    /// (held news, idle incidents).
+    /// (held news, idle incidents). The windows go first: a window that ended before
+    /// `ts_ns` reports findings stamped at its end, and the book takes each at that time,
+    /// before it closes as idle by `ts_ns` the incident the finding belongs to (else a
+    /// 5-minute window closed by the next packet, minutes after an upload's last flow
+    /// ended, opened a second incident, announced after the first one's close).
     fn advance(&mut self, ts_ns: u64, out: &mut impl FnMut(Output)) {
         let mut found = Vec::new();
         if let Some(l) = self.leak.as_mut() {
@@ -1002,6 +1006,59 @@ mod tests {
             unreachable!()
         };
         assert_eq!(closed.incident.last_ns, T0 + 2 * S);
+    }
+
+    /// The capture goes on after the upload: its host window, closed by a packet twenty
+    /// minutes on, reports findings stamped at the window's end (5 minutes), while the
+    /// incident is still open (idle only 10 minutes after the flow ended). They join it,
+    /// and every line is in time order.
+    #[test]
+    fn a_window_that_closes_while_the_incident_is_quiet_joins_it() {
+        let mut c = Correlator::new(Some(&Config::default()), false, None);
+        let mut out = Vec::new();
+        c.on_event(
+            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
+            &mut |o| out.push(o),
+        );
+        c.on_event(
+            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
+            &mut |o| out.push(o),
+        );
+        c.on_event(
+            Event::Volume(volume(T0 + 2 * S, 150_000_000, 100_000_000, true)),
+            &mut |o| out.push(o),
+        );
+        c.tick(T0 + 1200 * S, &mut |o| out.push(o));
+        c.finish(&mut |o| out.push(o)).unwrap();
+        let lines: Vec<(&str, &str, u64)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Incident(u) => Some((u.update.name(), u.incident.id.as_str(), u.ts_ns)),
+                _ => None,
+            })
+            .collect();
+        let window_end = T0 + S / 2 + 300 * S;
+        assert_eq!(
+            lines.iter().map(|l| (l.0, l.2)).collect::<Vec<_>>(),
+            [
+                ("opened", T0 + S),
+                // The flow-end asymmetry, held a minute.
+                ("escalated", T0 + 62 * S),
+                // The window's asymmetry and data leak: the severity rose, at once.
+                ("escalated", window_end),
+                ("closed", window_end + 600 * S),
+            ],
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| l.1 == lines[0].1), "{lines:?}");
+        let Some(Output::Incident(closed)) = out.last() else {
+            unreachable!()
+        };
+        assert_eq!(closed.incident.findings, 4);
+        assert_eq!(
+            closed.incident.close_reason,
+            Some(incident::CloseReason::Idle)
+        );
     }
 
     /// `Event::Name` teaches the stage (client, server) → SNI; a later finding of another

@@ -487,15 +487,14 @@ impl TcpPackets {
             mss_option,
         };
         let (off, len) = (s.payload_offset, s.payload_len as usize);
-        let data = match usize::try_from(off)
+        match usize::try_from(off)
             .ok()
             .and_then(|o| self.head.get(o..o + len))
         {
             // A head segment lies wholly inside the head (see `Plan::up_segment`).
-            Some(h) if s.from_client => h,
-            _ => wire::payload(off, len),
-        };
-        wire::push_tcp(buf, d, *id, fields, data);
+            Some(h) if s.from_client => wire::push_tcp(buf, d, *id, fields, h),
+            _ => wire::push_tcp_pattern(buf, d, *id, fields, off, len),
+        }
         *id = id.wrapping_add(1);
         Some(s.ts_ns)
     }

@@ -184,19 +184,18 @@ impl UdpPackets {
                 ok = dns_response(&mut self.scratch, &query, size, salt);
             }
         }
-        if !ok {
-            self.scratch.clear();
-            let base = if is_request { 0 } else { 1 << 40 };
-            self.scratch
-                .extend_from_slice(wire::payload(base + i * size as u64, size));
-        }
         buf.clear();
         let (d, id) = if is_request {
             (&self.c2s, &mut self.id_c)
         } else {
             (&self.s2c, &mut self.id_s)
         };
-        wire::push_udp(buf, d, *id, &self.scratch);
+        if ok {
+            wire::push_udp(buf, d, *id, &self.scratch);
+        } else {
+            let base = if is_request { 0 } else { 1 << 40 };
+            wire::push_udp_pattern(buf, d, *id, base + i * size as u64, size);
+        }
         *id = id.wrapping_add(1);
         Some(ts)
     }
