@@ -1054,7 +1054,11 @@ pub struct IncidentConfig {
     pub idle: Duration,
     /// Updates that do not raise the severity or the tier (a new detector at the same
     /// severity, a total that doubled) are held this long and announced together, or folded
-    /// into the closing line. Default "1m".
+    /// into the closing line. Default "1h": longer than `idle` plus the 5-minute host
+    /// window, so the findings that follow an exfiltration's first alert at the same
+    /// severity (the asymmetry at the flow's end, the window's data leak) fold into its
+    /// close instead of a line each, and an incident that goes on for hours still reports
+    /// news at least hourly. A higher severity or tier is announced at once whatever this is.
     #[serde(with = "humantime_serde")]
     pub hold: Duration,
     /// Incidents open at once. When full, the one idle longest is closed early (announced
@@ -1070,7 +1074,7 @@ impl Default for IncidentConfig {
         IncidentConfig {
             window: Duration::from_secs(86_400),
             idle: Duration::from_secs(600),
-            hold: Duration::from_secs(60),
+            hold: Duration::from_secs(3600),
             capacity: 4096,
             per_detector_lines: false,
         }

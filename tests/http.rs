@@ -150,8 +150,8 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
     assert_eq!(metric(&m, "outflow_capturing{}"), 0.0);
     assert_eq!(metric(&m, "outflow_workers{}"), 2.0);
     assert_eq!(metric(&m, "outflow_workers_alive{}"), 0.0);
-    // The file gets the incident's three lines (opened, escalated, closed).
-    assert_eq!(metric(&m, "outflow_sink_alerts_total{sink=file}"), 3.0);
+    // The file gets the incident's two lines (opened, closed).
+    assert_eq!(metric(&m, "outflow_sink_alerts_total{sink=file}"), 2.0);
     for (sev, n) in [
         ("low", 0.0),
         ("medium", 1.0),
@@ -164,7 +164,7 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
             "{sev}"
         );
     }
-    for (u, n) in [("opened", 1.0), ("escalated", 1.0), ("closed", 1.0)] {
+    for (u, n) in [("opened", 1.0), ("escalated", 0.0), ("closed", 1.0)] {
         assert_eq!(
             metric(&m, &format!("outflow_incident_updates_total{{update={u}}}")),
             n,
@@ -248,12 +248,12 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
         .lines()
         .map(json)
         .collect();
-    assert_eq!(file_lines.len(), 3);
+    assert_eq!(file_lines.len(), 2);
     let (status, body) = s.get("/api/incidents");
     assert_eq!(status, 200, "{body}");
     let v = json(&body);
     assert_eq!(v["count"], 1);
-    assert_eq!(v["incidents"][0], file_lines[2]);
+    assert_eq!(v["incidents"][0], file_lines[1]);
     for (q, n) in [
         ("state=closed", 1),
         ("state=open", 0),
@@ -278,7 +278,7 @@ fn metrics_match_the_replay_and_the_api_serves_its_alerts() {
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap())
         .collect();
-    let mut in_incident: Vec<&str> = file_lines[2]["alert_ids"]
+    let mut in_incident: Vec<&str> = file_lines[1]["alert_ids"]
         .as_array()
         .unwrap()
         .iter()
@@ -776,8 +776,8 @@ fn alerts_reach_syslog_over_udp_as_rfc5424() {
         .lines()
         .map(json)
         .collect();
-    // The alert outputs carry the incident: opened, escalated, closed.
-    assert_eq!(alerts.len(), 3);
+    // The alert outputs carry the incident: opened, closed.
+    assert_eq!(alerts.len(), 2);
     let mut buf = vec![0u8; 65_536];
     for a in &alerts {
         let n = sock
@@ -819,7 +819,7 @@ fn alerts_reach_syslog_over_udp_as_rfc5424() {
         .iter()
         .map(|a| a["severity"].as_str().unwrap())
         .collect();
-    assert_eq!(sevs, ["medium", "medium", "high"]);
+    assert_eq!(sevs, ["medium", "high"]);
 }
 
 #[test]

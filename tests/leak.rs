@@ -189,7 +189,7 @@ fn an_incident_continues_across_a_restart_with_state() {
             .collect::<Vec<_>>()
     };
     let all = kinds(&whole);
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 2, "{all:?}");
     let crossing = whole.alerts[0].ts_ns;
 
     // Cut at the first packet 100 ms after the crossing one, mid-upload.
@@ -234,14 +234,14 @@ fn an_incident_continues_across_a_restart_with_state() {
     assert_eq!(first.incidents[0].ts_ns, crossing);
     assert!(one.iter().all(|l| l.0 != "closed"), "{one:?}");
     let id = &one[0].1;
-    assert!(two.iter().all(|l| l.0 != "opened" && &l.1 == id), "{two:?}");
-    assert!(two.iter().all(|l| l.0 != "closed"), "{two:?}");
-    // The uncut replay ends with the data-leak window open and folds its finding into the
-    // close at end of input; here the window closes when the packet clock jumps an hour,
-    // and the finding (a new detector, severity high) is announced as it would be live,
-    // then the incident closes idle.
+    // The flow-end asymmetry (a new detector at the same severity) is held
+    // (`incident.hold`); when the packet clock jumps an hour in the third run, the host
+    // window closes with a data leak (severity high: announced at once, with the held
+    // news), then the incident closes idle. As live, and in no more lines than the uncut
+    // replay, which folds the same findings into its close at end of input.
+    assert_eq!(two, []);
     assert_eq!(three, [("escalated", id.clone()), ("closed", id.clone())]);
-    assert_eq!(one.len() + two.len(), 2, "{one:?} {two:?}");
+    assert_eq!(one.len() + two.len() + three.len(), all.len() + 1);
     // Every byte of the upload is in it: the first run's flow up to the cut, and the
     // connection picked up mid-stream by the second.
     let closed = |r: &outflow::replay::ReplayReport| r.incidents.last().unwrap().incident.clone();

@@ -1255,44 +1255,60 @@ mod tests {
         assert_eq!(book.stats.updates, [1, 1, 1]);
     }
 
+    /// 4.6 GB of UDP: tiers 0 and 1, asymmetry at the end of the flow, then a minute
+    /// later the window's asymmetry and the data leak.
+    fn push_events() -> Vec<(u64, Option<Finding>)> {
+        vec![
+            (T0 + S, Some(upload(0, T0 + S, 100_000_000))),
+            (T0 + 9 * S, Some(upload(1, T0 + 9 * S, 1_000_000_000))),
+            (
+                T0 + 40 * S,
+                Some(leak(
+                    Detector::Asymmetry,
+                    T0 + 40 * S,
+                    4_600_000_000,
+                    Some(7),
+                )),
+            ),
+            (T0 + 200 * S, None),
+            (
+                T0 + 300 * S,
+                Some(leak(Detector::Asymmetry, T0 + 300 * S, 4_600_000_000, None)),
+            ),
+            (
+                T0 + 300 * S,
+                Some(leak(Detector::DataLeak, T0 + 300 * S, 4_600_000_000, None)),
+            ),
+        ]
+    }
+
     #[test]
     fn a_push_with_nothing_back_is_at_most_four_lines() {
-        // 4.6 GB of UDP: tiers 0 and 1, asymmetry at the end of the flow, then a minute
-        // later the window's asymmetry and the data leak.
         let mut book = IncidentBook::new(&IncidentConfig::default());
-        let v = run(
-            &mut book,
-            vec![
-                (T0 + S, Some(upload(0, T0 + S, 100_000_000))),
-                (T0 + 9 * S, Some(upload(1, T0 + 9 * S, 1_000_000_000))),
-                (
-                    T0 + 40 * S,
-                    Some(leak(
-                        Detector::Asymmetry,
-                        T0 + 40 * S,
-                        4_600_000_000,
-                        Some(7),
-                    )),
-                ),
-                (T0 + 200 * S, None),
-                (
-                    T0 + 300 * S,
-                    Some(leak(Detector::Asymmetry, T0 + 300 * S, 4_600_000_000, None)),
-                ),
-                (
-                    T0 + 300 * S,
-                    Some(leak(Detector::DataLeak, T0 + 300 * S, 4_600_000_000, None)),
-                ),
-            ],
-            T0 + 300 * S,
-        );
+        let v = run(&mut book, push_events(), T0 + 300 * S);
         assert!(v.len() <= 4, "{:?}", kinds(&v));
+        // The news that raised neither severity nor tier (asymmetry, total x4.6, the data
+        // leak at the severity already reached) is held `incident.hold` (1 h) and folds into
+        // the close.
+        assert_eq!(kinds(&v), ["opened", "escalated", "closed"]);
+        let detectors: Vec<Detector> = v[2].incident.reasons.iter().map(|r| r.detector).collect();
+        assert!(
+            detectors.contains(&Detector::Asymmetry) && detectors.contains(&Detector::DataLeak),
+            "{detectors:?}"
+        );
+        assert!(v.iter().all(|u| u.incident.id == v[0].incident.id));
+
+        // With a hold of a minute, that news is a line of its own, a minute after the flow
+        // ended, stamped then (not when the next event, at +200 s, noticed).
+        let cfg = IncidentConfig {
+            hold: std::time::Duration::from_secs(60),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&cfg);
+        let v = run(&mut book, push_events(), T0 + 300 * S);
         assert_eq!(kinds(&v), ["opened", "escalated", "escalated", "closed"]);
-        // The held news (asymmetry, total x4.6) went out a minute after the flow ended,
-        // stamped then (not when the next event, at +200 s, noticed).
         assert_eq!(v[2].ts_ns, T0 + 100 * S);
         assert!(v[2].escalation.detector && v[2].escalation.total_doubled);
-        assert!(v.iter().all(|u| u.incident.id == v[0].incident.id));
     }
 
     #[test]
@@ -1482,7 +1498,11 @@ mod tests {
         // The link goes quiet after a finding that only adds a detector: the next event is an
         // hour later. The held line is due a minute after the finding and the close ten
         // minutes after; neither may be stamped with the hour-later clock out of order.
-        let mut book = IncidentBook::new(&IncidentConfig::default());
+        let minute = IncidentConfig {
+            hold: std::time::Duration::from_secs(60),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&minute);
         let mut v = Vec::new();
         book.on_finding(
             &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
