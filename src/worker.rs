@@ -57,8 +57,9 @@ impl Default for DnsRecycler {
 /// Names of a worker's bounded tables, in the order of [`WorkerStats::tables`] (metric
 /// labels): the flow table, its side map of carried counters, the DNS-over-TCP reassembly
 /// slots, the flows recording a pcap slice, the recently closed TCP connections, the IP
-/// reassembly slots and the name tap's stash of split ClientHellos / request heads.
-pub const WORKER_TABLES: [&str; 7] = [
+/// reassembly slots, the name tap's stash of split ClientHellos / request heads and the QUIC
+/// tap's Initial decryption states.
+pub const WORKER_TABLES: [&str; 8] = [
     "flows",
     "flow_carry",
     "dns_tcp",
@@ -66,6 +67,7 @@ pub const WORKER_TABLES: [&str; 7] = [
     "tcp_recent_closed",
     "ip_reassembly",
     "tap_stash",
+    "quic_initials",
 ];
 
 /// Counters owned by one worker (plain integers, no atomics; read when it finishes).
@@ -250,6 +252,7 @@ impl Worker {
             self.recent.occupancy(),
             self.defrag.occupancy(),
             self.tcp_tap.occupancy(),
+            self.quic_tap.occupancy(),
         ];
         let r = &self.slices.ring;
         self.stats.ring = (
@@ -1545,6 +1548,57 @@ pub(crate) mod tests {
         w.flush_slices();
         assert_eq!(w.stats.tables[0], (100, 100, 900));
         assert_eq!(WORKER_TABLES[0], "flows");
+    }
+
+    /// The QUIC tap's decryption states: 68 connections whose first client Initial carries
+    /// only the first third of a ClientHello each hold a state; the pool has 64, so the last
+    /// four take the states held longest. The table shows 64 in use and 4 evictions, the
+    /// tap's own counter agrees, and ending the flows frees every state.
+    #[test]
+    fn quic_initial_states_are_a_table() {
+        use crate::decode::{decode, LinkType};
+        use crate::proto::tap::QUIC_SLOTS;
+        use crate::proto::tls::build::{client_hello, example_spec};
+        let hello = client_hello(&example_spec(b"content.dropboxapi.com"));
+        let mut w = Worker::new(&Config::default());
+        let n = QUIC_SLOTS as u64 + 4;
+        for i in 0..n {
+            let start = 1_700_000_000_000_000_000 + i * 1_000_000;
+            let first = crate::gen::quic::quic_connection(
+                format!("10.0.4.{}:{}", i + 1, 50_000 + i).parse().unwrap(),
+                "162.125.6.21:443".parse().unwrap(),
+                crate::proto::quic::Version::V1,
+                &hello,
+                3,
+                0,
+                0,
+                start,
+                1_000_000,
+            )
+            .swap_remove(0);
+            let f = &first.frame;
+            let meta = decode(LinkType::Ethernet, f, f.len() as u32).unwrap();
+            let p = BatchPacket {
+                seq: i,
+                ts_ns: first.ts_ns,
+                clock_ns: first.ts_ns,
+                wire_len: f.len() as u32,
+                data_start: 0,
+                cap_len: f.len() as u32,
+                meta,
+                outer_copy: false,
+                held: false,
+            };
+            w.packet(&p, f);
+        }
+        w.flush_slices();
+        assert_eq!(WORKER_TABLES[7], "quic_initials");
+        assert_eq!(w.stats.tables[7], (64, 64, 4));
+        let q = w.stats.quic_tap;
+        assert_eq!((q.looked, q.hellos, q.gave_up, q.evicted), (68, 0, 0, 4));
+        w.finish();
+        w.flush_slices();
+        assert_eq!(w.stats.tables[7], (0, 64, 4), "every state freed");
     }
 
     /// A tunnelled frame gives two packets with the same sequence number: the inner one and

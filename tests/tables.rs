@@ -169,6 +169,21 @@ fn colliding_held_ids(n: usize) -> Vec<u16> {
     ids
 }
 
+/// A QUIC client's ClientHello (h3, TLS 1.3, quic_transport_parameters), as in
+/// `tests/cloud.rs`.
+fn quic_hello_spec() -> outflow::proto::tls::build::HelloSpec<'static> {
+    outflow::proto::tls::build::HelloSpec {
+        sni: Some(b"content.dropboxapi.com"),
+        alpn: &[b"h3"],
+        suites: &[0x1301, 0x1302, 0x1303],
+        extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
+        sig_algs: &[0x0403, 0x0804],
+        versions: &[0x0304],
+        groups: &[],
+        point_formats: &[],
+    }
+}
+
 type Case = (&'static str, fn(&mut Config, &Path), Vec<Packet>, u64, u64);
 
 #[test]
@@ -546,6 +561,35 @@ fn every_table_counts_its_evictions_exactly() {
             4,
         ),
         (
+            // 68 QUIC v1 connections each send a first client Initial carrying the first
+            // third of a ClientHello (the other two datagrams never come): each holds a
+            // decryption state until its hello is whole, the pool (one worker) has 64, and
+            // the last four take the states held longest.
+            "quic_initials",
+            |_, _| {},
+            {
+                let hello = outflow::proto::tls::build::client_hello(&quic_hello_spec());
+                (0..68u64)
+                    .map(|i| {
+                        outflow::gen::quic::quic_connection(
+                            format!("10.0.4.{}:{}", i + 1, 50_000 + i).parse().unwrap(),
+                            "162.125.6.21:443".parse().unwrap(),
+                            outflow::proto::quic::Version::V1,
+                            &hello,
+                            3,
+                            0,
+                            0,
+                            T0 + i * 1_000_000,
+                            1_000_000,
+                        )
+                        .swap_remove(0)
+                    })
+                    .collect()
+            },
+            outflow::proto::tap::QUIC_SLOTS as u64,
+            4,
+        ),
+        (
             // Five home hosts upload: baselines for two.
             "leak_hosts",
             |c, _| c.detect.baseline.capacity = 2,
@@ -591,6 +635,15 @@ fn every_table_counts_its_evictions_exactly() {
             );
             let want = if other == table { evicted } else { 0 };
             assert_eq!(n, Some(want), "{table} case: {other}");
+        }
+        if table == "quic_initials" {
+            // The tap's own counter is the same evictions.
+            assert_eq!(r.summary.flows.quic_tap.evicted, evicted, "quic tap stats");
+            assert_eq!(
+                sample(&metrics, "outflow_name_tap_total{event=\"quic_evicted\"}"),
+                Some(evicted),
+                "quic_evicted"
+            );
         }
         covered.insert(table);
     }

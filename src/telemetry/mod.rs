@@ -153,7 +153,7 @@ pub struct OutputCounters {
 /// threads' first-fragment maps and held orphan fragments, the output thread's DNS and
 /// cross-flow tables, and the API's store of recent alerts. A new table goes here, in its
 /// stage's list, and in `docs/metrics.md`.
-pub const TABLES: [&str; 18] = [
+pub const TABLES: [&str; 19] = [
     WORKER_TABLES[0],
     WORKER_TABLES[1],
     WORKER_TABLES[2],
@@ -161,6 +161,7 @@ pub const TABLES: [&str; 18] = [
     WORKER_TABLES[4],
     WORKER_TABLES[5],
     WORKER_TABLES[6],
+    WORKER_TABLES[7],
     READER_TABLES[0],
     READER_TABLES[1],
     OUTPUT_TABLES[0],
@@ -571,6 +572,7 @@ mod tests {
             (8, 80, 800),
             (11, 110, 1100),
             (12, 120, 1200),
+            (13, 130, 1300),
         ];
         let r = [(5, 50, 500), (9, 90, 900)];
         let o = [(6, 60, 600); OUTPUT_TABLES.len()];
@@ -581,9 +583,10 @@ mod tests {
         assert_eq!(all[4], ("tcp_recent_closed", (8, 80, 800)));
         assert_eq!(all[5], ("ip_reassembly", (11, 110, 1100)));
         assert_eq!(all[6], ("tap_stash", (12, 120, 1200)));
-        assert_eq!(all[7], ("fragments", (5, 50, 500)));
-        assert_eq!(all[8], ("fragments_held", (9, 90, 900)));
-        assert_eq!(all[17], ("alert_store", (7, 70, 700)));
+        assert_eq!(all[7], ("quic_initials", (13, 130, 1300)));
+        assert_eq!(all[8], ("fragments", (5, 50, 500)));
+        assert_eq!(all[9], ("fragments_held", (9, 90, 900)));
+        assert_eq!(all[18], ("alert_store", (7, 70, 700)));
         let unique: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
         assert_eq!(unique.len(), TABLES.len());
         assert_eq!(tables(&w, &r, &o, None).len(), TABLES.len() - 1);
