@@ -676,4 +676,23 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     // The first replay with a state directory logs that there is no snapshot yet.
     assert!(err.contains("no state snapshot yet"), "{err}");
     assert!(!err.contains('\x1b'), "colour codes in a pipe: {err:?}");
+    assert!(!err.contains("counts it twice"), "{err}");
+
+    // The same capture again with the same state: it starts three minutes before the time
+    // the state reached, and would be counted twice. Said, once.
+    let out = outflow()
+        .args(["replay", "-q", "--state-dir"])
+        .arg(dir.path())
+        .arg(demo())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("loaded state snapshot"), "{err}");
+    assert_eq!(
+        err.matches("the input starts 180 s before the time the state in state.dir reached")
+            .count(),
+        1,
+        "{err}"
+    );
 }

@@ -302,6 +302,20 @@ fn a_ports_history_and_a_cloud_window_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = database_sessions();
     let odd = db.pop().unwrap();
+    // And one more session to the port, cut by the end of the first file (its FIN and last
+    // ACKs in no file): a connection cut by a stop is no sample of the port's durations.
+    let mut cut = TcpSession::new(
+        sa("198.51.100.200:60000"),
+        sa("10.0.0.30:5432"),
+        2_000,
+        12_000,
+    );
+    cut.mss = 1_000;
+    cut.start_ns = T0 + 99 * 150 * S;
+    cut.gap_ns = 8 * S;
+    let mut cut: Vec<Packet> = cut.packets().collect();
+    cut.truncate(cut.len() - 4);
+    db.push(cut);
     let hundred: Vec<Packet> = merge(db.into_iter().map(Vec::into_iter).collect()).collect();
     let (first, second) = (dir.path().join("db1.pcap"), dir.path().join("db2.pcap"));
     write(&first, hundred);

@@ -439,13 +439,26 @@ impl CloudDetector {
             })
     }
 
-    /// The catalogue's service names, in index order: what a window's service index means.
-    pub fn service_names(&self) -> Vec<String> {
-        self.catalogue
+    /// What the windows mean: the catalogue's service names in index order (a window
+    /// names its service by index) and the window length (its buckets are a fraction of
+    /// it). Windows carry over to a detector of the same layout only.
+    pub fn layout(&self) -> (Vec<String>, u64) {
+        let names = self
+            .catalogue
             .services
             .iter()
             .map(|s| s.name.clone())
-            .collect()
+            .collect();
+        (names, self.window_ns)
+    }
+
+    /// A reload built this detector from the new config: the windows (and counters) of
+    /// the one it replaces carry over if they mean the same here ([`CloudDetector::layout`]).
+    pub fn keep_windows_of(&mut self, old: CloudDetector) {
+        if old.layout() == self.layout() {
+            self.windows = old.windows;
+            self.stats = old.stats;
+        }
     }
 
     /// The previous process's flows are gone (a restart resumed from `state.dir`): their
@@ -486,7 +499,12 @@ impl CloudDetector {
         let mut w = match self.windows.remove(&key) {
             Some(w) => w,
             None => {
-                if self.windows.len() >= self.capacity && self.windows.pop_front().is_some() {
+                // A loop, not one pop, so a capacity lowered since (a restart resumed with
+                // another config) is reached; each window goes once.
+                while self.windows.len() >= self.capacity.max(1) {
+                    if self.windows.pop_front().is_none() {
+                        break;
+                    }
                     self.stats.evicted += 1;
                 }
                 Window {

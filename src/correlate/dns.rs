@@ -675,6 +675,13 @@ fn suffixes(list: &[String]) -> Vec<Vec<u8>> {
 }
 
 impl DnsAnalyser {
+    /// The counters were set to another process's (a restart resumed from `state.dir`):
+    /// the pair table's own eviction count follows them, so the next copy into the
+    /// counters does not bring the previous process's total back.
+    pub(crate) fn counters_set(&mut self) {
+        self.pairs.evicted = self.stats.pairs_evicted;
+    }
+
     /// Occupancy of the bounded tables, in the order of [`DNS_TABLES`]: (entries,
     /// capacity, entries evicted or refused because the table was full).
     pub fn tables(&self) -> [(u64, u64, u64); DNS_TABLES.len()] {

@@ -599,6 +599,7 @@ impl IncidentBook {
     /// New settings (SIGHUP); open incidents are kept.
     pub fn reconfigure(&mut self, cfg: &IncidentConfig) {
         self.cfg = cfg.clone();
+        self.requeue_held();
     }
 
     /// Open incidents now.
@@ -611,57 +612,107 @@ impl IncidentBook {
         self.open.is_empty()
     }
 
-    /// Moves the clock: announces held news that came due and closes idle incidents.
+    /// Moves the clock: announces held news that came due and closes idle incidents, in
+    /// the order they fell due — after a jump of the clock (a quiet link, a restart) an
+    /// incident that went idle before its held news was due closes with that news folded
+    /// in, as it would have with the clock moving smoothly.
     pub fn advance(&mut self, now_ns: u64, out: &mut impl FnMut(IncidentUpdate)) {
-        let hold = dur_ns(self.cfg.hold);
-        while let Some(&(due, seq)) = self.held.front() {
-            if due > now_ns {
-                break;
-            }
-            self.held.pop_front();
-            let Some(e) = self.open.get_mut(&seq) else {
-                continue;
-            };
-            match e.held_since {
-                Some(since) if since.saturating_add(hold) <= now_ns => {
-                    let esc = news(e);
-                    e.held_since = None;
-                    if esc.any() {
-                        // Stamped when it came due, not when a later event noticed.
-                        let at = since.saturating_add(hold);
-                        announce(e, Update::Escalated, at, esc, 0, &mut self.stats, out);
-                    }
-                }
-                _ => {}
-            }
-        }
         let idle = dur_ns(self.cfg.idle);
-        let window = dur_ns(self.cfg.window);
-        // Each pass either closes the front or moves it to the back with the current time,
-        // so the loop ends: an incident is looked at most once per call.
-        let mut budget = self.open.len();
-        while budget > 0 {
-            budget -= 1;
-            let Some((&seq, e)) = self.open.front() else {
-                break;
-            };
-            if e.touched_ns.saturating_add(idle) > now_ns {
-                break;
-            }
-            // A flow that shows nothing for `incident.window` is taken as ended: live, its
-            // final record may have been shed with a full output queue (counted there), and
-            // an incident must not stay open for good waiting for it.
-            let stale = e.active_ns.saturating_add(window) <= now_ns;
-            if e.inc.open_flows() == 0 || stale {
-                // Stamped when it became idle, not when a later event noticed.
-                let at = e.active_ns.saturating_add(idle);
-                self.close(seq, at, CloseReason::Idle, out);
-            } else if let Some(mut e) = self.open.remove(&seq) {
-                // A flow is still open: look again an idle period from now.
-                e.touched_ns = now_ns;
-                self.open.insert(seq, e);
+        // Each look either closes the front or moves it to the back with the current time,
+        // so an incident is looked at most once per call; each held entry is popped once.
+        let mut looks = self.open.len();
+        loop {
+            let held = self
+                .held
+                .front()
+                .map(|&(due, _)| due)
+                .filter(|&d| d <= now_ns);
+            let idle_at = self
+                .open
+                .front()
+                .map(|(_, e)| e.touched_ns.saturating_add(idle))
+                .filter(|&d| d <= now_ns && looks > 0);
+            match (held, idle_at) {
+                (None, None) => break,
+                (Some(h), Some(i)) if i < h => {
+                    looks -= 1;
+                    self.look_idle(now_ns, out);
+                }
+                (Some(_), _) => self.pop_held(now_ns, out),
+                (None, Some(_)) => {
+                    looks -= 1;
+                    self.look_idle(now_ns, out);
+                }
             }
         }
+    }
+
+    /// The front of the held queue, due by `now_ns`: its news is announced, stamped when it
+    /// came due. An entry the current hold does not make due yet (the hold was raised since
+    /// it was queued) goes back in its place.
+    fn pop_held(&mut self, now_ns: u64, out: &mut impl FnMut(IncidentUpdate)) {
+        let hold = dur_ns(self.cfg.hold);
+        let Some((_, seq)) = self.held.pop_front() else {
+            return;
+        };
+        let Some(e) = self.open.get_mut(&seq) else {
+            return;
+        };
+        let Some(since) = e.held_since else {
+            return;
+        };
+        let due = since.saturating_add(hold);
+        if due > now_ns {
+            let at = self.held.partition_point(|&(d, _)| d <= due);
+            self.held.insert(at, (due, seq));
+            return;
+        }
+        let esc = news(e);
+        e.held_since = None;
+        if esc.any() {
+            announce(e, Update::Escalated, due, esc, 0, &mut self.stats, out);
+        }
+    }
+
+    /// The incident idle longest: closed if none of its flows is open, else looked at
+    /// again an idle period from now.
+    fn look_idle(&mut self, now_ns: u64, out: &mut impl FnMut(IncidentUpdate)) {
+        let (idle, window) = (dur_ns(self.cfg.idle), dur_ns(self.cfg.window));
+        let Some((&seq, e)) = self.open.front() else {
+            return;
+        };
+        // A flow that shows nothing for `incident.window` is taken as ended: live, its
+        // final record may have been shed with a full output queue (counted there), and an
+        // incident must not stay open for good waiting for it.
+        let stale = e.active_ns.saturating_add(window) <= now_ns;
+        if e.inc.open_flows() == 0 || stale {
+            // Stamped when it became idle, not when a later event noticed.
+            let at = e.active_ns.saturating_add(idle);
+            self.close(seq, at, CloseReason::Idle, out);
+        } else if let Some(mut e) = self.open.remove(&seq) {
+            // A flow is still open: look again an idle period from now.
+            e.touched_ns = now_ns;
+            self.open.insert(seq, e);
+        }
+    }
+
+    /// Puts the held queue in the order of the current hold (after `incident.hold`
+    /// changed: a reload, or a restart resumed with another config), keeping the order of
+    /// entries due at the same time.
+    pub(crate) fn requeue_held(&mut self) {
+        let hold = dur_ns(self.cfg.hold);
+        let mut seen = std::collections::HashSet::new();
+        let mut q: Vec<(u64, u64)> = self
+            .held
+            .iter()
+            .filter_map(|&(_, seq)| {
+                let since = self.open.get(&seq)?.held_since?;
+                seen.insert(seq)
+                    .then_some((since.saturating_add(hold), seq))
+            })
+            .collect();
+        q.sort_by_key(|&(due, _)| due);
+        self.held = q.into();
     }
 
     /// A finding: joins or opens an incident, and announces what the rules say.
@@ -746,11 +797,14 @@ impl IncidentBook {
         let (seq, opened) = match seq {
             Some(s) => (s, false),
             None => {
-                if self.open.len() >= self.cfg.capacity.max(1) {
-                    if let Some((&old, _)) = self.open.front() {
-                        self.stats.evicted += 1;
-                        self.close(old, now, CloseReason::Evicted, out);
-                    }
+                // A loop, not one close, so a capacity lowered since (a reload, a restart
+                // resumed with another config) is reached; each incident closes once.
+                while self.open.len() >= self.cfg.capacity.max(1) {
+                    let Some((&old, _)) = self.open.front() else {
+                        break;
+                    };
+                    self.stats.evicted += 1;
+                    self.close(old, now, CloseReason::Evicted, out);
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -1536,13 +1590,39 @@ mod tests {
             &mut |u| v.push(u),
         );
         book.advance(T0 + 3600 * S, &mut |u| v.push(u));
-        assert!(
-            v.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
-            "{:?} {:?}",
-            kinds(&v),
-            v.iter().map(|u| u.ts_ns - T0).collect::<Vec<_>>()
-        );
-        assert_eq!(v.last().map(|u| u.update), Some(Update::Closed));
+        // Idle (T0 + 1 s + 10 min) before the news was due (T0 + 1 s + 20 min): it closes
+        // then, with the news folded in, as with a clock moving smoothly.
+        assert_eq!(kinds(&v), ["opened", "closed"]);
+        assert_eq!(v[1].ts_ns, T0 + S + 600 * S);
+        assert!(v[1].escalation.detector);
+    }
+
+    /// `incident.hold` changed while news is held (a reload, or a restart resumed with
+    /// another config): the news waits the new hold, neither lost nor stuck behind the old.
+    #[test]
+    fn held_news_waits_the_hold_in_force() {
+        let cfg = |hold: u64| IncidentConfig {
+            hold: std::time::Duration::from_secs(hold),
+            idle: std::time::Duration::from_secs(7200),
+            ..IncidentConfig::default()
+        };
+        for (from, to) in [(60, 3600), (3600, 60)] {
+            let mut book = IncidentBook::new(&cfg(from));
+            let mut v = Vec::new();
+            book.on_finding(
+                &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
+                &mut |u| v.push(u),
+            );
+            book.on_finding(
+                &leak(Detector::Asymmetry, T0 + S, 60_000_000, Some(7)),
+                &mut |u| v.push(u),
+            );
+            book.reconfigure(&cfg(to));
+            book.advance(T0 + 120 * S, &mut |u| v.push(u));
+            book.advance(T0 + 3700 * S, &mut |u| v.push(u));
+            assert_eq!(kinds(&v), ["opened", "escalated"], "{from} → {to}");
+            assert_eq!(v[1].ts_ns, T0 + S + to * S, "{from} → {to}");
+        }
     }
 
     #[test]

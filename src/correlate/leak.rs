@@ -913,8 +913,10 @@ impl LeakAnalyser {
         self.day_boundary(next, out);
     }
 
-    /// Writes the state to `path` atomically: a temporary file, fsync, rename, fsync of
-    /// the directory. A crash leaves either the old snapshot or the new one, never half.
+    /// Writes the leak stage's state to `path` as the JSON file earlier versions kept in
+    /// `state.dir` ([`super::LEGACY_STATE_FILE`], which [`LeakAnalyser::load`] still reads
+    /// once at an upgrade; the sensor now keeps the whole stage in [`super::STATE_FILE`]),
+    /// atomically ([`super::write_atomically`]).
     pub fn save(&self, path: &std::path::Path) -> Result<(), SnapshotError> {
         let io = |source| SnapshotError::Io {
             path: path.display().to_string(),
@@ -930,19 +932,10 @@ impl LeakAnalyser {
             services: Seq::new(self.services.iter()),
             rolled_day: self.rolled_day,
         };
-        let tmp = path.with_extension("tmp");
-        let f = std::fs::File::create(&tmp).map_err(io)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-        serde_json::to_writer(&mut w, &snap).map_err(|e| io(std::io::Error::other(e)))?;
-        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        super::write_atomically(path, io, |mut w| {
+            serde_json::to_writer(&mut w, &snap).map_err(|e| io(std::io::Error::other(e)))?;
+            Ok(w)
+        })
     }
 
     /// Loads state saved by [`save`](Self::save). A missing file is a fresh start

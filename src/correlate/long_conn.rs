@@ -108,9 +108,15 @@ impl LongConnections {
             self.alerted.remove(&r.flow_id);
         }
         // The home side answered: it is the server (the external side opened). A late
-        // FIN/RST's record (`continues`) is the tail of a connection already counted.
+        // FIN/RST's record (`continues`) is the tail of a connection already counted. A
+        // connection cut by the end of the input (a stop, a file of a series: the history
+        // is kept across them in `state.dir`) or evicted from a full table did not end:
+        // its duration so far is no sample of how long the port's connections last.
         if r.outbound != Some(Side::Resp)
-            || r.reason == EndReason::ActiveTimeout
+            || matches!(
+                r.reason,
+                EndReason::ActiveTimeout | EndReason::EndOfInput | EndReason::Evicted
+            )
             || r.continues.is_some()
         {
             return;
@@ -154,7 +160,12 @@ impl LongConnections {
             self.stats.alerts += 1;
             let doublings = (point / self.min_ns.max(1)).ilog2();
             out(LeakAlert {
-                id: format!("long_connection-{}-{}", v.flow_id, doublings),
+                // With the flow's start, as large-transfer ids: flow ids start again in
+                // each process, and an id names the finding's slice file.
+                id: format!(
+                    "long_connection-{}-{}-{}",
+                    v.flow_id, v.flow_start_ns, doublings
+                ),
                 threshold_bytes: 0,
                 window_s: self.min_ns as f64 / NS,
                 scope: "duration".into(),
@@ -181,7 +192,7 @@ impl LongConnections {
             self.alerted.insert(v.flow_id);
             self.stats.alerts += 1;
             out(LeakAlert {
-                id: format!("long_connection-{}-service", v.flow_id),
+                id: format!("long_connection-{}-{}-service", v.flow_id, v.flow_start_ns),
                 mean: d.mean,
                 std: d.std(),
                 events: d.n,
@@ -256,7 +267,7 @@ mod tests {
         let ages: Vec<u64> = found.iter().map(|a| (a.ts_ns - T0) / S).collect();
         assert_eq!(ages, [3600, 7200, 14_400, 28_800]);
         assert!(found.iter().all(|a| a.scope == "duration" && a.port == 443));
-        assert_eq!(found[1].id, "long_connection-42-1");
+        assert_eq!(found[1].id, format!("long_connection-42-{T0}-1"));
     }
 
     #[test]

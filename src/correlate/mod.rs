@@ -56,7 +56,8 @@ pub const TABLES: [&str; 8] = [
 ];
 
 /// File name of the state snapshot inside `state.dir`: the whole stage
-/// ([`Correlator::snapshot`]), behind a header naming the cloud catalogue it was taken with
+/// ([`Correlator::snapshot`]), behind a header naming the cloud catalogue and window it was
+/// taken with
 /// (see [`Correlator::save_state`]).
 pub const STATE_FILE: &str = "outflow-state.snap";
 
@@ -64,6 +65,10 @@ pub const STATE_FILE: &str = "outflow-state.snap";
 /// host windows, baselines, service statistics). Read once when there is no
 /// [`STATE_FILE`], so an upgrade keeps its history; removed by the first full snapshot.
 pub const LEGACY_STATE_FILE: &str = "outflow-state.json";
+
+/// How far before the resumed state's clock an input may start without a warning: the
+/// workers' events reach the stage up to about this much out of order.
+const REWIND_SLACK_NS: u64 = 60_000_000_000;
 
 /// First bytes of [`STATE_FILE`]: the file is recognised as a state file before anything
 /// in it is trusted.
@@ -194,6 +199,33 @@ pub enum SaveError {
     },
 }
 
+/// Writes the file `path` whole or not at all: into a temporary file beside it (named by
+/// this process, so two processes pointed at one directory never write the same one),
+/// synced, renamed over `path`, and the directory synced. On an error the temporary file
+/// is removed (a snapshot can be hundreds of MB, on a disk that may be what failed) and
+/// `path` is as it was. `io` makes the caller's error of an I/O error.
+pub(crate) fn write_atomically<E>(
+    path: &std::path::Path,
+    io: impl Fn(io::Error) -> E,
+    write: impl FnOnce(io::BufWriter<std::fs::File>) -> Result<io::BufWriter<std::fs::File>, E>,
+) -> Result<(), E> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .map_err(&io)
+        .and_then(|f| write(io::BufWriter::with_capacity(1 << 16, f)))
+        .and_then(|w| w.into_inner().map_err(|e| io(e.into_error())))
+        .and_then(|f| f.sync_all().map_err(&io))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(&io));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    } else if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    written
+}
+
 /// Renames an unusable snapshot `path` aside (`*.corrupt-<unix time>`), with a log line
 /// saying why: the run starts without that history, and the file stays for a person to
 /// look at.
@@ -245,6 +277,9 @@ pub struct Correlator {
     stats: CorrelateStats,
     /// A sensor that publishes its events to a bus (see [`Correlator::local`]).
     local_only: bool,
+    /// The packet clock of the state resumed from `state.dir`, until the first event is
+    /// compared with it.
+    resumed_clock: Option<u64>,
 }
 
 impl Correlator {
@@ -270,6 +305,7 @@ impl Correlator {
             clock_ns: 0,
             stats: CorrelateStats::default(),
             local_only: false,
+            resumed_clock: None,
         }
     }
 
@@ -296,9 +332,13 @@ impl Correlator {
         if let Some(l) = self.leak.as_mut() {
             l.reconfigure(cfg);
         }
-        // The windows are per service index of the catalogue in force: a new catalogue
-        // starts them again.
+        // The windows are per service index of the catalogue in force: a new catalogue (or
+        // window length) starts them again.
+        let old = self.cloud.take();
         self.cloud = CloudDetector::new(&cfg.cloud, &cfg.allow.cloud_services);
+        if let (Some(new), Some(old)) = (self.cloud.as_mut(), old) {
+            new.keep_windows_of(old);
+        }
         match self.long.as_mut() {
             Some(l) => l.reconfigure(&cfg.detect.long_connection),
             None => self.long = LongConnections::new(&cfg.detect.long_connection),
@@ -412,9 +452,9 @@ impl Correlator {
     /// Writes the state snapshot now (the caller decides when: live, every
     /// `state.snapshot_interval`, and at the end). No-op without `state.dir`.
     ///
-    /// The file: [`STATE_MAGIC`], the names of the cloud catalogue's services in order
-    /// (postcard; a cloud window names its service by index, so another catalogue drops
-    /// the cloud windows at the next start rather than misattribute them), then
+    /// The file: [`STATE_MAGIC`], the cloud windows' layout ([`CloudDetector::layout`],
+    /// postcard: a window names its service by index, so another catalogue or window
+    /// length drops the cloud windows at the next start rather than misattribute them), then
     /// [`Correlator::snapshot`]. Written as a temporary file, synced, renamed over the old
     /// one and the directory synced: a crash leaves the old snapshot or the new, never half
     /// of one.
@@ -426,29 +466,28 @@ impl Correlator {
             path: path.clone(),
             source,
         };
-        let catalogue = self.cloud.as_ref().map(CloudDetector::service_names);
-        let tmp = path.with_extension("tmp");
-        let mut w =
-            std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp).map_err(io)?);
-        std::io::Write::write_all(&mut w, STATE_MAGIC).map_err(io)?;
-        let mut w = postcard::to_io(&catalogue, w)
-            .map_err(|e| SaveError::Encode(CorrelateSnapshotError::Encode(e)))?;
-        w = match self.snapshot_to(w) {
-            Ok(w) => w,
-            // The file's error, passed through the compressor.
-            Err(CorrelateSnapshotError::Compression(e)) => return Err(io(e)),
-            Err(e) => return Err(SaveError::Encode(e)),
-        };
-        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+        let catalogue = self.cloud.as_ref().map(CloudDetector::layout);
+        let started = std::time::Instant::now();
+        write_atomically(path, io, |mut w| {
+            std::io::Write::write_all(&mut w, STATE_MAGIC).map_err(io)?;
+            let w = postcard::to_io(&catalogue, w)
+                .map_err(|e| SaveError::Encode(CorrelateSnapshotError::Encode(e)))?;
+            match self.snapshot_to(w) {
+                Ok(w) => Ok(w),
+                // The file's error, passed through the compressor.
+                Err(CorrelateSnapshotError::Compression(e)) => Err(io(e)),
+                Err(e) => Err(SaveError::Encode(e)),
             }
+        })?;
+        if let Some(dir) = path.parent() {
             // The earlier version's file is in this one now.
             let _ = std::fs::remove_file(dir.join(LEGACY_STATE_FILE));
         }
+        tracing::debug!(
+            path = %path.display(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "state snapshot written"
+        );
         Ok(())
     }
 
@@ -462,16 +501,22 @@ impl Correlator {
         let rest = file
             .strip_prefix(STATE_MAGIC.as_slice())
             .ok_or_else(|| CorrelateSnapshotError::Mismatch("not an outflow state file".into()))?;
-        let (catalogue, snapshot) = postcard::take_from_bytes::<Option<Vec<String>>>(rest)
+        let (catalogue, snapshot) = postcard::take_from_bytes::<Option<(Vec<String>, u64)>>(rest)
             .map_err(CorrelateSnapshotError::Decode)?;
-        let same_catalogue = catalogue == self.cloud.as_ref().map(CloudDetector::service_names);
+        let same_catalogue = catalogue == self.cloud.as_ref().map(CloudDetector::layout);
         if !same_catalogue && self.cloud.is_some() {
-            tracing::info!("the cloud catalogue changed since the state snapshot: its cloud windows are dropped");
+            tracing::info!(
+                "the cloud catalogue or window changed since the state snapshot: its cloud \
+                 windows are dropped"
+            );
         }
         let counters = self.counters();
         self.restore_resumed(snapshot, same_catalogue)?;
         self.put_counters(counters);
+        self.resumed_clock = Some(self.clock_ns).filter(|&c| c > 0);
         self.incidents.forget_flows();
+        // Held news waits this process's `incident.hold`.
+        self.incidents.requeue_held();
         if let Some(l) = self.long.as_mut() {
             l.forget_flows();
         }
@@ -497,6 +542,7 @@ impl Correlator {
         self.stats = stage;
         if let (Some(d), Some(s)) = (self.dns.as_mut(), dns) {
             d.stats = s;
+            d.counters_set();
         }
         if let (Some(l), Some(s)) = (self.leak.as_mut(), leak) {
             l.stats = s;
@@ -520,6 +566,16 @@ impl Correlator {
             Event::Volume(v) | Event::Age(v) => v.ts_ns,
             Event::Name(n) => n.ts_ns,
         };
+        if let Some(was) = self.resumed_clock.take() {
+            if ts.saturating_add(REWIND_SLACK_NS) < was {
+                tracing::warn!(
+                    "the input starts {:.0} s before the time the state in state.dir reached: \
+                     replaying a capture again with the same state directory counts it twice \
+                     (use another --state-dir, or none)",
+                    (was - ts) as f64 / 1e9
+                );
+            }
+        }
         self.clock_ns = self.clock_ns.max(ts);
         self.advance(ts, out);
         match ev {
@@ -606,14 +662,21 @@ impl Correlator {
     }
 
     /// End of input. With `state.dir` the whole stage is persisted as it is and continues
-    /// in the next run (a restart, or the next file of a series): open windows, pending DNS
-    /// transactions and open incidents are neither closed nor written out here. Otherwise
-    /// windows close and what they hold is reported, pending DNS transactions are written
-    /// out and every open incident closes.
+    /// in the next run (a restart, or the next file of a series): open windows and open
+    /// incidents are neither closed nor reported here. Otherwise — or when the snapshot
+    /// cannot be written, so that nothing is lost — windows close and what they hold is
+    /// reported, and every open incident closes. Pending DNS transactions are written out
+    /// either way: their answers cannot reach this process any more.
     pub fn finish(&mut self, out: &mut impl FnMut(Output)) -> Result<(), SaveError> {
         self.refresh();
+        let mut saved = Ok(());
         if self.state.is_some() {
-            return self.save_state();
+            self.flush_dns(out);
+            saved = self.save_state();
+            if saved.is_ok() {
+                self.refresh();
+                return saved;
+            }
         }
         self.incidents.closing();
         if let Some(l) = self.leak.as_mut() {
@@ -631,6 +694,15 @@ impl Correlator {
         }
         // Closing the last windows may still evict groups.
         self.refresh();
+        self.flush_dns(out);
+        self.incidents
+            .finish(self.clock_ns, &mut |u| out(Output::Incident(u)));
+        self.refresh();
+        saved
+    }
+
+    /// Writes out the pending DNS transactions (as unanswered).
+    fn flush_dns(&mut self, out: &mut impl FnMut(Output)) {
         let mut outs = Vec::new();
         if let Some(a) = self.dns.as_mut() {
             a.finish(&mut |o| outs.push(o));
@@ -638,10 +710,6 @@ impl Correlator {
         for o in outs {
             self.dns_output(o, out);
         }
-        self.incidents
-            .finish(self.clock_ns, &mut |u| out(Output::Incident(u)));
-        self.refresh();
-        Ok(())
     }
 
     /// A finding: to the outputs, then into its incident.
@@ -912,6 +980,40 @@ mod tests {
         let mut again = Correlator::new(Some(&cfg), false, None);
         again.load_state().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(json(&again, "resumed.json"), before);
+    }
+
+    /// The snapshot cannot be written at the end (the directory went away): the error is
+    /// returned, and the run closes what it holds as without `state.dir`, so the incident
+    /// is reported rather than lost with the state.
+    #[test]
+    fn a_snapshot_that_cannot_be_written_at_the_end_closes_instead() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path().join("state");
+        let mut cfg = Config::default();
+        cfg.state.dir = state.display().to_string();
+        let mut c = Correlator::new(Some(&cfg), false, None);
+        c.load_state().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&state, b"").unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        c.on_event(
+            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
+            &mut |o| out.push(o),
+        );
+        let saved = c.finish(&mut |o| out.push(o));
+        assert!(matches!(saved, Err(SaveError::Io { .. })), "{saved:?}");
+        let updates: Vec<&str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Incident(u) => Some(u.update.name()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(updates, ["opened", "closed"]);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).map(Iterator::count).ok(),
+            Some(1)
+        );
     }
 
     /// A snapshot taken while a flow was open (the periodic one, before a crash): after the

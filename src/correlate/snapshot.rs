@@ -392,16 +392,22 @@ impl Correlator {
             left: MAX_STATE_BYTES,
             error: None,
         };
+        // postcard writes a field, often a byte, at a time: buffered, the compressor is
+        // called per 64 KiB instead of per field.
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut limited);
         let encoded = self.with_state(|st| {
-            postcard::to_io(st, &mut limited)
+            postcard::to_io(st, &mut buffered)
                 .map(drop)
                 .map_err(CorrelateSnapshotError::Encode)
         });
+        let flushed = buffered.flush();
+        drop(buffered);
         // The writer's own error says more than postcard's "buffer full".
         if let Some(e) = limited.error.take() {
             return Err(e);
         }
         encoded?;
+        flushed.map_err(CorrelateSnapshotError::Compression)?;
         limited
             .inner
             .finish()
@@ -425,6 +431,7 @@ impl Correlator {
             clock_ns,
             stats,
             local_only: _,
+            resumed_clock: _,
         } = self;
         let st = State {
             clock_ns: *clock_ns,

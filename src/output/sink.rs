@@ -488,7 +488,7 @@ impl Writers {
         }
         self.last_snapshot = std::time::Instant::now();
         if let Err(e) = self.correlate.save_state() {
-            tracing::error!("cannot write the state snapshot: {e}");
+            tracing::error!("{e}");
         }
     }
 
@@ -497,7 +497,7 @@ impl Writers {
     fn finish(&mut self) {
         let mut outs = Vec::new();
         if let Err(e) = self.correlate.finish(&mut |o| outs.push(o)) {
-            tracing::error!("cannot write the state snapshot: {e}");
+            tracing::error!("{e}");
             self.first_error
                 .get_or_insert(std::io::Error::other(e.to_string()));
         }
