@@ -1372,22 +1372,15 @@ pub(crate) mod tests {
         }
     }
 
-    /// One UDP packet from `src` to 198.51.100.1:9999 through `Worker::packet`, stamped
-    /// 1 s + `seq` ns.
-    pub(crate) fn udp_packet(w: &mut Worker, src: [u8; 4], seq: u64) {
+    /// The Ethernet frame `f`, stamped `ts_ns`, through `Worker::packet` as packet `seq`
+    /// of its batch.
+    pub(crate) fn feed(w: &mut Worker, seq: u64, ts_ns: u64, f: &[u8]) {
         use crate::decode::{decode, LinkType};
-        let mut f = Vec::new();
-        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv4(src, [198, 51, 100, 1], 64)
-            .udp(40_000, 9999)
-            .write(&mut f, &[0; 20])
-            .unwrap();
-        let meta = decode(LinkType::Ethernet, &f, f.len() as u32).unwrap();
-        let t = 1_000_000_000 + seq;
+        let meta = decode(LinkType::Ethernet, f, f.len() as u32).unwrap();
         let p = BatchPacket {
             seq,
-            ts_ns: t,
-            clock_ns: t,
+            ts_ns,
+            clock_ns: ts_ns,
             wire_len: f.len() as u32,
             data_start: 0,
             cap_len: f.len() as u32,
@@ -1395,7 +1388,19 @@ pub(crate) mod tests {
             outer_copy: false,
             held: false,
         };
-        w.packet(&p, &f);
+        w.packet(&p, f);
+    }
+
+    /// One UDP packet from `src` to 198.51.100.1:9999 through `Worker::packet`, stamped
+    /// 1 s + `seq` ns.
+    pub(crate) fn udp_packet(w: &mut Worker, src: [u8; 4], seq: u64) {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, [198, 51, 100, 1], 64)
+            .udp(40_000, 9999)
+            .write(&mut f, &[0; 20])
+            .unwrap();
+        feed(w, seq, 1_000_000_000 + seq, &f);
     }
 
     /// An open TLS upload's `/api/flows/top` row carries what its ClientHello named: server
@@ -1403,7 +1408,6 @@ pub(crate) mod tests {
     /// `771,4865-...-53,0-23-65281-10-11-35-16-5-13-18-51-45-43-27-21-17513,,`).
     #[test]
     fn top_flows_rows_carry_the_client_hello_names() {
-        use crate::decode::{decode, LinkType};
         let mut s = crate::gen::tls_session(
             "10.0.0.5:41000".parse().unwrap(),
             "162.125.6.20:443".parse().unwrap(),
@@ -1416,20 +1420,7 @@ pub(crate) mod tests {
         let mut w = Worker::new(&Config::default());
         // The handshake, the hello and part of the upload: the flow is still open.
         for (seq, pkt) in s.packets().take(40).enumerate() {
-            let f = &pkt.frame;
-            let meta = decode(LinkType::Ethernet, f, f.len() as u32).unwrap();
-            let p = BatchPacket {
-                seq: seq as u64,
-                ts_ns: pkt.ts_ns,
-                clock_ns: pkt.ts_ns,
-                wire_len: f.len() as u32,
-                data_start: 0,
-                cap_len: f.len() as u32,
-                meta,
-                outer_copy: false,
-                held: false,
-            };
-            w.packet(&p, f);
+            feed(&mut w, seq as u64, pkt.ts_ns, &pkt.frame);
         }
         let top = w.top_flows(crate::flow::top::TopBy::OutBytes, 10);
         assert_eq!(top.len(), 1, "{top:?}");
@@ -1556,7 +1547,6 @@ pub(crate) mod tests {
     /// tap's own counter agrees, and ending the flows frees every state.
     #[test]
     fn quic_initial_states_are_a_table() {
-        use crate::decode::{decode, LinkType};
         use crate::proto::tap::QUIC_SLOTS;
         use crate::proto::tls::build::{client_hello, example_spec};
         let hello = client_hello(&example_spec(b"content.dropboxapi.com"));
@@ -1576,20 +1566,7 @@ pub(crate) mod tests {
                 1_000_000,
             )
             .swap_remove(0);
-            let f = &first.frame;
-            let meta = decode(LinkType::Ethernet, f, f.len() as u32).unwrap();
-            let p = BatchPacket {
-                seq: i,
-                ts_ns: first.ts_ns,
-                clock_ns: first.ts_ns,
-                wire_len: f.len() as u32,
-                data_start: 0,
-                cap_len: f.len() as u32,
-                meta,
-                outer_copy: false,
-                held: false,
-            };
-            w.packet(&p, f);
+            feed(&mut w, i, first.ts_ns, &first.frame);
         }
         w.flush_slices();
         assert_eq!(WORKER_TABLES[7], "quic_initials");

@@ -382,17 +382,8 @@ fn a_ports_history_and_a_cloud_window_survive_a_restart() {
 // ---------------------------------------------------------------------------------------
 
 fn quic_hello(sni: &str) -> Vec<u8> {
-    use outflow::proto::tls::build::{client_hello, HelloSpec};
-    client_hello(&HelloSpec {
-        sni: Some(sni.as_bytes()),
-        alpn: &[b"h3"],
-        suites: &[0x1301, 0x1302, 0x1303],
-        extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
-        sig_algs: &[0x0403, 0x0804],
-        versions: &[0x0304],
-        groups: &[],
-        point_formats: &[],
-    })
+    use outflow::proto::tls::build::{client_hello, quic_spec};
+    client_hello(&quic_spec(sni.as_bytes()))
 }
 
 #[test]

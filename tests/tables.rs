@@ -169,21 +169,6 @@ fn colliding_held_ids(n: usize) -> Vec<u16> {
     ids
 }
 
-/// A QUIC client's ClientHello (h3, TLS 1.3, quic_transport_parameters), as in
-/// `tests/cloud.rs`.
-fn quic_hello_spec() -> outflow::proto::tls::build::HelloSpec<'static> {
-    outflow::proto::tls::build::HelloSpec {
-        sni: Some(b"content.dropboxapi.com"),
-        alpn: &[b"h3"],
-        suites: &[0x1301, 0x1302, 0x1303],
-        extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
-        sig_algs: &[0x0403, 0x0804],
-        versions: &[0x0304],
-        groups: &[],
-        point_formats: &[],
-    }
-}
-
 type Case = (&'static str, fn(&mut Config, &Path), Vec<Packet>, u64, u64);
 
 #[test]
@@ -568,7 +553,9 @@ fn every_table_counts_its_evictions_exactly() {
             "quic_initials",
             |_, _| {},
             {
-                let hello = outflow::proto::tls::build::client_hello(&quic_hello_spec());
+                let hello = outflow::proto::tls::build::client_hello(
+                    &outflow::proto::tls::build::quic_spec(b"content.dropboxapi.com"),
+                );
                 (0..68u64)
                     .map(|i| {
                         outflow::gen::quic::quic_connection(

@@ -78,7 +78,7 @@ fn sa(s: &str) -> SocketAddr {
 fn generated_capture(dir: &Path) -> PathBuf {
     use outflow::gen::quic::quic_connection;
     use outflow::proto::quic::Version;
-    use outflow::proto::tls::build::{client_hello, example_spec, HelloSpec};
+    use outflow::proto::tls::build::{client_hello, example_spec, quic_spec};
     let tls = |client: &str, server: &str, sni: &[u8], at: u64| -> Vec<Packet> {
         let mut s = outflow::gen::tls_session(
             sa(client),
@@ -106,16 +106,7 @@ fn generated_capture(dir: &Path) -> PathBuf {
         s.start_ns = T0 + at * S;
         s.packets().collect()
     };
-    let hello = client_hello(&HelloSpec {
-        sni: Some(b"www.gstatic.com"),
-        alpn: &[b"h3"],
-        suites: &[0x1301, 0x1302, 0x1303],
-        extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
-        sig_algs: &[0x0403, 0x0804],
-        versions: &[0x0304],
-        groups: &[],
-        point_formats: &[],
-    });
+    let hello = client_hello(&quic_spec(b"www.gstatic.com"));
     let quic = |client: &str, at: u64| {
         quic_connection(
             sa(client),

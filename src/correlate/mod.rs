@@ -881,10 +881,14 @@ mod tests {
     /// large-transfer finding, the flow's end (its last volume report), a quiet two minutes
     /// and the end of input. Returns the stage and everything it produced.
     fn feed_upload() -> (Correlator, Vec<Output>) {
-        feed_upload_to(Correlator::new(Some(&Config::default()), false, None))
+        feed_upload_to(
+            Correlator::new(Some(&Config::default()), false, None),
+            T0 + 120 * S,
+        )
     }
 
-    fn feed_upload_to(mut c: Correlator) -> (Correlator, Vec<Output>) {
+    /// [`feed_upload`] into `c`, the link quiet until `quiet_until` (ns).
+    fn feed_upload_to(mut c: Correlator, quiet_until: u64) -> (Correlator, Vec<Output>) {
         let mut out = Vec::new();
         c.on_event(
             Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
@@ -899,7 +903,7 @@ mod tests {
             Event::Volume(volume(T0 + 2 * S, 150_000_000, 100_000_000, true)),
             &mut |o| out.push(o),
         );
-        c.tick(T0 + 120 * S, &mut |o| out.push(o));
+        c.tick(quiet_until, &mut |o| out.push(o));
         c.finish(&mut |o| out.push(o)).unwrap();
         (c, out)
     }
@@ -1075,7 +1079,7 @@ mod tests {
         let mut local = Correlator::local(&cfg, false);
         local.reconfigure(&cfg);
         assert!(local.cloud.is_none() && local.long.is_none());
-        let (mut c, out) = feed_upload_to(local);
+        let (mut c, out) = feed_upload_to(local, T0 + 120 * S);
         let seen: Vec<&str> = out
             .iter()
             .map(|o| match o {
@@ -1116,22 +1120,10 @@ mod tests {
     /// and every line is in time order.
     #[test]
     fn a_window_that_closes_while_the_incident_is_quiet_joins_it() {
-        let mut c = Correlator::new(Some(&Config::default()), false, None);
-        let mut out = Vec::new();
-        c.on_event(
-            Event::Volume(volume(T0 + S / 2, 50_000_000, 50_000_000, false)),
-            &mut |o| out.push(o),
+        let (_, out) = feed_upload_to(
+            Correlator::new(Some(&Config::default()), false, None),
+            T0 + 1200 * S,
         );
-        c.on_event(
-            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
-            &mut |o| out.push(o),
-        );
-        c.on_event(
-            Event::Volume(volume(T0 + 2 * S, 150_000_000, 100_000_000, true)),
-            &mut |o| out.push(o),
-        );
-        c.tick(T0 + 1200 * S, &mut |o| out.push(o));
-        c.finish(&mut |o| out.push(o)).unwrap();
         let lines: Vec<(&str, &str, u64)> = out
             .iter()
             .filter_map(|o| match o {

@@ -48,6 +48,21 @@ pub fn example_spec(sni: &[u8]) -> HelloSpec<'_> {
     }
 }
 
+/// A QUIC client's hello (TLS 1.3 only, ALPN h3, quic_transport_parameters), with the
+/// given name: what the tests put in generated QUIC Initials.
+pub fn quic_spec(sni: &[u8]) -> HelloSpec<'_> {
+    HelloSpec {
+        sni: Some(sni),
+        alpn: &[b"h3"],
+        suites: &[0x1301, 0x1302, 0x1303],
+        extensions: &[0x0000, 0x0010, 0x000d, 0x002b, 0x0039],
+        sig_algs: &[0x0403, 0x0804],
+        versions: &[0x0304],
+        groups: &[],
+        point_formats: &[],
+    }
+}
+
 fn put16(v: &mut Vec<u8>, x: usize) {
     v.extend_from_slice(&(x as u16).to_be_bytes());
 }
