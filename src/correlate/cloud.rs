@@ -452,13 +452,14 @@ impl CloudDetector {
         (names, self.window_ns)
     }
 
-    /// A reload built this detector from the new config: the windows (and counters) of
-    /// the one it replaces carry over if they mean the same here ([`CloudDetector::layout`]).
+    /// A reload built this detector from the new config: the counters of the one it
+    /// replaces carry over, and its windows if they mean the same here
+    /// ([`CloudDetector::layout`]).
     pub fn keep_windows_of(&mut self, old: CloudDetector) {
         if old.layout() == self.layout() {
             self.windows = old.windows;
-            self.stats = old.stats;
         }
+        self.stats = old.stats;
     }
 
     /// The previous process's flows are gone (a restart resumed from `state.dir`): their

@@ -945,8 +945,12 @@ impl IncidentBook {
                 announce(&mut e, Update::Escalated, now, esc, 0, &mut self.stats, out);
             } else if esc.any() && e.held_since.is_none() {
                 e.held_since = Some(now);
-                self.held
-                    .push_back((now.saturating_add(dur_ns(self.cfg.hold)), seq));
+                // In due order: findings do not come in time order (a window's findings
+                // are fed at their own, earlier times; live workers interleave). In order
+                // this is the back: O(1).
+                let due = now.saturating_add(dur_ns(self.cfg.hold));
+                let at = self.held.partition_point(|&(d, _)| d <= due);
+                self.held.insert(at, (due, seq));
             }
         }
         self.open.insert(seq, e);
@@ -1595,6 +1599,46 @@ mod tests {
         assert_eq!(kinds(&v), ["opened", "closed"]);
         assert_eq!(v[1].ts_ns, T0 + S + 600 * S);
         assert!(v[1].escalation.detector);
+    }
+
+    /// Findings come out of time order (a window's findings are fed at their own, earlier
+    /// times): news held from an earlier finding that arrives later is still announced
+    /// when due, not behind the later news queued first.
+    #[test]
+    fn held_news_is_announced_in_due_order_whatever_the_order_of_findings() {
+        let minute = IncidentConfig {
+            hold: std::time::Duration::from_secs(60),
+            ..IncidentConfig::default()
+        };
+        let mut book = IncidentBook::new(&minute);
+        let mut v = Vec::new();
+        let other = |detector: Detector, ts: u64| match leak(detector, ts, 60_000_000, None) {
+            Finding::Leak(mut a) => {
+                a.src = Some(ip("10.0.0.6"));
+                Finding::Leak(a)
+            }
+            f => f,
+        };
+        for f in [
+            leak(Detector::DataLeak, T0, 60_000_000, None),
+            other(Detector::DataLeak, T0),
+            // News of the first incident at +100 s, then of the second at +50 s.
+            leak(Detector::Asymmetry, T0 + 100 * S, 60_000_000, None),
+            other(Detector::Asymmetry, T0 + 50 * S),
+        ] {
+            book.on_finding(&f, &mut |u| v.push(u));
+        }
+        book.advance(T0 + 120 * S, &mut |u| v.push(u));
+        let said: Vec<(&str, u64)> = v
+            .iter()
+            .map(|u| (u.update.name(), (u.ts_ns - T0) / S))
+            .collect();
+        assert_eq!(said, [("opened", 0), ("opened", 0), ("escalated", 110)]);
+        assert!(
+            v[2].incident.id.contains("10.0.0.6"),
+            "{}",
+            v[2].incident.id
+        );
     }
 
     /// `incident.hold` changed while news is held (a reload, or a restart resumed with

@@ -486,16 +486,23 @@ impl LeakAnalyser {
             }
             return;
         }
-        if self.pairs.len() >= self.hw.capacity {
-            // Full: drop the pair whose window closes first (the least recently opened).
-            // Stale entries popped on the way were pushed once each: O(1) amortised.
+        // Full: drop the pair whose window closes first (the least recently opened), as
+        // many as it takes to reach a capacity lowered since (a reload, a restart resumed
+        // with another config). Stale entries popped on the way were pushed once each:
+        // O(1) amortised.
+        while self.pairs.len() >= self.hw.capacity.max(1) {
+            let mut dropped = false;
             while let Some((_, k, start)) = self.closing.pop_front() {
                 self.visited += 1;
                 if self.pairs.get(&k).is_some_and(|w| w.start_ns == start) {
                     self.pairs.remove(&k);
                     self.stats.pairs_evicted += 1;
+                    dropped = true;
                     break;
                 }
+            }
+            if !dropped {
+                break;
             }
         }
         // One closing entry per window, pushed when it opens.

@@ -226,19 +226,19 @@ pub(crate) fn write_atomically<E>(
     written
 }
 
-/// Renames an unusable snapshot `path` aside (`*.corrupt-<unix time>`), with a log line
-/// saying why: the run starts without that history, and the file stays for a person to
-/// look at.
-fn set_aside(path: &std::path::Path, why: &str) {
+/// Renames a snapshot `path` that must not be resumed from aside (`*.<label>-<unix
+/// time>`), with a log line saying why and what follows (`then`): the file stays for a
+/// person to look at.
+fn set_aside(path: &std::path::Path, label: &str, why: &str, then: &str) {
     let aside = path.with_extension(format!(
-        "corrupt-{}",
+        "{label}-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     ));
     let moved = std::fs::rename(path, &aside).is_ok();
     tracing::warn!(
-        "state snapshot {} unusable ({why}); {} and starting without history",
+        "state snapshot {} not used ({why}); {} and {then}",
         path.display(),
         if moved {
             format!("set aside as {}", aside.display())
@@ -408,6 +408,16 @@ impl Correlator {
                     error,
                 });
             }
+            // Temporary files of writes a crash cut short ([`write_atomically`]: one name
+            // per process, so nothing else would ever replace them).
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("outflow-state.tmp")
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         let unreadable = |path: PathBuf, error| StateError::Unreadable {
             path,
@@ -421,7 +431,7 @@ impl Correlator {
                     open_incidents = self.incidents.stats.open,
                     "loaded state snapshot"
                 ),
-                Err(e) => set_aside(&path, &e.to_string()),
+                Err(e) => set_aside(&path, "corrupt", &e.to_string(), "starting without history"),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let legacy = path.with_file_name(LEGACY_STATE_FILE);
@@ -439,7 +449,12 @@ impl Correlator {
                         return Err(unreadable(legacy, source))
                     }
                     Err(e @ SnapshotError::Invalid { .. }) => {
-                        set_aside(&legacy, &e.to_string());
+                        set_aside(
+                            &legacy,
+                            "corrupt",
+                            &e.to_string(),
+                            "starting without history",
+                        );
                         *l = LeakAnalyser::new_like(l);
                     }
                 }
@@ -662,20 +677,29 @@ impl Correlator {
     }
 
     /// End of input. With `state.dir` the whole stage is persisted as it is and continues
-    /// in the next run (a restart, or the next file of a series): open windows and open
-    /// incidents are neither closed nor reported here. Otherwise — or when the snapshot
-    /// cannot be written, so that nothing is lost — windows close and what they hold is
-    /// reported, and every open incident closes. Pending DNS transactions are written out
-    /// either way: their answers cannot reach this process any more.
+    /// in the next run (a restart, or the next file of a series): open windows, pending DNS
+    /// transactions (the next file may hold their answers) and open incidents are neither
+    /// closed nor reported here. Otherwise — or when the snapshot cannot be written, so
+    /// that nothing is lost — windows close and what they hold is reported, pending DNS
+    /// transactions are written out and every open incident closes; the older snapshot
+    /// still in `state.dir` is then set aside, or the next start would resume from it and
+    /// report again what was just closed.
     pub fn finish(&mut self, out: &mut impl FnMut(Output)) -> Result<(), SaveError> {
         self.refresh();
         let mut saved = Ok(());
-        if self.state.is_some() {
-            self.flush_dns(out);
+        if let Some(path) = self.state.clone() {
             saved = self.save_state();
             if saved.is_ok() {
                 self.refresh();
                 return saved;
+            }
+            if path.exists() {
+                set_aside(
+                    &path,
+                    "stale",
+                    "older than what this run closed at its end",
+                    "the next start begins without history",
+                );
             }
         }
         self.incidents.closing();
@@ -1018,6 +1042,43 @@ mod tests {
             std::fs::read_dir(dir.path()).map(Iterator::count).ok(),
             Some(1)
         );
+        // With an older snapshot in place: it is set aside, so the next start does not
+        // resume what this run closed and report it again.
+        let state = dir.path().join("again");
+        cfg.state.dir = state.display().to_string();
+        let mut c = Correlator::new(Some(&cfg), false, None);
+        c.load_state().unwrap_or_else(|e| panic!("{e}"));
+        c.save_state().unwrap_or_else(|e| panic!("{e}"));
+        // The next write's temporary file cannot be created.
+        let tmp = state
+            .join(STATE_FILE)
+            .with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::create_dir(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        c.on_event(
+            Event::Alert(Box::new(upload_alert(T0 + S, 100_000_000))),
+            &mut |o| out.push(o),
+        );
+        assert!(c.finish(&mut |o| out.push(o)).is_err());
+        assert!(!state.join(STATE_FILE).exists());
+        let names: Vec<String> = std::fs::read_dir(&state)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            names.iter().any(|n| n.starts_with("outflow-state.stale-")),
+            "{names:?}"
+        );
+        // A leftover temporary file is removed at the next start.
+        let _ = std::fs::remove_dir(&tmp);
+        std::fs::write(&tmp, b"half").unwrap_or_else(|e| panic!("{e}"));
+        Correlator::new(Some(&cfg), false, None)
+            .load_state()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!tmp.exists());
     }
 
     /// A snapshot taken while a flow was open (the periodic one, before a crash): after the
