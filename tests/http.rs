@@ -426,22 +426,12 @@ fn a_non_loopback_listener_without_a_token_is_refused() {
     );
 }
 
-#[test]
-fn top_flows_shows_an_upload_while_it_is_still_open() {
-    // The demo capture arrives on standard input, like `tcpdump -w - | outflow replay -`.
-    // With one packet per batch, the worker has processed every packet but the last
-    // written (a batch is handed over when the next packet arrives).
-    let bytes = std::fs::read(demo()).unwrap();
-    let (head, recs) = common::pcap_records(&bytes);
-    assert_eq!(recs.len(), 20_633);
-    let n = 19_000;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("outflow.toml");
-    std::fs::write(
-        &cfg,
-        "[capture]\nbatch_packets = 1\nbatches_per_worker = 4\n",
-    )
-    .unwrap();
+/// `outflow replay -` with `config` (in `dir`), one worker and the API on, serving on after
+/// its input: fed the capture `head` + `recs` on standard input, which stays open, so the
+/// flows the records leave open stay open.
+fn serve_from_stdin(dir: &Path, config: &str, head: &[u8], recs: &[Vec<u8>]) -> Sensor {
+    let cfg = dir.join("outflow.toml");
+    std::fs::write(&cfg, config).unwrap();
     let mut s = Sensor::start(&[
         "replay",
         "--config",
@@ -453,14 +443,31 @@ fn top_flows_shows_an_upload_while_it_is_still_open() {
         "--serve",
         "-",
     ]);
-    {
-        let w = s.stdin();
-        w.write_all(&head).unwrap();
-        for r in &recs[..=n] {
-            w.write_all(r).unwrap();
-        }
-        w.flush().unwrap();
+    let w = s.stdin();
+    w.write_all(head).unwrap();
+    for r in recs {
+        w.write_all(r).unwrap();
     }
+    w.flush().unwrap();
+    s
+}
+
+#[test]
+fn top_flows_shows_an_upload_while_it_is_still_open() {
+    // The demo capture arrives on standard input, like `tcpdump -w - | outflow replay -`.
+    // With one packet per batch, the worker has processed every packet but the last
+    // written (a batch is handed over when the next packet arrives).
+    let bytes = std::fs::read(demo()).unwrap();
+    let (head, recs) = common::pcap_records(&bytes);
+    assert_eq!(recs.len(), 20_633);
+    let n = 19_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = serve_from_stdin(
+        dir.path(),
+        "[capture]\nbatch_packets = 1\nbatches_per_worker = 4\n",
+        &head,
+        &recs[..=n],
+    );
 
     // Expected: the outbound flows still open after the first n packets, from a replay of
     // exactly those packets (their end-of-input records).
@@ -597,27 +604,7 @@ fn top_flows_carry_the_names_of_open_flows() {
     let (head, recs) = common::pcap_records(&w.into_inner().unwrap());
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("outflow.toml");
-    std::fs::write(&cfg, "[capture]\nbatch_packets = 1\n").unwrap();
-    let mut s = Sensor::start(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--workers",
-        "1",
-        "--http",
-        "127.0.0.1:0",
-        "--serve",
-        "-",
-    ]);
-    {
-        let w = s.stdin();
-        w.write_all(&head).unwrap();
-        for r in &recs {
-            w.write_all(r).unwrap();
-        }
-        w.flush().unwrap();
-    }
+    let mut s = serve_from_stdin(dir.path(), "[capture]\nbatch_packets = 1\n", &head, &recs);
     let (tls_out, put_out) = (tls.expected(), put.expected());
     let start = std::time::Instant::now();
     let top = loop {
