@@ -646,6 +646,31 @@ fn start_up_errors_are_printed_once() {
             "state.dir: cannot read the state snapshot",
         ));
     }
+    // A state directory another process holds (as a running sensor holds its own).
+    let busy = dir.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let held = std::fs::File::open(&busy).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no memory is passed.
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&held),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(locked, 0);
+    let in_use = format!(
+        "state.dir {}: in use by another outflow process",
+        busy.display()
+    );
+    cases.push((
+        vec![
+            "replay".into(),
+            "--state-dir".into(),
+            busy.clone().into(),
+            demo().into(),
+        ],
+        &in_use,
+    ));
     for (args, message) in cases {
         let out = outflow().args(&args).output().unwrap();
         let err = String::from_utf8(out.stderr).unwrap();
@@ -657,6 +682,16 @@ fn start_up_errors_are_printed_once() {
     // The unreadable snapshot was left where it was, not set aside.
     assert!(state.join(outflow::correlate::STATE_FILE).is_dir());
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
+    // Free again, the directory is used.
+    drop(held);
+    let out = outflow()
+        .args(["replay", "-q", "--state-dir"])
+        .arg(&busy)
+        .arg(demo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(busy.join(outflow::correlate::STATE_FILE).exists());
 }
 
 /// Issue 14 ("logs for machines and people"): standard error that is not a terminal (a pipe

@@ -181,6 +181,17 @@ pub enum StateError {
         /// The I/O error.
         error: io::Error,
     },
+    /// Another process holds the directory: two writing one state would each resume and
+    /// overwrite what the other learnt.
+    #[error(
+        "state.dir {}: in use by another outflow process; give each sensor, and each replay \
+         with --state-dir, a directory of its own",
+        dir.display()
+    )]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 /// The state snapshot could not be written (the run goes on; the next snapshot tries again).
@@ -197,6 +208,33 @@ pub enum SaveError {
         /// The I/O error.
         source: io::Error,
     },
+}
+
+/// Opens `dir` and takes an exclusive `flock` on it without waiting. Held while the
+/// returned file is open. (`File::try_lock` does this from Rust 1.89; the crate builds with
+/// 1.85, Debian's.)
+#[allow(unsafe_code)]
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, StateError> {
+    use std::os::fd::AsRawFd;
+    let unwritable = |error| StateError::DirUnwritable {
+        dir: dir.to_path_buf(),
+        user: crate::capture::live::effective_user(),
+        error,
+    };
+    let f = std::fs::File::open(dir).map_err(unwritable)?;
+    // SAFETY: flock takes a descriptor this function owns (open for the call) and two
+    // flags; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            StateError::InUse {
+                dir: dir.to_path_buf(),
+            }
+        } else {
+            unwritable(e)
+        });
+    }
+    Ok(f)
 }
 
 /// Writes the file `path` whole or not at all: into a temporary file beside it (named by
@@ -280,6 +318,8 @@ pub struct Correlator {
     /// The packet clock of the state resumed from `state.dir`, until the first event is
     /// compared with it.
     resumed_clock: Option<u64>,
+    /// The open `state.dir`, locked (`flock`) for this stage's life.
+    state_lock: Option<std::fs::File>,
 }
 
 impl Correlator {
@@ -306,6 +346,7 @@ impl Correlator {
             stats: CorrelateStats::default(),
             local_only: false,
             resumed_clock: None,
+            state_lock: None,
         }
     }
 
@@ -408,6 +449,9 @@ impl Correlator {
                     error,
                 });
             }
+            // One process per directory, for as long as this stage lives; the kernel lets
+            // go when the process ends, however it ends.
+            self.state_lock = Some(lock_dir(dir)?);
             // Temporary files of writes a crash cut short ([`write_atomically`]: one name
             // per process, so nothing else would ever replace them).
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -1005,6 +1049,14 @@ mod tests {
         assert!(!state.join(LEGACY_STATE_FILE).exists());
         assert!(state.join(STATE_FILE).exists());
 
+        // One stage per directory: a second is refused while the first lives.
+        let second = Correlator::new(Some(&cfg), false, None).load_state();
+        assert!(
+            matches!(second, Err(StateError::InUse { ref dir }) if dir == &state),
+            "{second:?}"
+        );
+        drop(c);
+
         let mut again = Correlator::new(Some(&cfg), false, None);
         again.load_state().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(json(&again, "resumed.json"), before);
@@ -1073,6 +1125,7 @@ mod tests {
             "{names:?}"
         );
         // A leftover temporary file is removed at the next start.
+        drop(c);
         let _ = std::fs::remove_dir(&tmp);
         std::fs::write(&tmp, b"half").unwrap_or_else(|e| panic!("{e}"));
         Correlator::new(Some(&cfg), false, None)

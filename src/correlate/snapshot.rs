@@ -432,6 +432,7 @@ impl Correlator {
             stats,
             local_only: _,
             resumed_clock: _,
+            state_lock: _,
         } = self;
         let st = State {
             clock_ns: *clock_ns,
