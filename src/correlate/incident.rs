@@ -1551,16 +1551,10 @@ mod tests {
         assert_eq!(c[0].incident.flows_untracked, 1, "one flow, three reports");
     }
 
-    #[test]
-    fn held_news_is_stamped_when_due_and_no_line_goes_back_in_time() {
-        // The link goes quiet after a finding that only adds a detector: the next event is an
-        // hour later. The held line is due a minute after the finding and the close ten
-        // minutes after; neither may be stamped with the hour-later clock out of order.
-        let minute = IncidentConfig {
-            hold: std::time::Duration::from_secs(60),
-            ..IncidentConfig::default()
-        };
-        let mut book = IncidentBook::new(&minute);
+    /// A data-leak finding opens an incident at T0; an asymmetry finding a second later
+    /// only adds a detector: news held `incident.hold`.
+    fn news_after_a_finding(cfg: &IncidentConfig) -> (IncidentBook, Vec<IncidentUpdate>) {
+        let mut book = IncidentBook::new(cfg);
         let mut v = Vec::new();
         book.on_finding(
             &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
@@ -1570,6 +1564,19 @@ mod tests {
             &leak(Detector::Asymmetry, T0 + S, 60_000_000, Some(7)),
             &mut |u| v.push(u),
         );
+        (book, v)
+    }
+
+    #[test]
+    fn held_news_is_stamped_when_due_and_no_line_goes_back_in_time() {
+        // The link goes quiet after a finding that only adds a detector: the next event is an
+        // hour later. The held line is due a minute after the finding and the close ten
+        // minutes after; neither may be stamped with the hour-later clock out of order.
+        let minute = IncidentConfig {
+            hold: std::time::Duration::from_secs(60),
+            ..IncidentConfig::default()
+        };
+        let (mut book, mut v) = news_after_a_finding(&minute);
         book.advance(T0 + 3600 * S, &mut |u| v.push(u));
         assert_eq!(kinds(&v), ["opened", "escalated", "closed"]);
         assert_eq!(v[1].ts_ns, T0 + 61 * S, "held news goes out when due");
@@ -1583,16 +1590,7 @@ mod tests {
             hold: std::time::Duration::from_secs(1200),
             ..IncidentConfig::default()
         };
-        let mut book = IncidentBook::new(&cfg);
-        let mut v = Vec::new();
-        book.on_finding(
-            &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
-            &mut |u| v.push(u),
-        );
-        book.on_finding(
-            &leak(Detector::Asymmetry, T0 + S, 60_000_000, Some(7)),
-            &mut |u| v.push(u),
-        );
+        let (mut book, mut v) = news_after_a_finding(&cfg);
         book.advance(T0 + 3600 * S, &mut |u| v.push(u));
         // Idle (T0 + 1 s + 10 min) before the news was due (T0 + 1 s + 20 min): it closes
         // then, with the news folded in, as with a clock moving smoothly.
@@ -1651,16 +1649,7 @@ mod tests {
             ..IncidentConfig::default()
         };
         for (from, to) in [(60, 3600), (3600, 60)] {
-            let mut book = IncidentBook::new(&cfg(from));
-            let mut v = Vec::new();
-            book.on_finding(
-                &leak(Detector::DataLeak, T0, 60_000_000, Some(7)),
-                &mut |u| v.push(u),
-            );
-            book.on_finding(
-                &leak(Detector::Asymmetry, T0 + S, 60_000_000, Some(7)),
-                &mut |u| v.push(u),
-            );
+            let (mut book, mut v) = news_after_a_finding(&cfg(from));
             book.reconfigure(&cfg(to));
             book.advance(T0 + 120 * S, &mut |u| v.push(u));
             book.advance(T0 + 3700 * S, &mut |u| v.push(u));

@@ -570,7 +570,12 @@ impl Correlator {
             );
         }
         let counters = self.counters();
-        self.restore_resumed(snapshot, same_catalogue)?;
+        self.restore_fit(
+            snapshot,
+            snapshot::Fit::Resume {
+                cloud: same_catalogue,
+            },
+        )?;
         self.put_counters(counters);
         self.resumed_clock = Some(self.clock_ns).filter(|&c| c > 0);
         self.incidents.forget_flows();

@@ -450,21 +450,15 @@ impl Correlator {
     /// followed the snapshot gives exactly the outputs the original gave. On an error the
     /// stage is unchanged.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), CorrelateSnapshotError> {
-        let (&found, frame) = bytes.split_first().ok_or(CorrelateSnapshotError::Empty)?;
-        if found != SNAPSHOT_FORMAT {
-            return Err(CorrelateSnapshotError::Version {
-                found,
-                expected: SNAPSHOT_FORMAT,
-            });
-        }
-        self.restore_raw(&decompress(frame, MAX_STATE_BYTES)?, Fit::Exact)
+        self.restore_fit(bytes, Fit::Exact)
     }
 
-    /// [`Correlator::restore`] for a sensor resuming from `state.dir` ([`Fit::Resume`]).
-    pub(crate) fn restore_resumed(
+    /// [`Correlator::restore`] with the parts fitting the stage as `fit` says
+    /// ([`Fit::Resume`] for a sensor resuming from `state.dir`).
+    pub(crate) fn restore_fit(
         &mut self,
         bytes: &[u8],
-        cloud: bool,
+        fit: Fit,
     ) -> Result<(), CorrelateSnapshotError> {
         let (&found, frame) = bytes.split_first().ok_or(CorrelateSnapshotError::Empty)?;
         if found != SNAPSHOT_FORMAT {
@@ -473,7 +467,7 @@ impl Correlator {
                 expected: SNAPSHOT_FORMAT,
             });
         }
-        self.restore_raw(&decompress(frame, MAX_STATE_BYTES)?, Fit::Resume { cloud })
+        self.restore_raw(&decompress(frame, MAX_STATE_BYTES)?, fit)
     }
 
     /// Restores a state from its postcard encoding (the snapshot's frame decompressed).
